@@ -1,0 +1,33 @@
+"""Skip strategies: the registry, and the drop-in merge modules.
+
+>>> from skiplab.skips import STRATEGIES
+>>> sorted(STRATEGIES)[:3]
+['add', 'concat-double', 'concat-half']
+"""
+
+from __future__ import annotations
+
+from .additive import ADD, LAYERSCALE, PLAIN, REZERO, LayerScale, Plain, ReZero, Residual
+from .base import BlockWidths, Strategy
+from .concat import CONCAT_DOUBLE, CONCAT_HALF, CONCAT_PREV, DENSE, Concat, DenseBlock
+from .highway import HIGHWAY, Highway
+
+# The one map from names to strategies; library, CLI and sweep files all use it.
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (PLAIN, ADD, REZERO, LAYERSCALE, HIGHWAY, DENSE, CONCAT_PREV, CONCAT_DOUBLE, CONCAT_HALF)
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy called ``name``; ValueError naming the allowed names otherwise."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"skip: unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}") from None
+
+
+__all__ = [
+    "STRATEGIES", "get_strategy", "Strategy", "BlockWidths",
+    "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock",
+]

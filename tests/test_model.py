@@ -1,0 +1,228 @@
+"""Every strategy x model kind x norm: shapes, gradients, determinism; parameter counts
+against closed forms written here independently of the library; edge cases."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skiplab import STRATEGIES, ModelSpec, SpecError, build_model
+from skiplab.layers import MODELS, NORMS
+
+INPUT = {"mlp": (12,), "cnn1d": (2, 9), "cnn2d": (2, 5, 7)}  # cnn2d deliberately non-square
+
+
+def _spec(skip, model, norm, **kw):
+    # Bias before batch norm is redundant (BN removes any per-channel constant, Ioffe &
+    # Szegedy arXiv 1502.03167), so its gradient is zero; torchvision drops it. Tested below.
+    kw.setdefault("bias", norm != "batch")
+    return ModelSpec(model=model, skip=skip, norm=norm, depth=3, width=8, aux_every=2,
+                     input_shape=INPUT[model], classes=5, **kw)
+
+
+def _loss(model, x, y):
+    logits, aux = model(x, return_aux=True)
+    return F.cross_entropy(logits, y) + sum(model.spec.aux_weight * F.cross_entropy(a, y) for a in aux)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("skip", list(STRATEGIES))
+def test_forward_backward_contract(skip, model, norm):
+    spec = _spec(skip, model, norm)
+    net = build_model(spec, seed=1)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(32, *spec.input_shape, generator=g), torch.randint(0, 5, (32,), generator=g)
+    if skip == "rezero":  # at a = 0 the branches get exactly zero gradient (test_skips); open them
+        with torch.no_grad():
+            for b in net.blocks:
+                b.alpha.fill_(0.5)
+    logits, aux = net(x, return_aux=True)
+    assert logits.shape == (32, 5) and len(aux) == 1 and aux[0].shape == (32, 5)
+    _loss(net, x, y).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+    assert torch.isfinite(logits).all()
+    # Same seed, same model, same output.
+    again = build_model(spec, seed=1)
+    if skip == "rezero":
+        with torch.no_grad():
+            for b in again.blocks:
+                b.alpha.fill_(0.5)
+    assert torch.equal(again(x), net(x))
+
+
+def test_seed_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    build_model(ModelSpec(), seed=7)
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_different_seeds_differ():
+    a, b = build_model(ModelSpec(), seed=0), build_model(ModelSpec(), seed=1)
+    assert not torch.equal(a.stem.layer.weight, b.stem.layer.weight)
+
+
+def test_bias_before_batch_norm_gets_no_gradient():
+    spec = ModelSpec(model="cnn1d", depth=2, width=6, skip="add", norm="batch", bias=True, input_shape=(1, 10))
+    net = build_model(spec, seed=0)
+    x = torch.randn(16, 1, 10)
+    F.cross_entropy(net(x), torch.randint(0, 10, (16,))).backward()
+    ref = net.blocks[0].branch.layer.weight.grad.abs().max()
+    assert net.blocks[0].branch.layer.bias.grad.abs().max() < 1e-5 * ref
+
+
+# -- parameter counts ------------------------------------------------------------------
+def closed_form(skip, model, norm, bias, depth, w, k, kernel, fan_in, classes, aux_every):
+    """Parameters per part, from DESIGN.md's table; written independently of skiplab."""
+    K = {"mlp": 1, "cnn1d": kernel, "cnn2d": kernel ** 2}[model]
+    b = int(bias)
+
+    def layer(i, o, with_bias=b):
+        return i * o * K + o * with_bias
+
+    def norm_p(c):
+        return 0 if norm == "none" else 2 * c
+
+    def t(i, o):  # a transform: layer + norm
+        return layer(i, o) + norm_p(o)
+
+    if skip in ("plain", "add"):
+        blocks = [t(w, w)] * depth
+        widths = [w] * depth
+    elif skip == "rezero":
+        blocks, widths = [t(w, w) + 1] * depth, [w] * depth
+    elif skip == "layerscale":
+        blocks, widths = [t(w, w) + w] * depth, [w] * depth
+    elif skip == "highway":
+        blocks, widths = [t(w, w) + layer(w, w, with_bias=1)] * depth, [w] * depth
+    elif skip == "dense":
+        blocks = [t(w + (l - 1) * k, k) for l in range(1, depth + 1)]
+        widths = [w + l * k for l in range(1, depth + 1)]
+    elif skip == "concat-prev":
+        blocks = [t(w if l == 1 else 2 * w, w) for l in range(1, depth + 1)]
+        widths = [2 * w] * depth
+    elif skip == "concat-double":
+        blocks = [t(2 ** (l - 1) * w, 2 ** (l - 1) * w) for l in range(1, depth + 1)]
+        widths = [2 ** l * w for l in range(1, depth + 1)]
+    elif skip == "concat-half":
+        blocks, widths = [t(w, w // 2)] * depth, [w] * depth
+    state = widths[-1] if depth else w
+
+    def head(c):
+        return c * classes + classes * b
+
+    aux = [head(widths[l - 1]) for l in range(aux_every, depth, aux_every)] if aux_every else []
+    return {"stem": t(fan_in, w), "blocks": sum(blocks), "head": head(state), "aux": sum(aux),
+            "per_block": blocks}
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("skip", list(STRATEGIES))
+def test_parameter_counts_match_closed_form(skip, model):
+    shape = {"mlp": (3, 5), "cnn1d": (3, 11), "cnn2d": (3, 4, 6)}[model]
+    fan_in = 15 if model == "mlp" else 3
+    for norm in NORMS:
+        for bias in (True, False):
+            for depth in (0, 1, 2, 5):
+                for w in ((2, 6) if skip == "concat-half" else (1, 5)):
+                    k = 3 if skip == "dense" else w
+                    spec = ModelSpec(model=model, skip=skip, norm=norm, bias=bias, depth=depth, width=w,
+                                     growth=k if skip == "dense" else None, kernel_size=5,
+                                     input_shape=shape, classes=7, aux_every=2)
+                    got = build_model(spec).structure()
+                    want = closed_form(skip, model, norm, bias, depth, w, k, 5, fan_in, 7, 2)
+                    where = f"{skip} {model} {norm} bias={bias} depth={depth} w={w}"
+                    assert [b["params"] for b in got["per_block"]] == want["per_block"], where
+                    for part in ("stem", "blocks", "head", "aux"):
+                        assert got["params"][part] == want[part], f"{part}: {where}"
+                    assert got["params"]["total"] == sum(p.numel() for p in build_model(spec).parameters())
+
+
+def test_the_questions_ten_layer_example():
+    """Seed answer 2: 9 weight matrices of 100x100 = 90,000 with or without additive
+    skips; with every earlier layer concatenated in, 100x100 ... 900x100 = 450,000."""
+    blocks = {}
+    for skip in ("plain", "add", "dense"):
+        spec = ModelSpec(model="mlp", depth=9, width=100, skip=skip, bias=False, input_shape=(100,))
+        blocks[skip] = build_model(spec).structure()["params"]["blocks"]
+    assert blocks == {"plain": 90_000, "add": 90_000, "dense": 450_000}
+
+
+# -- edge cases ------------------------------------------------------------------------
+@pytest.mark.parametrize("skip", list(STRATEGIES))
+def test_depth_zero_is_stem_plus_head(skip):
+    w = 4
+    net = build_model(ModelSpec(depth=0, width=w, skip=skip), seed=0)
+    assert len(net.blocks) == 0 and net(torch.randn(2, 40)).shape == (2, 10)
+    assert net.structure()["params"]["blocks"] == 0
+
+
+@pytest.mark.parametrize("skip", [s for s in STRATEGIES if s != "concat-half"])
+def test_width_one(skip):
+    net = build_model(ModelSpec(model="cnn1d", depth=3, width=1, skip=skip), seed=0)
+    assert net(torch.randn(2, 1, 40)).shape == (2, 10)
+
+
+def test_cnn2d_non_square_input():
+    net = build_model(ModelSpec(model="cnn2d", depth=2, width=4, skip="dense", input_shape=(3, 5, 11)), seed=0)
+    assert net(torch.randn(2, 3, 5, 11)).shape == (2, 10)
+
+
+def test_kaiming_init_std_and_gate_bias():
+    spec = ModelSpec(depth=2, width=400, skip="highway", init="kaiming")
+    net = build_model(spec, seed=0)
+    w = net.blocks[0].branch.layer.weight
+    assert math.isclose(w.std().item(), math.sqrt(2 / 400), rel_tol=0.05)
+    assert torch.all(net.blocks[0].branch.layer.bias == 0)
+    assert torch.all(net.blocks[0].gate.bias == -2.0)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    net = build_model(ModelSpec(), seed=0)
+    with pytest.raises(ValueError, match=r"expected \(batch, 40\)"):
+        net(torch.randn(2, 41))
+
+
+@pytest.mark.parametrize("fields, field_named", [
+    (dict(skip="residual"), "skip"),
+    (dict(depth=-1), "depth"),
+    (dict(depth=2.5), "depth"),
+    (dict(depth=True), "depth"),
+    (dict(width=0), "width"),
+    (dict(model="rnn"), "model"),
+    (dict(norm="group"), "norm"),
+    (dict(activation="swish"), "activation"),
+    (dict(init="xavier"), "init"),
+    (dict(skip="concat-half", width=7), "width"),
+    (dict(skip="add", growth=4), "growth"),
+    (dict(skip="dense", growth=0), "growth"),
+    (dict(model="cnn1d", kernel_size=4), "kernel_size"),
+    (dict(model="cnn1d", input_shape=(40,)), "input_shape"),
+    (dict(model="cnn2d", input_shape=(1, 8)), "input_shape"),
+    (dict(input_shape=(0,)), "input_shape"),
+    (dict(aux_every=-1), "aux_every"),
+    (dict(aux_weight=float("nan")), "aux_weight"),
+    (dict(bias="yes"), "bias"),
+])
+def test_invalid_specs_name_the_field(fields, field_named):
+    with pytest.raises(SpecError, match=f"^{field_named}:"):
+        ModelSpec(**fields)
+
+
+def test_concat_double_over_the_cap_refuses_to_build_but_spec_exists():
+    spec = ModelSpec(skip="concat-double", depth=40, width=64)  # analysable ...
+    assert spec.state_width == 64 * 2 ** 40
+    with pytest.raises(SpecError, match="max_state_width"):  # ... but not buildable
+        build_model(spec)
+
+
+def test_from_dict_round_trip_and_unknown_key():
+    spec = ModelSpec(model="cnn1d", skip="dense", growth=4, input_shape=(1, 40))
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(SpecError, match="^widht: unknown field"):
+        ModelSpec.from_dict({"widht": 3})

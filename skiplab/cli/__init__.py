@@ -1,0 +1,5 @@
+"""Command line; see :mod:`skiplab.cli.main`."""
+
+from .main import main
+
+__all__ = ["main"]

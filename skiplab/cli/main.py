@@ -1,0 +1,40 @@
+"""The ``skiplab`` command line: argument parsing only; the work is in the library.
+
+Every command takes ``--json``. Bad input prints one line ``skiplab: error: ...`` on
+stderr and exits with code 2. Each command lives in its own module with an
+``add_parser(subparsers)`` function; COMMANDS lists them in help order.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from . import build, strategies
+from .common import Parser, UsageError
+
+COMMANDS = [strategies, build]
+
+
+def make_parser() -> Parser:
+    parser = Parser(prog="skiplab", description="Should a skip connection add or concatenate? "
+                    "Measure parameters, cost, gradients and accuracy for each strategy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        args.run(args)
+    except (UsageError, ValueError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"skiplab: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skiplab: interrupted", file=sys.stderr)
+        return 130
+    return 0

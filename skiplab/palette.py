@@ -1,0 +1,18 @@
+"""One colour per strategy, used by every figure (Okabe & Ito's colour-blind-safe set,
+https://jfly.uni-koeln.de/color/, plus a grey for the baseline)."""
+
+STRATEGY_COLORS = {
+    "plain": "#7f7f7f",
+    "add": "#0072B2",
+    "rezero": "#56B4E9",
+    "layerscale": "#009E73",
+    "highway": "#CC79A7",
+    "dense": "#D55E00",
+    "concat-prev": "#E69F00",
+    "concat-double": "#000000",
+    "concat-half": "#F0E442",
+}
+
+
+def color(skip: str) -> str:
+    return STRATEGY_COLORS.get(skip, "#333333")

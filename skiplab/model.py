@@ -53,16 +53,16 @@ class SkipNet(nn.Module):
             init_kaiming(head, "identity")
 
     def forward(self, x: torch.Tensor, return_aux: bool = False):
-        if tuple(x.shape[1:]) != self.spec.input_shape:
-            raise ValueError(f"input: expected (batch, {', '.join(map(str, self.spec.input_shape))}), "
-                             f"got {tuple(x.shape)}")
-        if self.spec.model == "mlp":
-            x = x.flatten(1)  # (B, *in) -> (B, F)
+        shape = self.spec.input_shape
+        if self.spec.model == "mlp" and x.dim() >= 2 and x.shape[1:].numel() == self.spec.in_channels:
+            x = x.flatten(1)  # (B, *in) -> (B, F): any per-sample shape with F elements
+        elif tuple(x.shape[1:]) != shape:
+            raise ValueError(f"input: expected (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
         s = self.stem(x)  # (B, w, *S)
         aux = []
         for l, block in enumerate(self.blocks, start=1):
             s = block(s)  # (B, width of s_l, *S)
-            if str(l) in self.aux_heads:
+            if return_aux and str(l) in self.aux_heads:
                 aux.append(self.aux_heads[str(l)](s))
         logits = self.head(s)  # (B, classes)
         return (logits, aux) if return_aux else logits

@@ -186,6 +186,7 @@ def test_wrong_input_shape_is_a_clear_error():
     net = build_model(ModelSpec(), seed=0)
     with pytest.raises(ValueError, match=r"expected \(batch, 40\)"):
         net(torch.randn(2, 41))
+    assert net(torch.randn(2, 1, 40)).shape == (2, 10)  # any per-sample shape of 40 features
 
 
 @pytest.mark.parametrize("fields, field_named", [

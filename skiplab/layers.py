@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .tape import Sym, Tape
+
 MODELS = ("mlp", "cnn1d", "cnn2d")
 NORMS = ("none", "batch", "layer")
 # Name -> (module class, gain name for kaiming init). GELU and SiLU behave like ReLU
@@ -34,6 +36,16 @@ def make_layer(model: str, in_width: int, out_width: int, kernel_size: int, bias
     return conv(in_width, out_width, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
+def trace_layer(tape: Tape, z: Sym, out_width: int, kernel_volume: int, bias: bool) -> Sym:
+    """Linear/Conv: ``in x out x kernel`` weights (+ ``out`` biases); 2 FLOPs per
+    multiply-add at every position (bias adds excluded, as ``torch.utils.flop_counter``
+    counts); autograd keeps the input ``z`` for the weight gradient."""
+    tape.params += z.channels * out_width * kernel_volume + out_width * int(bias)
+    tape.matmul += 2 * z.channels * out_width * kernel_volume * z.positions
+    tape.save(z)
+    return tape.new(out_width, z.positions)
+
+
 def make_norm(model: str, norm: str, width: int) -> nn.Module:
     """``none`` | ``batch`` (per channel) | ``layer`` (over all features of a sample).
 
@@ -51,8 +63,40 @@ def make_norm(model: str, norm: str, width: int) -> nn.Module:
     return nn.GroupNorm(1, width)
 
 
+def trace_norm(tape: Tape, y: Sym, norm: str) -> Sym:
+    """Norms own a scale and a shift per channel and keep their input plus two statistics:
+    batch norm one mean and inverse std per channel (per batch), layer/group norm one mean
+    and rstd per sample (one group). Measured with saved_tensors_hooks (tests/test_cost.py)."""
+    if norm == "none":
+        return y
+    tape.params += 2 * y.channels
+    tape.save(y)
+    if norm == "batch":
+        tape.saved_per_batch += 2 * y.channels
+    else:
+        tape.saved_per_sample += 2
+    return tape.new(y.channels, y.positions)
+
+
+# Activations whose backward is computed from their output (so they keep the output, and
+# a following layer that keeps its input shares that storage) vs from their input.
+KEEPS_OUTPUT = {"relu", "tanh", "sigmoid"}
+KEEPS_INPUT = {"gelu", "silu"}
+
+
 def make_activation(activation: str) -> nn.Module:
     return ACTIVATIONS[activation][0]()
+
+
+def trace_activation(tape: Tape, y: Sym, activation: str) -> Sym:
+    if activation == "identity":
+        return y
+    if activation in KEEPS_INPUT:
+        tape.save(y)
+    a = tape.new(y.channels, y.positions)
+    if activation in KEEPS_OUTPUT:
+        tape.save(a)
+    return a
 
 
 class Transform(nn.Sequential):
@@ -64,6 +108,12 @@ class Transform(nn.Sequential):
         self.layer = make_layer(model, in_width, out_width, kernel_size, bias)
         self.norm = make_norm(model, norm, out_width)
         self.act = make_activation(activation)
+
+    @staticmethod
+    def trace(tape: Tape, z: Sym, out_width: int, *, kernel_volume: int, norm: str, activation: str,
+              bias: bool) -> Sym:
+        y = trace_layer(tape, z, out_width, kernel_volume, bias)
+        return trace_activation(tape, trace_norm(tape, y, norm), activation)
 
 
 class Head(nn.Module):
@@ -78,6 +128,12 @@ class Head(nn.Module):
         if self.spatial_dims:
             s = s.mean(dim=tuple(range(2, 2 + self.spatial_dims)))  # (B, C, *S) -> (B, C)
         return self.fc(s)
+
+    @staticmethod
+    def trace(tape: Tape, s: Sym, classes: int, bias: bool, pooled: bool) -> Sym:
+        if pooled:  # the mean keeps nothing; the Linear keeps the pooled (B, C)
+            s = tape.new(s.channels, 1)
+        return trace_layer(tape, s, classes, 1, bias)
 
 
 def init_kaiming(module: nn.Module, activation: str) -> None:

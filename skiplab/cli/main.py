@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from . import build, strategies
+from . import build, cost, strategies
 from .common import Parser, UsageError
 
-COMMANDS = [strategies, build]
+COMMANDS = [strategies, build, cost]
 
 
 def make_parser() -> Parser:

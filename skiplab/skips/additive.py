@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Strategy, same_width
+from ..tape import Sym, Tape
+from .base import BlockWidths, Strategy, same_width
 
 
 class Plain(nn.Module):
@@ -22,6 +23,10 @@ class Plain(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.branch(s)
+
+    @staticmethod
+    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+        return f  # nothing to merge, nothing kept
 
 
 class Residual(nn.Module):
@@ -45,6 +50,11 @@ class Residual(nn.Module):
                 f"{tuple(skip.shape)}; pass projection= to map the input to the branch's width")
         return skip + f
 
+    @staticmethod
+    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+        tape.merge += f.elements  # one add per element; an add keeps nothing for backward
+        return tape.new(f.channels, f.positions)
+
 
 class ReZero(nn.Module):
     """``s_l = s_{l-1} + a_l * f_l`` with a scalar ``a_l = 0`` at init, so every block
@@ -59,6 +69,13 @@ class ReZero(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return s + self.alpha * self.branch(s)
+
+    @staticmethod
+    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+        tape.params += 1
+        tape.merge += 2 * f.elements  # a * f, then + s
+        tape.save(f)  # a * f keeps f for a's gradient
+        return tape.new(f.channels, f.positions)
 
 
 def layerscale_init(depth: int) -> float:
@@ -81,25 +98,32 @@ class LayerScale(nn.Module):
         g = self.gamma.view(1, -1, *([1] * (f.dim() - 2)))  # (C,) -> (1, C, 1, ...)
         return s + g * f
 
+    @staticmethod
+    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+        tape.params += f.channels
+        tape.merge += 2 * f.elements  # g * f, then + s
+        tape.save(f)  # g * f keeps f for g's gradient
+        return tape.new(f.channels, f.positions)
+
 
 PLAIN = Strategy(
     name="plain", summary="no skip: s_l = f(s_{l-1}); the baseline",
     rule="s_l = f_l(s_{l-1})", source="baseline (no skip connection)",
     widths=same_width, wrap=lambda branch, w, make_layer, depth: Plain(branch),
-    merge_flops_per_element=0, concatenates=False)
+    trace=Plain.trace)
 
 ADD = Strategy(
     name="add", summary="ResNet: s_l = s_{l-1} + f(s_{l-1})",
     rule="s_l = s_{l-1} + f_l(s_{l-1})", source="He et al., ResNet, arXiv 1512.03385",
     widths=same_width, wrap=lambda branch, w, make_layer, depth: Residual(branch),
-    merge_flops_per_element=1, concatenates=False)
+    trace=Residual.trace)
 
 REZERO = Strategy(
     name="rezero", summary="ReZero: s_l = s_{l-1} + a_l f(s_{l-1}), scalar a_l = 0 at init",
     rule="s_l = s_{l-1} + a_l * f_l(s_{l-1}), a_l = 0 at init",
     source="Bachlechner et al., ReZero, arXiv 2003.04887",
     widths=same_width, wrap=lambda branch, w, make_layer, depth: ReZero(branch),
-    merge_flops_per_element=2, concatenates=False)
+    trace=ReZero.trace)
 
 LAYERSCALE = Strategy(
     name="layerscale",
@@ -108,4 +132,4 @@ LAYERSCALE = Strategy(
     source="Touvron et al., CaiT, arXiv 2103.17239",
     widths=same_width,
     wrap=lambda branch, w, make_layer, depth: LayerScale(branch, w.features, layerscale_init(depth)),
-    merge_flops_per_element=2, concatenates=False)
+    trace=LayerScale.trace)

@@ -21,6 +21,8 @@ from typing import Callable, NamedTuple
 
 from torch import nn
 
+from ..tape import Sym, Tape
+
 
 class BlockWidths(NamedTuple):
     """Channel widths seen by one block."""
@@ -38,6 +40,9 @@ def same_width(width: int, growth: int, l: int) -> BlockWidths:
 # (branch, widths, make_layer, depth) -> merge module. make_layer(in, out) builds a
 # layer of the model's kind, used by strategies that own a layer (the highway gate).
 WrapFn = Callable[[nn.Module, BlockWidths, Callable[[int, int], nn.Module], int], nn.Module]
+# (tape, state, features, widths, trace_layer) -> next state: the merge's analytic cost,
+# written next to the merge's forward. trace_layer(tape, z, out) traces a gate layer.
+TraceFn = Callable[[Tape, Sym, Sym, BlockWidths, Callable[[Tape, Sym, int], Sym]], Sym]
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,7 @@ class Strategy:
     source: str  # paper or answer the strategy comes from
     widths: Callable[[int, int, int], BlockWidths]  # (width, growth, l) -> BlockWidths
     wrap: WrapFn
-    merge_flops_per_element: int  # element-wise work of the merge per output element of f
-    concatenates: bool  # the merge copies the state into a new, wider tensor
+    trace: TraceFn
 
     def block_widths(self, width: int, growth: int, depth: int) -> list[BlockWidths]:
         """Widths of blocks 1..depth."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..tape import Sym, Tape
 from .base import BlockWidths, Strategy
 
 
@@ -32,6 +33,12 @@ class Concat(nn.Module):
         f = self.branch(s)
         carried = s if self.keep is None else s[:, -self.keep:]
         return torch.cat([carried, f], dim=1)  # (B, carried + features, *S)
+
+    @staticmethod
+    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+        out = tape.new(w.out_width, f.positions)  # slicing and cat keep nothing for backward
+        tape.concat += out.elements  # ... but cat writes every carried and new element
+        return out
 
     def extra_repr(self) -> str:
         return f"keep={'all' if self.keep is None else self.keep}"
@@ -77,7 +84,7 @@ DENSE = Strategy(
     rule="s_l = concat(s_{l-1}, f_l(s_{l-1})), |f_l| = k (growth), |s_{l-1}| = w + (l-1) k",
     source="Huang et al., DenseNet, arXiv 1608.06993",
     widths=_dense_widths, wrap=lambda branch, w, make_layer, depth: Concat(branch),
-    merge_flops_per_element=0, concatenates=True)
+    trace=Concat.trace)
 
 CONCAT_PREV = Strategy(
     name="concat-prev",
@@ -86,7 +93,7 @@ CONCAT_PREV = Strategy(
     source="the question in shared/seed/question-and-answers.txt",
     widths=_prev_widths,
     wrap=lambda branch, w, make_layer, depth: Concat(branch, keep=w.features),
-    merge_flops_per_element=0, concatenates=True)
+    trace=Concat.trace)
 
 CONCAT_DOUBLE = Strategy(
     name="concat-double",
@@ -94,7 +101,7 @@ CONCAT_DOUBLE = Strategy(
     rule="s_l = concat(s_{l-1}, f_l(s_{l-1})), |f_l| = |s_{l-1}| = 2^(l-1) w",
     source="seed answer 1 (conv cost O(N^2) in channels; doubling grows exponentially)",
     widths=_double_widths, wrap=lambda branch, w, make_layer, depth: Concat(branch),
-    merge_flops_per_element=0, concatenates=True)
+    trace=Concat.trace)
 
 CONCAT_HALF = Strategy(
     name="concat-half",
@@ -103,4 +110,4 @@ CONCAT_HALF = Strategy(
     source="seed answer 1 (halve the channels, carry half: constant cost per layer)",
     widths=_half_widths,
     wrap=lambda branch, w, make_layer, depth: Concat(branch, keep=w.out_width - w.features),
-    merge_flops_per_element=0, concatenates=True)
+    trace=Concat.trace)

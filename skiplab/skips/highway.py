@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Strategy, same_width
+from ..tape import Sym, Tape
+from .base import BlockWidths, Strategy, same_width
 
 # Srivastava et al. (arXiv 1505.00387, Sec. 2.2) start the transform gate closed with a
 # negative bias (they used -1 to -3, more negative for deeper nets) so that signals are
@@ -33,7 +34,16 @@ class Highway(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         t = torch.sigmoid(self.gate(s))
-        return t * self.branch(s) + (1 - t) * s
+        return s + t * (self.branch(s) - s)  # = T f + (1 - T) s in 3 element-wise ops
+
+    @staticmethod
+    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+        g = layer(tape, s, f.channels)  # the gate layer (keeps s, as the branch does)
+        t = tape.new(f.channels, f.positions)
+        d = tape.new(f.channels, f.positions)  # f - s: a subtraction keeps nothing
+        tape.save(t, d)  # sigmoid keeps its output t; t * d keeps t and d
+        tape.merge += 3 * f.elements  # -, *, +
+        return tape.new(f.channels, f.positions)
 
 
 def _wrap(branch, w, make_layer, depth):
@@ -43,7 +53,7 @@ def _wrap(branch, w, make_layer, depth):
 HIGHWAY = Strategy(
     name="highway",
     summary="Highway: s_l = T f(s_{l-1}) + (1 - T) s_{l-1}, T a sigmoid gate with negative bias",
-    rule="s_l = T (.) f_l + (1 - T) (.) s_{l-1}, T = sigmoid(gate(s_{l-1})), gate bias -2 at init",
+    rule="s_l = T (.) f_l + (1 - T) (.) s_{l-1} = s_{l-1} + T (.) (f_l - s_{l-1}), T = sigmoid(gate(s_{l-1})), gate bias -2 at init",
     source="Srivastava et al., Highway Networks, arXiv 1505.00387",
     widths=same_width,
-    wrap=_wrap, merge_flops_per_element=3, concatenates=False)
+    wrap=_wrap, trace=Highway.trace)

@@ -1,0 +1,112 @@
+"""``skiplab cost``: parameters, FLOPs, activation memory and concatenation traffic per
+strategy; ``--measure`` sets measurement beside them, ``--depths`` fits growth laws,
+``--params``/``--flops`` size every strategy to one budget."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..cost import cost_summary, parse_depths, plot_growth
+from ..textable import table
+from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
+
+MiB = 2 ** 20
+
+
+def _law(g: dict[str, Any]) -> str:
+    c = g["coefficients"]
+    if g["law"] == "exponential":
+        return f"exponential (x{c['base']:.3g} per block)"
+    if g["law"] in ("linear", "quadratic"):
+        lead = c["c2"] if g["law"] == "quadratic" else c["c1"]
+        return f"{g['law']} ({lead:.3g} d{'^2' if g['law'] == 'quadratic' else ''})"
+    return g["law"]
+
+
+def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    d0 = data[0]
+    spec = d0["spec"]
+    out = [f"{spec['model']}, depth {d0['depth']}, norm {spec['norm']}, bias {'on' if spec['bias'] else 'off'}: "
+           f"FLOPs per sample (forward), memory for a batch of {d0['batch']}"]
+    rows = [[d["skip"], d["width"], d["params"]["total"], d["params"]["blocks"], d["flops"]["matmul"] / 1e6,
+             d["flops"]["merge"] / 1e6, d["activation_bytes"] / MiB, d["concat_bytes"] / MiB,
+             (d["block_flops_ratio"][-1] if d["block_flops_ratio"] else None)] for d in data]
+    out.append(table(["skip", "width", "params", "blocks", "MFLOPs", "merge MFLOPs", "act MiB", "concat MiB",
+                      "last block ratio"], rows))
+    if any("budget" in d for d in data):
+        b0 = d0["budget"]
+        rows = [[d["skip"], d["budget"]["width"], d["budget"]["growth_rate"], d["budget"]["achieved"],
+                 f"{100 * d['budget']['relative_error']:+.2f}%" + ("" if d["budget"]["within_tolerance"] else " (over 2%)")]
+                for d in data]
+        out.append(f"\nmatched budget: {b0['metric']} = {b0['target']:,}\n"
+                   + table(["skip", "width", "growth", b0["metric"], "off by"], rows))
+    if args.per_block:
+        for d in data:
+            rows = [[b["block"], f"{b['in_width']} -> {b['out_width']}", b["params"], b["flops"], b["merge_flops"],
+                     b["activation_bytes"], b["concat_bytes"]] for b in d["per_block"]]
+            out.append(f"\n{d['skip']} per block\n" + table(
+                ["block", "width", "params", "FLOPs", "merge", "act bytes", "concat bytes"], rows))
+    if args.measure:
+        rows, notes = [], []
+        for d in data:
+            m = d.get("measured")
+            if m is None:
+                notes.append(f"{d['skip']}: {d['measured_skipped']}")
+                continue
+            r = d["ratios"]
+            rows.append([d["skip"], m["params"]["total"], r["params"], m["flops"]["matmul"] / 1e6, r["flops"],
+                         m["flops"]["backward"] / m["flops"]["matmul"] if m["flops"]["matmul"] else None,
+                         m["activation_bytes"] / MiB, r["activation_bytes"], m["concat_bytes"] / MiB,
+                         1e3 * m["seconds_forward_backward"] if m["seconds_forward_backward"] else None])
+        out.append("\nmeasured on the built model (ratio = analytic / measured)")
+        if rows:
+            out.append(table(["skip", "params", "ratio", "MFLOPs", "ratio", "backward / forward", "act MiB", "ratio",
+                              "concat MiB", "ms fwd+bwd"], rows))
+        out.extend(notes)
+    if "growth" in d0:
+        depths = d0["growth"]["depths"]
+        rows = [[d["skip"], _law(d["growth"]["params"]), _law(d["growth"]["flops"]),
+                 _law(d["growth"]["activation_bytes"])] for d in data]
+        out.append(f"\ngrowth with depth over {depths[0]}..{depths[-1]} ({len(depths)} depths)\n"
+                   + table(["skip", "params", "FLOPs", "activation memory"], rows))
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.params is not None and args.flops is not None:
+        raise UsageError("--params and --flops: give one budget, not both")
+    depths = parse_depths(args.depths) if args.depths else None
+    if args.plot and depths is None:
+        depths = list(range(1, max(args.depth, 8) + 1))
+    data = [cost_summary(spec, batch=args.batch, measure=args.measure, depths=depths, params=args.params,
+                         flops=args.flops, vary=args.vary)
+            for spec in specs_from_args(args)]
+    if args.plot:
+        d0 = data[0]["spec"]
+        plot_growth({d["skip"]: d["growth_curve"] for d in data}, args.plot,
+                    title=f"{d0['model']}, width {d0['width']}, norm {d0['norm']}: cost vs depth (dashed: not buildable)")
+    for d in data:
+        d.pop("growth_curve", None)
+    emit(args, data, render(data, args) + (f"\nplot written to {args.plot}" if args.plot else ""))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("cost", help="parameters, FLOPs, activation memory per strategy",
+                       description="Analytic cost per strategy; --measure compares with the built model.")
+    add_model_args(p)
+    g = p.add_argument_group("cost")
+    g.add_argument("--batch", type=int, default=32, help="batch size for memory figures (default: 32)")
+    g.add_argument("--measure", action="store_true",
+                   help="also build each model and measure (params by numel, FLOPs by torch's flop counter, "
+                        "saved activations by autograd hooks, wall time)")
+    g.add_argument("--depths", metavar="a..b", help="fit growth laws over depths: a..b, a..b:step or a,b,c")
+    g.add_argument("--plot", metavar="FILE.png", help="plot cost vs depth per strategy (log-log)")
+    g.add_argument("--per-block", action="store_true", help="show the per-block table")
+    b = p.add_argument_group("matched budget")
+    b.add_argument("--params", type=int, help="size each strategy to this many parameters")
+    b.add_argument("--flops", type=int, help="size each strategy to this many FLOPs per sample")
+    b.add_argument("--vary", choices=("width", "growth"), default="width",
+                   help="what the budget sizes: width, or the dense growth (default: width)")
+    add_json_flag(p)
+    p.set_defaults(run=run)

@@ -10,7 +10,7 @@ STRATEGY_COLORS = {
     "dense": "#D55E00",
     "concat-prev": "#E69F00",
     "concat-double": "#000000",
-    "concat-half": "#F0E442",
+    "concat-half": "#999933",  # olive (Tol): Okabe-Ito yellow is too faint on white
 }
 
 

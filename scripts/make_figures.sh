@@ -7,7 +7,7 @@ SKIPLAB=${SKIPLAB:-skiplab}
 mkdir -p docs/figures
 
 # "What does concatenation cost?"
-$SKIPLAB cost --model cnn1d --width 64 --depth 8 --skip plain,add,dense,concat-prev,concat-double,concat-half \
+$SKIPLAB cost --model cnn1d --width 64 --depth 8 --norm none --kernel-size 3 --skip plain,add,dense,concat-prev,concat-double,concat-half \
     --depths 1..64 --plot docs/figures/cost-growth.png
-$SKIPLAB cost --model cnn1d --width 64 --depth 8 --skip plain,add,dense,concat-prev,concat-half \
+$SKIPLAB cost --model cnn1d --width 64 --depth 8 --norm none --kernel-size 3 --skip plain,add,dense,concat-prev,concat-half \
     --depths 1..64 --plot docs/figures/cost-growth-polynomial.png

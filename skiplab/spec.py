@@ -29,17 +29,19 @@ class ModelSpec:
     """
 
     model: str = "mlp"  # mlp | cnn1d | cnn2d
-    depth: int = 4  # number of blocks; 0 = stem + head only
-    width: int = 64  # stem output width w (channels for the CNNs)
+    # Defaults: the CNN-1D with these reaches 99% on MNIST-1D in under a minute here
+    # (README, "Training"); the MNIST-1D paper's CNN baseline is 94%.
+    depth: int = 6  # number of blocks; 0 = stem + head only
+    width: int = 32  # stem output width w (channels for the CNNs)
     skip: str = "add"  # a name in skiplab.skips.STRATEGIES
     growth: int | None = None  # dense only: new channels per block k; None = width
-    norm: str = "none"  # none | batch | layer, inside every transform (and the stem)
+    norm: str = "batch"  # none | batch | layer, inside every transform (and the stem)
     activation: str = "relu"  # a name in skiplab.layers.ACTIVATIONS
     bias: bool = True  # bias on every Linear/Conv; a highway gate always keeps its own
     init: str = "torch"  # torch = PyTorch's default per layer; kaiming = He-normal, zero bias
     aux_every: int = 0  # an auxiliary head after every k-th block (not the last); 0 = none
     aux_weight: float = 0.3  # loss weight of each aux head (GoogLeNet's 0.3, arXiv 1409.4842)
-    kernel_size: int = 3  # CNN kernel; odd, so that 'same' padding is symmetric
+    kernel_size: int = 5  # CNN kernel; odd, so that 'same' padding is symmetric
     input_shape: tuple[int, ...] | None = None  # per sample: (F,) | (C, L) | (C, H, W); None = default of the kind
     classes: int = 10  # outputs of the head
     # Refuse to build a model whose state would be wider than this (concat-double doubles

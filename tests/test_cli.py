@@ -29,7 +29,7 @@ def test_strategies_table(capsys):
 
 
 def test_build_json_for_the_questions_example(capsys):
-    code, out, _ = run(capsys, "build", "--model", "mlp", "--depth", "9", "--width", "100",
+    code, out, _ = run(capsys, "build", "--model", "mlp", "--depth", "9", "--width", "100", "--norm", "none",
                        "--skip", "plain,add,dense", "--no-bias", "--json")
     data = {d["skip"]: d for d in json.loads(out)}
     assert code == 0

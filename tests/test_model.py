@@ -148,7 +148,7 @@ def test_the_questions_ten_layer_example():
     skips; with every earlier layer concatenated in, 100x100 ... 900x100 = 450,000."""
     blocks = {}
     for skip in ("plain", "add", "dense"):
-        spec = ModelSpec(model="mlp", depth=9, width=100, skip=skip, bias=False, input_shape=(100,))
+        spec = ModelSpec(model="mlp", depth=9, width=100, skip=skip, norm="none", bias=False, input_shape=(100,))
         blocks[skip] = build_model(spec).structure()["params"]["blocks"]
     assert blocks == {"plain": 90_000, "add": 90_000, "dense": 450_000}
 

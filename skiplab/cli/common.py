@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -39,24 +40,29 @@ def shape_arg(text: str) -> tuple[int, ...]:
     return shape
 
 
+# The flags' defaults are ModelSpec's, so the library and the command line agree.
+_D = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=MODELS, default="mlp", help="model kind (default: mlp)")
-    g.add_argument("--depth", type=int, default=4, help="number of blocks, 0 = stem + head (default: 4)")
-    g.add_argument("--width", type=int, default=64, help="stem width / channels w (default: 64)")
-    g.add_argument("--skip", type=skips_arg, default=["add"],
-                   help=f"comma-separated strategies from: {', '.join(STRATEGIES)} (default: add)")
+    g.add_argument("--model", choices=MODELS, default=_D["model"], help="model kind (default: %(default)s)")
+    g.add_argument("--depth", type=int, default=_D["depth"], help="number of blocks, 0 = stem + head (default: %(default)s)")
+    g.add_argument("--width", type=int, default=_D["width"], help="stem width / channels w (default: %(default)s)")
+    g.add_argument("--skip", type=skips_arg, default=[_D["skip"]],
+                   help=f"comma-separated strategies from: {', '.join(STRATEGIES)} (default: {_D['skip']})")
     g.add_argument("--growth", type=int, default=None, help="dense growth k (default: the width)")
-    g.add_argument("--norm", choices=NORMS, default="none", help="norm in every transform (default: none)")
-    g.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu", help="(default: relu)")
+    g.add_argument("--norm", choices=NORMS, default=_D["norm"], help="norm in every transform (default: %(default)s)")
+    g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=_D["activation"], help="(default: %(default)s)")
     g.add_argument("--no-bias", dest="bias", action="store_false", help="no bias on Linear/Conv layers")
-    g.add_argument("--init", choices=INITS, default="torch",
-                   help="torch = PyTorch's default per layer; kaiming = He-normal (default: torch)")
-    g.add_argument("--aux-every", type=int, default=0, help="auxiliary head after every k-th block (default: 0 = none)")
-    g.add_argument("--kernel-size", type=int, default=3, help="CNN kernel size, odd (default: 3)")
+    g.add_argument("--init", choices=INITS, default=_D["init"],
+                   help="torch = PyTorch's default per layer; kaiming = He-normal (default: %(default)s)")
+    g.add_argument("--aux-every", type=int, default=_D["aux_every"],
+                   help="auxiliary head after every k-th block (default: %(default)s = none)")
+    g.add_argument("--kernel-size", type=int, default=_D["kernel_size"], help="CNN kernel size, odd (default: %(default)s)")
     g.add_argument("--input-shape", type=shape_arg, default=None,
                    help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: MNIST-1D, or 1,8,8 for cnn2d)")
-    g.add_argument("--classes", type=int, default=10, help="outputs (default: 10)")
+    g.add_argument("--classes", type=int, default=_D["classes"], help="outputs (default: %(default)s)")
 
 
 def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:

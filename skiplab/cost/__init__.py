@@ -2,7 +2,7 @@
 
 >>> from skiplab import ModelSpec
 >>> from skiplab.cost import analytic_cost
->>> analytic_cost(ModelSpec(depth=9, width=100, skip="dense", bias=False))["params"]["blocks"]
+>>> analytic_cost(ModelSpec(depth=9, width=100, skip="dense", norm="none", bias=False))["params"]["blocks"]
 450000
 """
 

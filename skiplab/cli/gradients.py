@@ -1,0 +1,132 @@
+"""``skiplab gradients``: per-block gradient and signal statistics, at init and through
+training, for each strategy (see :mod:`skiplab.gradients`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from ..data import DATASETS, load_dataset
+from ..gradient_plot import check_plot_path, plot_gradients
+from ..gradients import DEFAULT_LR, OPTIMIZERS, GradientConfig, GradientReport, check_inputs, measure_gradients
+from ..progress import ProgressBar
+from ..textable import table
+from .common import add_json_flag, add_model_args, emit, specs_from_args
+
+# Seconds of silence before the progress bar appears: quick runs print only their answer.
+QUIET_SECONDS = 2.0
+
+
+def run(args: argparse.Namespace) -> None:
+    # Validate everything before the first (possibly long) measurement.
+    specs = specs_from_args(args)
+    config = GradientConfig(seeds=args.seeds, batches=args.batches, batch_size=args.batch_size,
+                            steps=args.steps, checkpoints=args.checkpoints, optimizer=args.optimizer,
+                            lr=args.lr)
+    if args.plot is not None:
+        check_plot_path(args.plot)
+    data = load_dataset(args.dataset)
+    for spec in specs:
+        check_inputs(spec, data, config)
+    bar = ProgressBar(len(specs) * config.seeds * len(config.checkpoint_steps()), label="gradients",
+                      enabled=not args.json)
+    done = 0
+
+    def progress(note: str) -> None:
+        nonlocal done
+        done += 1
+        if time.monotonic() - bar.start >= QUIET_SECONDS:
+            bar.update(done, note)
+
+    try:
+        reports = [measure_gradients(spec, data, config, progress) for spec in specs]
+    finally:
+        bar.close()
+    if args.plot is not None:
+        plot_gradients(reports, args.plot)
+    emit(args, [r.to_dict() for r in reports], render(reports, data.name))
+
+
+# -- the readable table -----------------------------------------------------------------
+def _sample_blocks(depth: int, count: int = 5) -> list[int]:
+    """Up to ``count`` block indices spread from 1 to ``depth``, both ends included."""
+    if depth <= count:
+        return list(range(1, depth + 1))
+    return sorted({1 + round((depth - 1) * i / (count - 1)) for i in range(count)})
+
+
+def render(reports: list[GradientReport], dataset: str) -> str:
+    s, c = reports[0].spec, reports[0].config
+    head = (f"gradients at init: {s.model}, depth {s.depth}, width {s.width}, norm {s.norm}, init {s.init}, "
+            f"activation {s.activation}; {dataset} train set, {c.seeds} seeds x {c.batches} batches of "
+            f"{c.batch_size}, loss = cross-entropy, train mode")
+    rows = []
+    for r in reports:
+        d = r.init.to_dict()
+        spread = ("-" if d["first_last_ratio_min"] is None
+                  else f"{d['first_last_ratio_min']:.3g}..{d['first_last_ratio_max']:.3g}")
+        rows.append([r.spec.skip, r.init.first_last_ratio, spread, r.init.max_min_ratio,
+                     r.init.vanishing_block, d["activation_rms"][-1] if d["activation_rms"] else None,
+                     r.init.loss])
+    out = [head, table(["skip", "first/last", "(min..max)", "max/min", "vanishing block",
+                        "last-state RMS", "loss"], rows)]
+    blocks = _sample_blocks(s.depth)
+    if blocks:
+        cols = ["skip"] + [f"block {l}" for l in blocks]
+
+        def pick(values: list[float]) -> list[float]:
+            return [values[l - 1] for l in blocks]
+
+        out.append("weight-gradient norm ||dL/dW_l|| (mean)\n" + table(
+            cols, [[r.spec.skip] + pick(r.init.weight_grad_norm.mean) for r in reports]))
+        out.append("state RMS after the block (mean)\n" + table(
+            cols, [[r.spec.skip] + pick(r.init.activation_rms.mean) for r in reports]))
+        shares = [r for r in reports if r.init.branch_share is not None]
+        if shares:
+            out.append("branch share ||b|| / (||identity|| + ||b||) of dL/ds_{l-1} (mean)\n" + table(
+                cols, [[r.spec.skip] + pick(r.init.branch_share.mean) for r in shares]))
+    out.append(f"first/last = block 1's weight-gradient norm over block {s.depth}'s (mean over samples; "
+               f"min..max of the per-sample ratio; - where the last is 0, as for rezero at init); "
+               f"vanishing block = first block below {c.vanish_threshold:g} x the last's")
+    for r in reports:
+        if r.trajectory is None:
+            continue
+        rows = [[snap.step, snap.loss, snap.accuracy, snap.first_last_ratio, snap.max_min_ratio,
+                 snap.vanishing_block] for snap in r.trajectory]
+        out.append(f"{r.spec.skip}: through {c.steps} steps of {c.optimizer}, lr {c.learning_rate:g} "
+                   f"(statistics on the same batches as at init)\n"
+                   + table(["step", "loss", "accuracy", "first/last", "max/min", "vanishing block"], rows))
+    return "\n\n".join(out)
+
+
+# -- arguments --------------------------------------------------------------------------
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "gradients", help="per-block gradient and signal statistics, at init and through training",
+        description="Measure, per block and for each strategy, the weight-gradient norm, the gradient "
+                    "of the block's new features, the state's RMS and (additive skips) the share of "
+                    "the gradient that flows through the branch rather than the identity; mean and "
+                    "min..max over seeds and batches.")
+    add_model_args(p)
+    g = p.add_argument_group("measurement")
+    g.add_argument("--dataset", default="mnist1d",
+                   help=f"data whose train set feeds the batches: {', '.join(DATASETS)} (default: mnist1d)")
+    g.add_argument("--seeds", type=int, default=GradientConfig.seeds,
+                   help=f"independently initialised models, seeds 0..S-1 (default: {GradientConfig.seeds})")
+    g.add_argument("--batches", type=int, default=GradientConfig.batches,
+                   help=f"measurement batches per seed (default: {GradientConfig.batches})")
+    g.add_argument("--batch-size", type=int, default=GradientConfig.batch_size,
+                   help=f"samples per batch (default: {GradientConfig.batch_size})")
+    t = p.add_argument_group("training (to follow the statistics through --steps)")
+    t.add_argument("--steps", type=int, default=0, help="training steps; 0 = at init only (default: 0)")
+    t.add_argument("--checkpoints", type=int, default=GradientConfig.checkpoints,
+                   help=f"measurements spread over the steps, besides step 0 "
+                        f"(default: {GradientConfig.checkpoints})")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=GradientConfig.optimizer,
+                   help=f"(default: {GradientConfig.optimizer})")
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    o = p.add_argument_group("output")
+    o.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="write the figure: gradient norm per block, one line per strategy (.png, .svg, .pdf)")
+    add_json_flag(o)
+    p.set_defaults(run=run)

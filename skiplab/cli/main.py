@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from . import build, cost, strategies
+from . import build, cost, gradients, runs, strategies, study, train
 from .common import Parser, UsageError
 
-COMMANDS = [strategies, build, cost]
+COMMANDS = [strategies, build, cost, gradients, train, study, runs]
 
 
 def make_parser() -> Parser:

@@ -1,0 +1,65 @@
+"""``skiplab runs list|export`` and ``skiplab report``: read the store."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..report.markdown import write_markdown_report
+from ..results import aggregate, pct
+from ..store import Store
+from ..textable import table
+from .common import add_json_flag, emit
+
+
+def run_list(args: argparse.Namespace) -> None:
+    with Store(args.out, create=False) as store:
+        runs = store.runs()
+    if args.all:
+        data = [{"id": r["id"], "spec_hash": r["spec_hash"], "seed": r["seed"], "status": r["status"],
+                 "group": r["spec"].get("group", ""), "skip": r["spec"]["model"]["skip"],
+                 "depth": r["spec"]["model"]["depth"], "width": r["spec"]["model"]["width"],
+                 "test_accuracy": r["result"].get("test_accuracy"), "seconds": r["result"].get("seconds")}
+                for r in runs]
+        text = table(["id", "group", "skip", "depth", "width", "seed", "status", "test acc", "seconds"],
+                     [[d["id"], d["group"], d["skip"], d["depth"], d["width"], d["seed"], d["status"],
+                       d["test_accuracy"], d["seconds"]] for d in data])
+    else:
+        data = aggregate(runs)
+        text = table(["group", "skip", "depth", "width", "params", "seeds", "diverged", "test accuracy %"],
+                     [[d["group"], d["skip"], d["depth"], d["width"], d["params"], d["seeds"], d["diverged"],
+                       pct(d["test_accuracy_mean"], d["test_accuracy_std"])] for d in data])
+    emit(args, data, text + f"\n{len(runs)} runs in {args.out}/runs.db")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    with Store(args.out, create=False) as store:
+        n = store.export_csv(args.csv)
+    emit(args, {"rows": n, "csv": args.csv}, f"{n} runs written to {args.csv}")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    with Store(args.out, create=False) as store:
+        path = write_markdown_report(store, args.out)
+    emit(args, {"report": str(path)}, f"report: {path}")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("runs", help="list or export stored runs", description="Read the results store.")
+    rs = p.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=type(p))
+    rs.required = True
+    lp = rs.add_parser("list", help="one line per configuration (mean +- std over seeds); --all: per run")
+    lp.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
+    lp.add_argument("--all", action="store_true", help="one line per run")
+    add_json_flag(lp)
+    lp.set_defaults(run=run_list)
+    ep = rs.add_parser("export", help="write every run to a CSV file")
+    ep.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
+    ep.add_argument("--csv", required=True, metavar="FILE", help="CSV file to write")
+    add_json_flag(ep)
+    ep.set_defaults(run=run_export)
+
+    p = sub.add_parser("report", help="rebuild DIR/report.md from the store",
+                       description="Rebuild the report from the results store.")
+    p.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
+    add_json_flag(p)
+    p.set_defaults(run=run_report)

@@ -1,0 +1,49 @@
+"""``skiplab study``: the main job (see :mod:`skiplab.study`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..progress import ProgressBar
+from ..study import StudyPlan, quick_plan, run_study
+from .common import UsageError, add_json_flag, emit
+
+
+def run(args: argparse.Namespace) -> None:
+    plan = quick_plan() if args.quick else StudyPlan()
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers: must be >= 1, got {args.workers}")
+    bar = ProgressBar(len(plan.runs()), "study", enabled=not args.json)
+
+    def on_run(done: int, total: int, out: dict) -> None:
+        m, r = out["spec"]["model"], out["result"]
+        acc = r.get("test_accuracy")
+        note = f"{m['skip']} depth {m['depth']} seed {out['seed']}: " + (
+            f"{100 * acc:.1f}%" if acc is not None else out["status"])
+        bar.total = total
+        bar.update(done, note)
+
+    def progress(message: str) -> None:
+        if not args.json:
+            bar.update(0, message)
+
+    result = run_study(args.out, plan, workers=args.workers, on_run=on_run, progress=progress)
+    bar.close()
+    c = result["counts"]
+    text = (f"study: {result['runs']} runs planned, {c.get('skipped', 0)} already stored, "
+            + ", ".join(f"{v} {k}" for k, v in c.items() if k != "skipped")
+            + f" ({result['seconds']:.0f} s)\nreport: {result['report']}")
+    emit(args, result, text)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="the main job: every strategy, several depths, seeds; report",
+                       description="Compare the skip strategies on MNIST-1D at equal width and at a matched "
+                                   "parameter budget, over seeds; results go to DIR/runs.db and DIR/report.md. "
+                                   "Re-running resumes.")
+    p.add_argument("--quick", action="store_true", help="a small study (under a minute)")
+    p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(2, cores))")
+    add_json_flag(p)
+    p.set_defaults(run=run)

@@ -1,0 +1,132 @@
+"""``skiplab train``: one configuration per strategy, N seeds, results in the store."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+from typing import Any
+
+from ..cost import match_budget
+from ..data import load_dataset
+from ..progress import ProgressBar
+from ..results import pct
+from ..runner import execute, run_all, store_result
+from ..store import Store
+from ..textable import table
+from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig
+from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
+
+_T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--dataset", default="mnist1d",
+                   help="mnist1d | digits | a .npz/.csv file | a CIFAR-10 or MNIST folder (default: %(default)s)")
+    g.add_argument("--label-column", default="label", help="label column of a .csv dataset (default: %(default)s)")
+    g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=_T["epochs"], help="(default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=_T["batch_size"], help="(default: %(default)s)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=_T["optimizer"], help="(default: %(default)s)")
+    g.add_argument("--lr", type=float, default=_T["lr"], help="peak learning rate (default: %(default)s)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=_T["schedule"], help="(default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=_T["weight_decay"], help="(default: %(default)s)")
+    g.add_argument("--grad-clip", type=float, default=_T["grad_clip"], help="max grad norm, 0 = off (default: 0)")
+    g.add_argument("--device", choices=DEVICES, default=_T["device"], help="(default: %(default)s)")
+    b = p.add_argument_group("matched budget")
+    b.add_argument("--params", type=int, help="size each strategy's width to this many parameters")
+    b.add_argument("--flops", type=int, help="size each strategy's width to this many FLOPs per sample")
+    p.add_argument("--out", default="skiplab-out", help="results store folder (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs in parallel, one process each (default: min(cores, runs))")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
+                       epochs=args.epochs, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                       device=args.device)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.params is not None and args.flops is not None:
+        raise UsageError("--params and --flops: give one budget, not both")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds: must be >= 1, got {args.seeds}")
+    cfg = train_config(args)
+    data = load_dataset(args.dataset, args.label_column)
+    if args.input_shape is None:
+        args.input_shape = data.input_shape
+    args.classes = data.classes  # the dataset decides the head's outputs
+    specs = specs_from_args(args)
+    if args.params is not None or args.flops is not None:
+        specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
+    runs = [RunSpec(s, cfg, args.dataset, seed, "train", args.label_column)
+            for s in specs for seed in range(args.seeds)]
+    workers = args.workers or min(os.cpu_count() or 1, len(runs))
+    if workers < 1:
+        raise UsageError(f"--workers: must be >= 1, got {workers}")
+    bar = ProgressBar(len(runs), "train", enabled=not args.json)
+    with Store(args.out) as store:
+        before = store.finished_keys()
+        if workers == 1:  # in this process: the bar can show every step
+            for i, spec in enumerate(runs):
+                if (spec.spec_hash, spec.seed) in before:
+                    continue
+                res = execute(spec.to_dict(), on_step=lambda step, total, loss, i=i, s=spec: bar.update(
+                    i, f"{s.model.skip} seed {s.seed}: step {step}/{total}, loss {loss:.3f}"))
+                store_result(store, res)
+        else:  # seeds in parallel, one process each (one thread each: small models run best so)
+            run_all(runs, store, workers=workers, on_done=lambda done, total, o: bar.update(
+                done, f"{o['spec']['model']['skip']} seed {o['seed']}: {o['status']}"))
+        bar.update(len(runs), "done", force=True)
+        bar.close()
+        stored = {(r["spec_hash"], r["seed"]): r for r in store.runs()}
+    out = [{**stored[(s.spec_hash, s.seed)], "stored": "reused" if (s.spec_hash, s.seed) in before else "new"}
+           for s in runs]
+    data_out = summarize(out, specs)
+    emit(args, data_out, render(data_out, args.out))
+
+
+def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
+    result = []
+    for spec in specs:
+        mine = [o for o in out if o["spec"]["model"] == spec.to_dict()]
+        accs = [o["result"]["test_accuracy"] for o in mine if o["status"] == "complete"]
+        result.append({
+            "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
+            "growth": spec.growth, "params": mine[0]["result"].get("params") if mine else None,
+            "runs": [{"seed": o["result"]["seed"], "status": o["status"],
+                      "test_accuracy": o["result"].get("test_accuracy"),
+                      "train_accuracy": o["result"].get("train_accuracy"),
+                      "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
+                      "stored": o["stored"]} for o in mine],
+            "summary": {"test_accuracy_mean": statistics.fmean(accs) if accs else None,
+                        "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
+                        "complete": len(accs), "seeds": len(mine)},
+        })
+    return result
+
+
+def render(data: list[dict[str, Any]], out: str) -> str:
+    rows = []
+    for d in data:
+        s = d["summary"]
+        statuses = ", ".join(sorted({r["status"] for r in d["runs"]}))
+        secs = [r["seconds"] for r in d["runs"] if r["seconds"]]
+        rows.append([d["skip"], d["depth"], d["width"], d["params"], f"{pct(s['test_accuracy_mean'], s['test_accuracy_std'])}%",
+                     f"{s['complete']}/{s['seeds']}", statuses, sum(secs) if secs else None])
+    notes = [f"{d['skip']} seed {r['seed']}: {r['status']}: {r['message']}" for d in data for r in d["runs"]
+             if r["status"] != "complete"]
+    return "\n".join([table(["skip", "depth", "width", "params", "test accuracy (mean +- std)", "seeds ok",
+                             "status", "seconds"], rows), *notes, f"results stored in {out}/runs.db"])
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one configuration per strategy over seeds",
+                       description="Train each strategy's model over seeds; results go to the store.")
+    add_model_args(p)
+    add_train_args(p)
+    add_json_flag(p)
+    p.set_defaults(run=run)

@@ -70,10 +70,6 @@ class StudyPlan:
         d["model"] = self.model.to_dict()
         return d
 
-    @property
-    def plan_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
 
 def quick_plan() -> StudyPlan:
     """Every strategy, two depths, two seeds, a few epochs: a smoke test of the whole job."""
@@ -120,12 +116,15 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
     data = load_dataset(plan.dataset)  # fails early, with a clear message, on a bad dataset
     plan = dataclasses.replace(plan, model=plan.model.replace(input_shape=data.input_shape))
     specs = plan.runs()
+    configs = sorted({s.spec_hash for s in specs})
+    configs_hash = hashlib.sha256(json.dumps(configs).encode()).hexdigest()[:16]
     with Store(out) as store:
         store.set_meta("plan", plan.to_dict())
-        if store.meta("summaries_for") != plan.plan_hash:
+        store.set_meta("plan_configs", configs)  # the report shows these; older runs apart
+        if store.meta("summaries_for") != configs_hash:
             store.set_meta("costs", cost_summaries(plan, plan.train.batch_size))
             store.set_meta("gradients", gradient_summaries(plan, data, progress))
-            store.set_meta("summaries_for", plan.plan_hash)
+            store.set_meta("summaries_for", configs_hash)
         counts = run_all(specs, store, workers=workers, on_done=on_run)
         store.set_meta("last_study_seconds", time.perf_counter() - start)
         report = write_markdown_report(store, out)

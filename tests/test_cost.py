@@ -215,3 +215,12 @@ def test_cost_cli_bad_input(capsys, argv):
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("skiplab: error: "), err
+
+
+@pytest.mark.parametrize("depth", [2, 24, 50])
+def test_dense_budget_by_growth_refines_width_when_growth_is_too_coarse(depth):
+    # At depth 50 one more channel of growth adds ~10% of the parameters: growth alone
+    # cannot land within 2%, so the width is refined around the best growth.
+    spec = ModelSpec(model="mlp", width=64, depth=depth, skip="dense", growth=16, input_shape=(1, 40))
+    m = match_budget(spec, params=100_000, vary="growth")
+    assert m.within_tolerance and analytic_cost(m.spec)["params"]["total"] == m.achieved

@@ -1,6 +1,7 @@
 """The study: resumable after kill -9 with nothing lost or duplicated, divergence stored,
 the command line."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -117,3 +118,12 @@ def test_cli_train_json(tmp_path, capsys):
         assert [r["seed"] for r in d["runs"]] == [0, 1]
         assert {"seed", "status", "test_accuracy", "train_accuracy", "seconds"} <= set(d["runs"][0])
         assert set(d["summary"]) >= {"test_accuracy_mean", "test_accuracy_std"}
+
+
+def test_report_keeps_runs_of_an_older_plan_apart(tmp_path):
+    small = StudyPlan(skips=("add",), depths=(1, 2), seeds=1, budget_params=20000,
+                      train=TrainConfig(epochs=1, evals=1))
+    run_study(tmp_path, small, workers=1)
+    run_study(tmp_path, dataclasses.replace(small, depths=(1,)), workers=1)  # a smaller plan, same store
+    text = (tmp_path / "report.md").read_text()
+    assert "(not in the current plan)" in text and "Partial results" not in text

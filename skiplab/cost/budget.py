@@ -50,10 +50,28 @@ def match_budget(spec: ModelSpec, *, params: int | None = None, flops: int | Non
     if vary == "growth" and spec.skip != "dense":
         raise ValueError(f"vary: only skip 'dense' has a growth to vary, not {spec.skip!r}")
     step = 2 if spec.skip == "concat-half" and vary == "width" else 1  # concat-half needs even widths
+    if vary == "width":
+        return _closest(lambda n: spec.replace(width=n * step), metric, target, spec, "width", step)
+    # Growth first (DenseNet's knob); its steps are coarse when k is small (at depth 50 one
+    # more channel of growth adds ~10% of the parameters), so if that misses by more than
+    # the tolerance, the width is refined around the best growths.
+    match = _closest(lambda k: spec.replace(growth=k), metric, target, spec, "growth", 1)
+    if match.within_tolerance:
+        return match
+    k = match.spec.k
+    tries = [match]
+    for g in (k - 1, k, k + 1):
+        if g >= 1:
+            try:
+                tries.append(_closest(lambda n, g=g: spec.replace(width=n, growth=g), metric, target, spec, "width", 1))
+            except ValueError:
+                continue
+    return min(tries, key=lambda m: abs(m.achieved - target))
 
-    def sized(n: int) -> ModelSpec:
-        return spec.replace(width=n * step) if vary == "width" else spec.replace(growth=n)
 
+def _closest(sized, metric: str, target: int, spec: ModelSpec, vary: str, step: int) -> BudgetMatch:
+    """Bisection over n >= 1 for the ``sized(n)`` whose cost is closest to ``target``
+    (costs grow monotonically with width and growth)."""
     lo = 1
     if _cost(sized(lo), metric) > target:
         raise ValueError(f"{metric}: a budget of {target:,} is below the smallest {spec.skip} model at depth "

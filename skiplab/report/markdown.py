@@ -42,7 +42,7 @@ def _accuracy_table(rows: list[dict[str, Any]]) -> str:
                      [[s] + [fmt(cell.get((s, d))) for d in depths] for s in skips])
 
 
-def _size_table(rows: list[dict[str, Any]]) -> str:
+def _size_table(rows: list[dict[str, Any]], budget: int | None = None) -> str:
     depths = sorted({r["depth"] for r in rows})
     skips = list(dict.fromkeys(r["skip"] for r in rows))
     cell = {(r["skip"], r["depth"]): r for r in rows}
@@ -51,7 +51,10 @@ def _size_table(rows: list[dict[str, Any]]) -> str:
         if r is None:
             return "-"
         size = f"w={r['width']}" + (f", k={r['growth']}" if r["growth"] else "")
-        return f"{size}: {r['params']:,}" if r["params"] else size
+        if not r["params"]:
+            return size
+        off = r["params"] / budget - 1 if budget else 0
+        return f"{size}: {r['params']:,}" + (f" ({100 * off:+.1f}% off budget)" if abs(off) > 0.02 else "")
 
     return _md_table(["skip"] + [f"depth {d}" for d in depths],
                      [[s] + [fmt(cell.get((s, d))) for d in depths] for s in skips])
@@ -82,7 +85,11 @@ def _verdict(rows: list[dict[str, Any]]) -> list[str]:
 def markdown_report(store: Store) -> str:
     runs = store.runs()
     plan = store.meta("plan")
+    in_plan = set(store.meta("plan_configs") or [r["spec_hash"] for r in runs])
     rows = aggregate(runs)
+    for r in rows:  # runs of an earlier, different plan are shown apart
+        if r["spec_hash"] not in in_plan:
+            r["group"] = f"other: {r['group']}"
     parts = ["# skiplab study report", ""]
     parts.append("Should a skip connection add the earlier activations (ResNet) or concatenate them "
                  "(DenseNet)? Each strategy was trained on the same data at several depths, at equal "
@@ -91,7 +98,7 @@ def markdown_report(store: Store) -> str:
         parts += ["", "**The store holds no runs yet.**"]
         return "\n".join(parts) + "\n"
     expected = (len(plan["skips"]) * len(plan["depths"]) * 2 * plan["seeds"]) if plan else None
-    finished = sum(r["status"] in ("complete", "diverged") for r in runs)
+    finished = sum(r["status"] in ("complete", "diverged") and r["spec_hash"] in in_plan for r in runs)
     if expected and finished < expected:
         parts += ["", f"**Partial results: {finished} of {expected} planned runs are stored**; "
                       "missing cells say `missing`. Run the study again to complete it."]
@@ -107,10 +114,13 @@ def markdown_report(store: Store) -> str:
         if not g:
             continue
         parts += ["", f"## {title}", "", _accuracy_table(g), "", "Best per depth:", "", *_verdict(g),
-                  "", "Sizes (width, dense growth: parameters):", "", _size_table(g)]
+                  "", "Sizes (width, dense growth: parameters):", "",
+                  _size_table(g, plan["budget_params"] if plan and group == "matched-params" else None)]
     other = [r for r in rows if r["group"] not in GROUP_TITLES]
     if other:
-        parts += ["", "## Other runs", "", _accuracy_table(other)]
+        parts += ["", "## Other runs (not in the current plan)", "",
+                  "Runs stored by earlier plans or by `skiplab train` into the same folder.", "",
+                  _accuracy_table(other)]
     costs = store.meta("costs")
     if costs:
         parts += ["", "## Cost (analytic, per sample; memory for one training batch)", "",

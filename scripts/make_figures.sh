@@ -20,3 +20,6 @@ $SKIPLAB gradients --model mlp --depth 50 --width 100 --norm none --init torch -
     --plot docs/figures/gradients-depth50.png
 $SKIPLAB gradients --model mlp --depth 50 --width 100 --norm none --init torch --skip plain,add,highway \
     --steps 500 --plot docs/figures/gradients-training-depth50.png
+
+# "The report" (the quick study's report.html in headless Chromium; needs Playwright and Chromium)
+${PYTHON:-python} scripts/report_screenshot.py --png docs/figures/report-screenshot.png

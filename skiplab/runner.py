@@ -26,6 +26,20 @@ from .train import RunSpec, train_run
 _DATA: dict[tuple[str, str], Dataset] = {}  # per process: each dataset is loaded once
 
 
+def _output(spec: RunSpec, status: str, summary: dict[str, Any], curves: list, started: str) -> dict[str, Any]:
+    """What a run hands back to be stored (``store_result``)."""
+    return {"spec": spec.to_dict(), "spec_hash": spec.spec_hash, "seed": spec.seed, "status": status,
+            "result": summary, "curves": curves, "started_at": started, "versions": versions(),
+            "hardware": hardware()}
+
+
+def failed_output(spec: RunSpec, message: str, started: str, tb: str = "") -> dict[str, Any]:
+    """A ``failed`` run: raised inside ``execute``, or lost outside it (a Ray worker
+    that died), so that it is stored and retried by the next resume."""
+    return _output(spec, "failed", {"status": "failed", "seed": spec.seed, "message": message, "traceback": tb},
+                   [], started)
+
+
 def execute(spec_dict: dict[str, Any], on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Train one run; never raises: an error becomes status ``failed`` with its message.
     ``on_step(step, total, loss)`` reports progress (in-process use only)."""
@@ -38,12 +52,8 @@ def execute(spec_dict: dict[str, Any], on_step: Callable[[int, int, float], None
         result = train_run(spec, _DATA[key], on_step)
         status, summary, curves = result.status, result.summary(), result.curves
     except Exception as e:  # noqa: BLE001 - a failed run is stored, the rest go on
-        status, curves = "failed", []
-        summary = {"status": "failed", "seed": spec.seed, "message": f"{type(e).__name__}: {e}",
-                   "traceback": traceback.format_exc(limit=5)}
-    return {"spec": spec.to_dict(), "spec_hash": spec.spec_hash, "seed": spec.seed, "status": status,
-            "result": summary, "curves": curves, "started_at": started, "versions": versions(),
-            "hardware": hardware()}
+        return failed_output(spec, f"{type(e).__name__}: {e}", started, traceback.format_exc(limit=5))
+    return _output(spec, status, summary, curves, started)
 
 
 def _watch_parent(parent: int) -> None:
@@ -64,10 +74,13 @@ def store_result(store: Store, out: dict[str, Any]) -> int:
 
 
 def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
-            on_done: Callable[[int, int, dict[str, Any]], None] | None = None) -> dict[str, int]:
+            on_done: Callable[[int, int, dict[str, Any]], None] | None = None,
+            threads: int | None = None) -> dict[str, int]:
     """Run every spec not already finished in ``store``; store each result as it comes.
-    ``on_done(done, total, result)`` reports progress. Returns counts by status, plus
-    ``skipped`` (already finished)."""
+    ``on_done(done, total, result)`` reports progress. ``threads``: torch threads in each
+    run, wherever it runs (the same count gives the same numbers on the CPU); default:
+    cores // workers in the pool, this process's own setting when run here. Returns
+    counts by status, plus ``skipped`` (already finished)."""
     finished = store.finished_keys()
     todo = [s for s in specs if (s.spec_hash, s.seed) not in finished]
     counts = {"skipped": len(specs) - len(todo)}
@@ -81,12 +94,17 @@ def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
             on_done(done, len(todo), out)
 
     if workers == 1 or len(todo) <= 1:
-        for i, spec in enumerate(todo, start=1):
-            record(execute(spec.to_dict()), i)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            for i, spec in enumerate(todo, start=1):
+                record(execute(spec.to_dict()), i)
+        finally:
+            torch.set_num_threads(before)
         return counts
     # 'spawn': a fresh interpreter per worker; forking a process whose OpenMP threads have
     # run can deadlock the child.
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(threads, os.getpid())) as pool:

@@ -45,6 +45,16 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,                -- skiplab experiment NAME
+    quick INTEGER NOT NULL,            -- 1 for --quick
+    result TEXT NOT NULL,              -- JSON: claim, outcome, numbers
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    hardware TEXT NOT NULL
+);
 """
 
 
@@ -105,6 +115,25 @@ class Store:
             self.db.executemany("INSERT INTO metrics (run_id, step, split, name, value) VALUES (?, ?, ?, ?, ?)",
                                 [(run_id, *c) for c in curves])
         return run_id
+
+    def add_experiment(self, name: str, quick: bool, result: dict[str, Any], started_at: str) -> int:
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO experiments (name, quick, result, started_at, finished_at, versions, hardware)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, int(quick), json.dumps(result), started_at, now(), json.dumps(versions()),
+                 json.dumps(hardware())))
+        return cur.lastrowid
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """Every stored experiment result, oldest first."""
+        cols = ["id", "name", "quick", "result", "started_at", "finished_at", "versions", "hardware"]
+        try:
+            rows = self.db.execute(f"SELECT {', '.join(cols)} FROM experiments ORDER BY id").fetchall()
+            return [{**dict(zip(cols, r)), **{k: json.loads(v) for k, v in zip(cols, r)
+                                               if k in ("result", "versions", "hardware")}} for r in rows]
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+            raise StoreError(f"store: {self.path} is corrupt ({e})") from None
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.db:

@@ -1,6 +1,6 @@
 """``skiplab study``: the main job. Every strategy at several depths on MNIST-1D, at equal
 width and at a matched parameter budget, over several seeds; cost and gradient summaries;
-everything in the store; ``report.md`` at the end.
+everything in the store; ``report.html``, ``report.md`` and the figures at the end.
 
 The study is resumable: its runs are keyed by spec hash and seed in ``DIR/runs.db``, so
 running it again skips what finished (an interrupted study loses nothing it finished).
@@ -106,9 +106,10 @@ def gradient_summaries(plan: StudyPlan, data, progress: Callable[[str], None] | 
 def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = None,
               on_run: Callable[[int, int, dict[str, Any]], None] | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) ``plan`` into the store at ``out``; write ``out/report.md``.
-    Returns counts by status and the report's path."""
-    from .report.markdown import write_markdown_report
+    """Run (or resume) ``plan`` into the store at ``out``; write the report there
+    (``report.html``, ``report.md``, ``figures/``). Returns counts by status and the
+    report's paths (``report``: the HTML page)."""
+    from .report import write_report
 
     start = time.perf_counter()
     workers = workers or min(2, os.cpu_count() or 1)
@@ -127,5 +128,6 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
             store.set_meta("summaries_for", configs_hash)
         counts = run_all(specs, store, workers=workers, on_done=on_run)
         store.set_meta("last_study_seconds", time.perf_counter() - start)
-        report = write_markdown_report(store, out)
-    return {"counts": counts, "runs": len(specs), "report": str(report), "seconds": time.perf_counter() - start}
+        files = write_report(store, out)
+    return {"counts": counts, "runs": len(specs), "report": str(files["report.html"]),
+            "report_md": str(files["report.md"]), "seconds": time.perf_counter() - start}

@@ -142,6 +142,13 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float], None] | None = None) -> RunResult:
     """Train ``spec.model`` on ``data``; ``on_step(step, total, loss)`` is called every
     step (for progress bars). Returns the result, ``diverged`` included."""
+    return train_model(spec, data, on_step)[1]
+
+
+def train_model(spec: RunSpec, data: Dataset,
+                on_step: Callable[[int, int, float], None] | None = None) -> tuple[torch.nn.Module, RunResult]:
+    """As :func:`train_run`, and also return the trained model (for experiments that
+    operate on it: equivalence, lesions)."""
     cfg, start = spec.train, time.perf_counter()
     if tuple(spec.model.input_shape) != data.input_shape and \
             (spec.model.model != "mlp" or spec.model.in_channels != math.prod(data.input_shape)):
@@ -200,9 +207,9 @@ def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float],
             break
     params = sum(p.numel() for p in model.parameters())
     if status == "diverged":
-        return RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start, params,
-                         message, curves)
+        return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,
+                                params, message, curves)
     tr_loss, tr_acc = evaluate(model, x_tr, y_tr)
     te_loss, te_acc = evaluate(model, x_te, y_te)
-    return RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step, time.perf_counter() - start,
-                     params, message, curves)
+    return model, RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step,
+                            time.perf_counter() - start, params, message, curves)

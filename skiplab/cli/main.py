@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from . import build, cost, gradients, runs, strategies, study, train
+from . import build, cost, experiment, gradients, runs, strategies, study, sweep, train
 from .common import Parser, UsageError
 
-COMMANDS = [strategies, build, cost, gradients, train, study, runs]
+COMMANDS = [strategies, build, cost, gradients, train, study, experiment, sweep, runs]
 
 
 def make_parser() -> Parser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..report.markdown import write_markdown_report
+from ..report import write_report
 from ..results import aggregate, pct
 from ..store import Store
 from ..textable import table
@@ -39,8 +39,9 @@ def run_export(args: argparse.Namespace) -> None:
 
 def run_report(args: argparse.Namespace) -> None:
     with Store(args.out, create=False) as store:
-        path = write_markdown_report(store, args.out)
-    emit(args, {"report": str(path)}, f"report: {path}")
+        files = write_report(store, args.out)
+    emit(args, {name: str(path) for name, path in files.items()},
+         f"report: {files['report.html']}\nalso: report.md, {len(files) - 2} figure files in figures/ (PNG and SVG)")
 
 
 def add_parser(sub) -> None:
@@ -58,8 +59,10 @@ def add_parser(sub) -> None:
     add_json_flag(ep)
     ep.set_defaults(run=run_export)
 
-    p = sub.add_parser("report", help="rebuild DIR/report.md from the store",
-                       description="Rebuild the report from the results store.")
+    p = sub.add_parser("report", help="rebuild DIR/report.html, report.md and figures/ from the store",
+                       description="Rebuild the report from the results store: DIR/report.html (one "
+                                   "self-contained page), DIR/report.md, and every figure as PNG and SVG "
+                                   "in DIR/figures/.")
     p.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
     add_json_flag(p)
     p.set_defaults(run=run_report)

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("study", help="the main job: every strategy, several depths, seeds; report",
                        description="Compare the skip strategies on MNIST-1D at equal width and at a matched "
-                                   "parameter budget, over seeds; results go to DIR/runs.db and DIR/report.md. "
-                                   "Re-running resumes.")
+                                   "parameter budget, over seeds; results go to DIR/runs.db, the report to "
+                                   "DIR/report.html, DIR/report.md and DIR/figures/. Re-running resumes.")
     p.add_argument("--quick", action="store_true", help="a small study (under a minute)")
     p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(2, cores))")

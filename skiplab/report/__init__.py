@@ -1,5 +1,7 @@
-"""Reports built from the results store."""
+"""Reports built from the results store: ``write_report`` writes report.html, report.md
+and the figures (PNG and SVG)."""
 
 from .markdown import write_markdown_report
+from .write import write_report
 
-__all__ = ["write_markdown_report"]
+__all__ = ["write_report", "write_markdown_report"]

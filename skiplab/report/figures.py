@@ -1,0 +1,300 @@
+"""The report's figures, drawn from :class:`ReportData` alone and written as PNG and SVG.
+
+Every figure takes its colours from :mod:`skiplab.palette` (one colour per strategy in
+every figure of the project), labels its axes with units, puts depth and cost on log axes
+(the study's depths span 2 to 50 and its costs several decades), and shows the spread
+over seeds as error bars or bands. Matplotlib's object API (no pyplot): no global state,
+no display needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullLocator
+
+from ..experiments.figures import FIGURES as EXPERIMENT_FIGURES
+from ..experiments.figures import experiment_figure, figure_stem, save_figure
+from ..palette import color
+from .content import GROUPS, ReportData
+
+DPI = 110  # PNG resolution: a 10-inch figure is 1,100 pixels wide, readable without zooming
+GROUP_MARKERS = {"equal-width": "o", "matched-params": "s"}
+GROUP_NAMES = {"equal-width": "equal width", "matched-params": "matched budget"}
+
+
+@dataclass(frozen=True)
+class RenderedFigure:
+    name: str  # file stem, e.g. "accuracy-vs-depth"
+    section: str  # the report section it belongs to: cost | gradients | training | experiments
+    title: str  # alt text and heading
+    caption: str  # what it shows and how to read it
+    png: Path
+    svg: Path
+
+
+# -- helpers ----------------------------------------------------------------------------
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both counts: lower or equal cost
+    (x) with higher or equal accuracy (y), one of them strictly. Ordered by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _dodge(x: float, i: int, n: int) -> float:
+    """Shift the i-th of n series a little along a log axis so error bars do not overlap."""
+    return x * math.exp(0.035 * (i - (n - 1) / 2))
+
+
+def _depth_axis(ax: Axes, depths: list[int]) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(depths))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(d) for d in depths])
+    ax.set_xlabel("depth (blocks)")
+    lo, hi = min(depths), max(depths)
+    ax.set_xlim(lo / 1.25, hi * 1.25)
+
+
+def _positive(v: float | None) -> float:
+    """Zeros and Nones cannot sit on a log axis: a gap instead."""
+    return v if v is not None and v > 0 and math.isfinite(v) else math.nan
+
+
+def _skips(items: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(d["skip"] for d in items))
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+# -- the figures ------------------------------------------------------------------------
+def cost_vs_depth(data: ReportData) -> tuple[Figure, str] | None:
+    costs = [c for c in data.costs if c["group"] == "equal-width"]
+    if not costs:
+        return None
+    batch = data.plan["train"]["batch_size"] if data.plan else None
+    per_batch = f"per batch of {batch}" if batch else "per batch"
+    panels = (("parameters", lambda c: c["params"]),
+              ("forward FLOPs per sample", lambda c: c["flops"]),
+              (f"activation memory (MiB {per_batch})", lambda c: c["activation_bytes"] / 2**20),
+              (f"bytes copied by concatenation (MiB {per_batch})", lambda c: c["concat_bytes"] / 2**20))
+    depths = sorted({c["depth"] for c in costs})
+    fig = _figure(11, 7.2)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (label, value) in zip(axes, panels):
+        drawn = []
+        for skip in _skips(costs):
+            cs = sorted((c for c in costs if c["skip"] == skip), key=lambda c: c["depth"])
+            ys = [_positive(value(c)) for c in cs]
+            if all(math.isnan(y) for y in ys):
+                continue
+            ax.plot([c["depth"] for c in cs], ys, marker="o", ms=4, lw=1.8, color=color(skip), label=skip)
+            drawn.append(skip)
+        _depth_axis(ax, depths)
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+        if len(drawn) < len(_skips(costs)):
+            ax.set_title("strategies that copy nothing are not drawn", fontsize="small")
+    axes[1].legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    width = data.plan["model"]["width"] if data.plan else costs[0]["width"]
+    fig.suptitle(f"Analytic cost against depth at equal width ({width}), log-log axes")
+    return fig, ("Analytic cost of each strategy at equal width, from the cost model (exact counts, nothing "
+                 "trained). On log-log axes a cost linear in depth is a line of slope 1, a quadratic one slope 2. "
+                 "Strategies with equal costs lie on top of each other.")
+
+
+def gradient_ratio(data: ReportData) -> tuple[Figure, str] | None:
+    grads = [g for g in data.gradients if g["first_last_ratio"] is not None]
+    if not grads:
+        return None
+    skips = _skips(grads)
+    fig = _figure(8.5, 4.8)
+    ax = fig.add_subplot()
+    for i, skip in enumerate(skips):
+        gs = sorted((g for g in grads if g["skip"] == skip), key=lambda g: g["depth"])
+        x = [_dodge(g["depth"], i, len(skips)) for g in gs]
+        y = [g["first_last_ratio"] for g in gs]
+        lo = [max(v - (g["first_last_ratio_min"] or v), 0) for v, g in zip(y, gs)]
+        hi = [max((g["first_last_ratio_max"] or v) - v, 0) for v, g in zip(y, gs)]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", ms=5, lw=1.8, capsize=3, color=color(skip), label=skip)
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    _depth_axis(ax, sorted({g["depth"] for g in grads}))
+    ax.set_yscale("log")
+    ax.set_ylabel("first / last block weight-gradient norm")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    undefined = sorted({g["skip"] for g in data.gradients} - set(skips))
+    ax.set_title("At init, equal width; bars: min..max over seeds"
+                 + (f"; {', '.join(undefined)}: 0/0, not drawn" if undefined else ""), fontsize="medium")
+    return fig, ("Block 1's weight-gradient norm over the last block's, at initialisation. Near 1 (dotted): the "
+                 "gradient reaches the first blocks as strongly as the last; far below 1: it vanishes on the way; "
+                 "far above 1: it grows toward the input (as batch norm makes it do at init).")
+
+
+def accuracy_vs_depth(data: ReportData) -> tuple[Figure, str] | None:
+    groups = [g for g in GROUPS if any(r["test_accuracy_mean"] is not None for r in data.group_rows(g))]
+    if not groups:
+        return None
+    fig = _figure(5.2 * len(groups) + 1.3, 4.6)
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    for ax, group in zip(axes, groups):
+        rows = [r for r in data.group_rows(group) if r["test_accuracy_mean"] is not None]
+        skips = _skips(rows)
+        for i, skip in enumerate(skips):
+            rs = sorted((r for r in rows if r["skip"] == skip), key=lambda r: r["depth"])
+            ax.errorbar([_dodge(r["depth"], i, len(skips)) for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
+                        yerr=[100 * r["test_accuracy_std"] for r in rs], marker=GROUP_MARKERS[group], ms=5, lw=1.8,
+                        capsize=3, color=color(skip), label=skip)
+        _depth_axis(ax, sorted({r["depth"] for r in rows}))
+        ax.set_title(f"at {GROUP_NAMES[group]}" + (f" ({data.budget:,} parameters)"
+                                                   if group == "matched-params" and data.budget else ""))
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig, "Test accuracy against depth; points: mean over seeds, bars: one standard deviation."
+
+
+def accuracy_vs_cost(data: ReportData) -> tuple[Figure, str] | None:
+    rows = [r for g in GROUPS for r in data.group_rows(g) if r["test_accuracy_mean"] is not None and r["params"]]
+    if not rows:
+        return None
+    flops = {id(r): c["flops"] for r in rows if (c := data.cost_of(r))}
+    panels = [("parameters", lambda r: r["params"])]
+    if flops:
+        panels.append(("forward FLOPs per sample", lambda r: flops.get(id(r))))
+    fig = _figure(5.2 * len(panels) + 1.6, 4.6)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (label, cost) in zip(axes, panels):
+        pts = [r for r in rows if cost(r)]
+        for group in GROUPS:  # one artist per (group, strategy): fast to draw, small SVG
+            for skip in _skips(pts):
+                rs = [r for r in pts if r["group"] == group and r["skip"] == skip]
+                if rs:
+                    ax.errorbar([cost(r) for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
+                                yerr=[100 * r["test_accuracy_std"] for r in rs], ls="none",
+                                marker=GROUP_MARKERS[group], ms=5, color=color(skip), capsize=2, lw=1, alpha=0.9)
+        front = [pts[i] for i in pareto_front([(cost(r), r["test_accuracy_mean"]) for r in pts])]
+        ax.step([cost(r) for r in front], [100 * r["test_accuracy_mean"] for r in front], where="post",
+                color="black", lw=1.2, zorder=3)
+        ax.scatter([cost(r) for r in front], [100 * r["test_accuracy_mean"] for r in front], s=90,
+                   facecolors="none", edgecolors="black", lw=1.2, zorder=4)
+        ax.set_xscale("log")
+        ax.set_xlabel(label + " (log scale)")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    handles = [Line2D([], [], color=color(s), marker="o", ls="", label=s) for s in _skips(rows)]
+    handles += [Line2D([], [], color="black", marker=GROUP_MARKERS[g], mfc="none", ls="", label=GROUP_NAMES[g])
+                for g in GROUPS if any(r["group"] == g for r in rows)]
+    handles.append(Line2D([], [], color="black", marker="o", mfc="none", ms=9, lw=1.2, label="Pareto front"))
+    axes[-1].legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig, ("Each configuration's test accuracy (mean, bars: one standard deviation over seeds) against its "
+                 "cost. Ringed and joined: the Pareto front, the configurations no other one beats with "
+                 "equal or less cost.")
+
+
+def training_curves(data: ReportData) -> tuple[Figure, str] | None:
+    groups = [g for g in GROUPS if any(r["spec_hash"] in data.curves for r in data.group_rows(g))]
+    if not groups:
+        return None
+    depths = sorted({r["depth"] for g in groups for r in data.group_rows(g) if r["spec_hash"] in data.curves})
+    shown = sorted({depths[0], depths[len(depths) // 2], depths[-1]})  # shallowest, middle, deepest
+    fig = _figure(4.2 * len(shown) + 1.3, 3.6 * len(groups))
+    axes = fig.subplots(len(groups), len(shown), sharex=True, sharey=True, squeeze=False)
+    skips_seen: list[str] = []
+    for row, group in zip(axes, groups):
+        for ax, depth in zip(row, shown):
+            for r in data.group_rows(group):
+                curve = data.curves.get(r["spec_hash"])
+                if r["depth"] != depth or curve is None:
+                    continue
+                mean = [100 * v for v in curve.mean]
+                std = [100 * v for v in curve.std]
+                ax.plot(curve.steps, mean, marker=".", lw=1.6, color=color(r["skip"]))
+                ax.fill_between(curve.steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                color=color(r["skip"]), alpha=0.15, lw=0)
+                skips_seen.append(r["skip"])
+            ax.set_title(f"{GROUP_NAMES[group]}, depth {depth}", fontsize="medium")
+            ax.grid(True, alpha=0.3)
+        row[0].set_ylabel("test accuracy (%)")
+    for ax in axes[-1]:
+        ax.set_xlabel("training step (batches)")
+    handles = [Line2D([], [], color=color(s), lw=2, label=s) for s in dict.fromkeys(skips_seen)]
+    axes[0][-1].legend(handles=handles, title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig, (f"Test accuracy during training at depths {', '.join(map(str, shown))}: mean over seeds, band: "
+                 "one standard deviation.")
+
+
+# name -> (section, title, drawing function), in the order the report shows them
+FIGURES: dict[str, tuple[str, str, Callable[[ReportData], tuple[Figure, str] | None]]] = {
+    "cost-vs-depth": ("cost", "Cost against depth", cost_vs_depth),
+    "gradient-ratio": ("gradients", "Gradient ratio at init against depth", gradient_ratio),
+    "accuracy-vs-depth": ("training", "Test accuracy against depth", accuracy_vs_depth),
+    "accuracy-vs-cost": ("training", "Test accuracy against parameters and FLOPs", accuracy_vs_cost),
+    "training-curves": ("training", "Test accuracy during training", training_curves),
+}
+
+
+def _save(fig: Figure, path: Path, fmt: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+        os.replace(tmp, path)  # never a half-written figure
+    except OSError as e:
+        raise ValueError(f"report: cannot write {path}: {e.strerror or e}") from None
+
+
+def write_figures(data: ReportData, folder: str | os.PathLike) -> list[RenderedFigure]:
+    """Draw every figure the data allows into ``folder`` (PNG and SVG): the study's, then
+    one per stored experiment (``experiment-NAME``, the same file ``skiplab experiment``
+    writes). A figure the data does not allow is left out, and its file from an earlier
+    report removed."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"report: cannot create {folder}: {e.strerror or e}") from None
+    out = []
+    for name, (section, title, draw) in FIGURES.items():
+        png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+        drawn = draw(data)
+        if drawn is None:
+            png.unlink(missing_ok=True)
+            svg.unlink(missing_ok=True)
+            continue
+        fig, caption = drawn
+        _save(fig, png, "png")
+        fig.set_layout_engine("none")  # keep the layout the PNG got: the SVG need not solve it again
+        _save(fig, svg, "svg")
+        out.append(RenderedFigure(name, section, title, caption, png, svg))
+    drawn_experiments = set()
+    for e in data.experiments:
+        if e.name not in EXPERIMENT_FIGURES:
+            continue
+        try:
+            fig = experiment_figure(e.name, e.result)
+        except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+            continue  # a result stored in another shape (an older skiplab): its text is shown, no figure
+        png, svg = folder / f"{figure_stem(e.name)}.png", folder / f"{figure_stem(e.name)}.svg"
+        save_figure(fig, png, svg)
+        title, caption, _ = EXPERIMENT_FIGURES[e.name]
+        out.append(RenderedFigure(figure_stem(e.name), "experiments", title, caption, png, svg))
+        drawn_experiments.add(e.name)
+    for name in EXPERIMENT_FIGURES.keys() - drawn_experiments:
+        for ext in ("png", "svg"):
+            (folder / f"{figure_stem(name)}.{ext}").unlink(missing_ok=True)
+    return out

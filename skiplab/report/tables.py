@@ -1,0 +1,66 @@
+"""The report's tables as plain text cells (headers, rows), so ``report.md`` and
+``report.html`` show the same numbers, each rendering them in its own markup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..results import pct
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def _grid(rows: list[dict[str, Any]], fmt) -> Table:
+    """Strategies down, depths across; ``fmt(row or None)`` fills each cell."""
+    depths = sorted({r["depth"] for r in rows})
+    skips = list(dict.fromkeys(r["skip"] for r in rows))
+    cell = {(r["skip"], r["depth"]): r for r in rows}
+    return (["skip"] + [f"depth {d}" for d in depths],
+            [[s] + [fmt(cell.get((s, d))) for d in depths] for s in skips])
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> Table:
+    """Cells: mean +- std of test accuracy over seeds (%), what diverged or failed, [n=seeds]."""
+
+    def fmt(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "missing"
+        extra = [f"{r[k]} {k}" for k in ("diverged", "failed") if r[k]]
+        return (pct(r["test_accuracy_mean"], r["test_accuracy_std"]) + (f" ({', '.join(extra)})" if extra else "")
+                + f" [n={r['complete']}]")
+
+    return _grid(rows, fmt)
+
+
+def size_table(rows: list[dict[str, Any]], budget: int | None = None) -> Table:
+    """Cells: the width (and dense growth) each strategy got, its parameters, and how far
+    off the budget it landed where that is more than 2%."""
+
+    def fmt(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "-"
+        size = f"w={r['width']}" + (f", k={r['growth']}" if r["growth"] else "")
+        if not r["params"]:
+            return size
+        off = r["params"] / budget - 1 if budget else 0
+        return f"{size}: {r['params']:,}" + (f" ({100 * off:+.1f}% off budget)" if abs(off) > 0.02 else "")
+
+    return _grid(rows, fmt)
+
+
+def cost_table(costs: list[dict[str, Any]]) -> Table:
+    return (["group", "skip", "depth", "width", "growth", "params", "MFLOPs", "activation MiB", "concat MiB"],
+            [[c["group"], c["skip"], str(c["depth"]), str(c["width"]), str(c["growth"] or ""), f"{c['params']:,}",
+              f"{c['flops'] / 1e6:.3g}", f"{c['activation_bytes'] / 2**20:.3g}", f"{c['concat_bytes'] / 2**20:.3g}"]
+             for c in costs])
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def gradient_table(grads: list[dict[str, Any]]) -> Table:
+    return (["skip", "depth", "first/last", "min..max", "vanishing from block"],
+            [[g["skip"], str(g["depth"]), _ratio(g["first_last_ratio"]),
+              f"{_ratio(g['first_last_ratio_min'])}..{_ratio(g['first_last_ratio_max'])}",
+              str(g["vanishing_block"] or "none")] for g in grads])

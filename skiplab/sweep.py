@@ -1,0 +1,390 @@
+"""Sweeps: a grid of training runs, named in a TOML file, run on this machine or on a
+Ray cluster.
+
+A sweep file has up to four tables; every key in ``[grid]`` and ``[train]`` takes one
+value or a list of values, and the sweep is the product of the lists::
+
+    [sweep]
+    group = "sweep"            # stored with every run (part of its identity)
+    seeds = 2                  # seeds 0..S-1, or a list such as [0, 7]
+
+    [grid]
+    model = "cnn1d"
+    skip = ["plain", "add"]    # any ModelSpec field: depth, width, growth, norm, ...
+    depth = [2, 12]
+    dataset = "mnist1d"        # also: label_column, params | flops (a budget), vary
+
+    [train]
+    epochs = 10                # any TrainConfig field: lr, optimizer, batch_size, ...
+
+    [resources]                # what each run gets
+    num_cpus = 1               # its CPUs = torch threads, on both backends
+    num_gpus = 0               # Ray only: GPUs per run
+    max_retries = 3            # Ray only: re-runs of a run whose worker died
+
+Runs are keyed by spec hash and seed, as everywhere in skiplab, so both backends store
+the same keys, and re-running a sweep skips what finished. Ray is the scheduler for the
+``ray`` backend; skiplab only submits one task per run and stores each result as it
+comes back, the driver being the store's only writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
+    import tomli as tomllib
+
+import torch
+
+from .cost import match_budget
+from .data import Dataset, load_dataset
+from .runner import execute, failed_output, run_all, store_result
+from .skips import STRATEGIES
+from .spec import ModelSpec, SpecError
+from .store import Store, now
+from .train import RunSpec, TrainConfig
+
+BACKENDS = ("local", "ray")
+VARY = ("width", "growth")
+RAY_MISSING = "sweep: the ray backend needs 'pip install skiplab[ray]'"
+# A local Ray instance's object store: results are a few kB each, and Ray's default
+# (30% of memory) would reserve gigabytes of shared memory for nothing.
+LOCAL_OBJECT_STORE_BYTES = 128 * 1024 * 1024
+
+OnDone = Callable[[int, int, dict[str, Any]], None]
+
+
+# -- The file ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Resources:
+    """What each run gets (``[resources]``). ``num_cpus`` sets each run's torch threads
+    on both backends, so that local and Ray runs compute the same numbers; the rest is
+    Ray's resource request and retry policy."""
+
+    num_cpus: float = 1  # CPUs per run = its torch threads (at least 1); 1 suits small models best
+    num_gpus: float = 0  # Ray: GPUs per run (fractions share one); set [train] device = "cuda" to use it
+    max_retries: int = 3  # Ray: times a run whose worker process died is started again
+
+    def __post_init__(self) -> None:
+        for name, low in (("num_cpus", 0.0), ("num_gpus", 0.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low \
+                    or (name == "num_cpus" and v == 0):
+                raise SpecError(f"{name}: must be a number {'> 0' if name == 'num_cpus' else '>= 0'}, got {v!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise SpecError(f"max_retries: must be an integer >= 0, got {self.max_retries!r}")
+
+    @property
+    def threads(self) -> int:
+        """Torch threads inside a run: one per CPU it was given."""
+        return max(1, int(self.num_cpus))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The runs a sweep file names, in grid order (seeds innermost), each key once."""
+
+    runs: tuple[RunSpec, ...]
+    resources: Resources = Resources()
+    duplicates: int = 0  # grid points that named a run already in the list (e.g. growth on a non-dense skip)
+
+    @property
+    def configs(self) -> int:
+        return len({s.spec_hash for s in self.runs})
+
+
+_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))
+_GRID_KEYS = _MODEL_KEYS + ("dataset", "label_column", "params", "flops", "vary")
+_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
+TABLES: dict[str, tuple[str, ...]] = {"sweep": ("group", "seeds"), "grid": _GRID_KEYS, "train": _TRAIN_KEYS,
+                                      "resources": _RESOURCE_KEYS}
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be read or names something not allowed; one line that
+    names the table, the key and what is allowed."""
+
+
+def _fail(table: str, message: str) -> SweepError:
+    return SweepError(f"sweep: [{table}] {message}")
+
+
+def _check_keys(table: str, d: dict[str, Any]) -> None:
+    known = TABLES[table]
+    for key in d:
+        if key not in known:
+            raise _fail(table, f"unknown key {key!r}; known: {', '.join(known)}")
+
+
+def _axis(table: str, key: str, value: Any) -> list[Any]:
+    """A key's values: a list is an axis of the grid, anything else one value.
+    ``input_shape`` is itself a list, so only a list of lists is an axis of shapes."""
+    if isinstance(value, dict):
+        raise _fail(table, f"{key}: expected a value or a list of values, got a table")
+    if key == "input_shape" and isinstance(value, list) and not any(isinstance(v, list) for v in value):
+        return [value]
+    if not isinstance(value, list):
+        return [value]
+    if not value:
+        raise _fail(table, f"{key}: an empty list names no runs")
+    for v in value:
+        if isinstance(v, (dict, list)) and key != "input_shape":
+            raise _fail(table, f"{key}: a list of values may not hold {'tables' if isinstance(v, dict) else 'lists'}")
+    return value
+
+
+def _product(table: str, d: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the table's values, the first key varying slowest."""
+    keys = list(d)
+    axes = [_axis(table, k, d[k]) for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise _fail("sweep", f"seeds: must be >= 1 (seeds 0..S-1) or a list of seeds, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                 for s in value):
+        if len(set(value)) != len(value):
+            raise _fail("sweep", f"seeds: a seed is listed twice in {value}")
+        return value
+    raise _fail("sweep", f"seeds: a count S >= 1 (seeds 0..S-1) or a list of integers >= 0, got {value!r}")
+
+
+def _choices(table: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        what = "strategy" if key == "skip" else "value"
+        raise _fail(table, f"{key}: unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _model_spec(point: dict[str, Any], data: Dataset) -> ModelSpec:
+    """One grid point's model: the dataset fills in input_shape and classes unless given;
+    ``growth`` applies to ``dense`` only (as on the command line)."""
+    fields = {k: v for k, v in point.items() if k in _MODEL_KEYS}
+    if "skip" in fields:
+        _choices("grid", "skip", fields["skip"], tuple(STRATEGIES))
+    if fields.get("skip", ModelSpec.skip) != "dense":
+        fields.pop("growth", None)
+    fields.setdefault("input_shape", data.input_shape)
+    fields.setdefault("classes", data.classes)
+    if isinstance(fields["input_shape"], list):
+        fields["input_shape"] = tuple(fields["input_shape"])
+    try:
+        spec = ModelSpec(**fields)
+        spec.check_buildable()
+    except SpecError as e:
+        raise _fail("grid", str(e)) from None
+    budget = {k: point[k] for k in ("params", "flops") if k in point}
+    if not budget:
+        return spec
+    vary = point.get("vary", "width")
+    try:
+        return match_budget(spec, **budget, vary="growth" if vary == "growth" and spec.skip == "dense" else "width").spec
+    except ValueError as e:
+        raise _fail("grid", str(e)) from None
+
+
+def parse_sweep(doc: dict[str, Any]) -> Sweep:
+    """The runs named by a parsed sweep file (see the module docstring); raises
+    SweepError naming the table and key of the first thing wrong."""
+    tables = ", ".join(f"[{t}]" for t in TABLES)
+    for table, body in doc.items():
+        if not isinstance(body, dict):
+            raise SweepError(f"sweep: key {table!r} is outside any table; every key belongs in one of {tables}")
+        if table not in TABLES:
+            raise SweepError(f"sweep: unknown table [{table}]; known: {tables}")
+        _check_keys(table, body)
+    head, grid, train = doc.get("sweep", {}), doc.get("grid", {}), doc.get("train", {})
+    if "params" in grid and "flops" in grid:
+        raise _fail("grid", "params and flops: give one budget, not both")
+    if "vary" in grid:
+        if "params" not in grid and "flops" not in grid:
+            raise _fail("grid", "vary: sizes a budget; give params or flops with it")
+        for v in _axis("grid", "vary", grid["vary"]):
+            _choices("grid", "vary", v, VARY)
+    group = head.get("group", "sweep")
+    if not isinstance(group, str):
+        raise _fail("sweep", f"group: must be a string, got {group!r}")
+    seeds = _seeds(head.get("seeds", 3))
+    try:
+        resources = Resources(**doc.get("resources", {}))
+    except SpecError as e:
+        raise _fail("resources", str(e)) from None
+
+    configs = []
+    for point in _product("train", train):
+        try:
+            configs.append(TrainConfig(**point))
+        except SpecError as e:
+            raise _fail("train", str(e)) from None
+    datasets: dict[tuple[str, str], Dataset] = {}
+    runs: list[RunSpec] = []
+    seen: set[tuple[str, int]] = set()
+    duplicates = 0
+    for point in _product("grid", grid):
+        name, label = point.get("dataset", "mnist1d"), point.get("label_column", "label")
+        if not isinstance(name, str) or not isinstance(label, str):
+            raise _fail("grid", f"dataset and label_column: must be strings, got {name!r}, {label!r}")
+        if (name, label) not in datasets:  # loaded here so a bad dataset fails before any run
+            try:
+                datasets[(name, label)] = load_dataset(name, label)
+            except ValueError as e:
+                raise _fail("grid", str(e)) from None
+        model = _model_spec(point, datasets[(name, label)])
+        for cfg in configs:
+            for seed in seeds:
+                run = RunSpec(model, cfg, name, seed, group, label)
+                key = (run.spec_hash, seed)
+                if key in seen:
+                    duplicates += 1
+                    continue
+                seen.add(key)
+                runs.append(run)
+    return Sweep(tuple(runs), resources, duplicates)
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read and check the sweep file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SweepError(f"sweep: no sweep file at {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepError(f"sweep: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"sweep: {path} is not valid TOML: {e}") from None
+    return parse_sweep(doc)
+
+
+# -- Local backend ----------------------------------------------------------------------
+def run_local(sweep: Sweep, store: Store, workers: int | None = None, on_done: OnDone | None = None) -> dict[str, int]:
+    """Runs in a process pool, ``workers`` at a time (default: one per ``num_cpus`` cores,
+    i.e. one per core), each with ``num_cpus`` torch threads, through
+    :func:`skiplab.runner.run_all`; the parent stores each result."""
+    threads = sweep.resources.threads
+    return run_all(list(sweep.runs), store, workers=workers or max(1, (os.cpu_count() or 1) // threads),
+                   on_done=on_done, threads=threads)
+
+
+# -- Ray backend ------------------------------------------------------------------------
+def _ray_task(spec_dict: dict[str, Any], threads: int) -> dict[str, Any]:
+    """A Ray task: one run, with as many torch threads as CPUs it was given (one by
+    default), as in the local backend, so that both compute the same numbers."""
+    torch.set_num_threads(threads)
+    return execute(spec_dict)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(RAY_MISSING) from None
+    return ray
+
+
+def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
+    """Join the cluster at ``address``, or start a local instance with ``workers`` CPUs
+    (default: all cores). Returns whether this call connected (and so must disconnect);
+    an already initialised Ray (a notebook, a test) is used as it is."""
+    if ray.is_initialized():
+        return False
+    try:
+        with warnings.catch_warnings():  # Ray warns before it raises; the error below is the one line
+            warnings.simplefilter("ignore")
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            else:  # a private instance for this sweep: no dashboard, no start-up chatter on stderr
+                ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SweepError(f"sweep: cannot start or reach {where}: {first}") from None
+    return True
+
+
+def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int | None = None,
+            on_done: OnDone | None = None) -> dict[str, int]:
+    """One Ray task per run not yet finished in ``store``, each asking for
+    ``sweep.resources``; results are stored by this process as tasks finish. A task whose
+    worker dies is retried ``max_retries`` times by Ray, then stored as ``failed``; the
+    others go on. ``workers``: CPUs of a local instance, or, on an existing cluster, the
+    most tasks in flight at once (default: all; Ray queues what does not fit)."""
+    if isinstance(workers, bool) or (workers is not None and (not isinstance(workers, int) or workers < 1)):
+        raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
+    ray = _import_ray()
+    finished = store.finished_keys()
+    todo = [s for s in sweep.runs if (s.spec_hash, s.seed) not in finished]
+    counts = {"skipped": len(sweep.runs) - len(todo)}
+    if not todo:
+        return counts
+    res = sweep.resources
+    limit = workers if (address and workers) else len(todo)
+    queue = iter(todo)
+    pending: dict[Any, tuple[RunSpec, str]] = {}  # object ref -> (run, submitted at)
+    done = 0
+    connected = _connect(ray, address, workers)
+    try:
+        task = ray.remote(_ray_task).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus,
+                                             max_retries=res.max_retries, retry_exceptions=False)
+        while True:
+            while len(pending) < limit and (run := next(queue, None)) is not None:
+                pending[task.remote(run.to_dict(), res.threads)] = (run, now())
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                run, submitted = pending.pop(ref)
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayError as e:  # the worker died max_retries + 1 times, or the node did
+                    first = (str(e).strip().splitlines() or [""])[0]
+                    out = failed_output(run, f"{type(e).__name__} after {res.max_retries} retries: {first}",
+                                        submitted)
+                store_result(store, out)
+                counts[out["status"]] = counts.get(out["status"], 0) + 1
+                done += 1
+                if on_done:
+                    on_done(done, len(todo), out)
+    except BaseException:  # Ctrl-C: what finished is stored; stop the rest
+        for ref in pending:
+            with contextlib.suppress(Exception):  # best effort: the cluster may be gone too
+                ray.cancel(ref, force=True)
+        raise
+    finally:
+        if connected:
+            ray.shutdown()
+    return counts
+
+
+# -- Either ------------------------------------------------------------------------------
+def run_sweep(sweep: Sweep, store: Store, backend: str = "local", address: str | None = None,
+              workers: int | None = None, on_done: OnDone | None = None) -> dict[str, int]:
+    """Run (or resume) ``sweep`` into ``store`` on ``backend``. Returns counts by status,
+    plus ``skipped`` (already finished)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "local":
+        if address:
+            raise ValueError("address: only the ray backend joins a cluster; drop --address or use --backend ray")
+        return run_local(sweep, store, workers, on_done)
+    return run_ray(sweep, store, address, workers, on_done)

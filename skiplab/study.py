@@ -46,20 +46,13 @@ class StudyPlan:
 
     def model_specs(self) -> list[tuple[str, ModelSpec]]:
         """(group, spec) for every configuration: equal width, then matched budget. Dense
-        meets the budget through its growth (width kept), the others through their width."""
-        out = []
-        for depth in self.depths:
-            for skip in self.skips:
-                base = self.model.replace(skip=skip, depth=depth,
-                                          growth=self.dense_growth if skip == "dense" else None)
-                out.append(("equal-width", base))
-        for depth in self.depths:
-            for skip in self.skips:
-                base = self.model.replace(skip=skip, depth=depth,
-                                          growth=self.dense_growth if skip == "dense" else None)
-                match = match_budget(base, params=self.budget_params, vary="growth" if skip == "dense" else "width")
-                out.append(("matched-params", match.spec))
-        return out
+        meets the budget through its growth (and its width where growth steps are too
+        coarse: ``match_budget``), the others through their width."""
+        bases = [self.model.replace(skip=skip, depth=depth, growth=self.dense_growth if skip == "dense" else None)
+                 for depth in self.depths for skip in self.skips]
+        matched = [match_budget(b, params=self.budget_params, vary="growth" if b.skip == "dense" else "width").spec
+                   for b in bases]
+        return [("equal-width", b) for b in bases] + [("matched-params", m) for m in matched]
 
     def runs(self) -> list[RunSpec]:
         return [RunSpec(spec, self.train, self.dataset, seed, group)

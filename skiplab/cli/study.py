@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..progress import ProgressBar
 from ..study import StudyPlan, quick_plan, run_study

@@ -11,7 +11,7 @@ from .budget import match_budget
 from .growth import growth_over_depths
 from .measure import measure_cost, why_not_measurable
 
-# Figures compared between analytic and measured (key path -> label).
+# Figures compared between analytic and measured: label -> key path in both dicts.
 COMPARED = {"params": ("params", "total"), "flops": ("flops", "matmul"), "merge_flops": ("flops", "merge"),
             "activation_bytes": ("activation_bytes",), "concat_bytes": ("concat_bytes",)}
 

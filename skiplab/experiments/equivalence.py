@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import Dataset
 from ..model import SkipNet, build_model
 from ..spec import ModelSpec
 from ..train import RunSpec, TrainConfig, train_model

@@ -38,7 +38,7 @@ class Highway(nn.Module):
 
     @staticmethod
     def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
-        g = layer(tape, s, f.channels)  # the gate layer (keeps s, as the branch does)
+        layer(tape, s, f.channels)  # the gate layer (keeps s, as the branch does)
         t = tape.new(f.channels, f.positions)
         d = tape.new(f.channels, f.positions)  # f - s: a subtraction keeps nothing
         tape.save(t, d)  # sigmoid keeps its output t; t * d keeps t and d

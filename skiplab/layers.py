@@ -1,8 +1,9 @@
-"""The parts every block is made of: a layer, a norm, an activation.
+"""The parts a branch is made of: a layer, a norm, an activation, and their trace rules.
 
-A block's transform is ``f(z) = act(norm(layer(z)))`` (DESIGN.md). ``layer`` is a
-Linear for the MLP and a same-padding, stride-1 convolution for the CNNs, so that a
-block never changes the spatial size and every skip can merge along the channel dim 1.
+A branch's transform is ``f(z) = act(norm(layer(z)))`` (DESIGN.md). Which layer and which
+norm is the family's business (``skiplab.families``): a Linear for the MLP, a same-padding
+stride-1 convolution for the CNNs, so that a branch never changes the spatial size and
+every skip can merge along the channel dim.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from torch import nn
 
 from .tape import Sym, Tape
 
-MODELS = ("mlp", "cnn1d", "cnn2d")
 NORMS = ("none", "batch", "layer")
 # Name -> (module class, gain name for kaiming init). GELU and SiLU behave like ReLU
 # near the origin for large inputs, so they borrow ReLU's gain (He et al. 1502.01852
@@ -25,15 +25,6 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], str]] = {
     "sigmoid": (nn.Sigmoid, "sigmoid"),
     "identity": (nn.Identity, "linear"),
 }
-SPATIAL_DIMS = {"mlp": 0, "cnn1d": 1, "cnn2d": 2}
-
-
-def make_layer(model: str, in_width: int, out_width: int, kernel_size: int, bias: bool) -> nn.Module:
-    """Linear (mlp) or a same-padding stride-1 Conv1d/Conv2d; kernel_size must be odd."""
-    if model == "mlp":
-        return nn.Linear(in_width, out_width, bias=bias)
-    conv = nn.Conv1d if model == "cnn1d" else nn.Conv2d
-    return conv(in_width, out_width, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
 def trace_layer(tape: Tape, z: Sym, out_width: int, kernel_volume: int, bias: bool) -> Sym:
@@ -44,23 +35,6 @@ def trace_layer(tape: Tape, z: Sym, out_width: int, kernel_volume: int, bias: bo
     tape.matmul += 2 * z.channels * out_width * kernel_volume * z.positions
     tape.save(z)
     return tape.new(out_width, z.positions)
-
-
-def make_norm(model: str, norm: str, width: int) -> nn.Module:
-    """``none`` | ``batch`` (per channel) | ``layer`` (over all features of a sample).
-
-    For the CNNs ``layer`` is GroupNorm with one group: it normalises each sample over
-    channels and positions, which is LayerNorm for conv nets (Wu & He, arXiv 1803.08494,
-    Sec. 3.1), with a per-channel affine so its parameter count does not depend on the
-    input length.
-    """
-    if norm == "none":
-        return nn.Identity()
-    if norm == "batch":
-        return {"mlp": nn.BatchNorm1d, "cnn1d": nn.BatchNorm1d, "cnn2d": nn.BatchNorm2d}[model](width)
-    if model == "mlp":
-        return nn.LayerNorm(width)
-    return nn.GroupNorm(1, width)
 
 
 def trace_norm(tape: Tape, y: Sym, norm: str) -> Sym:
@@ -100,13 +74,13 @@ def trace_activation(tape: Tape, y: Sym, activation: str) -> Sym:
 
 
 class Transform(nn.Sequential):
-    """``act(norm(layer(z)))``: (B, in_width, *S) -> (B, out_width, *S)."""
+    """``act(norm(layer(z)))``: (B, in_width, *S) -> (B, out_width, *S). The family makes
+    the layer and the norm (a Linear or a conv; batch norm of the right rank)."""
 
-    def __init__(self, model: str, in_width: int, out_width: int, *, kernel_size: int = 3,
-                 norm: str = "none", activation: str = "relu", bias: bool = True):
+    def __init__(self, layer: nn.Module, norm: nn.Module, activation: str):
         super().__init__()
-        self.layer = make_layer(model, in_width, out_width, kernel_size, bias)
-        self.norm = make_norm(model, norm, out_width)
+        self.layer = layer
+        self.norm = norm
         self.act = make_activation(activation)
 
     @staticmethod
@@ -117,16 +91,17 @@ class Transform(nn.Sequential):
 
 
 class Head(nn.Module):
-    """Global average pool over positions (CNN), then Linear(width, classes)."""
+    """Pool positions away (a family's ``pool``: global average for CNNs, nothing for
+    the MLP), then Linear(width, classes)."""
 
-    def __init__(self, model: str, width: int, classes: int, bias: bool = True):
+    def __init__(self, width: int, classes: int, bias: bool = True, pool=None):
         super().__init__()
-        self.spatial_dims = SPATIAL_DIMS[model]
+        self.pool = pool
         self.fc = nn.Linear(width, classes, bias=bias)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        if self.spatial_dims:
-            s = s.mean(dim=tuple(range(2, 2 + self.spatial_dims)))  # (B, C, *S) -> (B, C)
+        if self.pool is not None:
+            s = self.pool(s)  # (B, C, *S) -> (B, C)
         return self.fc(s)
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""``SkipNet``: stem -> blocks -> head, built from a ``ModelSpec``."""
+"""``SkipNet``: stem -> sublayers (each a branch merged into the stream) -> head, built
+from the one description of a ``ModelSpec`` (``spec.describe()``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import Head, Transform, init_kaiming, make_layer
-from .skips import get_strategy
+from .layers import init_kaiming
 from .spec import ModelSpec, SpecError
 
 
@@ -16,66 +16,64 @@ class SkipNet(nn.Module):
     """A model of DESIGN.md's shape. ``forward(x)`` returns logits ``(B, classes)``;
     ``forward(x, return_aux=True)`` returns ``(logits, [aux logits, ...])``.
 
-    Input per sample: ``spec.input_shape`` (MLP inputs are flattened).
+    ``blocks`` holds one connection per sublayer (the strategy's merge module, with the
+    branch inside it as ``.branch``); for the MLP and CNN families a block is one sublayer.
+    The stream between them is the strategy's business: a tensor for add or dense, several
+    for hyper-connections. Input per sample: ``spec.input_shape`` (MLP inputs are flattened).
     """
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         spec.check_buildable()
         self.spec = spec
-        strategy = get_strategy(spec.skip)
-        m, ks = spec.model, spec.kernel_size
-        part = dict(kernel_size=ks, norm=spec.norm, activation=spec.activation, bias=spec.bias)
+        d = self.description = spec.describe()
+        family, strategy = d.family, d.strategy
 
-        def gate_layer(in_width: int, out_width: int) -> nn.Module:
-            return make_layer(m, in_width, out_width, ks, bias=True)  # a gate keeps its bias
+        def make_gate(in_width: int, out_width: int) -> nn.Module:
+            return family.layer(spec, in_width, out_width, bias=True)  # a gate keeps its bias
 
-        self.stem = Transform(m, spec.in_channels, spec.width, **part)  # (B, *in) -> (B, w, *S)
+        self.stem = family.transform(spec, d.in_channels, spec.width)  # (B, *in) -> (B, w, *S)
+        # Each branch is built before its connection, so a seed gives the same weights
+        # whatever the strategy adds (the highway gate draws after its branch).
         self.blocks = nn.ModuleList(
-            strategy.wrap(Transform(m, w.in_width, w.features, **part), w, gate_layer, spec.depth)
-            for w in spec.block_widths())
-        self.head = Head(m, spec.state_width, spec.classes, spec.bias)
-        widths = spec.block_widths()
-        self.aux_heads = nn.ModuleDict(
-            {str(l): Head(m, widths[l - 1].out_width, spec.classes, spec.bias) for l in spec.aux_positions})
+            strategy.connection(family.transform(spec, site.widths.in_width, site.widths.features), site, d.options,
+                                make_gate)
+            for site in d.sites)
+        self.head = family.head(spec, d.readout_width)
+        self.aux_heads = nn.ModuleDict({str(block): family.head(spec, width) for block, width in d.aux})
+        self._aux_after = {block * family.sublayers_per_block: str(block) for block, _ in d.aux}
         if spec.init == "kaiming":
             self._init_kaiming()
 
     def _init_kaiming(self) -> None:
-        act = self.spec.activation
-        init_kaiming(self.stem, act)
+        init_kaiming(self.stem, self.spec.activation)
         for block in self.blocks:
-            init_kaiming(block.branch, act)
-            gate = getattr(block, "gate", None)
-            if gate is not None:  # keep the gate's negative bias, set by the strategy
-                nn.init.kaiming_normal_(gate.weight, mode="fan_in", nonlinearity="sigmoid")
+            init_kaiming(block.branch, self.spec.activation)
+            block.kaiming_()  # the connection's own layers, if any (highway's gate)
         for head in [self.head, *self.aux_heads.values()]:
             init_kaiming(head, "identity")
 
     def forward(self, x: torch.Tensor, return_aux: bool = False):
-        shape = self.spec.input_shape
-        if self.spec.model == "mlp" and x.dim() >= 2 and x.shape[1:].numel() == self.spec.in_channels:
-            x = x.flatten(1)  # (B, *in) -> (B, F): any per-sample shape with F elements
-        elif tuple(x.shape[1:]) != shape:
-            raise ValueError(f"input: expected (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-        s = self.stem(x)  # (B, w, *S)
+        d = self.description
+        x = d.family.prepare_input(x, self.spec)
+        stream = d.strategy.init(self.stem(x), d.options)  # the stem's (B, w, *S) becomes the stream
         aux = []
         for l, block in enumerate(self.blocks, start=1):
-            s = block(s)  # (B, width of s_l, *S)
-            if return_aux and str(l) in self.aux_heads:
-                aux.append(self.aux_heads[str(l)](s))
-        logits = self.head(s)  # (B, classes)
+            stream = block(stream)  # read -> branch -> write
+            if return_aux and l in self._aux_after:
+                aux.append(self.aux_heads[self._aux_after[l]](d.strategy.readout(stream, d.options)))
+        logits = self.head(d.strategy.readout(stream, d.options))  # (B, classes)
         return (logits, aux) if return_aux else logits
 
     def structure(self) -> dict[str, Any]:
-        """Parameters per part (counted by ``numel``) and widths per block."""
+        """Parameters per part (counted by ``numel``) and widths per sublayer."""
         count = lambda module: sum(p.numel() for p in module.parameters() if p.requires_grad)  # noqa: E731
         params = {"stem": count(self.stem), "blocks": sum(count(b) for b in self.blocks),
                   "head": count(self.head), "aux": count(self.aux_heads)}
         params["total"] = sum(params.values())
-        per_block = [{"block": l, "params": count(b), "in_width": w.in_width, "features": w.features,
-                      "out_width": w.out_width}
-                     for l, (b, w) in enumerate(zip(self.blocks, self.spec.block_widths()), start=1)]
+        per_block = [{"block": l, "params": count(b), "in_width": s.widths.in_width, "features": s.widths.features,
+                      "out_width": s.widths.out_width}
+                     for l, (b, s) in enumerate(zip(self.blocks, self.description.sites), start=1)]
         return {**self.spec.to_dict(), "state_width": self.spec.state_width, "params": params,
                 "per_block": per_block}
 

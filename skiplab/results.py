@@ -25,7 +25,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "spec_hash": spec_hash, "group": spec.get("group", ""), "dataset": spec["dataset"],
             "model": m["model"], "skip": m["skip"], "depth": m["depth"], "width": m["width"],
-            "growth": m["growth"], "norm": m["norm"],
+            "options": m.get("options", {}), "norm": m["norm"],
             "params": rs[0]["result"].get("params"),
             "seeds": len(rs), "complete": len(done),
             "diverged": sum(r["status"] == "diverged" for r in rs),
@@ -38,6 +38,13 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {name: i for i, name in enumerate(STRATEGIES)}  # registry order, plain first
     rows.sort(key=lambda r: (r["group"], r["dataset"], r["depth"], order.get(r["skip"], 99), r["width"]))
     return rows
+
+
+def stored_options(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored row's strategy options (a round-1 row kept dense's growth in its own key)."""
+    if d.get("options"):
+        return dict(d["options"])
+    return {"growth": d["growth"]} if d.get("growth") else {}
 
 
 def pct(mean: float | None, std: float | None) -> str:

@@ -7,13 +7,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .layers import ACTIVATIONS, MODELS, NORMS
-from .skips import STRATEGIES, BlockWidths, get_strategy
+from .families import FAMILIES, Description, ShapeError, get_family
+from .layers import ACTIVATIONS, NORMS
+from .skips import STRATEGIES, BlockWidths, OptionError, Site, get_strategy
 
 INITS = ("torch", "kaiming")
-# Input shape used when none is given: MNIST-1D sequences of length 40 (Greydanus,
-# arXiv 2011.14439) for the MLP and CNN-1D, scikit-learn's 8x8 digits for the CNN-2D.
-DEFAULT_INPUT_SHAPES = {"mlp": (40,), "cnn1d": (1, 40), "cnn2d": (1, 8, 8)}
 
 
 class SpecError(ValueError):
@@ -28,13 +26,15 @@ class ModelSpec:
     ``ValueError``) naming the field and what is allowed.
     """
 
-    model: str = "mlp"  # mlp | cnn1d | cnn2d
+    model: str = "mlp"  # a family in skiplab.families.FAMILIES: mlp | cnn1d | cnn2d
     # Defaults: the CNN-1D with these reaches 99% on MNIST-1D in under a minute here
     # (README, "Training"); the MNIST-1D paper's CNN baseline is 94%.
     depth: int = 6  # number of blocks; 0 = stem + head only
     width: int = 32  # stem output width w (channels for the CNNs)
     skip: str = "add"  # a name in skiplab.skips.STRATEGIES
-    growth: int | None = None  # dense only: new channels per block k; None = width
+    # The strategy's own hyperparameters (dense's growth, hyper's streams, ...), checked
+    # and defaulted by the strategy (skiplab.skips); given as a dict, kept as sorted pairs.
+    options: Any = ()
     norm: str = "batch"  # none | batch | layer, inside every transform (and the stem)
     activation: str = "relu"  # a name in skiplab.layers.ACTIVATIONS
     bias: bool = True  # bias on every Linear/Conv; a highway gate always keeps its own
@@ -42,7 +42,7 @@ class ModelSpec:
     aux_every: int = 0  # an auxiliary head after every k-th block (not the last); 0 = none
     aux_weight: float = 0.3  # loss weight of each aux head (GoogLeNet's 0.3, arXiv 1409.4842)
     kernel_size: int = 5  # CNN kernel; odd, so that 'same' padding is symmetric
-    input_shape: tuple[int, ...] | None = None  # per sample: (F,) | (C, L) | (C, H, W); None = default of the kind
+    input_shape: tuple[int, ...] | None = None  # per sample: (F,) | (C, L) | (C, H, W); None = the family's default
     classes: int = 10  # outputs of the head
     # Refuse to build a model whose state would be wider than this (concat-double doubles
     # it every block: width 64 at depth 12 is already 262,144 channels). The cost model
@@ -50,7 +50,7 @@ class ModelSpec:
     max_state_width: int = 16384
 
     def __post_init__(self) -> None:
-        _choice("model", self.model, MODELS)
+        _choice("model", self.model, tuple(FAMILIES))
         _choice("skip", self.skip, tuple(STRATEGIES))
         _choice("norm", self.norm, NORMS)
         _choice("activation", self.activation, tuple(ACTIVATIONS))
@@ -66,58 +66,95 @@ class ModelSpec:
         if isinstance(self.aux_weight, bool) or not isinstance(self.aux_weight, (int, float)) \
                 or not math.isfinite(self.aux_weight) or self.aux_weight < 0:
             raise SpecError(f"aux_weight: must be a finite number >= 0, got {self.aux_weight!r}")
-        if self.growth is not None:
-            _integer("growth", self.growth, 1)
-            if self.skip != "dense":
-                raise SpecError(f"growth: only skip 'dense' uses a growth, not {self.skip!r}; leave it unset")
         if self.kernel_size % 2 == 0:
             raise SpecError(f"kernel_size: must be odd so that 'same' padding is symmetric, got {self.kernel_size}")
-        if self.skip == "concat-half" and self.width % 2:
-            raise SpecError(f"width: concat-half splits the state in halves, so width must be even, got {self.width}")
+        self._check_options()
         self._check_input_shape()
 
+    def _check_options(self) -> None:
+        given = self.options
+        if isinstance(given, dict):  # None means "the default": dropped, so it does not change identity
+            given = tuple(sorted((k, v) for k, v in given.items() if v is not None))
+        ok = isinstance(given, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                              for p in given)
+        if not ok:
+            raise SpecError(f"options: must be a mapping of option names to values, got {self.options!r}")
+        object.__setattr__(self, "options", given)
+        strategy = get_strategy(self.skip)
+        try:
+            strategy.resolve(dict(given), self.width)
+            strategy.check_width(self.width)
+        except OptionError as e:
+            raise SpecError(str(e)) from None
+
     def _check_input_shape(self) -> None:
+        family = get_family(self.model)
         shape = self.input_shape
         if shape is None:
-            object.__setattr__(self, "input_shape", DEFAULT_INPUT_SHAPES[self.model])
+            object.__setattr__(self, "input_shape", family.default_input_shape)
             return
-        want = {"mlp": None, "cnn1d": 2, "cnn2d": 3}[self.model]
         ok = isinstance(shape, (tuple, list)) and len(shape) >= 1 \
             and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
-        if not ok or (want is not None and len(shape) != want):
-            form = {"mlp": "(features,) or any shape, flattened", "cnn1d": "(channels, length)",
-                    "cnn2d": "(channels, height, width)"}[self.model]
-            raise SpecError(f"input_shape: {self.model} takes {form} of positive integers, got {shape!r}")
+        try:
+            if not ok:
+                raise ShapeError(f"{self.model} takes {family.input_form} of positive integers")
+            family.check_input_shape(tuple(shape))
+        except ShapeError as e:
+            raise SpecError(f"input_shape: {e}, got {shape!r}") from None
         object.__setattr__(self, "input_shape", tuple(shape))
 
-    # -- derived quantities ---------------------------------------------------------------
+    # -- derived quantities (asked of the family and the strategy) ------------------------
     @property
-    def k(self) -> int:
-        """The dense growth actually used (``growth``, or ``width`` when unset)."""
-        return self.width if self.growth is None else self.growth
+    def family(self):
+        return get_family(self.model)
+
+    @property
+    def strategy(self):
+        return get_strategy(self.skip)
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The strategy's options, defaults filled in."""
+        return self.strategy.resolve(dict(self.options), self.width)
 
     @property
     def in_channels(self) -> int:
-        """Channels the stem receives: C for the CNNs, all features for the MLP."""
-        return self.input_shape[0] if self.model != "mlp" else math.prod(self.input_shape)
+        """Channels the stem receives (all features for the MLP)."""
+        return self.family.in_channels(self.input_shape)
+
+    @property
+    def sublayers(self) -> int:
+        return self.depth * self.family.sublayers_per_block
 
     def block_widths(self) -> list[BlockWidths]:
-        """Widths of blocks 1..depth under this spec's strategy (pure arithmetic)."""
-        return get_strategy(self.skip).block_widths(self.width, self.k, self.depth)
+        """Widths of sublayers 1..depth x sublayers-per-block under this spec's strategy (pure arithmetic)."""
+        return self.strategy.all_widths(self.width, self.opts, self.sublayers)
 
     @property
     def state_width(self) -> int:
-        """Width of the state the head sees."""
-        return get_strategy(self.skip).state_width(self.width, self.k, self.depth)
+        """Width of what the head sees."""
+        return self.strategy.readout_width(self.width, self.opts, self.sublayers)
 
     @property
     def aux_positions(self) -> list[int]:
         """Blocks (1-based) followed by an auxiliary head: every ``aux_every``-th, not the last."""
         return list(range(self.aux_every, self.depth, self.aux_every)) if self.aux_every else []
 
+    def describe(self) -> Description:
+        """The one description of this model, read by the builder and the cost tape."""
+        family, strategy, opts = self.family, self.strategy, self.opts
+        per = family.sublayers_per_block
+        widths = self.block_widths()
+        sites = tuple(Site(index=l, count=len(widths), block=(l - 1) // per + 1, depth=self.depth,
+                           last_in_block=l % per == 0, widths=w, channel_dim=family.channel_dim)
+                      for l, w in enumerate(widths, start=1))
+        aux = tuple((b, strategy.readout_width(self.width, opts, b * per)) for b in self.aux_positions)
+        return Description(self, family, strategy, opts, self.in_channels, family.positions(self.input_shape),
+                           sites, self.state_width, aux)
+
     def check_buildable(self) -> None:
         """Raise SpecError if the state would exceed ``max_state_width``."""
-        widest = max([self.width] + [w.out_width for w in self.block_widths()])
+        widest = max([self.width] + [w.out_width for w in self.block_widths()])  # per stream
         if widest > self.max_state_width:
             raise SpecError(
                 f"max_state_width: skip {self.skip!r} at depth {self.depth}, width {self.width} reaches a "
@@ -130,16 +167,21 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["input_shape"] = list(d["input_shape"])
+        d["options"] = dict(self.options)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
         """Build from a mapping; an unknown key raises SpecError listing the known ones."""
         known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known))
+        unknown = sorted(set(d) - set(known) - {"growth"})
         if unknown:
             raise SpecError(f"{unknown[0]}: unknown field; known fields: {', '.join(known)}")
         d = dict(d)
+        if "growth" in d:  # a round-1 store's spec: dense's growth was a field of its own
+            growth = d.pop("growth")
+            if growth is not None:
+                d["options"] = {**d.get("options", {}), "growth": growth}
         if isinstance(d.get("input_shape"), list):
             d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)

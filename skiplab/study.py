@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cost import analytic_cost, match_budget
+from .cost.budget import sizing_options
 from .data import load_dataset
 from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
@@ -39,18 +40,21 @@ class StudyPlan:
     # An MLP (the question's setting: fully-connected layers of width w) with batch norm.
     model: ModelSpec = field(default_factory=lambda: ModelSpec(model="mlp", width=64, norm="batch",
                                                                input_shape=(1, 40)))
-    dense_growth: int = 16  # k = w/4 at equal width (DenseNet uses k = 12..32 with far wider states)
+    # Strategy options at equal width, by strategy (each strategy checks its own). Dense:
+    # k = w/4 (DenseNet uses k = 12..32 with far wider states).
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"dense": {"growth": 16}})
     budget_params: int = 100_000  # matched budget, all strategies and depths
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, lr=3e-3, evals=5))
     dataset: str = "mnist1d"
 
     def model_specs(self) -> list[tuple[str, ModelSpec]]:
-        """(group, spec) for every configuration: equal width, then matched budget. Dense
-        meets the budget through its growth (and its width where growth steps are too
-        coarse: ``match_budget``), the others through their width."""
-        bases = [self.model.replace(skip=skip, depth=depth, growth=self.dense_growth if skip == "dense" else None)
+        """(group, spec) for every configuration: equal width, then matched budget. A
+        strategy with a sizing option meets the budget through it (dense's growth, and its
+        width where growth steps are too coarse: ``match_budget``), the others through
+        their width."""
+        bases = [self.model.replace(skip=skip, depth=depth, options=self.options.get(skip, {}))
                  for depth in self.depths for skip in self.skips]
-        matched = [match_budget(b, params=self.budget_params, vary="growth" if b.skip == "dense" else "width").spec
+        matched = [match_budget(b, params=self.budget_params, vary=(sizing_options(b) or ["width"])[0]).spec
                    for b in bases]
         return [("equal-width", b) for b in bases] + [("matched-params", m) for m in matched]
 
@@ -74,7 +78,7 @@ def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
     for group, spec in plan.model_specs():
         c = analytic_cost(spec, batch)
         out.append({"group": group, "skip": spec.skip, "depth": spec.depth, "width": spec.width,
-                    "growth": spec.growth, "params": c["params"]["total"], "flops": c["flops"]["total"],
+                    "options": dict(spec.options), "params": c["params"]["total"], "flops": c["flops"]["total"],
                     "activation_bytes": c["activation_bytes"], "concat_bytes": c["concat_bytes"]})
     return out
 

@@ -10,7 +10,9 @@ value or a list of values, and the sweep is the product of the lists::
 
     [grid]
     model = "cnn1d"
-    skip = ["plain", "add"]    # any ModelSpec field: depth, width, growth, norm, ...
+    skip = ["plain", "add"]    # any ModelSpec field: depth, width, norm, ...; and any
+    growth = 16                # strategy option (growth, streams, ...): it goes to the
+                               # strategies that declare it
     depth = [2, 12]
     dataset = "mnist1d"        # also: label_column, params | flops (a budget), vary
 
@@ -52,13 +54,13 @@ import torch
 from .cost import match_budget
 from .data import Dataset, load_dataset
 from .runner import execute, failed_output, run_all, store_result
-from .skips import STRATEGIES
+from .skips import STRATEGIES, all_options
 from .spec import ModelSpec, SpecError
 from .store import Store, now
 from .train import RunSpec, TrainConfig
 
 BACKENDS = ("local", "ray")
-VARY = ("width", "growth")
+VARY = ("width", *sorted({o.name for s in STRATEGIES.values() for o in s.options if o.sizes}))
 RAY_MISSING = "sweep: the ray backend needs 'pip install skiplab[ray]'"
 # A local Ray instance's object store: results are a few kB each, and Ray's default
 # (30% of memory) would reserve gigabytes of shared memory for nothing.
@@ -99,15 +101,16 @@ class Sweep:
 
     runs: tuple[RunSpec, ...]
     resources: Resources = Resources()
-    duplicates: int = 0  # grid points that named a run already in the list (e.g. growth on a non-dense skip)
+    duplicates: int = 0  # grid points that named a run already in the list (e.g. an option on a strategy without it)
 
     @property
     def configs(self) -> int:
         return len({s.spec_hash for s in self.runs})
 
 
-_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))
-_GRID_KEYS = _MODEL_KEYS + ("dataset", "label_column", "params", "flops", "vary")
+_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec) if f.name != "options")
+_OPTION_KEYS = tuple(all_options())
+_GRID_KEYS = _MODEL_KEYS + _OPTION_KEYS + ("dataset", "label_column", "params", "flops", "vary")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
 TABLES: dict[str, tuple[str, ...]] = {"sweep": ("group", "seeds"), "grid": _GRID_KEYS, "train": _TRAIN_KEYS,
@@ -175,12 +178,12 @@ def _choices(table: str, key: str, value: Any, allowed: tuple[str, ...]) -> None
 
 def _model_spec(point: dict[str, Any], data: Dataset) -> ModelSpec:
     """One grid point's model: the dataset fills in input_shape and classes unless given;
-    ``growth`` applies to ``dense`` only (as on the command line)."""
+    a strategy option applies to the strategies that declare it (as on the command line)."""
     fields = {k: v for k, v in point.items() if k in _MODEL_KEYS}
     if "skip" in fields:
         _choices("grid", "skip", fields["skip"], tuple(STRATEGIES))
-    if fields.get("skip", ModelSpec.skip) != "dense":
-        fields.pop("growth", None)
+    declared = {o.name for o in STRATEGIES[fields.get("skip", ModelSpec.skip)].options}
+    fields["options"] = {k: v for k, v in point.items() if k in _OPTION_KEYS and k in declared}
     fields.setdefault("input_shape", data.input_shape)
     fields.setdefault("classes", data.classes)
     if isinstance(fields["input_shape"], list):
@@ -195,7 +198,7 @@ def _model_spec(point: dict[str, Any], data: Dataset) -> ModelSpec:
         return spec
     vary = point.get("vary", "width")
     try:
-        return match_budget(spec, **budget, vary="growth" if vary == "growth" and spec.skip == "dense" else "width").spec
+        return match_budget(spec, **budget, vary=vary if vary in declared else "width").spec
     except ValueError as e:
         raise _fail("grid", str(e)) from None
 

@@ -12,7 +12,10 @@ from skiplab import STRATEGIES, ModelSpec
 from skiplab.cli import main
 from skiplab.cost import (analytic_cost, classify, growth_over_depths, match_budget, measure_cost,
                           parse_depths, why_not_measurable)
-from skiplab.layers import ACTIVATIONS, MODELS, NORMS
+from skiplab.families import FAMILIES
+from skiplab.layers import ACTIVATIONS, NORMS
+
+MODELS = tuple(FAMILIES)
 
 SHAPES = {"mlp": (3, 4), "cnn1d": (2, 7), "cnn2d": (2, 3, 5)}
 
@@ -43,7 +46,7 @@ def _grid(depths):
                                 continue  # 4 x 2^12 channels of 3x3 conv: too big to build in a test
                             yield ModelSpec(model=model, skip=skip, norm=norm, bias=bias, depth=depth,
                                             width=width, input_shape=SHAPES[model], classes=3,
-                                            aux_every=3, growth=2 if skip == "dense" else None)
+                                            aux_every=3, options={"growth": 2} if skip == "dense" else {})
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -166,7 +169,7 @@ def test_budget_by_growth_and_impossible_budgets():
     assert m.spec.width == 32 and m.within_tolerance
     with pytest.raises(ValueError, match="below the smallest"):
         match_budget(ModelSpec(depth=30, skip="concat-double"), params=1000)
-    with pytest.raises(ValueError, match="only skip 'dense'"):
+    with pytest.raises(ValueError, match="skip 'add' can vary width, not 'growth'"):
         match_budget(ModelSpec(skip="add"), params=1000, vary="growth")
 
 
@@ -221,6 +224,6 @@ def test_cost_cli_bad_input(capsys, argv):
 def test_dense_budget_by_growth_refines_width_when_growth_is_too_coarse(depth):
     # At depth 50 one more channel of growth adds ~10% of the parameters: growth alone
     # cannot land within 2%, so the width is refined around the best growth.
-    spec = ModelSpec(model="mlp", width=64, depth=depth, skip="dense", growth=16, input_shape=(1, 40))
+    spec = ModelSpec(model="mlp", width=64, depth=depth, skip="dense", options={"growth": 16}, input_shape=(1, 40))
     m = match_budget(spec, params=100_000, vary="growth")
     assert m.within_tolerance and analytic_cost(m.spec)["params"]["total"] == m.achieved

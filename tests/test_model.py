@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from skiplab import STRATEGIES, ModelSpec, SpecError, build_model
-from skiplab.layers import MODELS, NORMS
+from skiplab.families import FAMILIES
+from skiplab.layers import NORMS
+
+MODELS = tuple(FAMILIES)
 
 INPUT = {"mlp": (12,), "cnn1d": (2, 9), "cnn2d": (2, 5, 7)}  # cnn2d deliberately non-square
 
@@ -132,7 +135,7 @@ def test_parameter_counts_match_closed_form(skip, model):
                 for w in ((2, 6) if skip == "concat-half" else (1, 5)):
                     k = 3 if skip == "dense" else w
                     spec = ModelSpec(model=model, skip=skip, norm=norm, bias=bias, depth=depth, width=w,
-                                     growth=k if skip == "dense" else None, kernel_size=5,
+                                     options={"growth": k} if skip == "dense" else {}, kernel_size=5,
                                      input_shape=shape, classes=7, aux_every=2)
                     got = build_model(spec).structure()
                     want = closed_form(skip, model, norm, bias, depth, w, k, 5, fan_in, 7, 2)
@@ -200,8 +203,8 @@ def test_wrong_input_shape_is_a_clear_error():
     (dict(activation="swish"), "activation"),
     (dict(init="xavier"), "init"),
     (dict(skip="concat-half", width=7), "width"),
-    (dict(skip="add", growth=4), "growth"),
-    (dict(skip="dense", growth=0), "growth"),
+    (dict(skip="add", options={"growth": 4}), "growth"),
+    (dict(skip="dense", options={"growth": 0}), "growth"),
     (dict(model="cnn1d", kernel_size=4), "kernel_size"),
     (dict(model="cnn1d", input_shape=(40,)), "input_shape"),
     (dict(model="cnn2d", input_shape=(1, 8)), "input_shape"),
@@ -223,7 +226,7 @@ def test_concat_double_over_the_cap_refuses_to_build_but_spec_exists():
 
 
 def test_from_dict_round_trip_and_unknown_key():
-    spec = ModelSpec(model="cnn1d", skip="dense", growth=4, input_shape=(1, 40))
+    spec = ModelSpec(model="cnn1d", skip="dense", options={"growth": 4}, input_shape=(1, 40))
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(SpecError, match="^widht: unknown field"):
         ModelSpec.from_dict({"widht": 3})

@@ -7,8 +7,9 @@ import dataclasses
 import json
 from typing import Any
 
-from ..layers import ACTIVATIONS, MODELS, NORMS
-from ..skips import STRATEGIES
+from ..families import FAMILIES
+from ..layers import ACTIVATIONS, NORMS
+from ..skips import STRATEGIES, all_options
 from ..spec import INITS, ModelSpec
 
 
@@ -46,12 +47,12 @@ _D = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=MODELS, default=_D["model"], help="model kind (default: %(default)s)")
+    g.add_argument("--model", choices=tuple(FAMILIES), default=_D["model"],
+                   help="model family (default: %(default)s)")
     g.add_argument("--depth", type=int, default=_D["depth"], help="number of blocks, 0 = stem + head (default: %(default)s)")
     g.add_argument("--width", type=int, default=_D["width"], help="stem width / channels w (default: %(default)s)")
     g.add_argument("--skip", type=skips_arg, default=[_D["skip"]],
                    help=f"comma-separated strategies from: {', '.join(STRATEGIES)} (default: {_D['skip']})")
-    g.add_argument("--growth", type=int, default=None, help="dense growth k (default: the width)")
     g.add_argument("--norm", choices=NORMS, default=_D["norm"], help="norm in every transform (default: %(default)s)")
     g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=_D["activation"], help="(default: %(default)s)")
     g.add_argument("--no-bias", dest="bias", action="store_false", help="no bias on Linear/Conv layers")
@@ -63,14 +64,44 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input-shape", type=shape_arg, default=None,
                    help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: MNIST-1D, or 1,8,8 for cnn2d)")
     g.add_argument("--classes", type=int, default=_D["classes"], help="outputs (default: %(default)s)")
+    add_option_args(p)
 
+
+def add_option_args(p: argparse.ArgumentParser) -> None:
+    """One flag per strategy option (``--growth``, ``--streams``, ...), generated from the
+    strategies' own declarations; each goes to the strategies that declare it."""
+    g = p.add_argument_group("strategy options (each applies to the strategies that declare it)")
+    for name, owners in all_options().items():
+        o = next(opt for opt in owners[0].options if opt.name == name)
+        who = ", ".join(s.name for s in owners)
+        flag = "--" + name.replace("_", "-")
+        if o.kind is bool:
+            g.add_argument(flag, dest=f"option_{name}", action="store_true", default=None,
+                           help=f"{who}: {o.help}")
+        else:
+            g.add_argument(flag, dest=f"option_{name}", type=int, default=None, help=f"{who}: {o.help}")
+
+
+def options_for(args: argparse.Namespace, skip: str) -> dict[str, Any]:
+    """The option flags given that ``skip``'s strategy declares."""
+    declared = {o.name for o in STRATEGIES[skip].options}
+    return {name: getattr(args, f"option_{name}") for name in declared
+            if getattr(args, f"option_{name}", None) is not None}
+
+
+def check_option_flags(args: argparse.Namespace) -> None:
+    """A strategy option given for a command whose strategies do not declare it is an error."""
+    for name, owners in all_options().items():
+        if getattr(args, f"option_{name}", None) is not None and not any(s.name in args.skip for s in owners):
+            who = ", ".join(repr(s.name) for s in owners)
+            raise UsageError(f"--{name.replace('_', '-')}: only skip {who} uses it; add one to --skip or drop the flag")
 
 def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
-    """One ModelSpec per strategy named by --skip; --growth goes to dense only."""
-    if args.growth is not None and "dense" not in args.skip:
-        raise UsageError("--growth: only skip 'dense' uses a growth; add dense to --skip or drop --growth")
+    """One ModelSpec per strategy named by --skip; each option flag goes to the strategies
+    that declare it."""
+    check_option_flags(args)
     return [ModelSpec(model=args.model, depth=args.depth, width=args.width, skip=skip,
-                      growth=args.growth if skip == "dense" else None, norm=args.norm,
+                      options=options_for(args, skip), norm=args.norm,
                       activation=args.activation, bias=args.bias, init=args.init,
                       aux_every=args.aux_every, kernel_size=args.kernel_size,
                       input_shape=args.input_shape, classes=args.classes)

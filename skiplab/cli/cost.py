@@ -8,6 +8,8 @@ import argparse
 from typing import Any
 
 from ..cost import cost_summary, parse_depths, plot_growth
+from ..cost.budget import sizing_options
+from ..skips import STRATEGIES, options_text
 from ..textable import table
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
 
@@ -36,11 +38,11 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
                       "last block ratio"], rows))
     if any("budget" in d for d in data):
         b0 = d0["budget"]
-        rows = [[d["skip"], d["budget"]["width"], d["budget"]["growth_rate"], d["budget"]["achieved"],
+        rows = [[d["skip"], d["budget"]["width"], options_text(d["budget"]["options"]), d["budget"]["achieved"],
                  f"{100 * d['budget']['relative_error']:+.2f}%" + ("" if d["budget"]["within_tolerance"] else " (over 2%)")]
                 for d in data]
         out.append(f"\nmatched budget: {b0['metric']} = {b0['target']:,}\n"
-                   + table(["skip", "width", "growth", b0["metric"], "off by"], rows))
+                   + table(["skip", "width", "options", b0["metric"], "off by"], rows))
     if args.per_block:
         for d in data:
             rows = [[b["block"], f"{b['in_width']} -> {b['out_width']}", b["params"], b["flops"], b["merge_flops"],
@@ -76,12 +78,15 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> None:
     if args.params is not None and args.flops is not None:
         raise UsageError("--params and --flops: give one budget, not both")
+    specs = specs_from_args(args)
+    if args.vary != "width" and not any(args.vary in sizing_options(spec) for spec in specs):
+        raise UsageError(f"--vary: none of {', '.join(args.skip)} has a {args.vary} to vary; use --vary width")
     depths = parse_depths(args.depths) if args.depths else None
     if args.plot and depths is None:
         depths = list(range(1, max(args.depth, 8) + 1))
     data = [cost_summary(spec, batch=args.batch, measure=args.measure, depths=depths, params=args.params,
-                         flops=args.flops, vary=args.vary)
-            for spec in specs_from_args(args)]
+                         flops=args.flops, vary=args.vary if args.vary in sizing_options(spec) else "width")
+            for spec in specs]
     if args.plot:
         d0 = data[0]["spec"]
         plot_growth({d["skip"]: d["growth_curve"] for d in data}, args.plot,
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def add_parser(sub) -> None:
+    sizing = sorted({o.name for s in STRATEGIES.values() for o in s.options if o.sizes})
     p = sub.add_parser("cost", help="parameters, FLOPs, activation memory per strategy",
                        description="Analytic cost per strategy; --measure compares with the built model.")
     add_model_args(p)
@@ -106,7 +112,8 @@ def add_parser(sub) -> None:
     b = p.add_argument_group("matched budget")
     b.add_argument("--params", type=int, help="size each strategy to this many parameters")
     b.add_argument("--flops", type=int, help="size each strategy to this many FLOPs per sample")
-    b.add_argument("--vary", choices=("width", "growth"), default="width",
-                   help="what the budget sizes: width, or the dense growth (default: width)")
+    b.add_argument("--vary", choices=("width", *sizing), default="width",
+                   help="what the budget sizes: width, or a sizing option of the strategies that declare it "
+                        "(dense's growth); the others vary their width (default: width)")
     add_json_flag(p)
     p.set_defaults(run=run)

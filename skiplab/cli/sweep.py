@@ -9,6 +9,7 @@ from typing import Any
 
 from ..progress import ProgressBar
 from ..results import aggregate, pct
+from ..skips import options_text
 from ..store import Store
 from ..sweep import BACKENDS, Sweep, load_sweep, run_sweep
 from ..textable import table
@@ -18,7 +19,7 @@ from .common import UsageError, add_json_flag, emit
 def _plan(sweep: Sweep) -> list[dict[str, Any]]:
     return [{"spec_hash": r.spec_hash, "seed": r.seed, "group": r.group, "dataset": r.dataset,
              "skip": r.model.skip, "model": r.model.model, "depth": r.model.depth, "width": r.model.width,
-             "growth": r.model.growth} for r in sweep.runs]
+             "options": options_text(r.model.options)} for r in sweep.runs]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -29,8 +30,8 @@ def run(args: argparse.Namespace) -> None:
     sweep = load_sweep(args.file)
     if args.dry_run:
         plan = _plan(sweep)
-        text = table(["skip", "model", "depth", "width", "growth", "dataset", "seed", "spec_hash"],
-                     [[p["skip"], p["model"], p["depth"], p["width"], p["growth"], p["dataset"], p["seed"],
+        text = table(["skip", "model", "depth", "width", "options", "dataset", "seed", "spec_hash"],
+                     [[p["skip"], p["model"], p["depth"], p["width"], p["options"], p["dataset"], p["seed"],
                        p["spec_hash"]] for p in plan])
         emit(args, {"runs": plan, "configs": sweep.configs},
              f"{text}\n{len(plan)} runs ({sweep.configs} configurations); nothing run (--dry-run)")

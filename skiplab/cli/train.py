@@ -96,7 +96,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
         accs = [o["result"]["test_accuracy"] for o in mine if o["status"] == "complete"]
         result.append({
             "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
-            "growth": spec.growth, "params": mine[0]["result"].get("params") if mine else None,
+            "options": dict(spec.options), "params": mine[0]["result"].get("params") if mine else None,
             "runs": [{"seed": o["result"]["seed"], "status": o["status"],
                       "test_accuracy": o["result"].get("test_accuracy"),
                       "train_accuracy": o["result"].get("train_accuracy"),

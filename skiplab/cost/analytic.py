@@ -8,24 +8,21 @@ models (parameters and FLOPs exactly, activation bytes within 5%).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from ..layers import SPATIAL_DIMS, Head, Transform, trace_layer
-from ..skips import get_strategy
 from ..spec import ModelSpec
-from ..tape import Counts, Sym, Tape
+from ..tape import Sym, Tape
 
 DTYPE_BYTES = 4  # float32
 
 
 def positions(spec: ModelSpec) -> int:
-    """Spatial positions per sample (1 for the MLP); same padding keeps them in every block."""
-    return 1 if spec.model == "mlp" else math.prod(spec.input_shape[1:])
+    """Positions per sample (1 for the MLP); same padding keeps them in every sublayer."""
+    return spec.family.positions(spec.input_shape)
 
 
 def kernel_volume(spec: ModelSpec) -> int:
-    return spec.kernel_size ** SPATIAL_DIMS[spec.model]
+    return spec.family.kernel_volume(spec)
 
 
 def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
@@ -39,41 +36,44 @@ def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
-    strategy = get_strategy(spec.skip)
-    K, P = kernel_volume(spec), positions(spec)
-    part = dict(kernel_volume=K, norm=spec.norm, activation=spec.activation, bias=spec.bias)
+    d = spec.describe()  # the same description the builder builds from
+    family, strategy, opts = d.family, d.strategy, d.options
 
-    def gate_layer(tape: Tape, z: Sym, out: int) -> Sym:
-        return trace_layer(tape, z, out, K, bias=True)  # a gate keeps its bias
+    def trace_gate(tape: Tape, z: Sym, out: int) -> Sym:
+        return family.trace_gate(tape, z, out, spec)
 
     tape = Tape()
-    s = Transform.trace(tape, tape.input(spec.in_channels, P), spec.width, **part)
+    stream = strategy.trace_init(tape, family.trace_transform(tape, tape.input(d.in_channels, d.positions),
+                                                              spec.width, spec), opts)
     stem = tape.counts()
-    per_block, states = [], []
-    for l, w in enumerate(spec.block_widths(), start=1):
+    per_block, readouts = [], {}
+    for site in d.sites:
         before = tape.counts()
-        f = Transform.trace(tape, s, w.features, **part)
-        s = strategy.trace(tape, s, f, w, gate_layer)
-        states.append(s)
+        z = strategy.trace_read(tape, stream, site, opts)
+        f = family.trace_transform(tape, z, site.widths.features, spec)
+        stream = strategy.trace_write(tape, stream, f, site, opts, trace_gate)
         c = tape.counts() - before
-        per_block.append({"block": l, "in_width": w.in_width, "features": w.features, "out_width": w.out_width,
-                          "params": c.params, "flops": c.matmul, "merge_flops": c.merge,
+        w = site.widths
+        per_block.append({"block": site.index, "in_width": w.in_width, "features": w.features,
+                          "out_width": w.out_width, "params": c.params, "flops": c.matmul, "merge_flops": c.merge,
                           "activation_bytes": c.saved_bytes(batch, DTYPE_BYTES),
                           "concat_bytes": DTYPE_BYTES * batch * c.concat})
-    blocks = tape.counts() - stem
-    pooled = spec.model != "mlp"
-    Head.trace(tape, s, spec.classes, spec.bias, pooled)
-    head = tape.counts() - stem - blocks
-    for l in spec.aux_positions:
-        Head.trace(tape, states[l - 1], spec.classes, spec.bias, pooled)
+        if site.last_in_block:
+            readouts[site.block] = stream
+    blocks_end = tape.counts()
+    h = strategy.trace_readout(tape, stream, opts)
+    family.trace_head(tape, h, spec)
+    head_end = tape.counts()
+    for block, _ in d.aux:
+        family.trace_head(tape, strategy.trace_readout(tape, readouts[block], opts), spec)
     total = tape.counts()
-    aux = total - stem - blocks - head
-    inference = Counts(*(a - b for a, b in zip(total, aux)))
+    blocks, head, aux = blocks_end - stem, head_end - blocks_end, total - head_end
+    inference = total - aux
 
     block_flops = [b["flops"] for b in per_block]
     return {
         "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
-        "growth_rate": spec.k if spec.skip == "dense" else None, "batch": batch,
+        "options": dict(opts), "batch": batch,
         "state_width": spec.state_width, "spec": spec.to_dict(),
         "params": {"stem": stem.params, "blocks": blocks.params, "head": head.params, "aux": aux.params,
                    "total": total.params},

@@ -1,4 +1,4 @@
-"""Matched budgets: the width (or dense growth) at which a strategy meets a target
+"""Matched budgets: the width (or a sizing option, dense's growth) at which a strategy meets a target
 parameter or FLOP count at a given depth, so strategies can be compared at equal cost."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ MAX_WIDTH = 1 << 20
 
 @dataclass(frozen=True)
 class BudgetMatch:
-    spec: ModelSpec  # the spec with the chosen width / growth
+    spec: ModelSpec  # the spec with the chosen width / option
     metric: str  # "params" (total) or "flops" (total per sample, inference)
     target: int
     achieved: int
@@ -36,37 +36,48 @@ def _cost(spec: ModelSpec, metric: str) -> int:
 def match_budget(spec: ModelSpec, *, params: int | None = None, flops: int | None = None,
                  vary: str = "width") -> BudgetMatch:
     """The ``spec`` resized so its total parameters (or FLOPs per sample) are closest to the
-    target. ``vary``: ``width`` (every strategy) or ``growth`` (dense only, width kept).
-    Costs grow monotonically with width, so a bisection over integers finds the closest;
-    ``BudgetMatch.within_tolerance`` says whether it is within 2%.
+    target. ``vary``: ``width`` (every strategy), or an option the strategy declares as a
+    size (``Option.sizes``: dense's growth), the width kept. Costs grow monotonically with
+    width, so a bisection over integers finds the closest; ``BudgetMatch.within_tolerance``
+    says whether it is within 2%.
     """
     if (params is None) == (flops is None):
         raise ValueError("budget: give exactly one of params or flops")
     metric, target = ("params", params) if params is not None else ("flops", flops)
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"{metric}: the budget must be a positive integer, got {target!r}")
-    if vary not in ("width", "growth"):
-        raise ValueError(f"vary: {vary!r} is not one of width, growth")
-    if vary == "growth" and spec.skip != "dense":
-        raise ValueError(f"vary: only skip 'dense' has a growth to vary, not {spec.skip!r}")
-    step = 2 if spec.skip == "concat-half" and vary == "width" else 1  # concat-half needs even widths
+    sizing = sizing_options(spec)
+    if vary != "width" and vary not in sizing:
+        allowed = ", ".join(["width", *sizing])
+        raise ValueError(f"vary: skip {spec.skip!r} can vary {allowed}, not {vary!r}")
     if vary == "width":
+        step = spec.strategy.width_step  # concat-half needs even widths
         return _closest(lambda n: spec.replace(width=n * step), metric, target, spec, "width", step)
-    # Growth first (DenseNet's knob); its steps are coarse when k is small (at depth 50 one
-    # more channel of growth adds ~10% of the parameters), so if that misses by more than
-    # the tolerance, the width is refined around the best growths.
-    match = _closest(lambda k: spec.replace(growth=k), metric, target, spec, "growth", 1)
+    opts = dict(spec.options)
+
+    def with_option(value: int, **changes):
+        return spec.replace(options={**opts, vary: value}, **changes)
+
+    # The option first (DenseNet's knob is its growth); its steps are coarse when it is
+    # small (at depth 50 one more channel of growth adds ~10% of the parameters), so if
+    # that misses by more than the tolerance, the width is refined around the best values.
+    match = _closest(with_option, metric, target, spec, vary, 1)
     if match.within_tolerance:
         return match
-    k = match.spec.k
+    k = match.spec.opts[vary]
     tries = [match]
     for g in (k - 1, k, k + 1):
         if g >= 1:
             try:
-                tries.append(_closest(lambda n, g=g: spec.replace(width=n, growth=g), metric, target, spec, "width", 1))
+                tries.append(_closest(lambda n, g=g: with_option(g, width=n), metric, target, spec, "width", 1))
             except ValueError:
                 continue
     return min(tries, key=lambda m: abs(m.achieved - target))
+
+
+def sizing_options(spec: ModelSpec) -> list[str]:
+    """The options of ``spec``'s strategy that a budget may resize (dense: growth)."""
+    return [o.name for o in spec.strategy.options if o.sizes]
 
 
 def _closest(sized, metric: str, target: int, spec: ModelSpec, vary: str, step: int) -> BudgetMatch:

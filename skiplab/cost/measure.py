@@ -4,9 +4,13 @@
 * FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (matmul/conv, forward; backward as
   forward+backward minus forward, never assumed to be 2x);
 * merge FLOPs and concatenation bytes: a dispatch mode that sees every ATen call of the
-  forward; inside a SkipNet forward the only element-wise ``add``/``sub``/``mul`` calls
-  are the merges' (norms, activations and pooling are single fused ops), and every
-  ``cat`` is a concatenating merge;
+  forward, scoped to the merges themselves: it counts only while neither the stem, a
+  branch nor a head is running (module hooks switch it off there), so what it sees is
+  the strategies' own ``init``/``read``/``write``/``readout`` work, attributed to the
+  connection that did it. The rule (mirrored by every strategy's trace): one FLOP per
+  output element of an out-of-place add, sub, mul or div; one per input element less one
+  per output element of a sum; element-wise functions (sigmoid, exp, ...) are not
+  counted, as activations are not; bytes written by ``cat``/``stack``;
 * activation memory: ``torch.autograd.graph.saved_tensors_hooks`` on a training forward
   (aux heads included): each storage once, parameters, buffers and the input excluded;
 * wall time: median of repeated forward+backward passes.
@@ -32,26 +36,67 @@ from .analytic import DTYPE_BYTES, analytic_cost
 # user's other work and to allocator slack.
 MEMORY_SHARE = 0.5
 
-_MERGE_OPS = {torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.mul.Tensor}
-_CAT_OPS = {torch.ops.aten.cat.default}
+_aten = torch.ops.aten
+_ARITHMETIC = {_aten.add.Tensor, _aten.sub.Tensor, _aten.mul.Tensor, _aten.div.Tensor,
+               _aten.add.Scalar, _aten.sub.Scalar, _aten.mul.Scalar, _aten.div.Scalar, _aten.rsub.Scalar}
+_REDUCTIONS = {_aten.sum.dim_IntList, _aten.sum.default}
+_COPIES = {_aten.cat.default, _aten.stack.default}
 
 
-class _ElementwiseCounter(TorchDispatchMode):
-    """Counts the output elements of out-of-place add/sub/mul and the bytes cat writes.
-    (In-place updates such as batch norm's ``num_batches_tracked += 1`` are not merges.)"""
+class _MergeCounter(TorchDispatchMode):
+    """Counts the merges' element-wise FLOPs and the bytes they copy, only while ``active``
+    (the model's own hooks switch it off inside the stem, the branches and the heads), per
+    connection (``current``: the index of the connection running, 0 outside them)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.merge_elements = 0
-        self.cat_bytes = 0
+        self.off = 0  # > 0 while inside a stem, branch or head
+        self.current = 0
+        self.merge: dict[int, int] = {}
+        self.cat_bytes: dict[int, int] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func in _MERGE_OPS:
-            self.merge_elements += out.numel()
-        elif func in _CAT_OPS:
-            self.cat_bytes += out.numel() * out.element_size()
+        if self.off:
+            return out
+        if func in _ARITHMETIC:
+            self.merge[self.current] = self.merge.get(self.current, 0) + out.numel()
+        elif func in _REDUCTIONS:
+            self.merge[self.current] = self.merge.get(self.current, 0) + args[0].numel() - out.numel()
+        elif func in _COPIES:
+            self.cat_bytes[self.current] = self.cat_bytes.get(self.current, 0) + out.numel() * out.element_size()
         return out
+
+    def hooks(self, model: SkipNet) -> list:
+        """Install the scoping hooks on ``model``; returns their handles."""
+        handles = []
+
+        def off(*_):
+            self.off += 1
+
+        def on(*_):
+            self.off -= 1
+
+        for part in [model.stem, model.head, *model.aux_heads.values(), *(b.branch for b in model.blocks)]:
+            handles += [part.register_forward_pre_hook(off), part.register_forward_hook(on)]
+        for l, block in enumerate(model.blocks, start=1):
+            handles.append(block.register_forward_pre_hook(lambda *_, l=l: setattr(self, "current", l)))
+            handles.append(block.register_forward_hook(lambda *_: setattr(self, "current", 0)))
+        return handles
+
+
+def count_merges(model: SkipNet, x: torch.Tensor) -> tuple[dict[int, int], dict[int, int]]:
+    """Merge FLOPs and bytes copied by the merges in one forward of ``model`` on ``x``,
+    keyed by connection (1-based; 0 = the stream's init and readout)."""
+    counter = _MergeCounter()
+    handles = counter.hooks(model)
+    try:
+        with counter:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return counter.merge, counter.cat_bytes
 
 
 def available_memory_bytes() -> int:
@@ -125,8 +170,7 @@ def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int =
         model(x)
     counts = forward.get_flop_counts()
     per_block = [sum(counts.get(f"SkipNet.blocks.{i}", {}).values()) // batch for i in range(spec.depth)]
-    with _ElementwiseCounter() as elementwise:
-        model(x)
+    merge_by_block, cat_by_block = count_merges(model, x)
     with FlopCounterMode(display=False) as train_forward:
         model(x, return_aux=True)
     with FlopCounterMode(display=False) as train_step:
@@ -141,14 +185,16 @@ def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int =
         model.zero_grad(set_to_none=True)
 
     matmul = forward.get_total_flops() // batch
-    merge = elementwise.merge_elements // batch
+    merge = sum(merge_by_block.values()) // batch
     return {
         "params": structure["params"],
         "flops": {"matmul": matmul, "merge": merge, "total": matmul + merge,
                   "backward": (train_step.get_total_flops() - train_forward.get_total_flops()) // batch},
         "activation_bytes": saved_activation_bytes(model, x),
-        "concat_bytes": elementwise.cat_bytes,
-        "per_block": [{"block": b["block"], "params": b["params"], "flops": f}
+        "concat_bytes": sum(cat_by_block.values()),
+        "per_block": [{"block": b["block"], "params": b["params"], "flops": f,
+                       "merge_flops": merge_by_block.get(b["block"], 0) // batch,
+                       "concat_bytes": cat_by_block.get(b["block"], 0)}
                       for b, f in zip(structure["per_block"], per_block)],
         "seconds_forward_backward": statistics.median(times[1:]) if repeats else None,
     }

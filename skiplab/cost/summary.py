@@ -39,7 +39,7 @@ def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
         spec = match.spec
         budget = {"metric": match.metric, "target": match.target, "achieved": match.achieved,
                   "relative_error": match.relative_error, "within_tolerance": match.within_tolerance,
-                  "width": spec.width, "growth_rate": spec.k if spec.skip == "dense" else None}
+                  "width": spec.width, "options": spec.opts}
     out = analytic_cost(spec, batch)
     if budget:
         out["budget"] = budget

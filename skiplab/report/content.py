@@ -7,6 +7,8 @@ runs, the same list of what is missing.
 
 from __future__ import annotations
 
+from ..skips import options_text
+
 import json
 import statistics
 from collections import Counter, defaultdict
@@ -15,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from ..experiments import EXPERIMENTS
-from ..results import aggregate
+from ..results import stored_options, aggregate
 from ..store import FINISHED, Store
 
 # The study's two comparisons, in the order the report shows them.
@@ -82,7 +84,7 @@ class ReportData:
 
 
 def _cost_key(d: dict[str, Any]) -> tuple:
-    return d["group"], d["skip"], d["depth"], d["width"], d["growth"]
+    return d["group"], d["skip"], d["depth"], d["width"], options_text(stored_options(d))
 
 
 def _mean_curves(store: Store, runs: list[dict[str, Any]], hashes: set[str]) -> dict[str, Curve]:
@@ -167,11 +169,16 @@ def describe_hardware(hw: dict[str, Any]) -> str:
     return text + (f", GPU {hw['gpu']}" if hw.get("gpu") else "")
 
 
+def _plan_options(plan: dict[str, Any]) -> str:
+    opts = plan.get("options") or ({"dense": {"growth": plan["dense_growth"]}} if "dense_growth" in plan else {})
+    return "; ".join(f"{skip} {options_text(o)}" for skip, o in opts.items()) or "none"
+
+
 def describe_plan(plan: dict[str, Any]) -> str:
     m, t = plan["model"], plan["train"]
     return (f"Data: {plan['dataset']}. Model: {m['model']}, width {m['width']}, norm {m['norm']}, "
-            f"activation {m['activation']}, init {m['init']}; dense growth {plan['dense_growth']} at equal "
-            f"width. Training: {t['optimizer']}, lr {t['lr']}, {t['schedule']} schedule, batch {t['batch_size']}, "
+            f"activation {m['activation']}, init {m['init']}; strategy options at equal "
+            f"width: {_plan_options(plan)}. Training: {t['optimizer']}, lr {t['lr']}, {t['schedule']} schedule, batch {t['batch_size']}, "
             f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}. Matched budget: {plan['budget_params']:,} "
             f"parameters. Depths: {', '.join(map(str, plan['depths']))}. Seeds: {plan['seeds']}.")
 

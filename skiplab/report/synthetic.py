@@ -9,6 +9,8 @@ seeded noise, so the report has differences to state; none of them means anythin
 
 from __future__ import annotations
 
+from ..skips import options_text
+
 import math
 import os
 import random
@@ -37,7 +39,7 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
     store.set_meta("plan_configs", sorted({s.spec_hash for s in specs}))
     costs = cost_summaries(plan, plan.train.batch_size)
     store.set_meta("costs", costs)
-    params = {(c["group"], c["skip"], c["depth"], c["width"], c["growth"]): c["params"] for c in costs}
+    params = {(c["group"], c["skip"], c["depth"], c["width"], options_text(c["options"])): c["params"] for c in costs}
     store.set_meta("gradients", [
         {"skip": skip, "depth": depth, "vanishing_block": None,
          **({"first_last_ratio": None, "first_last_ratio_min": None, "first_last_ratio_max": None}
@@ -61,6 +63,6 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
         result = {"status": "complete", "seed": spec.seed, "train_accuracy": final + 0.05, "test_accuracy": final,
                   "train_loss": 2.3 * (1 - final), "test_loss": 2.3 * (1 - final) + 0.1, "steps": steps,
                   "seconds": 1.0 + m.depth / 10, "message": "",
-                  "params": params[(spec.group, m.skip, m.depth, m.width, m.growth)]}
+                  "params": params[(spec.group, m.skip, m.depth, m.width, options_text(m.options))]}
         store.add_run(spec.to_dict(), spec.spec_hash, spec.seed, "complete", result, curves, now(), v, hw)
     return store

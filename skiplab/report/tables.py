@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from ..skips import options_text
+
 from typing import Any
 
-from ..results import pct
+from ..results import stored_options, pct
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -39,7 +41,8 @@ def size_table(rows: list[dict[str, Any]], budget: int | None = None) -> Table:
     def fmt(r: dict[str, Any] | None) -> str:
         if r is None:
             return "-"
-        size = f"w={r['width']}" + (f", k={r['growth']}" if r["growth"] else "")
+        opts = stored_options(r)
+        size = f"w={r['width']}" + (f", {options_text(opts)}" if opts else "")
         if not r["params"]:
             return size
         off = r["params"] / budget - 1 if budget else 0
@@ -49,8 +52,8 @@ def size_table(rows: list[dict[str, Any]], budget: int | None = None) -> Table:
 
 
 def cost_table(costs: list[dict[str, Any]]) -> Table:
-    return (["group", "skip", "depth", "width", "growth", "params", "MFLOPs", "activation MiB", "concat MiB"],
-            [[c["group"], c["skip"], str(c["depth"]), str(c["width"]), str(c["growth"] or ""), f"{c['params']:,}",
+    return (["group", "skip", "depth", "width", "options", "params", "MFLOPs", "activation MiB", "concat MiB"],
+            [[c["group"], c["skip"], str(c["depth"]), str(c["width"]), options_text(stored_options(c)) if stored_options(c) else "", f"{c['params']:,}",
               f"{c['flops'] / 1e6:.3g}", f"{c['activation_bytes'] / 2**20:.3g}", f"{c['concat_bytes'] / 2**20:.3g}"]
              for c in costs])
 

@@ -10,11 +10,13 @@ sqrt(s_a^2 / n_a + s_b^2 / n_b).
 
 from __future__ import annotations
 
+from ..skips import options_text
+
 import math
 from collections import defaultdict
 from typing import Any
 
-from ..results import pct
+from ..results import stored_options, pct
 from .content import ReportData
 
 A, B = "add", "dense"  # the question's two answers
@@ -80,7 +82,7 @@ def cost_sentence(data: ReportData) -> str | None:
     if depths:
         D = depths[-1]
         a, b = eq[(A, D)], eq[(B, D)]
-        return (f"At depth {D} and equal width {b['width']}, {B} (growth {b['growth']}) needs "
+        return (f"At depth {D} and equal width {b['width']}, {B} ({options_text(stored_options(b))}) needs "
                 f"{b['params'] / a['params']:.2f} times the parameters of {A} ({b['params']:,} vs {a['params']:,}), "
                 f"{b['flops'] / a['flops']:.2f} times its FLOPs per sample and "
                 f"{b['activation_bytes'] / a['activation_bytes']:.2f} times its activation memory, and copies "
@@ -105,7 +107,7 @@ def budget_sentence(data: ReportData) -> str | None:
     D = depths[-1]
     a, b = sizes[(A, D)], sizes[(B, D)]
     return (f"To fit the budget{f' of {data.budget:,} parameters' if data.budget else ''} at depth {D}, {A} gets "
-            f"width {a['width']} and {B} width {b['width']} with growth {b['growth']}.")
+            f"width {a['width']} and {B} width {b['width']} with {options_text(stored_options(b))}.")
 
 
 def depth_sentence(data: ReportData) -> str | None:

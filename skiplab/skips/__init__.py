@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from .additive import ADD, LAYERSCALE, PLAIN, REZERO, LayerScale, Plain, ReZero, Residual
-from .base import BlockWidths, Strategy
+from .base import BlockWidths, Connection, Option, OptionError, Site, Strategy
 from .concat import CONCAT_DOUBLE, CONCAT_HALF, CONCAT_PREV, DENSE, Concat, DenseBlock
 from .highway import HIGHWAY, Highway
 
@@ -27,7 +27,23 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(f"skip: unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}") from None
 
 
+def all_options() -> dict[str, list[Strategy]]:
+    """Every option name any strategy declares -> the strategies that declare it (for the
+    command line's flags and sweep files' keys)."""
+    out: dict[str, list[Strategy]] = {}
+    for s in STRATEGIES.values():
+        for o in s.options:
+            out.setdefault(o.name, []).append(s)
+    return out
+
+
+def options_text(options) -> str:
+    """``growth=16`` / ``streams=4, static=False``; ``-`` for none."""
+    items = dict(options).items()
+    return ", ".join(f"{k}={v}" for k, v in sorted(items)) if items else "-"
+
+
 __all__ = [
-    "STRATEGIES", "get_strategy", "Strategy", "BlockWidths",
-    "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock",
+    "STRATEGIES", "get_strategy", "all_options", "options_text", "Strategy", "Connection", "Option", "OptionError", "Site",
+    "BlockWidths", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock",
 ]

@@ -1,6 +1,5 @@
-"""Skips that keep the state's width: plain, add (ResNet), rezero, layerscale.
-
-Each merge module wraps a ``branch`` and is usable on its own in any network::
+"""Skips that add the branch to a stream of constant width: plain, add (ResNet), rezero,
+layerscale. Each merge module wraps a ``branch`` and is usable on its own in any network::
 
     block = Residual(nn.Sequential(nn.Linear(64, 64), nn.ReLU()))   # x + F(x)
 """
@@ -11,38 +10,40 @@ import torch
 from torch import nn
 
 from ..tape import Sym, Tape
-from .base import BlockWidths, Strategy, same_width
+from .base import Connection, Strategy
 
 
-class Plain(nn.Module):
+def _channel_view(g: torch.Tensor, f: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """A per-channel vector shaped to broadcast against ``f`` along ``channel_dim``."""
+    if channel_dim in (-1, f.dim() - 1):
+        return g
+    return g.view(1, -1, *([1] * (f.dim() - 2)))  # (C,) -> (1, C, 1, ...)
+
+
+class Plain(Connection):
     """``s_l = f_l``: no skip; the baseline every other strategy is compared with."""
 
-    def __init__(self, branch: nn.Module):
-        super().__init__()
-        self.branch = branch
+    def write(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return f
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.branch(s)
-
-    @staticmethod
-    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
-        return f  # nothing to merge, nothing kept
+    def without_branch(self, s, features):
+        # A removed plain block passes its input on (the net becomes one block shallower;
+        # Veit et al., arXiv 1605.06431, Sec. 4, delete whole layers of VGG this way).
+        return s
 
 
-class Residual(nn.Module):
+class Residual(Connection):
     """``s_l = P(s_{l-1}) + f_l`` (He et al., ResNet, arXiv 1512.03385, Eq. 1-2).
 
     ``projection`` (P) is needed only when the branch changes the width; it is then a
     counted layer, never a silent reshape. Without it, a width mismatch raises.
     """
 
-    def __init__(self, branch: nn.Module, projection: nn.Module | None = None):
-        super().__init__()
-        self.branch = branch
+    def __init__(self, branch: nn.Module | None = None, projection: nn.Module | None = None):
+        super().__init__(branch)
         self.projection = projection
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        f = self.branch(s)
+    def write(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         skip = s if self.projection is None else self.projection(s)
         if skip.shape != f.shape:
             raise ValueError(
@@ -50,32 +51,19 @@ class Residual(nn.Module):
                 f"{tuple(skip.shape)}; pass projection= to map the input to the branch's width")
         return skip + f
 
-    @staticmethod
-    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
-        tape.merge += f.elements  # one add per element; an add keeps nothing for backward
-        return tape.new(f.channels, f.positions)
 
-
-class ReZero(nn.Module):
+class ReZero(Connection):
     """``s_l = s_{l-1} + a_l * f_l`` with a scalar ``a_l = 0`` at init, so every block
     starts as the identity (Bachlechner et al., ReZero, arXiv 2003.04887). Note the
     consequence: at init the branch's own weights receive exactly zero gradient; only
     ``alpha`` learns on the first step."""
 
-    def __init__(self, branch: nn.Module, init: float = 0.0):
-        super().__init__()
-        self.branch = branch
+    def __init__(self, branch: nn.Module | None = None, init: float = 0.0):
+        super().__init__(branch)
         self.alpha = nn.Parameter(torch.tensor(float(init)))
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return s + self.alpha * self.branch(s)
-
-    @staticmethod
-    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
-        tape.params += 1
-        tape.merge += 2 * f.elements  # a * f, then + s
-        tape.save(f)  # a * f keeps f for a's gradient
-        return tape.new(f.channels, f.positions)
+    def write(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return s + self.alpha * f
 
 
 def layerscale_init(depth: int) -> float:
@@ -84,52 +72,83 @@ def layerscale_init(depth: int) -> float:
     return 0.1 if depth <= 18 else 1e-5 if depth <= 24 else 1e-6
 
 
-class LayerScale(nn.Module):
+class LayerScale(Connection):
     """``s_l = s_{l-1} + g_l * f_l`` with one learnable scale per channel, small at init
-    (Touvron et al., CaiT, arXiv 2103.17239). ``channels`` is the width of dim 1."""
+    (Touvron et al., CaiT, arXiv 2103.17239). ``channels`` is the width of the channel dim."""
 
-    def __init__(self, branch: nn.Module, channels: int, init: float = 0.1):
-        super().__init__()
-        self.branch = branch
+    def __init__(self, branch: nn.Module | None = None, channels: int = 1, init: float = 0.1, channel_dim: int = 1):
+        super().__init__(branch)
         self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+        self.channel_dim = channel_dim
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        f = self.branch(s)
-        g = self.gamma.view(1, -1, *([1] * (f.dim() - 2)))  # (C,) -> (1, C, 1, ...)
-        return s + g * f
+    def write(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return s + _channel_view(self.gamma, f, self.channel_dim) * f
 
-    @staticmethod
-    def trace(tape: Tape, s: Sym, f: Sym, w: BlockWidths, layer) -> Sym:
+
+# -- the strategies ---------------------------------------------------------------------
+def _added(tape: Tape, f: Sym) -> Sym:
+    """The new stream tensor of a sum with ``f``'s shape (an add keeps nothing for backward)."""
+    return tape.new(f.channels, f.positions)
+
+
+class PlainStrategy(Strategy):
+    name = "plain"
+    summary = "no skip: s_l = f(s_{l-1}); the baseline"
+    rule = "s_l = f_l(s_{l-1})"
+    source = "baseline (no skip connection)"
+    has_identity = False
+
+    def connection(self, branch, site, opts, make_gate):
+        return Plain(branch)
+
+    def trace_write(self, tape, s, f, site, opts, trace_gate):
+        return f  # nothing to merge, nothing kept
+
+
+class AddStrategy(Strategy):
+    name = "add"
+    summary = "ResNet: s_l = s_{l-1} + f(s_{l-1})"
+    rule = "s_l = s_{l-1} + f_l(s_{l-1})"
+    source = "He et al., ResNet, arXiv 1512.03385"
+
+    def connection(self, branch, site, opts, make_gate):
+        return Residual(branch)
+
+    def trace_write(self, tape, s, f, site, opts, trace_gate):
+        tape.merge += f.elements  # one add per element
+        return _added(tape, f)
+
+
+class ReZeroStrategy(Strategy):
+    name = "rezero"
+    summary = "ReZero: s_l = s_{l-1} + a_l f(s_{l-1}), scalar a_l = 0 at init"
+    rule = "s_l = s_{l-1} + a_l * f_l(s_{l-1}), a_l = 0 at init"
+    source = "Bachlechner et al., ReZero, arXiv 2003.04887"
+
+    def connection(self, branch, site, opts, make_gate):
+        return ReZero(branch)
+
+    def trace_write(self, tape, s, f, site, opts, trace_gate):
+        tape.params += 1
+        tape.merge += 2 * f.elements  # a * f, then + s
+        tape.save(f)  # a * f keeps f for a's gradient
+        return _added(tape, f)
+
+
+class LayerScaleStrategy(Strategy):
+    name = "layerscale"
+    summary = "LayerScale: s_l = s_{l-1} + g_l * f(s_{l-1}), per-channel g_l small at init"
+    rule = "s_l = s_{l-1} + g_l (.) f_l(s_{l-1}), g_l = 0.1 (depth<=18), 1e-5 (<=24), 1e-6"
+    source = "Touvron et al., CaiT, arXiv 2103.17239"
+
+    def connection(self, branch, site, opts, make_gate):
+        return LayerScale(branch, site.widths.features, layerscale_init(site.depth), site.channel_dim)
+
+    def trace_write(self, tape, s, f, site, opts, trace_gate):
         tape.params += f.channels
         tape.merge += 2 * f.elements  # g * f, then + s
         tape.save(f)  # g * f keeps f for g's gradient
-        return tape.new(f.channels, f.positions)
+        return _added(tape, f)
 
 
-PLAIN = Strategy(
-    name="plain", summary="no skip: s_l = f(s_{l-1}); the baseline",
-    rule="s_l = f_l(s_{l-1})", source="baseline (no skip connection)",
-    widths=same_width, wrap=lambda branch, w, make_layer, depth: Plain(branch),
-    trace=Plain.trace)
-
-ADD = Strategy(
-    name="add", summary="ResNet: s_l = s_{l-1} + f(s_{l-1})",
-    rule="s_l = s_{l-1} + f_l(s_{l-1})", source="He et al., ResNet, arXiv 1512.03385",
-    widths=same_width, wrap=lambda branch, w, make_layer, depth: Residual(branch),
-    trace=Residual.trace)
-
-REZERO = Strategy(
-    name="rezero", summary="ReZero: s_l = s_{l-1} + a_l f(s_{l-1}), scalar a_l = 0 at init",
-    rule="s_l = s_{l-1} + a_l * f_l(s_{l-1}), a_l = 0 at init",
-    source="Bachlechner et al., ReZero, arXiv 2003.04887",
-    widths=same_width, wrap=lambda branch, w, make_layer, depth: ReZero(branch),
-    trace=ReZero.trace)
-
-LAYERSCALE = Strategy(
-    name="layerscale",
-    summary="LayerScale: s_l = s_{l-1} + g_l * f(s_{l-1}), per-channel g_l small at init",
-    rule="s_l = s_{l-1} + g_l (.) f_l(s_{l-1}), g_l = 0.1 (depth<=18), 1e-5 (<=24), 1e-6",
-    source="Touvron et al., CaiT, arXiv 2103.17239",
-    widths=same_width,
-    wrap=lambda branch, w, make_layer, depth: LayerScale(branch, w.features, layerscale_init(depth)),
-    trace=LayerScale.trace)
+PLAIN, ADD, REZERO, LAYERSCALE = PlainStrategy(), AddStrategy(), ReZeroStrategy(), LayerScaleStrategy()

@@ -1,64 +1,214 @@
-"""The contract every skip strategy honours.
+"""The residual-stream contract every skip strategy honours (DESIGN.md, "The residual stream").
 
-A strategy is two things:
+A model is stem -> sublayers -> head. A **sublayer** is a branch (norm -> transform) whose
+output is merged into the **stream**: whatever flows between sublayers. A strategy owns
+that stream:
 
-* a **width rule**: for block ``l`` (1-based) of a model of width ``w`` and growth ``k``,
-  the width of the block's input ``z_l`` (= the state it receives), of its new features
-  ``f_l``, and of the state it hands on. The rule is pure arithmetic, so the cost model
-  can answer for depths that could never be built.
-* a **merge**: a drop-in ``nn.Module`` that wraps a branch (any module mapping
-  ``(B, in, *S) -> (B, features, *S)``) and combines the branch's output with the
-  incoming state into the next state. Channels are dim 1 for every model kind.
+* ``init(x0) -> stream``: the stem's output becomes the stream (hyper-connections copy it
+  n times; DenseFormer starts its list of block outputs);
+* per sublayer, a :class:`Connection` (an ``nn.Module`` holding the strategy's own
+  parameters) with ``read(stream) -> z`` (the branch's input) and
+  ``write(stream, f) -> stream`` (merge the branch's output);
+* ``readout(stream) -> h``: what the head sees.
 
-Swapping a strategy is a one-word change because every strategy is looked up by name
-in one registry (``skiplab.skips.STRATEGIES``) and built through ``Strategy.wrap``.
+Everything else a strategy knows is declared once, on its class, and asked by everyone
+else: its hyperparameters (:class:`Option`, with validation and defaults), its width rule
+(pure arithmetic, so costs answer for depths that could never be built), its width
+constraints, what the stream becomes when a branch is removed (lesion), how it initialises,
+and its analytic trace (params, FLOPs, saved bytes, copied bytes) next to its forward.
+Nothing outside ``skiplab/skips/`` tests a strategy's name.
+
+Tensors: a family's layout puts channels at ``site.channel_dim`` (1 for ``(B, C, *S)``,
+-1 for ``(B, T, C)``); a strategy never assumes more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
+import torch
 from torch import nn
 
 from ..tape import Sym, Tape
 
 
+class OptionError(ValueError):
+    """A strategy option has a bad value (turned into a SpecError naming the field)."""
+
+
 class BlockWidths(NamedTuple):
-    """Channel widths seen by one block."""
+    """Channel widths seen by one sublayer."""
 
-    in_width: int  # width of the state s_{l-1} (= the block input z_l)
-    features: int  # width of the new features f_l the transform produces
-    out_width: int  # width of the next state s_l
-
-
-def same_width(width: int, growth: int, l: int) -> BlockWidths:
-    """The rule of every strategy that keeps the state's width (plain, add, ...)."""
-    return BlockWidths(width, width, width)
-
-
-# (branch, widths, make_layer, depth) -> merge module. make_layer(in, out) builds a
-# layer of the model's kind, used by strategies that own a layer (the highway gate).
-WrapFn = Callable[[nn.Module, BlockWidths, Callable[[int, int], nn.Module], int], nn.Module]
-# (tape, state, features, widths, trace_layer) -> next state: the merge's analytic cost,
-# written next to the merge's forward. trace_layer(tape, z, out) traces a gate layer.
-TraceFn = Callable[[Tape, Sym, Sym, BlockWidths, Callable[[Tape, Sym, int], Sym]], Sym]
+    in_width: int  # width of the branch's input z_l
+    features: int  # width of the new features f_l the branch produces
+    out_width: int  # width of the state after the merge (per stream, for multi-stream strategies)
 
 
 @dataclass(frozen=True)
-class Strategy:
+class Option:
+    """A strategy's hyperparameter: ``--NAME`` on the command line, a key in sweep files
+    and in ``ModelSpec.options``."""
+
     name: str
-    summary: str  # one line, shown by `skiplab strategies`
-    rule: str  # the update rule, in DESIGN.md's notation
-    source: str  # paper or answer the strategy comes from
-    widths: Callable[[int, int, int], BlockWidths]  # (width, growth, l) -> BlockWidths
-    wrap: WrapFn
-    trace: TraceFn
+    kind: type  # int or bool
+    default: Any  # a value, or None when ``default_from_width`` gives it
+    help: str
+    minimum: int = 1  # for ints
+    sizes: bool = False  # a budget may resize it (dense's growth) as it resizes the width
+    default_from_width: bool = False  # the default is the model's width (dense's growth k = w)
 
-    def block_widths(self, width: int, growth: int, depth: int) -> list[BlockWidths]:
-        """Widths of blocks 1..depth."""
-        return [self.widths(width, growth, l) for l in range(1, depth + 1)]
+    def check(self, value: Any) -> Any:
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise OptionError(f"{self.name}: must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
+            raise OptionError(f"{self.name}: must be an integer >= {self.minimum}, got {value!r}")
+        return value
 
-    def state_width(self, width: int, growth: int, depth: int) -> int:
-        """Width of the state the head sees after ``depth`` blocks."""
-        return self.widths(width, growth, depth).out_width if depth else width
+
+@dataclass(frozen=True)
+class Site:
+    """Where a connection sits: sublayer ``index`` (1-based) of ``count``, in ``block`` of
+    ``depth`` blocks; the widths its branch sees; the channel dim of the layout."""
+
+    index: int
+    count: int
+    block: int
+    depth: int
+    last_in_block: bool
+    widths: BlockWidths
+    channel_dim: int = 1
+
+
+# make_gate(in_width, out_width) -> a layer of the family's kind with a bias (highway's gate).
+MakeGate = Callable[[int, int], nn.Module]
+# trace_gate(tape, z, out_width) -> Sym: the same layer's analytic trace.
+TraceGate = Callable[[Tape, Sym, int], Sym]
+
+
+def features_like(z: torch.Tensor, features: int, channel_dim: int) -> torch.Tensor:
+    """Zeros shaped like a branch output of ``features`` channels computed from ``z``."""
+    shape = list(z.shape)
+    shape[channel_dim] = features
+    return z.new_zeros(shape)
+
+
+class Connection(nn.Module):
+    """Merges one branch into the stream. As a drop-in module it also holds the branch:
+    ``forward(stream) = write(stream, branch(read(stream)))``, so ``Residual(branch)`` is a
+    whole residual block around any module."""
+
+    channel_dim: int = 1
+
+    def __init__(self, branch: nn.Module | None = None):
+        super().__init__()
+        self.branch = branch
+
+    def read(self, stream: Any) -> torch.Tensor:
+        return stream
+
+    def write(self, stream: Any, f: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def without_branch(self, stream: Any, features: int) -> Any:
+        """The stream after this sublayer if its branch were removed (a lesion, Veit et al.,
+        arXiv 1605.06431): by default the merge of a branch that outputs zeros."""
+        return self.write(stream, features_like(self.read(stream), features, self.channel_dim))
+
+    def kaiming_(self) -> None:
+        """Hook for ``init="kaiming"``: re-initialise the connection's own layers (not the
+        branch, which the model initialises). The model calls it on every connection and
+        never asks which kind it is (timm's ``zero_init_last`` pattern)."""
+
+    def forward(self, stream: Any) -> Any:
+        if self.branch is None:
+            raise ValueError(f"{type(self).__name__}: no branch to wrap; call read/write, or pass branch=")
+        return self.write(stream, self.branch(self.read(stream)))
+
+
+class Strategy:
+    """A skip strategy. Subclasses set the class attributes and override what differs;
+    instances are stateless and live in the registry (``skiplab.skips.STRATEGIES``)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line, shown by `skiplab strategies`
+    rule: ClassVar[str]  # the update rule, in DESIGN.md's notation
+    source: ClassVar[str]  # paper or answer the strategy comes from
+    options: ClassVar[tuple[Option, ...]] = ()
+    width_step: ClassVar[int] = 1  # widths must be multiples of this (concat-half: 2) ...
+    width_reason: ClassVar[str] = ""  # ... because of this
+    # Does the strategy keep an identity path from every sublayer's input to its output?
+    # (plain: no; everything else here: yes.) Read by the gradient diagnostics' text.
+    has_identity: ClassVar[bool] = True
+    # Is the stream a composite of residual mixing matrices whose gain is worth reporting
+    # (hyper-connections, mHC)? Such connections implement ``mixing_matrix``.
+    mixes_streams: ClassVar[bool] = False
+
+    # -- options -----------------------------------------------------------------------
+    def resolve(self, given: Mapping[str, Any], width: int) -> dict[str, Any]:
+        """Every option's value: ``given`` checked, defaults filled in. Raises OptionError
+        for an unknown option or a bad value."""
+        known = {o.name: o for o in self.options}
+        for key in given:
+            if key not in known:
+                allowed = ", ".join(known) if known else "none"
+                raise OptionError(f"{key}: skip {self.name!r} has no option {key!r} (its options: {allowed})")
+        out = {}
+        for o in self.options:
+            if o.name in given and given[o.name] is not None:
+                out[o.name] = o.check(given[o.name])
+            else:
+                out[o.name] = width if o.default_from_width else o.default
+        return out
+
+    def check_width(self, width: int) -> None:
+        if width % self.width_step:
+            raise OptionError(f"width: skip {self.name!r} needs a width divisible by {self.width_step} "
+                              f"({self.width_reason}), got {width}")
+
+    # -- widths (pure arithmetic) -------------------------------------------------------
+    def widths(self, width: int, opts: Mapping[str, Any], l: int) -> BlockWidths:
+        """Widths of sublayer ``l`` (1-based); the default keeps the stream's width."""
+        return BlockWidths(width, width, width)
+
+    def all_widths(self, width: int, opts: Mapping[str, Any], count: int) -> list[BlockWidths]:
+        return [self.widths(width, opts, l) for l in range(1, count + 1)]
+
+    def readout_width(self, width: int, opts: Mapping[str, Any], count: int) -> int:
+        """Width of what the head sees after ``count`` sublayers."""
+        return self.widths(width, opts, count).out_width if count else width
+
+    # -- modules ------------------------------------------------------------------------
+    def connection(self, branch: nn.Module, site: Site, opts: Mapping[str, Any], make_gate: MakeGate) -> Connection:
+        raise NotImplementedError
+
+    def init(self, x0: torch.Tensor, opts: Mapping[str, Any]) -> Any:
+        return x0
+
+    def readout(self, stream: Any, opts: Mapping[str, Any]) -> torch.Tensor:
+        return stream
+
+    # -- analytic trace (mirrors init/read/write/readout on symbols) ---------------------
+    def trace_init(self, tape: Tape, x0: Sym, opts: Mapping[str, Any]) -> Any:
+        return x0
+
+    def trace_read(self, tape: Tape, stream: Any, site: Site, opts: Mapping[str, Any]) -> Sym:
+        return stream
+
+    def trace_write(self, tape: Tape, stream: Any, f: Sym, site: Site, opts: Mapping[str, Any],
+                    trace_gate: TraceGate) -> Any:
+        raise NotImplementedError
+
+    def trace_readout(self, tape: Tape, stream: Any, opts: Mapping[str, Any]) -> Sym:
+        return stream
+
+    def describe(self) -> dict[str, Any]:
+        """What `skiplab strategies --json` shows."""
+        return {"skip": self.name, "summary": self.summary, "rule": self.rule, "source": self.source,
+                "options": {o.name: {"default": "width" if o.default_from_width else o.default, "help": o.help}
+                            for o in self.options}}
+
+    def __repr__(self) -> str:
+        return f"Strategy({self.name!r})"

@@ -1,0 +1,114 @@
+"""The contract every model family honours, and the one description of a model.
+
+A **family** (mlp, cnn1d, cnn2d, ...) owns its stem, its sublayers per block, its head, its
+tensor layout and their trace rules. :func:`describe` turns a spec into a
+:class:`Description` once; the builder (``skiplab.model``) and the cost tape
+(``skiplab.cost.analytic``) both read that one description, so the cost model can never
+describe a different model than the one trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import nn
+
+from ..layers import Head, Transform, trace_activation, trace_layer, trace_norm
+from ..skips.base import Site, Strategy
+from ..tape import Sym, Tape
+
+if TYPE_CHECKING:
+    from ..spec import ModelSpec
+
+
+class ShapeError(ValueError):
+    """An input shape the family cannot take (turned into a SpecError naming input_shape)."""
+
+
+class Family:
+    """A model family. Subclasses set the class attributes and the layer/norm/pool makers."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    layout: ClassVar[str]  # the activations' layout, e.g. "(B, C, L)"
+    channel_dim: ClassVar[int] = 1
+    sublayers_per_block: ClassVar[int] = 1
+    default_input_shape: ClassVar[tuple[int, ...]]
+    input_form: ClassVar[str]  # what input_shape means, for error messages
+
+    # -- shapes -------------------------------------------------------------------------
+    def check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def in_channels(self, shape: tuple[int, ...]) -> int:
+        """Channels the stem receives."""
+        return shape[0]
+
+    def positions(self, shape: tuple[int, ...]) -> int:
+        """Positions per sample (1 for the MLP); same padding keeps them in every sublayer."""
+        return math.prod(shape[1:])
+
+    def kernel_volume(self, spec: "ModelSpec") -> int:
+        return 1
+
+    def prepare_input(self, x, spec: "ModelSpec"):
+        """Check (and reshape, where the family accepts more than one form) a batch."""
+        if tuple(x.shape[1:]) != spec.input_shape:
+            raise ValueError(f"input: expected (batch, {', '.join(map(str, spec.input_shape))}), got {tuple(x.shape)}")
+        return x
+
+    # -- parts --------------------------------------------------------------------------
+    def layer(self, spec: "ModelSpec", in_width: int, out_width: int, bias: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def norm(self, spec: "ModelSpec", width: int) -> nn.Module:
+        raise NotImplementedError
+
+    def pool(self) -> nn.Module | None:
+        return None
+
+    def transform(self, spec: "ModelSpec", in_width: int, out_width: int) -> Transform:
+        return Transform(self.layer(spec, in_width, out_width, spec.bias), self.norm(spec, out_width), spec.activation)
+
+    def head(self, spec: "ModelSpec", width: int) -> Head:
+        return Head(width, spec.classes, spec.bias, self.pool())
+
+    # -- traces -------------------------------------------------------------------------
+    def trace_transform(self, tape: Tape, z: Sym, out_width: int, spec: "ModelSpec") -> Sym:
+        y = trace_layer(tape, z, out_width, self.kernel_volume(spec), spec.bias)
+        return trace_activation(tape, trace_norm(tape, y, spec.norm), spec.activation)
+
+    def trace_gate(self, tape: Tape, z: Sym, out_width: int, spec: "ModelSpec") -> Sym:
+        return trace_layer(tape, z, out_width, self.kernel_volume(spec), True)  # a gate keeps its bias
+
+    def trace_head(self, tape: Tape, s: Sym, spec: "ModelSpec") -> Sym:
+        return Head.trace(tape, s, spec.classes, spec.bias, self.pool() is not None)
+
+    def __repr__(self) -> str:
+        return f"Family({self.name!r})"
+
+
+@dataclass(frozen=True)
+class Description:
+    """A model, described once: what the builder builds and the cost tape traces."""
+
+    spec: "ModelSpec"
+    family: Family
+    strategy: Strategy
+    options: dict[str, Any]  # the strategy's options, resolved
+    in_channels: int
+    positions: int
+    sites: tuple[Site, ...]  # one per sublayer
+    readout_width: int  # what the head sees
+    aux: tuple[tuple[int, int], ...]  # (block, readout width) of every auxiliary head
+
+    def site_blocks(self) -> list[list[Site]]:
+        """Sites grouped by block."""
+        out: list[list[Site]] = [[] for _ in range(self.spec.depth)]
+        for s in self.sites:
+            out[s.block - 1].append(s)
+        return out
+
+

@@ -10,12 +10,16 @@ from __future__ import annotations
 from .additive import ADD, LAYERSCALE, PLAIN, REZERO, LayerScale, Plain, ReZero, Residual
 from .base import BlockWidths, Connection, Option, OptionError, Site, Strategy
 from .concat import CONCAT_DOUBLE, CONCAT_HALF, CONCAT_PREV, DENSE, Concat, DenseBlock
+from .dwa import DWA, DWA_STRATEGY
 from .highway import HIGHWAY, Highway
+from .hyper import HYPER, HyperConnection
+from .mhc import MHC, MHC_STRATEGY
 
 # The one map from names to strategies; library, CLI and sweep files all use it.
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
-    for s in (PLAIN, ADD, REZERO, LAYERSCALE, HIGHWAY, DENSE, CONCAT_PREV, CONCAT_DOUBLE, CONCAT_HALF)
+    for s in (PLAIN, ADD, REZERO, LAYERSCALE, HIGHWAY, DENSE, CONCAT_PREV, CONCAT_DOUBLE, CONCAT_HALF,
+              DWA_STRATEGY, HYPER, MHC_STRATEGY)
 }
 
 
@@ -45,5 +49,5 @@ def options_text(options) -> str:
 
 __all__ = [
     "STRATEGIES", "get_strategy", "all_options", "options_text", "Strategy", "Connection", "Option", "OptionError", "Site",
-    "BlockWidths", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock",
+    "BlockWidths", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock", "DWA", "HyperConnection", "MHC",
 ]

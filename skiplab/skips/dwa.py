@@ -1,0 +1,102 @@
+"""DenseFormer's depth-weighted average (DWA): dense connectivity at constant width.
+
+Pagliardini et al., "DenseFormer", arXiv 2402.02622, Sec. 3: blocks stay ordinary residual
+blocks, ``X_i = B_i(Y_{i-1})``, and after each block the next input is a learned weighted
+average of every earlier block output, ``Y_i = sum_{j=0..i} alpha_{i,j} X_j`` (``Y_0 = X_0``,
+the embedding). With ``alpha_{i,i} = 1`` and the rest 0 at init the model *is* the residual
+net. It adds ``sum_{i=1..d} (i + 1) = d (d + 3) / 2`` scalars; the contrast with ``dense``
+(concatenation) is the seed question asked again by the 2024 literature: both let block i
+see every earlier output, one by a weighted sum at constant width, one by a growing concat.
+
+The stream is ``(X_0..X_i, current)``: the block outputs so far and the residual stream
+inside the current block. Dilation and period (the paper's sparsity options) are 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Connection, Strategy
+
+
+class DWA(Connection):
+    """One residual sublayer; when it ends a block, also the block's depth-weighted average.
+
+    ``block``: the 1-based index i of the block this sublayer belongs to; ``ends_block``:
+    whether the average follows it (the last sublayer of a block). Stream:
+    ``(outputs, current)``, ``outputs`` a tuple of the block outputs ``X_0..X_{i-1}``.
+    """
+
+    def __init__(self, branch: nn.Module | None = None, block: int = 1, ends_block: bool = True):
+        super().__init__(branch)
+        self.ends_block = ends_block
+        if ends_block:
+            # alpha_{i,0..i}: 1 on the block's own output, 0 on the earlier ones (Sec. 3.1)
+            init = torch.zeros(block + 1)
+            init[-1] = 1.0
+            self.alpha = nn.Parameter(init)
+
+    def read(self, stream):
+        return stream[1]
+
+    def write(self, stream, f):
+        outputs, current = stream
+        x = current + f  # the residual sublayer: X = Y + F(Y)
+        if not self.ends_block:
+            return outputs, x
+        outputs = (*outputs, x)
+        y = self.alpha[0] * outputs[0]
+        for j in range(1, len(outputs)):
+            y = y + self.alpha[j] * outputs[j]  # Y_i = sum_j alpha_{i,j} X_j (Eq. 1)
+        return outputs, y
+
+    @staticmethod
+    def expand(x0: torch.Tensor):
+        """The stream before the first block: ``((X_0,), X_0)``."""
+        return (x0,), x0
+
+    @staticmethod
+    def reduce(stream) -> torch.Tensor:
+        """What the head sees: the last average ``Y_d``."""
+        return stream[1]
+
+
+class DWAStrategy(Strategy):
+    name = "dwa"
+    summary = "DenseFormer: residual blocks, each followed by a learned weighted average of all earlier block outputs"
+    rule = "X_i = Y_{i-1} + f_i(Y_{i-1}), Y_i = sum_{j<=i} alpha_ij X_j, alpha_ii = 1 and the rest 0 at init"
+    source = "Pagliardini et al., DenseFormer, arXiv 2402.02622"
+
+    def connection(self, branch, site, opts, make_gate):
+        return DWA(branch, block=site.block, ends_block=site.last_in_block)
+
+    def init(self, x0, opts):
+        return DWA.expand(x0)
+
+    def readout(self, stream, opts):
+        return DWA.reduce(stream)
+
+    def trace_init(self, tape, x0, opts):
+        return (x0,), x0
+
+    def trace_read(self, tape, stream, site, opts):
+        return stream[1]
+
+    def trace_write(self, tape, stream, f, site, opts, trace_gate):
+        outputs, _ = stream
+        tape.merge += f.elements  # the residual add; it keeps nothing
+        x = tape.new(f.channels, f.positions)
+        if not site.last_in_block:
+            return outputs, x
+        outputs = (*outputs, x)
+        tape.params += len(outputs)  # alpha_{i,0..i}
+        tape.merge += (2 * len(outputs) - 1) * x.elements  # i + 1 products, i sums
+        tape.save(*outputs)  # alpha_j * X_j keeps X_j for alpha_j's gradient: every X_j stays alive
+        return outputs, tape.new(x.channels, x.positions)
+
+    def trace_readout(self, tape, stream, opts):
+        return stream[1]
+
+
+DWA_STRATEGY = DWAStrategy()

@@ -1,0 +1,182 @@
+"""mHC: hyper-connections whose residual mixing is kept on the doubly-stochastic manifold.
+
+Xie et al. (DeepSeek), "mHC: Manifold-Constrained Hyper-Connections", arXiv 2512.24880,
+Sec. 3. The stream is n copies x_l (n x C per token), as in hyper-connections, with
+
+    x_{l+1} = H_res x_l + H_post^T F(H_pre x_l)                              (Eq. 3)
+
+and the three maps computed per token from the flattened stream x' = RMSNorm(vec(x_l)):
+
+    H~_pre = a_pre (x' phi_pre) + b_pre,   H~_post = a_post (x' phi_post) + b_post,
+    H~_res = a_res mat(x' phi_res) + b_res,                                  (Eq. 5)
+    H_pre = sigmoid(H~_pre),  H_post = 2 sigmoid(H~_post),  H_res = SK(H~_res)  (Eq. 6-8)
+
+where SK is Sinkhorn-Knopp: M_0 = exp(H~_res), then columns and rows normalised to sum 1
+in turn, ``iterations`` times (the paper's t_max = 20). A doubly-stochastic H_res has
+spectral norm <= 1 and products of such matrices stay doubly stochastic, so the composite
+residual mapping over depth cannot blow up (their Fig. 3: HC's gain reaches ~3000 in a
+27B model, mHC's stays ~1.6).
+
+Init (the paper does not restate its biases' values here; these are skiplab's choice, so
+that the model starts as the residual net): phi = 0 and a = 0.01, so each map starts at
+its bias; b_pre = logit(1/n), so H_pre averages the copies; b_post = 0, so H_post = 1 and
+every copy receives F; b_res = 0 on the diagonal and -6 off it, so H_res starts near the
+identity (off-diagonal entries ~0.0025). All copies start equal and H_res's rows sum to
+1, so they stay equal: the model equals the residual net at init up to float rounding.
+The RMSNorm has no learned scale (phi absorbs it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Connection, Option, Strategy
+from .hyper import expand, mix, reduce, stream_channel_dim
+
+GATE_INIT = 0.01  # a_pre, a_post, a_res at init
+OFF_DIAGONAL = -6.0  # b_res off the diagonal: exp(-6) ~ 0.0025 of the diagonal's weight
+RMS_EPS = 1e-6
+
+
+def sinkhorn_knopp(logits: torch.Tensor, iterations: int) -> torch.Tensor:
+    """A doubly-stochastic matrix from ``logits`` (..., n, n): exp, then columns and rows
+    normalised in turn, ``iterations`` times (rows last, so rows sum to 1 to rounding)."""
+    m = torch.exp(logits)
+    for _ in range(iterations):
+        m = m / m.sum(-2, keepdim=True)  # columns
+        m = m / m.sum(-1, keepdim=True)  # rows
+    return m
+
+
+class MHC(Connection):
+    """One layer's manifold-constrained hyper-connection around ``branch``; the stream is
+    ``(n, B, *layout)`` as for :class:`~skiplab.skips.hyper.HyperConnection`, channels at
+    ``channel_dim`` of the layout."""
+
+    def __init__(self, branch: nn.Module | None = None, *, streams: int = 4, channels: int = 1,
+                 channel_dim: int = 1, iterations: int = 20):
+        super().__init__(branch)
+        n = self.streams = streams
+        self.channel_dim, self.iterations = channel_dim, iterations
+        self.phi = nn.Parameter(torch.zeros(2 * n + n * n, n * channels))  # phi_pre, phi_post, phi_res stacked
+        self.a = nn.Parameter(torch.full((3,), GATE_INIT))  # a_pre, a_post, a_res
+        self.b_pre = nn.Parameter(torch.full((n,), math.log(1 / n) - math.log(1 - 1 / n) if n > 1 else 10.0))
+        self.b_post = nn.Parameter(torch.zeros(n))
+        self.b_res = nn.Parameter(OFF_DIAGONAL * (1 - torch.eye(n)))
+        self._cache: tuple | None = None
+
+    def maps(self, H: torch.Tensor) -> dict[str, torch.Tensor]:
+        """H_pre (B, *S, n), H_post (B, *S, n) and H_res (B, *S, n, n) per token."""
+        n, cdim = self.streams, stream_channel_dim(self.channel_dim)
+        x = H.movedim(cdim, -1).movedim(0, -2)  # (B, *S, n, C): each token's n x C stream
+        x = x.reshape(*x.shape[:-2], -1)  # vec(x_l), (B, *S, nC)
+        r = torch.rsqrt((x * x).sum(-1, keepdim=True) / x.shape[-1] + RMS_EPS)
+        p = F.linear(x * r, self.phi)  # RMSNorm(vec x_l) [phi_pre, phi_post, phi_res]
+        pre = self.a[0] * p[..., :n] + self.b_pre
+        post = self.a[1] * p[..., n:2 * n] + self.b_post
+        res = self.a[2] * p[..., 2 * n:].unflatten(-1, (n, n)) + self.b_res
+        s = torch.sigmoid(post)
+        return {"pre": torch.sigmoid(pre), "post": s + s,  # 2 sigmoid, written as a sum: nothing to keep
+                "res": sinkhorn_knopp(res, self.iterations)}
+
+    def _cached(self, H: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._cache is None or self._cache[0] is not H:
+            self._cache = (H, self.maps(H))
+        return self._cache[1]
+
+    def read(self, H: torch.Tensor) -> torch.Tensor:
+        pre = self._cached(H)["pre"].movedim(-1, 0)  # (n, B, *S)
+        return (self._channel(pre, 1) * H).sum(0)  # H_pre x_l
+
+    def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        m = self._cached(H)
+        self._cache = None
+        # mix wants weights[k, j] (input copy k -> output copy j) = H_res[j, k]
+        weights = m["res"].movedim(-1, 0).movedim(-1, 1)  # (B, *S, j, k) -> (k, j, B, *S)
+        post = m["post"].movedim(-1, 0)  # (n, B, *S)
+        return mix(self._channel(weights, 2), H) + self._channel(post, 1) * f.unsqueeze(0)  # Eq. 3
+
+    def _channel(self, c: torch.Tensor, lead: int) -> torch.Tensor:
+        """Per-token maps (``lead`` stream dims, then B, *S) with a size-1 channel dim put
+        where the stream's channels are."""
+        cdim = stream_channel_dim(self.channel_dim)
+        return c.unsqueeze(cdim + lead - 1 if cdim >= 0 else cdim)
+
+    def mixing_matrix(self, H: torch.Tensor) -> torch.Tensor:
+        """H_res per token: (tokens, n, n)."""
+        with torch.no_grad():
+            n = self.streams
+            return self.maps(H)["res"].reshape(-1, n, n)
+
+
+class MHCStrategy(Strategy):
+    name = "mhc"
+    summary = "mHC: hyper-connections with H_res projected to doubly stochastic (Sinkhorn-Knopp), H_pre, H_post >= 0"
+    rule = ("x <- H_res x + H_post^T f(H_pre x), maps from RMSNorm(vec x); H_res = Sinkhorn-Knopp(exp(.)), "
+            "H_pre = sigmoid, H_post = 2 sigmoid")
+    source = "Xie et al. (DeepSeek), mHC, arXiv 2512.24880"
+    options = (Option("streams", int, 4, "copies n of the stream (the paper's expansion rate; 4 is its common choice)"),
+               Option("iterations", int, 20, "Sinkhorn-Knopp iterations (the paper's t_max)"))
+    mixes_streams = True
+
+    def connection(self, branch, site, opts, make_gate):
+        return MHC(branch, streams=opts["streams"], channels=site.widths.in_width, channel_dim=site.channel_dim,
+                   iterations=opts["iterations"])
+
+    def init(self, x0, opts):
+        return expand(x0, opts["streams"])
+
+    def readout(self, stream, opts):
+        return reduce(stream)
+
+    # -- trace: the stream is (H, C), as for hyper -----------------------------------------
+    def trace_init(self, tape, x0, opts):
+        return x0, x0.channels
+
+    def trace_read(self, tape, stream, site, opts):
+        H, C = stream
+        n, P, t = opts["streams"], H.positions, opts["iterations"]
+        D, k = n * C, 2 * n + n * n
+        tape.params += k * D + 3 + 2 * n + n * n  # phi, a, b_pre, b_post, b_res
+        x = tape.new(D, P)  # vec(x_l): a copy (the permuted stream is not contiguous)
+        r = tape.new(1, P)
+        tape.save(x, r)  # x * x keeps x; rsqrt keeps r; x * r keeps x and r
+        tape.merge += (3 * D + 1) * P  # x * x, sum (D - 1), / D, + eps, x * r
+        xn = tape.new(D, P)
+        tape.save(xn)  # the projection keeps its input
+        tape.matmul += 2 * D * k * P
+        p = tape.new(k, P)
+        tape.save(p)  # a * p keeps p (a is a parameter)
+        tape.merge += 2 * k * P  # a * p + b for the three maps
+        pre, post_s = tape.new(n, P), tape.new(n, P)
+        tape.save(pre, post_s)  # sigmoid keeps its output
+        tape.merge += n * P  # 2 sigmoid as s + s
+        m = tape.new(n * n, P)
+        tape.save(m)  # exp keeps its output
+        for _ in range(2 * t):  # Sinkhorn-Knopp: a sum and a division, twice per iteration
+            sums = tape.new(n, P)
+            tape.save(m, sums)  # a division keeps both operands
+            tape.merge += (n * n - n) * P + n * n * P
+            m = tape.new(n * n, P)
+        tape.save(m, H)  # the mixing keeps H_res and H; H_pre * H keeps H_pre (kept) and H
+        tape.merge += (2 * n - 1) * C * P  # H_pre x_l: n products, n - 1 sums
+        return tape.new(C, P)
+
+    def trace_write(self, tape, stream, f, site, opts, trace_gate):
+        H, C = stream
+        n, E = opts["streams"], f.elements
+        tape.save(tape.new(n, f.positions), f)  # H_post * f keeps H_post and f
+        tape.merge += (2 * n * n - n) * E + 2 * n * E  # mix, H_post * f, + (as hyper)
+        return tape.new(n * C, f.positions), C
+
+    def trace_readout(self, tape, stream, opts):
+        H, C = stream
+        tape.merge += opts["streams"] * C * H.positions
+        return tape.new(C, H.positions)
+
+
+MHC_STRATEGY = MHCStrategy()

@@ -19,7 +19,7 @@ def run(capsys, *argv):
 def test_strategies_json(capsys):
     code, out, _ = run(capsys, "strategies", "--json")
     data = json.loads(out)
-    assert code == 0 and [d["skip"] for d in data][:2] == ["plain", "add"] and len(data) == 9
+    assert code == 0 and [d["skip"] for d in data][:2] == ["plain", "add"] and len(data) == 12
     assert all(d["summary"] and d["source"] for d in data)
 
 
@@ -80,4 +80,4 @@ def test_python_dash_m_no_traceback():
     assert r.stderr.strip() == "skiplab: error: depth: must be an integer >= 0, got -3"
     r = subprocess.run([sys.executable, "-m", "skiplab", "strategies", "--json"],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and len(json.loads(r.stdout)) == 9
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 12

@@ -29,6 +29,18 @@ def _loss(model, x, y):
     return F.cross_entropy(logits, y) + sum(model.spec.aux_weight * F.cross_entropy(a, y) for a in aux)
 
 
+def _open_zero_gates(net):
+    """Parameters that start at exactly 0 and multiply something (ReZero's a, the dynamic
+    weights W of hyper-connections, mHC's phi) pass exactly zero gradient to what they
+    multiply, and get none where their partner is 0 too (test_skips, test_streams): give
+    every all-zero parameter small seeded noise so that every route is open."""
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+
+
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("skip", list(STRATEGIES))
@@ -37,10 +49,7 @@ def test_forward_backward_contract(skip, model, norm):
     net = build_model(spec, seed=1)
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(32, *spec.input_shape, generator=g), torch.randint(0, 5, (32,), generator=g)
-    if skip == "rezero":  # at a = 0 the branches get exactly zero gradient (test_skips); open them
-        with torch.no_grad():
-            for b in net.blocks:
-                b.alpha.fill_(0.5)
+    _open_zero_gates(net)
     logits, aux = net(x, return_aux=True)
     assert logits.shape == (32, 5) and len(aux) == 1 and aux[0].shape == (32, 5)
     _loss(net, x, y).backward()
@@ -50,10 +59,7 @@ def test_forward_backward_contract(skip, model, norm):
     assert torch.isfinite(logits).all()
     # Same seed, same model, same output.
     again = build_model(spec, seed=1)
-    if skip == "rezero":
-        with torch.no_grad():
-            for b in again.blocks:
-                b.alpha.fill_(0.5)
+    _open_zero_gates(again)
     assert torch.equal(again(x), net(x))
 
 
@@ -114,6 +120,14 @@ def closed_form(skip, model, norm, bias, depth, w, k, kernel, fan_in, classes, a
         widths = [2 ** l * w for l in range(1, depth + 1)]
     elif skip == "concat-half":
         blocks, widths = [t(w, w // 2)] * depth, [w] * depth
+    elif skip == "dwa":  # DenseFormer: block i owns alpha_{i,0..i}, i + 1 scalars
+        blocks, widths = [t(w, w) + l + 1 for l in range(1, depth + 1)], [w] * depth
+    elif skip == "hyper":  # n = 4 copies: A_m (n), A_r (n x n), B (n); dynamic W (C x (n + 2)), s_a, s_b
+        n = 4
+        blocks, widths = [t(w, w) + n + n * n + n + w * (n + 2) + 2] * depth, [w] * depth
+    elif skip == "mhc":  # phi (nC x (2n + n^2)), a (3), b_pre (n), b_post (n), b_res (n x n)
+        n = 4
+        blocks, widths = [t(w, w) + n * w * (2 * n + n * n) + 3 + 2 * n + n * n] * depth, [w] * depth
     state = widths[-1] if depth else w
 
     def head(c):

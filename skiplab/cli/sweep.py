@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> None:
             "seconds": seconds, "store": f"{args.out}/runs.db", "results": rows}
     text = table(["skip", "model", "depth", "width", "params", "dataset", "seeds ok", "failed", "test accuracy %"],
                  [[d["skip"], d["model"], d["depth"], d["width"], d["params"], d["dataset"],
-                   f"{d['complete']}/{d['seeds']}", d["failed"], pct(d["test_accuracy_mean"], d["test_accuracy_std"])]
+                   f"{d['complete']}/{d['seeds']}", d["failed"],
+                   pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])]
                   for d in rows])
     summary = (f"sweep: {len(sweep.runs)} runs on {args.backend}, {counts.get('skipped', 0)} already stored, "
                + ", ".join([f"{v} {k}" for k, v in counts.items() if k != "skipped"] or ["nothing to run"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 from typing import Any
 
 from ..cost import match_budget
 from ..data import load_dataset
 from ..progress import ProgressBar
 from ..results import pct
+from ..stats import mean_std
 from ..runner import execute, run_all, store_result
 from ..store import Store
 from ..textable import table
@@ -94,6 +94,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
     for spec in specs:
         mine = [o for o in out if o["spec"]["model"] == spec.to_dict()]
         accs = [o["result"]["test_accuracy"] for o in mine if o["status"] == "complete"]
+        mean, std = mean_std(accs)  # std None with one seed: no spread to show
         result.append({
             "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
             "options": dict(spec.options), "params": mine[0]["result"].get("params") if mine else None,
@@ -102,8 +103,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
                       "train_accuracy": o["result"].get("train_accuracy"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
                       "stored": o["stored"]} for o in mine],
-            "summary": {"test_accuracy_mean": statistics.fmean(accs) if accs else None,
-                        "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
+            "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
                         "complete": len(accs), "seeds": len(mine)},
         })
     return result
@@ -115,8 +115,9 @@ def render(data: list[dict[str, Any]], out: str) -> str:
         s = d["summary"]
         statuses = ", ".join(sorted({r["status"] for r in d["runs"]}))
         secs = [r["seconds"] for r in d["runs"] if r["seconds"]]
-        rows.append([d["skip"], d["depth"], d["width"], d["params"], f"{pct(s['test_accuracy_mean'], s['test_accuracy_std'])}%",
-                     f"{s['complete']}/{s['seeds']}", statuses, sum(secs) if secs else None])
+        acc = pct(s["test_accuracy_mean"], s["test_accuracy_std"], s["complete"], sign=True)
+        rows.append([d["skip"], d["depth"], d["width"], d["params"], acc, f"{s['complete']}/{s['seeds']}", statuses,
+                     sum(secs) if secs else None])
     notes = [f"{d['skip']} seed {r['seed']}: {r['status']}: {r['message']}" for d in data for r in d["runs"]
              if r["status"] != "complete"]
     return "\n".join([table(["skip", "depth", "width", "params", "test accuracy (mean +- std)", "seeds ok",

@@ -13,6 +13,7 @@ from ..skips import options_text
 from ..store import Store
 from ..sweep import BACKENDS, Sweep, load_sweep, run_sweep
 from ..textable import table
+from ..train import preflight
 from .common import UsageError, add_json_flag, emit
 
 
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> None:
     if args.address and args.backend != "ray":
         raise UsageError("--address: only the ray backend joins a cluster; add --backend ray")
     sweep = load_sweep(args.file)
+    # Fit and device before any run; a Ray cluster's devices are its own, not this machine's.
+    preflight(sweep.runs, device=args.backend == "local")
     if args.dry_run:
         plan = _plan(sweep)
         text = table(["skip", "model", "depth", "width", "options", "dataset", "seed", "spec_hash"],

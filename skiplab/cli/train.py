@@ -15,7 +15,7 @@ from ..stats import mean_std
 from ..runner import execute, run_all, store_result
 from ..store import Store
 from ..textable import table
-from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig
+from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -56,17 +56,20 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--seeds: must be >= 1, got {args.seeds}")
     cfg = train_config(args)
     data = load_dataset(args.dataset, args.label_column)
+    # The dataset fills in what the user left out; what the user gave is checked, not overwritten.
     if args.input_shape is None:
         args.input_shape = data.input_shape
-    args.classes = data.classes  # the dataset decides the head's outputs
+    if args.classes is None:
+        args.classes = data.classes
     specs = specs_from_args(args)
     if args.params is not None or args.flops is not None:
         specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
     runs = [RunSpec(s, cfg, args.dataset, seed, "train", args.label_column)
             for s in specs for seed in range(args.seeds)]
+    if args.workers is not None and args.workers < 1:  # checked before `or`, which would turn 0 into the default
+        raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     workers = args.workers or min(os.cpu_count() or 1, len(runs))
-    if workers < 1:
-        raise UsageError(f"--workers: must be >= 1, got {workers}")
+    preflight(runs, load=lambda *_: data)  # before the store is opened: a bad call stores nothing
     bar = ProgressBar(len(runs), "train", enabled=not args.json)
     with Store(args.out) as store:
         before = store.finished_keys()

@@ -120,11 +120,16 @@ def resolve_device(device: str) -> torch.device:
 
 # -- pre-flight: what would only fail once a run has started, checked before any does ----
 def check_fits(model: ModelSpec, data: Dataset) -> None:
-    """Raise SpecError if ``model`` cannot take ``data``: its input shape (an MLP may take
-    the same number of features in another shape: it flattens) or fewer outputs than the
-    dataset has classes (more are allowed: the extra logits are never the target)."""
-    if tuple(model.input_shape) != data.input_shape and \
-            (model.model != "mlp" or model.in_channels != math.prod(data.input_shape)):
+    """Raise SpecError if ``model`` cannot take ``data``: a sample's shape that its family
+    does not accept (asked of the family: an MLP takes the same number of features in any
+    shape, it flattens) or fewer outputs than the dataset has classes (more are allowed:
+    the extra logits are never the target)."""
+    try:
+        model.family.prepare_input(torch.zeros(1, *data.input_shape), model)  # one sample: the family's own rule
+        fits = True
+    except ValueError:
+        fits = False
+    if not fits:
         raise SpecError(f"input_shape: the model expects {','.join(map(str, model.input_shape))}, the dataset "
                         f"{data.name!r} gives {','.join(map(str, data.input_shape))}")
     if model.classes < data.classes:

@@ -1,17 +1,22 @@
-"""From stored runs to tables: mean +- std over seeds per configuration."""
+"""From stored runs to tables: mean +- std over seeds per configuration.
+
+A spread needs two seeds: with one, ``test_accuracy_std`` is None and the text says
+"(1 seed)" rather than "+- 0.0", which would claim a run-to-run agreement nobody measured."""
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from typing import Any
 
 from .skips import STRATEGIES
+from .stats import mean_std, spread_text
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (group, dataset, spec_hash): the configuration, how many seeds finished,
-    diverged or failed, and test/train accuracy mean and std over the complete ones."""
+    diverged or failed, and test/train accuracy mean and std over the complete ones.
+    ``test_accuracies`` keeps the per-seed values, so a comparison can test them
+    (:func:`skiplab.stats.compare`); the std is None with fewer than two of them."""
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         by_key[r["spec_hash"]].append(r)
@@ -21,7 +26,8 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         m = spec["model"]
         done = [r for r in rs if r["status"] == "complete"]
         acc = [r["result"]["test_accuracy"] for r in done]
-        tr = [r["result"]["train_accuracy"] for r in done]
+        acc_mean, acc_std = mean_std(acc)
+        tr_mean, _ = mean_std([r["result"]["train_accuracy"] for r in done])
         rows.append({
             "spec_hash": spec_hash, "group": spec.get("group", ""), "dataset": spec["dataset"],
             "model": m["model"], "skip": m["skip"], "depth": m["depth"], "width": m["width"],
@@ -30,10 +36,11 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seeds": len(rs), "complete": len(done),
             "diverged": sum(r["status"] == "diverged" for r in rs),
             "failed": sum(r["status"] == "failed" for r in rs),
-            "test_accuracy_mean": statistics.fmean(acc) if acc else None,
-            "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else (0.0 if acc else None),
-            "train_accuracy_mean": statistics.fmean(tr) if tr else None,
-            "seconds_mean": statistics.fmean(r["result"]["seconds"] for r in done) if done else None,
+            "test_accuracies": acc,
+            "test_accuracy_mean": acc_mean,
+            "test_accuracy_std": acc_std,
+            "train_accuracy_mean": tr_mean,
+            "seconds_mean": mean_std([r["result"]["seconds"] for r in done])[0],
         })
     order = {name: i for i, name in enumerate(STRATEGIES)}  # registry order, plain first
     rows.sort(key=lambda r: (r["group"], r["dataset"], r["depth"], order.get(r["skip"], 99), r["width"]))
@@ -47,8 +54,11 @@ def stored_options(d: dict[str, Any]) -> dict[str, Any]:
     return {"growth": d["growth"]} if d.get("growth") else {}
 
 
-def pct(mean: float | None, std: float | None) -> str:
-    """``71.3 +- 0.8`` (percent), or ``-`` when nothing finished."""
-    if mean is None:
-        return "-"
-    return f"{100 * mean:.1f} +- {100 * (std or 0):.1f}"
+def pct(mean: float | None, std: float | None, n: int, sign: bool = False) -> str:
+    """``71.3 +- 0.8`` (percent) over ``n`` seeds, ``71.3 (1 seed)`` with one, ``-`` with none;
+    ``sign`` puts the percent sign in: ``71.3 +- 0.8%``, ``71.3% (1 seed)``."""
+    text = spread_text(mean, std, n, scale=100)
+    if not sign or text == "-":
+        return text
+    value, _, note = text.partition(" (")
+    return f"{value}%" + (f" ({note}" if note else "")

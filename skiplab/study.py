@@ -24,7 +24,7 @@ from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
 from .spec import ModelSpec
 from .store import Store
-from .train import RunSpec, TrainConfig
+from .train import RunSpec, TrainConfig, preflight
 
 STUDY_SKIPS = ("plain", "add", "rezero", "highway", "dense", "concat-prev", "concat-half")
 
@@ -73,6 +73,13 @@ def quick_plan() -> StudyPlan:
     return StudyPlan(depths=(2, 8), seeds=2, train=TrainConfig(epochs=3, lr=3e-3, evals=3))
 
 
+def on_device(plan: StudyPlan, device: str) -> StudyPlan:
+    """``plan`` with its runs trained on ``device`` (cpu | cuda | auto). The device is not
+    part of a run's identity (``RunSpec.spec_hash``), so a study resumed on another device
+    keeps what finished."""
+    return dataclasses.replace(plan, train=dataclasses.replace(plan.train, device=device))
+
+
 def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
     out = []
     for group, spec in plan.model_specs():
@@ -114,6 +121,7 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
     data = load_dataset(plan.dataset)  # fails early, with a clear message, on a bad dataset
     plan = dataclasses.replace(plan, model=plan.model.replace(input_shape=data.input_shape))
     specs = plan.runs()
+    preflight(specs, load=lambda *_: data)  # device and fit, before the store is touched
     configs = sorted({s.spec_hash for s in specs})
     configs_hash = hashlib.sha256(json.dumps(configs).encode()).hexdigest()[:16]
     with Store(out) as store:

@@ -14,7 +14,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,8 +114,49 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+        raise SpecError("device: cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
     return torch.device(device)
+
+
+# -- pre-flight: what would only fail once a run has started, checked before any does ----
+def check_fits(model: ModelSpec, data: Dataset) -> None:
+    """Raise SpecError if ``model`` cannot take ``data``: a sample's shape that its family
+    does not accept (asked of the family: an MLP takes the same number of features in any
+    shape, it flattens) or fewer outputs than the dataset has classes (more are allowed:
+    the extra logits are never the target)."""
+    try:
+        model.family.prepare_input(torch.zeros(1, *data.input_shape), model)  # one sample: the family's own rule
+        fits = True
+    except ValueError:
+        fits = False
+    if not fits:
+        raise SpecError(f"input_shape: the model expects {','.join(map(str, model.input_shape))}, the dataset "
+                        f"{data.name!r} gives {','.join(map(str, data.input_shape))}")
+    if model.classes < data.classes:
+        raise SpecError(f"classes: the model has {model.classes} outputs, the dataset {data.name!r} has "
+                        f"{data.classes} classes")
+
+
+def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | None = None,
+              device: bool = True) -> None:
+    """Check, before any training starts, what would otherwise fail inside every run and
+    be stored as ``failed``: each dataset loads, each model fits its data, each device
+    exists here (``device=False`` skips that, for runs sent to other machines). Raises
+    SpecError (a ValueError) with one line naming the first problem."""
+    if load is None:
+        from .data import load_dataset as load
+    data: dict[tuple[str, str], Dataset] = {}
+    checked: set[tuple[str, str, str]] = set()
+    for run in runs:
+        key = (run.dataset, run.label)
+        if key not in data:
+            data[key] = load(*key)
+        fit = (json.dumps(run.model.to_dict(), sort_keys=True), *key)
+        if fit not in checked:  # a sweep repeats each model over seeds and configs
+            checked.add(fit)
+            check_fits(run.model, data[key])
+        if device:
+            resolve_device(run.train.device)
 
 
 @torch.no_grad()
@@ -150,12 +191,7 @@ def train_model(spec: RunSpec, data: Dataset,
     """As :func:`train_run`, and also return the trained model (for experiments that
     operate on it: equivalence, lesions)."""
     cfg, start = spec.train, time.perf_counter()
-    if tuple(spec.model.input_shape) != data.input_shape and \
-            (spec.model.model != "mlp" or spec.model.in_channels != math.prod(data.input_shape)):
-        raise ValueError(f"input_shape: the model expects {spec.model.input_shape}, the dataset "
-                         f"{data.name!r} gives {data.input_shape}")
-    if spec.model.classes < data.classes:
-        raise ValueError(f"classes: the model has {spec.model.classes} outputs, the dataset {data.classes} classes")
+    check_fits(spec.model, data)
     device = resolve_device(cfg.device)
     model = build_model(spec.model, seed=spec.seed).to(device).train()
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)

@@ -24,9 +24,11 @@ class Parser(argparse.ArgumentParser):
 
 # -- argument types ---------------------------------------------------------------------
 def skips_arg(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
+    names = [t.strip() for t in text.split(",")]
+    if not any(names):
         raise argparse.ArgumentTypeError("give at least one strategy")
+    if not all(names):  # "add,,plain" is a typo, not a list of two: say so rather than guess
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty name; give names separated by single commas")
     for name in names:
         if name not in STRATEGIES:
             raise argparse.ArgumentTypeError(f"unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}")
@@ -63,7 +65,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-size", type=int, default=_D["kernel_size"], help="CNN kernel size, odd (default: %(default)s)")
     g.add_argument("--input-shape", type=shape_arg, default=None,
                    help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: MNIST-1D, or 1,8,8 for cnn2d)")
-    g.add_argument("--classes", type=int, default=_D["classes"], help="outputs (default: %(default)s)")
+    g.add_argument("--classes", type=int, default=None,
+                   help=f"outputs (default: train: the dataset's class count; otherwise {_D['classes']})")
     add_option_args(p)
 
 
@@ -104,7 +107,8 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
                       options=options_for(args, skip), norm=args.norm,
                       activation=args.activation, bias=args.bias, init=args.init,
                       aux_every=args.aux_every, kernel_size=args.kernel_size,
-                      input_shape=args.input_shape, classes=args.classes)
+                      input_shape=args.input_shape,
+                      classes=_D["classes"] if args.classes is None else args.classes)
             for skip in args.skip]
 
 

@@ -27,7 +27,7 @@ def run_list(args: argparse.Namespace) -> None:
         data = aggregate(runs)
         text = table(["group", "skip", "depth", "width", "params", "seeds", "diverged", "test accuracy %"],
                      [[d["group"], d["skip"], d["depth"], d["width"], d["params"], d["seeds"], d["diverged"],
-                       pct(d["test_accuracy_mean"], d["test_accuracy_std"])] for d in data])
+                       pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])] for d in data])
     emit(args, data, text + f"\n{len(runs)} runs in {args.out}/runs.db")
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ..progress import ProgressBar
-from ..study import StudyPlan, quick_plan, run_study
+from ..study import StudyPlan, on_device, quick_plan, run_study
+from ..train import DEVICES
 from .common import UsageError, add_json_flag, emit
 
 
 def run(args: argparse.Namespace) -> None:
-    plan = quick_plan() if args.quick else StudyPlan()
+    plan = on_device(quick_plan() if args.quick else StudyPlan(), args.device)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     bar = ProgressBar(len(plan.runs()), "study", enabled=not args.json)
@@ -44,5 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a small study (under a minute)")
     p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(2, cores))")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where runs train; not part of a run's identity, so resuming elsewhere keeps them "
+                        "(default: %(default)s)")
     add_json_flag(p)
     p.set_defaults(run=run)

@@ -13,6 +13,7 @@ from ..skips import options_text
 from ..store import Store
 from ..sweep import BACKENDS, Sweep, load_sweep, run_sweep
 from ..textable import table
+from ..train import preflight
 from .common import UsageError, add_json_flag, emit
 
 
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> None:
     if args.address and args.backend != "ray":
         raise UsageError("--address: only the ray backend joins a cluster; add --backend ray")
     sweep = load_sweep(args.file)
+    # Fit and device before any run; a Ray cluster's devices are its own, not this machine's.
+    preflight(sweep.runs, device=args.backend == "local")
     if args.dry_run:
         plan = _plan(sweep)
         text = table(["skip", "model", "depth", "width", "options", "dataset", "seed", "spec_hash"],
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
             "seconds": seconds, "store": f"{args.out}/runs.db", "results": rows}
     text = table(["skip", "model", "depth", "width", "params", "dataset", "seeds ok", "failed", "test accuracy %"],
                  [[d["skip"], d["model"], d["depth"], d["width"], d["params"], d["dataset"],
-                   f"{d['complete']}/{d['seeds']}", d["failed"], pct(d["test_accuracy_mean"], d["test_accuracy_std"])]
+                   f"{d['complete']}/{d['seeds']}", d["failed"],
+                   pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])]
                   for d in rows])
     summary = (f"sweep: {len(sweep.runs)} runs on {args.backend}, {counts.get('skipped', 0)} already stored, "
                + ", ".join([f"{v} {k}" for k, v in counts.items() if k != "skipped"] or ["nothing to run"])

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 from typing import Any
 
 from ..cost import match_budget
 from ..data import load_dataset
 from ..progress import ProgressBar
 from ..results import pct
+from ..stats import mean_std
 from ..runner import execute, run_all, store_result
 from ..store import Store
 from ..textable import table
-from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig
+from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -56,17 +56,20 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--seeds: must be >= 1, got {args.seeds}")
     cfg = train_config(args)
     data = load_dataset(args.dataset, args.label_column)
+    # The dataset fills in what the user left out; what the user gave is checked, not overwritten.
     if args.input_shape is None:
         args.input_shape = data.input_shape
-    args.classes = data.classes  # the dataset decides the head's outputs
+    if args.classes is None:
+        args.classes = data.classes
     specs = specs_from_args(args)
     if args.params is not None or args.flops is not None:
         specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
     runs = [RunSpec(s, cfg, args.dataset, seed, "train", args.label_column)
             for s in specs for seed in range(args.seeds)]
+    if args.workers is not None and args.workers < 1:  # checked before `or`, which would turn 0 into the default
+        raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     workers = args.workers or min(os.cpu_count() or 1, len(runs))
-    if workers < 1:
-        raise UsageError(f"--workers: must be >= 1, got {workers}")
+    preflight(runs, load=lambda *_: data)  # before the store is opened: a bad call stores nothing
     bar = ProgressBar(len(runs), "train", enabled=not args.json)
     with Store(args.out) as store:
         before = store.finished_keys()
@@ -94,6 +97,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
     for spec in specs:
         mine = [o for o in out if o["spec"]["model"] == spec.to_dict()]
         accs = [o["result"]["test_accuracy"] for o in mine if o["status"] == "complete"]
+        mean, std = mean_std(accs)  # std None with one seed: no spread to show
         result.append({
             "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
             "options": dict(spec.options), "params": mine[0]["result"].get("params") if mine else None,
@@ -102,8 +106,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
                       "train_accuracy": o["result"].get("train_accuracy"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
                       "stored": o["stored"]} for o in mine],
-            "summary": {"test_accuracy_mean": statistics.fmean(accs) if accs else None,
-                        "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None),
+            "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
                         "complete": len(accs), "seeds": len(mine)},
         })
     return result
@@ -115,8 +118,9 @@ def render(data: list[dict[str, Any]], out: str) -> str:
         s = d["summary"]
         statuses = ", ".join(sorted({r["status"] for r in d["runs"]}))
         secs = [r["seconds"] for r in d["runs"] if r["seconds"]]
-        rows.append([d["skip"], d["depth"], d["width"], d["params"], f"{pct(s['test_accuracy_mean'], s['test_accuracy_std'])}%",
-                     f"{s['complete']}/{s['seeds']}", statuses, sum(secs) if secs else None])
+        acc = pct(s["test_accuracy_mean"], s["test_accuracy_std"], s["complete"], sign=True)
+        rows.append([d["skip"], d["depth"], d["width"], d["params"], acc, f"{s['complete']}/{s['seeds']}", statuses,
+                     sum(secs) if secs else None])
     notes = [f"{d['skip']} seed {r['seed']}: {r['status']}: {r['message']}" for d in data for r in d["runs"]
              if r["status"] != "complete"]
     return "\n".join([table(["skip", "depth", "width", "params", "test accuracy (mean +- std)", "seeds ok",

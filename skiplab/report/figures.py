@@ -158,7 +158,7 @@ def accuracy_vs_depth(data: ReportData) -> tuple[Figure, str] | None:
         for i, skip in enumerate(skips):
             rs = sorted((r for r in rows if r["skip"] == skip), key=lambda r: r["depth"])
             ax.errorbar([_dodge(r["depth"], i, len(skips)) for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
-                        yerr=[100 * r["test_accuracy_std"] for r in rs], marker=GROUP_MARKERS[group], ms=5, lw=1.8,
+                        yerr=[100 * (r["test_accuracy_std"] or 0) for r in rs], marker=GROUP_MARKERS[group], ms=5, lw=1.8,
                         capsize=3, color=color(skip), label=skip)
         _depth_axis(ax, sorted({r["depth"] for r in rows}))
         ax.set_title(f"at {GROUP_NAMES[group]}" + (f" ({data.budget:,} parameters)"
@@ -166,7 +166,7 @@ def accuracy_vs_depth(data: ReportData) -> tuple[Figure, str] | None:
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[-1].legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig, "Test accuracy against depth; points: mean over seeds, bars: one standard deviation."
+    return fig, "Test accuracy against depth; points: mean over seeds, bars: one standard deviation (none with one seed)."
 
 
 def accuracy_vs_cost(data: ReportData) -> tuple[Figure, str] | None:
@@ -186,7 +186,7 @@ def accuracy_vs_cost(data: ReportData) -> tuple[Figure, str] | None:
                 rs = [r for r in pts if r["group"] == group and r["skip"] == skip]
                 if rs:
                     ax.errorbar([cost(r) for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
-                                yerr=[100 * r["test_accuracy_std"] for r in rs], ls="none",
+                                yerr=[100 * (r["test_accuracy_std"] or 0) for r in rs], ls="none",
                                 marker=GROUP_MARKERS[group], ms=5, color=color(skip), capsize=2, lw=1, alpha=0.9)
         front = [pts[i] for i in pareto_front([(cost(r), r["test_accuracy_mean"]) for r in pts])]
         ax.step([cost(r) for r in front], [100 * r["test_accuracy_mean"] for r in front], where="post",

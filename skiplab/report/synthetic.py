@@ -14,10 +14,12 @@ from ..skips import options_text
 import math
 import os
 import random
+from typing import Callable
 
 from ..provenance import hardware, versions
 from ..store import Store, now
 from ..study import StudyPlan, cost_summaries
+from ..train import RunSpec
 
 # Made-up accuracy law: accuracy = base - drop * log2(depth), per strategy (fraction correct).
 _DROP = {"plain": 0.09, "concat-prev": 0.06, "concat-half": 0.06, "highway": 0.03, "add": 0.02, "rezero": 0.01,
@@ -28,9 +30,12 @@ def _accuracy(skip: str, depth: int, rng: random.Random) -> float:
     return min(0.99, max(0.1, 0.68 - _DROP.get(skip, 0.03) * math.log2(max(depth, 1)) + rng.gauss(0, 0.015)))
 
 
-def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | None = None, seed: int = 0) -> Store:
+def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | None = None, seed: int = 0,
+                    accuracy: Callable[[RunSpec], float] | None = None) -> Store:
     """Write ``plan``'s runs (only the first ``runs`` of them: a partial store) with fake
-    results and curves into a new store at ``directory``; return it, open."""
+    results and curves into a new store at ``directory``; return it, open. ``accuracy``
+    sets each run's final test accuracy instead of the made-up law (a store whose answer
+    a test knows: a clear win, a tie, one seed)."""
     rng = random.Random(seed)
     specs = plan.runs()
     store = Store(directory)
@@ -52,7 +57,7 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
     evals = plan.train.evals
     for spec in specs[:runs]:
         m = spec.model
-        final = _accuracy(m.skip, m.depth, rng)
+        final = accuracy(spec) if accuracy else _accuracy(m.skip, m.depth, rng)
         steps = 100 * plan.train.epochs
         curves = []
         for i in range(1, evals + 1):

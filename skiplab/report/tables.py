@@ -22,14 +22,15 @@ def _grid(rows: list[dict[str, Any]], fmt) -> Table:
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> Table:
-    """Cells: mean +- std of test accuracy over seeds (%), what diverged or failed, [n=seeds]."""
+    """Cells: mean +- std of test accuracy over seeds (%) ("(1 seed)" where there is no spread),
+    what diverged or failed, [n=seeds]."""
 
     def fmt(r: dict[str, Any] | None) -> str:
         if r is None:
             return "missing"
         extra = [f"{r[k]} {k}" for k in ("diverged", "failed") if r[k]]
-        return (pct(r["test_accuracy_mean"], r["test_accuracy_std"]) + (f" ({', '.join(extra)})" if extra else "")
-                + f" [n={r['complete']}]")
+        return (pct(r["test_accuracy_mean"], r["test_accuracy_std"], r["complete"])
+                + (f" ({', '.join(extra)})" if extra else "") + f" [n={r['complete']}]")
 
     return _grid(rows, fmt)
 

@@ -3,20 +3,21 @@ rests on, so that the report never claims more than the store holds.
 
 The question is "add (ResNet) or concatenate (DenseNet)?", so the headline compares
 ``add`` with ``dense``; the other strategies appear in the depth and gradient sentences
-and in the best-per-depth lines. Accuracy differences are given in percentage points
-with the standard error of the difference of two means over seeds,
-sqrt(s_a^2 / n_a + s_b^2 / n_b).
+and in the best-per-depth lines. Every comparison goes through :mod:`skiplab.stats`: a
+difference is a win only when Welch's t-test over seeds separates it at the stated level,
+otherwise it is "tied"; with one seed there is no test and the sentence says so.
+Differences are in percentage points, with the standard error of the difference of two
+means, sqrt(s_a^2 / n_a + s_b^2 / n_b).
 """
 
 from __future__ import annotations
 
-from ..skips import options_text
-
-import math
 from collections import defaultdict
 from typing import Any
 
-from ..results import stored_options, pct
+from ..results import pct, stored_options
+from ..skips import options_text
+from ..stats import best_of, compare, test_statement
 from .content import ReportData
 
 A, B = "add", "dense"  # the question's two answers
@@ -30,16 +31,13 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | None]:
-    """``b - a`` in points, and its standard error (None with fewer than 2 seeds a side)."""
-    d = 100 * (b["test_accuracy_mean"] - a["test_accuracy_mean"])
-    if a["complete"] < 2 or b["complete"] < 2:
-        return d, None
-    return d, 100 * math.sqrt(a["test_accuracy_std"] ** 2 / a["complete"] + b["test_accuracy_std"] ** 2 / b["complete"])
-
-
 def _cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["skip"], r["depth"]): r for r in rows if r["test_accuracy_mean"] is not None}
+
+
+def _seeds(rows: list[dict[str, Any]]) -> str:
+    n = sorted({r["complete"] for r in rows})
+    return f"{n[0]} seed{'s' if n[0] != 1 else ''}" if len(n) == 1 else f"{n[0]} to {n[-1]} seeds"
 
 
 def _group_phrase(data: ReportData, group: str) -> str:
@@ -48,31 +46,43 @@ def _group_phrase(data: ReportData, group: str) -> str:
     return f"equal width ({data.plan['model']['width']})" if data.plan else "equal width"
 
 
+def _untested(name_a: str, name_b: str, a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Two means without a test (a side has one seed): the numbers, and no winner."""
+    d = 100 * (b["test_accuracy_mean"] - a["test_accuracy_mean"])
+    few = min(a["complete"], b["complete"])
+    if d == 0:
+        return f"{name_a} and {name_b} equal ({few} seed: no test)"
+    hi, lo = (name_b, name_a) if d > 0 else (name_a, name_b)
+    return f"{hi} {abs(d):.1f} points above {lo} ({few} seed: no test)"
+
+
+def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """One comparison of two aggregated rows' test accuracies, in words."""
+    c = compare(a["test_accuracies"], b["test_accuracies"])
+    if not c.tested:
+        return _untested(a["skip"], b["skip"], a, b)
+    return c.sentence(a["skip"], b["skip"], scale=100)
+
+
 def add_vs_dense(data: ReportData, group: str) -> str | None:
     """Dense against add at every depth where both have results, in one sentence."""
     cell = _cells(data.group_rows(group))
     depths = sorted(d for (s, d) in cell if s == A and (B, d) in cell)
     if not depths:
         return None
-    wins: dict[str, list[str]] = {A: [], B: []}
-    ties = []
-    seeds = set()
-    for depth in depths:
-        a, b = cell[(A, depth)], cell[(B, depth)]
-        seeds |= {a["complete"], b["complete"]}
-        d, se = _difference(a, b)
-        text = f"{abs(d):.1f}" + ("" if se is None else f" +- {se:.1f}") + f" points at depth {depth}"
-        if d == 0:
-            ties.append(f"depth {depth}")
-        else:
-            wins[B if d > 0 else A].append(text)
-    parts = [f"{w} beat {A if w == B else B} by {_and(t)}" for w, t in ((B, wins[B]), (A, wins[A])) if t]
-    if ties:
-        parts.append(f"they tied at {_and(ties)}")
-    n = min(seeds), max(seeds)
-    over = f"{n[0]} seed{'s' if n[0] > 1 else ''}" if n[0] == n[1] else f"{n[0]} to {n[1]} seeds"
-    note = ("+- is the standard error of the difference" if n[0] > 1 else "one seed, so no error estimate")
-    return f"At {_group_phrase(data, group)}, " + "; ".join(parts) + f" (test accuracy, mean over {over}; {note})."
+    parts = [f"at depth {depth}, {compare_rows(cell[(A, depth)], cell[(B, depth)])}" for depth in depths]
+    rows = [cell[(s, d)] for d in depths for s in (A, B)]
+    return f"At {_group_phrase(data, group)}, test accuracy over {_seeds(rows)}: " + "; ".join(parts) + "."
+
+
+def depth_change(lo: dict[str, Any], hi: dict[str, Any]) -> str:
+    """Whether one strategy's accuracy changed from the shallowest to the deepest depth."""
+    c = compare(lo["test_accuracies"], hi["test_accuracies"])
+    if not c.tested:
+        return f"{min(lo['complete'], hi['complete'])} seed: no test"
+    if c.winner is None:
+        return f"no clear change, {c.numbers(scale=100)}"
+    return f"{'rose' if c.winner == 'b' else 'fell'} by {c.numbers(scale=100)[len('difference '):]}"
 
 
 def cost_sentence(data: ReportData) -> str | None:
@@ -111,7 +121,8 @@ def budget_sentence(data: ReportData) -> str | None:
 
 
 def depth_sentence(data: ReportData) -> str | None:
-    """How each strategy's accuracy changes from the shallowest to the deepest depth."""
+    """How each strategy's accuracy changes from the shallowest to the deepest depth, and
+    whether the test separates the two."""
     group = "matched-params" if data.group_rows("matched-params") else "equal-width"
     cell = _cells(data.group_rows(group))
     depths = sorted({d for (_, d) in cell})
@@ -120,6 +131,7 @@ def depth_sentence(data: ReportData) -> str | None:
     lo, hi = depths[0], depths[-1]
     skips = list(dict.fromkeys(s for (s, _) in cell))
     moves = [f"{s} {100 * cell[(s, lo)]['test_accuracy_mean']:.1f}% -> {100 * cell[(s, hi)]['test_accuracy_mean']:.1f}%"
+             f" ({depth_change(cell[(s, lo)], cell[(s, hi)])})"
              for s in skips if (s, lo) in cell and (s, hi) in cell]
     if not moves:
         return None
@@ -140,22 +152,32 @@ def gradient_sentence(data: ReportData) -> str | None:
 
 
 def verdict(data: ReportData) -> list[str]:
-    """The verdict's sentences, most important first; each omitted when its data is missing."""
+    """The verdict's sentences, most important first; each omitted when its data is missing.
+    Where accuracies are compared, the last sentence states the test once."""
     lines = [add_vs_dense(data, "matched-params"), add_vs_dense(data, "equal-width")]
     if not any(lines):
         lines = ["No training runs are stored yet, so there is no verdict on accuracy." if not data.runs else
                  f"The store holds no {A} and {B} results of a study at the same depth, so there is no "
                  f"{A}-versus-{B} verdict."]
     lines += [depth_sentence(data), cost_sentence(data), budget_sentence(data), gradient_sentence(data)]
+    if any(r["test_accuracy_mean"] is not None for r in data.rows):
+        lines.append(how_decided())
     return [line for line in lines if line]
 
 
+def how_decided() -> str:
+    """The one statement of the test behind every "beat", "tied" and "best" in the report."""
+    return (f"How comparisons are decided: {test_statement()}; +- after a difference is its standard error, "
+            "after a mean the standard deviation over seeds; with one seed there is no spread and no test.")
+
+
 def _acc(r: dict[str, Any]) -> str:
-    return f"{r['skip']} {pct(r['test_accuracy_mean'], r['test_accuracy_std'])}%"
+    return f"{r['skip']} {pct(r['test_accuracy_mean'], r['test_accuracy_std'], r['complete'], sign=True)}"
 
 
 def best_per_depth(rows: list[dict[str, Any]]) -> list[str]:
-    """Per depth: the best strategy by mean test accuracy, its margin over the next, and the last."""
+    """Per depth: the best strategy by test accuracy if the test separates it from every
+    other; otherwise the leaders the test cannot tell apart. Then the last by mean."""
     out = []
     by_depth: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -163,11 +185,22 @@ def best_per_depth(rows: list[dict[str, Any]]) -> list[str]:
             by_depth[r["depth"]].append(r)
     for depth in sorted(by_depth):
         ranked = sorted(by_depth[depth], key=lambda r: -r["test_accuracy_mean"])
-        line = f"depth {depth}: {_acc(ranked[0])}"
-        if len(ranked) > 1:
-            gap = 100 * (ranked[0]["test_accuracy_mean"] - ranked[1]["test_accuracy_mean"])
-            line += f", {gap:.1f} points ahead of {_acc(ranked[1])}"
-        if len(ranked) > 2:
+        if len(ranked) == 1:
+            out.append(f"depth {depth}: {_acc(ranked[0])} (the only strategy with results)")
+            continue
+        if all(r["complete"] < 2 for r in ranked):  # nothing to test: the order by mean, and no claim
+            out.append(f"depth {depth}: one seed, so no test; by mean: " + ", ".join(_acc(r) for r in ranked))
+            continue
+        named = {r["skip"]: r for r in ranked}
+        best, tied = best_of({s: r["test_accuracies"] for s, r in named.items()})
+        if not tied:
+            line = f"depth {depth}: best {_acc(named[best])}, ahead of every other strategy by the test"
+        else:
+            leaders = [named[best]] + [r for r in ranked if r["skip"] in tied]
+            why = ("one seed gives no test" if min(r["complete"] for r in leaders) < 2
+                   else "the test does not separate them")
+            line = f"depth {depth}: no single best; tied for the lead ({why}): " + _and([_acc(r) for r in leaders])
+        if ranked[-1]["skip"] != best and ranked[-1]["skip"] not in tied:
             line += f"; last: {_acc(ranked[-1])}"
         out.append(line)
     return out

@@ -7,7 +7,7 @@ writes the store. Faults:
 * A worker whose parent dies (``kill -9``) exits at once rather than finishing orphaned
   runs that nobody would store.
 * A worker that dies itself (SIGKILL, the OOM killer) costs only its run: the run is
-  started again on a fresh worker up to ``RETRIES`` times, then stored as ``failed`` with
+  started again on a fresh worker up to ``RETRIES`` times (``retries``), then stored as ``failed`` with
   the reason, and the other runs go on (as the Ray backend does). Hence a small pool of
   our own, one pipe per worker, rather than ProcessPoolExecutor, which breaks as a whole
   (BrokenProcessPool) when one worker dies and cannot say whose run it was.
@@ -190,11 +190,12 @@ def store_result(store: Store, out: dict[str, Any]) -> int:
 
 def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
             on_done: Callable[[int, int, dict[str, Any]], None] | None = None,
-            threads: int | None = None) -> dict[str, int]:
+            threads: int | None = None, retries: int | None = None) -> dict[str, int]:
     """Run every spec not already finished in ``store``; store each result as it comes.
     ``on_done(done, total, result)`` reports progress. ``threads``: torch threads in each
     run, wherever it runs (the same count gives the same numbers on the CPU); default:
-    cores // workers in the pool, this process's own setting when run here. Returns
+    cores // workers in the pool, this process's own setting when run here. ``retries``:
+    times a run whose worker process died is started again (default ``RETRIES``). Returns
     counts by status, plus ``skipped`` (already finished), ``elsewhere`` (stored by
     another command on the same store meanwhile: see the module docstring) and
     ``retried`` (runs started again after their worker process died)."""
@@ -226,8 +227,8 @@ def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
             finally:
                 torch.set_num_threads(before)
         else:
-            _run_pool(todo, plan, min(workers, len(todo)),
-                      threads or max(1, (os.cpu_count() or 1) // workers), record, counts)
+            _run_pool(todo, plan, min(workers, len(todo)), threads or max(1, (os.cpu_count() or 1) // workers),
+                      RETRIES if retries is None else retries, record, counts)
     return counts
 
 
@@ -241,7 +242,7 @@ def _claimed(plan: _Plan) -> Iterator[int]:
             yield index
 
 
-def _run_pool(todo: list[RunSpec], plan: _Plan, workers: int, threads: int,
+def _run_pool(todo: list[RunSpec], plan: _Plan, workers: int, threads: int, retries: int,
               record: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
     """The runs on ``workers`` processes; a worker that dies is replaced, its run retried."""
     # 'spawn': a fresh interpreter per worker; forking a process whose OpenMP threads have
@@ -282,7 +283,7 @@ def _run_pool(todo: list[RunSpec], plan: _Plan, workers: int, threads: int,
                 if w.task is not None:
                     index, attempt = w.task
                     w.task = None
-                    if attempt <= RETRIES:
+                    if attempt <= retries:
                         counts["retried"] = counts.get("retried", 0) + 1
                         plan.retry(index)
                     else:

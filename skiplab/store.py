@@ -5,7 +5,13 @@
 * A run's row and all its metrics are written in one transaction when it finishes: a
   study killed at any point (Ctrl-C, ``kill -9``) leaves every finished run whole and no
   half-written one. WAL mode lets readers (``skiplab runs list``) look while a study writes.
-* Only one process writes (the study's parent); workers return results.
+* In each command one process writes (the parent); workers return results. Several
+  commands may share a store (two ``skiplab study`` on one ``--out``): writes wait for the
+  lock (busy timeout), a finished row is never replaced, and before training a run a
+  command *claims* it (table ``claims``), so that two commands never train the same run.
+  A claim is a lease: its holder renews it while it lives (:class:`Lease`); a claim whose
+  holder is a dead process on this host, or whose lease ran out (a holder on another
+  host that stopped renewing), is stale and may be taken over.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ import csv
 import datetime as dt
 import json
 import os
+import socket
 import sqlite3
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,6 +55,15 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (    -- runs being trained now, by which command
+    spec_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    owner TEXT NOT NULL,               -- the Store's owner id: host:pid:random
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires REAL NOT NULL,             -- unix time; renewed by the holder's Lease
+    PRIMARY KEY (spec_hash, seed)
+);
 CREATE TABLE IF NOT EXISTS experiments (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,                -- skiplab experiment NAME
@@ -58,8 +77,52 @@ CREATE TABLE IF NOT EXISTS experiments (
 """
 
 
+# A claim's lease: renewed every LEASE_RENEW seconds, stale LEASE_SECONDS after the last
+# renewal. Only a holder on another host (a store on a shared disk) waits this long to be
+# found dead; on this host a dead holder's pid says so at once.
+LEASE_SECONDS = 60.0
+LEASE_RENEW = 10.0
+HOST = socket.gethostname()
+
+# Stores this process opened to write, and how many runs it stored in each: what
+# ``skiplab`` says when Ctrl-C stops a command (``interrupted_note``).
+_WRITTEN: dict[Path, int] = {}
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def begin_command() -> None:
+    """A command begins (``skiplab.cli.main``): forget the stores earlier ones wrote."""
+    _WRITTEN.clear()
+
+
+def interrupted_note() -> str:
+    """One line for a command stopped by Ctrl-C: what is stored, and how to go on."""
+    if not _WRITTEN:
+        return "interrupted; nothing was stored; run the same command again to start over"
+    path, new = list(_WRITTEN.items())[-1]
+    try:
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            total = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return f"interrupted; {new} runs stored in {path} by this command; run the same command again to resume"
+    return (f"interrupted; {total} runs stored in {path} ({new} by this command); "
+            "run the same command again to resume")
 
 
 class StoreError(ValueError):
@@ -77,13 +140,35 @@ class Store:
         try:
             if create:
                 self.dir.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so
+            # that a read-then-write never fails on a snapshot another process made stale.
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._wal()
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
             self.db.execute("SELECT count(*) FROM runs").fetchone()
         except (sqlite3.DatabaseError, OSError) as e:
             raise StoreError(f"store: {self.path} is not a usable results store ({e})") from None
+        self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if create:
+            _WRITTEN.setdefault(self.path, 0)
+
+    def _wal(self) -> None:
+        """WAL mode. Switching to it takes an exclusive lock, which SQLite does not wait
+        for: two commands opening a new store at once retry here rather than fail."""
+        for attempt in range(100):
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise
+                time.sleep(0.05)
+
+    def _write(self):
+        """A write transaction that takes the write lock at once (waiting up to the busy
+        timeout), so that what it reads is still true when it writes."""
+        return _Immediate(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -102,9 +187,16 @@ class Store:
     def add_run(self, spec: dict[str, Any], spec_hash: str, seed: int, status: str, result: dict[str, Any],
                 curves: Iterable[tuple[int, str, str, float]], started_at: str,
                 run_versions: dict | None = None, run_hardware: dict | None = None) -> int:
-        """Store a finished run and its metrics atomically; a previous row with the same
-        key (a failed attempt) is replaced. Returns the run id."""
-        with self.db:  # one transaction
+        """Store a finished run and its metrics atomically and drop its claim; a previous
+        row with the same key (a failed attempt) is replaced, but a finished one is kept
+        (another command stored it first: its row stays, and its id is returned).
+        Returns the run id."""
+        with self._write():  # one transaction
+            row = self.db.execute("SELECT id, status FROM runs WHERE spec_hash = ? AND seed = ?",
+                                  (spec_hash, seed)).fetchone()
+            self.db.execute("DELETE FROM claims WHERE spec_hash = ? AND seed = ?", (spec_hash, seed))
+            if row and row[1] in FINISHED:
+                return row[0]
             self.db.execute("DELETE FROM runs WHERE spec_hash = ? AND seed = ?", (spec_hash, seed))
             cur = self.db.execute(
                 "INSERT INTO runs (spec_hash, seed, status, spec, result, started_at, finished_at, versions, hardware)"
@@ -114,10 +206,51 @@ class Store:
             run_id = cur.lastrowid
             self.db.executemany("INSERT INTO metrics (run_id, step, split, name, value) VALUES (?, ?, ?, ?, ?)",
                                 [(run_id, *c) for c in curves])
+        if self.path in _WRITTEN:
+            _WRITTEN[self.path] += 1
         return run_id
 
+    # -- claims: which command trains which run ---------------------------------------------
+    def claim(self, spec_hash: str, seed: int, since: str | None = None) -> str:
+        """Try to claim a run for this Store's owner. Returns ``"claimed"``; ``"done"`` when
+        it needs no training here: finished, or stored (failed too) by another command at
+        or after ``since`` (an ISO time: when this command began, so that a run another
+        command just tried is not tried again at once); or ``"busy"``: another live command
+        holds it. A stale claim (dead holder, lapsed lease) is taken over."""
+        with self._write():
+            row = self.db.execute("SELECT status, finished_at FROM runs WHERE spec_hash = ? AND seed = ?",
+                                  (spec_hash, seed)).fetchone()
+            if row and (row[0] in FINISHED or (since is not None and row[1] >= since)):
+                return "done"
+            held = self.db.execute("SELECT owner, host, pid, expires FROM claims WHERE spec_hash = ? AND seed = ?",
+                                   (spec_hash, seed)).fetchone()
+            if held and held[0] != self.owner and not self._stale(*held[1:]):
+                return "busy"
+            self.db.execute("INSERT OR REPLACE INTO claims (spec_hash, seed, owner, host, pid, expires)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            (spec_hash, seed, self.owner, HOST, os.getpid(), time.time() + LEASE_SECONDS))
+        return "claimed"
+
+    @staticmethod
+    def _stale(host: str, pid: int, expires: float) -> bool:
+        return expires < time.time() or (host == HOST and not _alive(pid))
+
+    def release(self, spec_hash: str | None = None, seed: int | None = None) -> None:
+        """Drop this owner's claim on one run, or (no arguments) on every run."""
+        with self._write():
+            if spec_hash is None:
+                self.db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            else:
+                self.db.execute("DELETE FROM claims WHERE owner = ? AND spec_hash = ? AND seed = ?",
+                                (self.owner, spec_hash, seed))
+
+    def lease(self) -> "Lease":
+        """``with store.lease():`` renews this owner's claims while the block runs, and
+        drops those left (runs not stored: interrupted) when it ends."""
+        return Lease(self)
+
     def add_experiment(self, name: str, quick: bool, result: dict[str, Any], started_at: str) -> int:
-        with self.db:
+        with self._write():
             cur = self.db.execute(
                 "INSERT INTO experiments (name, quick, result, started_at, finished_at, versions, hardware)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -136,7 +269,7 @@ class Store:
             raise StoreError(f"store: {self.path} is corrupt ({e})") from None
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.db:
+        with self._write():
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self, key: str, default: Any = None) -> Any:
@@ -185,3 +318,51 @@ class Store:
         except OSError as e:
             raise StoreError(f"export: cannot write {path}: {e.strerror}") from None
         return len(runs)
+
+
+class _Immediate:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception (Ctrl-C too)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, *exc) -> None:
+        self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+class Lease:
+    """Renews the claims of one Store's owner every LEASE_RENEW seconds from a thread with
+    its own connection (the owner's may be busy for minutes: a run trained in-process),
+    and drops them when the block ends."""
+
+    def __init__(self, store: Store):
+        self.store, self._stop = store, threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="skiplab-lease", daemon=True)
+
+    def _renew(self) -> None:
+        db = sqlite3.connect(self.store.path, timeout=30)
+        try:
+            while not self._stop.wait(LEASE_RENEW):
+                try:
+                    with db:
+                        db.execute("UPDATE claims SET expires = ? WHERE owner = ?",
+                                   (time.time() + LEASE_SECONDS, self.store.owner))
+                except sqlite3.Error:  # busy past the timeout: try again at the next renewal
+                    pass
+        finally:
+            db.close()
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.store.release()
+        except sqlite3.Error:  # left behind, the claims are stale as soon as this process ends
+            pass

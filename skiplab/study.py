@@ -4,11 +4,16 @@ everything in the store; ``report.html``, ``report.md`` and the figures at the e
 
 The study is resumable: its runs are keyed by spec hash and seed in ``DIR/runs.db``, so
 running it again skips what finished (an interrupted study loses nothing it finished).
+Two studies started on the same ``DIR`` share the work: each run is claimed in the store
+before it is trained (:mod:`skiplab.runner`), each waits for the runs the other holds,
+and they write the report one at a time; both end with the whole plan, each run once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -107,6 +112,17 @@ def gradient_summaries(plan: StudyPlan, data, progress: Callable[[str], None] | 
     return out
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (released when the process dies, however it dies)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = None,
               on_run: Callable[[int, int, dict[str, Any]], None] | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -133,6 +149,7 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
             store.set_meta("summaries_for", configs_hash)
         counts = run_all(specs, store, workers=workers, on_done=on_run)
         store.set_meta("last_study_seconds", time.perf_counter() - start)
-        files = write_report(store, out)
+        with _locked(out / ".report.lock"):  # two studies on one DIR: the report's files are not shared
+            files = write_report(store, out)
     return {"counts": counts, "runs": len(specs), "report": str(files["report.html"]),
             "report_md": str(files["report.md"]), "seconds": time.perf_counter() - start}

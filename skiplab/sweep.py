@@ -22,10 +22,15 @@ value or a list of values, and the sweep is the product of the lists::
     [resources]                # what each run gets
     num_cpus = 1               # its CPUs = torch threads, on both backends
     num_gpus = 0               # Ray only: GPUs per run
-    max_retries = 3            # Ray only: re-runs of a run whose worker died
+    max_retries = 3            # re-runs of a run whose worker process died (both backends)
 
 Runs are keyed by spec hash and seed, as everywhere in skiplab, so both backends store
-the same keys, and re-running a sweep skips what finished. Ray is the scheduler for the
+the same keys, and re-running a sweep skips what finished. On both, a run whose worker
+process dies (SIGKILL, out of memory) is started again ``max_retries`` times, then stored
+as ``failed`` with the reason, and the other runs go on. The local backend claims each
+run in the store before training it (:mod:`skiplab.runner`), so two commands on one store
+share the work; the Ray backend does not, but neither ever replaces a finished row, so
+two Ray sweeps on one store may train a run twice, never store it twice. Ray is the scheduler for the
 ``ray`` backend; skiplab only submits one task per run and stores each result as it
 comes back, the driver being the store's only writer.
 """
@@ -74,11 +79,11 @@ OnDone = Callable[[int, int, dict[str, Any]], None]
 class Resources:
     """What each run gets (``[resources]``). ``num_cpus`` sets each run's torch threads
     on both backends, so that local and Ray runs compute the same numbers; the rest is
-    Ray's resource request and retry policy."""
+    Ray's resource request; ``max_retries`` is the retry policy of both backends."""
 
     num_cpus: float = 1  # CPUs per run = its torch threads (at least 1); 1 suits small models best
     num_gpus: float = 0  # Ray: GPUs per run (fractions share one); set [train] device = "cuda" to use it
-    max_retries: int = 3  # Ray: times a run whose worker process died is started again
+    max_retries: int = 3  # times a run whose worker process died is started again (both backends)
 
     def __post_init__(self) -> None:
         for name, low in (("num_cpus", 0.0), ("num_gpus", 0.0)):
@@ -282,10 +287,11 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 def run_local(sweep: Sweep, store: Store, workers: int | None = None, on_done: OnDone | None = None) -> dict[str, int]:
     """Runs in a process pool, ``workers`` at a time (default: one per ``num_cpus`` cores,
     i.e. one per core), each with ``num_cpus`` torch threads, through
-    :func:`skiplab.runner.run_all`; the parent stores each result."""
+    :func:`skiplab.runner.run_all`; the parent stores each result. A run whose worker
+    dies is started again ``max_retries`` times, as on Ray."""
     threads = sweep.resources.threads
     return run_all(list(sweep.runs), store, workers=workers or max(1, (os.cpu_count() or 1) // threads),
-                   on_done=on_done, threads=threads)
+                   on_done=on_done, threads=threads, retries=sweep.resources.max_retries)
 
 
 # -- Ray backend ------------------------------------------------------------------------

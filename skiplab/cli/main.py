@@ -7,10 +7,13 @@ stderr and exits with code 2. Each command lives in its own module with an
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from . import build, cost, experiment, gradients, runs, strategies, study, sweep, train
+from ..store import begin_command, interrupted_note
 from .common import Parser, UsageError
 
 COMMANDS = [strategies, build, cost, gradients, train, study, experiment, sweep, runs]
@@ -27,6 +30,7 @@ def make_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    begin_command()
     try:
         args = make_parser().parse_args(argv)
         args.run(args)
@@ -34,7 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"skiplab: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("skiplab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: what finished is stored; say so, and how to go on
+        # a second Ctrl-C must not cut this line short with a traceback
+        here = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if here else None
+        try:
+            clear = "\r\x1b[2K" if sys.stderr.isatty() else ""  # over a progress bar drawn in place
+            print(f"{clear}skiplab: {interrupted_note()}", file=sys.stderr)
+        finally:
+            if here:
+                signal.signal(signal.SIGINT, old)
         return 130
     return 0

@@ -9,6 +9,9 @@ from ..study import StudyPlan, on_device, quick_plan, run_study
 from ..train import DEVICES
 from .common import UsageError, add_json_flag, emit
 
+# run_all's counts that are not statuses, in words
+COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "retried after their worker died"}
+
 
 def run(args: argparse.Namespace) -> None:
     plan = on_device(quick_plan() if args.quick else StudyPlan(), args.device)
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
     bar.close()
     c = result["counts"]
     text = (f"study: {result['runs']} runs planned, {c.get('skipped', 0)} already stored, "
-            + ", ".join(f"{v} {k}" for k, v in c.items() if k != "skipped")
+            + ", ".join(f"{v} {COUNT_WORDS.get(k, k)}" for k, v in c.items() if k != "skipped")
             + f" ({result['seconds']:.0f} s)\nreport: {result['report']}")
     emit(args, result, text)
 

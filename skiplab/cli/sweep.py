@@ -15,6 +15,7 @@ from ..sweep import BACKENDS, Sweep, load_sweep, run_sweep
 from ..textable import table
 from ..train import preflight
 from .common import UsageError, add_json_flag, emit
+from .study import COUNT_WORDS
 
 
 def _plan(sweep: Sweep) -> list[dict[str, Any]]:
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> None:
                    pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])]
                   for d in rows])
     summary = (f"sweep: {len(sweep.runs)} runs on {args.backend}, {counts.get('skipped', 0)} already stored, "
-               + ", ".join([f"{v} {k}" for k, v in counts.items() if k != "skipped"] or ["nothing to run"])
+               + ", ".join([f"{v} {COUNT_WORDS.get(k, k)}" for k, v in counts.items() if k != "skipped"]
+                           or ["nothing to run"])
                + f" ({seconds:.0f} s); results in {args.out}/runs.db")
     emit(args, data, f"{text}\n{summary}")
 

@@ -1,0 +1,342 @@
+"""Faults: Ctrl-C, two commands on one store, a worker process that dies.
+
+Method. Commands run as subprocesses in a session of their own, so that SIGINT can be
+sent to the whole process group, as a terminal's Ctrl-C is (workers get it too). The
+study runs the real command line with a tiny plan put in place of ``--quick``'s
+(``STUDY``). A dying worker is made either by the test-only hook
+``SKIPLAB_TEST_WORKER_DIES`` (a worker SIGKILLs itself when it starts a given seed: exact
+and fast) or, as the OOM killer would, by SIGKILLing a worker process found through /proc.
+"""
+
+import glob
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from skiplab import runner
+from skiplab.cli import main
+from skiplab.spec import ModelSpec
+from skiplab.store import HOST, Store
+from skiplab.study import StudyPlan
+from skiplab.train import RunSpec, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses process groups and /proc")
+
+# `skiplab study --quick` with a smaller plan: 2 strategies x 2 depths x 2 budgets x 2 seeds = 16 runs.
+PLAN = "StudyPlan(skips=('plain', 'add'), depths=(1, 3), seeds=2, budget_params=20000, train=TrainConfig(epochs=2, evals=1))"
+STUDY = f"""
+import sys
+import skiplab.cli.study as cli
+from skiplab.cli.main import main
+from skiplab.study import StudyPlan
+from skiplab.train import TrainConfig
+if __name__ == "__main__":
+    cli.quick_plan = lambda: {PLAN}
+    sys.exit(main(sys.argv[1:]))
+"""
+STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN).runs()}
+
+
+def _model(**kw) -> ModelSpec:
+    return ModelSpec(model="mlp", depth=1, width=8, input_shape=(1, 40), **kw)
+
+
+def _rows(out) -> list[tuple]:
+    """(spec_hash, seed, status, test_accuracy) of every stored run; [] before the store exists."""
+    path = Path(out) / "runs.db"
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            return [(h, s, st, json.loads(res).get("test_accuracy"))
+                    for h, s, st, res in db.execute("SELECT spec_hash, seed, status, result FROM runs")]
+        finally:
+            db.close()
+    except sqlite3.Error:  # being created
+        return []
+
+
+def _consistent(out) -> None:
+    """Each key once, every metric belongs to a stored run, no claim left behind."""
+    with Store(out) as s:
+        db = s.db
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == \
+            db.execute("SELECT count(*) FROM (SELECT DISTINCT spec_hash, seed FROM runs)").fetchone()[0]
+        assert db.execute("SELECT count(*) FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+
+
+def _interrupt(cmd: list[str], out: Path, runs: int = 1, timeout: float = 120) -> tuple[int, str, str]:
+    """Start ``cmd``, wait until ``runs`` runs are stored, Ctrl-C its process group; return
+    (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + timeout
+    try:
+        while len(_rows(out)) < runs:
+            assert proc.poll() is None, f"ended before it could be interrupted: {proc.communicate()}"
+            assert time.time() < deadline, "no run stored in time"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, stdout, stderr
+
+
+def _assert_interrupted(code: int, stdout: str, stderr: str, out: Path) -> list[tuple]:
+    stored = _rows(out)
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr  # the parent's, nor a worker's
+    n = len(stored)
+    assert stderr == (f"skiplab: interrupted; {n} runs stored in {out}/runs.db ({n} by this command); "
+                      "run the same command again to resume\n")  # one line, its count true
+    _consistent(out)
+    return stored
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------
+@pytest.mark.slow
+@LINUX
+def test_ctrl_c_during_study_keeps_what_finished_and_resume_runs_the_rest_once(tmp_path):
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-c", STUDY, "study", "--quick", "--out", str(out), "--workers", "2", "--json"]
+    code, stdout, stderr = _interrupt(cmd, out, runs=2)
+    stored = _assert_interrupted(code, stdout, stderr, out)
+    assert 2 <= len(stored) < len(STUDY_KEYS) and stdout == ""
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # resume
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)["counts"]
+    assert counts["skipped"] == len(stored) and counts["complete"] == len(STUDY_KEYS) - len(stored)
+    final = _rows(out)
+    assert len(final) == len(STUDY_KEYS) and {(h, s) for h, s, *_ in final} == STUDY_KEYS
+    assert set(stored) <= set(final)  # what finished before Ctrl-C was kept as it was, not run again
+    _consistent(out)
+    assert (out / "report.html").exists()
+
+
+@pytest.mark.slow  # about 50 s here: two commands, four worker processes, each importing torch
+@LINUX
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_ctrl_c_during_train_or_sweep_with_workers(tmp_path, command):
+    """Ctrl-C with a process pool running: exit 130, one line, no worker traceback; then
+    the same command finishes the rest, each run once."""
+    out = tmp_path / "o"
+    if command == "train":
+        args = ["train", "--model", "mlp", "--depth", "1", "--width", "8", "--skip", "plain,add", "--seeds", "2",
+                "--epochs", "3", "--workers", "2"]
+    else:
+        sweep = tmp_path / "s.toml"
+        sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\nskip = ['plain', 'add']\ndepth = 1\nwidth = 8\n"
+                         "[train]\nepochs = 3\nevals = 1\n")
+        args = ["sweep", str(sweep), "--workers", "2"]
+    cmd = [sys.executable, "-m", "skiplab", *args, "--out", str(out), "--json"]
+    stored = _assert_interrupted(*_interrupt(cmd, out), out)
+    assert 1 <= len(stored) < 4
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    final = _rows(out)
+    assert len(final) == 4 and len({(h, s) for h, s, *_ in final}) == 4
+    assert set(stored) <= set(final) and {st for _, _, st, _ in final} == {"complete"}
+    _consistent(out)
+
+
+@pytest.mark.parametrize("command", ["study", "train", "sweep", "experiment"])
+def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, capsys, command):
+    """KeyboardInterrupt from inside a run (where Ctrl-C lands in a command that trains in
+    its own process): exit 130, one line with the true count, no claim left behind."""
+    import skiplab.cli.study as cli_study
+    import skiplab.cli.train as cli_train
+
+    def interrupted(spec_dict, on_step=None):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "o"
+    with Store(out) as s:  # one run stored before, by another command
+        s.add_run({"model": {}}, "h", 0, "complete", {}, [], "2026-01-01T00:00:00+00:00")
+    monkeypatch.setattr(runner, "execute", interrupted)
+    monkeypatch.setattr(cli_train, "execute", interrupted)  # train's own in-process path
+    monkeypatch.setattr(cli_study, "quick_plan", lambda: eval(PLAN))
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
+    args = {"study": ["study", "--quick"], "train": ["train", "--model", "mlp", "--depth", "1", "--epochs", "1"],
+            "sweep": ["sweep", str(sweep)], "experiment": ["experiment", "rezero", "--quick"]}[command]
+    assert main([*args, "--workers", "1", "--out", str(out), "--json"]) == 130
+    cap = capsys.readouterr()
+    assert cap.out == ""
+    assert cap.err == (f"skiplab: interrupted; 1 runs stored in {out}/runs.db (0 by this command); "
+                       "run the same command again to resume\n")
+    _consistent(out)  # the interrupted run's claim was dropped
+
+
+# -- two commands on one store ----------------------------------------------------------
+@pytest.mark.slow
+@LINUX
+def test_two_studies_at_once_share_the_plan(tmp_path):
+    """Two `skiplab study` on one --out, started together: both succeed, every planned run
+    is stored once, and none was trained twice (the two trained counts add up to the plan)."""
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-c", STUDY, "study", "--quick", "--out", str(out), "--workers", "1", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0 and stderr == "", stderr
+    counts = [json.loads(stdout)["counts"] for stdout, _ in results]
+    trained = [c.get("complete", 0) for c in counts]
+    assert sum(trained) == len(STUDY_KEYS), counts  # no run trained by both
+    assert min(trained) > 0, counts  # they did run at the same time (else this test shows nothing)
+    for c in counts:  # each accounts for every run: its own, already stored, or stored by the other
+        assert c["skipped"] + c.get("complete", 0) + c.get("elsewhere", 0) == len(STUDY_KEYS), c
+    final = _rows(out)
+    assert len(final) == len(STUDY_KEYS) and {(h, s) for h, s, *_ in final} == STUDY_KEYS
+    _consistent(out)
+    assert (out / "report.html").exists() and not list(out.glob("*.tmp"))
+
+
+def test_store_claims(tmp_path, monkeypatch):
+    """The claim rules: held by a live command = busy; stale when its holder is dead or its
+    lease lapsed; finished = done; a finished row is never replaced."""
+    with Store(tmp_path) as a, Store(tmp_path) as b:
+        assert a.claim("h", 0) == "claimed" and a.claim("h", 0) == "claimed"  # its own claim again
+        assert b.claim("h", 0) == "busy"  # a lives (this very process)
+        a.db.execute("UPDATE claims SET pid = ?", (2 ** 22 + 12345,))  # a pid no process has: a dead holder
+        assert b.claim("h", 0) == "claimed"
+        b.db.execute("UPDATE claims SET owner = 'o', host = 'elsewhere', pid = 1, expires = ?", (time.time() - 1,))
+        assert a.claim("h", 0) == "claimed"  # another host's lapsed lease
+        b.db.execute("UPDATE claims SET owner = 'o', host = 'elsewhere', pid = 1, expires = ?", (time.time() + 60,))
+        assert a.claim("h", 0) == "busy"  # another host's live lease: no pid to look at, so wait
+        b.db.execute("UPDATE claims SET host = ?, pid = ?", (HOST, os.getpid()))
+        a.add_run({}, "h", 0, "complete", {"test_accuracy": 0.5}, [(1, "test", "accuracy", 0.5)], "t")
+        assert b.claim("h", 0) == "done"
+        assert a.db.execute("SELECT count(*) FROM claims").fetchone()[0] == 0  # storing dropped the claim
+        b.add_run({}, "h", 0, "failed", {"message": "late"}, [], "t")  # a finished row is kept
+        assert [(r["status"], r["result"]) for r in b.runs()] == [("complete", {"test_accuracy": 0.5})]
+        assert b.db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
+        # a run another command tried (failed) since this one began is not tried again now;
+        # one that failed before it began is
+        b.add_run({}, "f", 0, "failed", {}, [], "t")
+        assert a.claim("f", 0, since="2000-01-01T00:00:00+00:00") == "done"
+        assert a.claim("f", 0, since="2999-01-01T00:00:00+00:00") == "claimed"
+        with a.lease():
+            pass
+        assert a.db.execute("SELECT count(*) FROM claims").fetchone()[0] == 0  # the lease dropped what was left
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_held_by_another_command_is_waited_for_not_trained(tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(runner, "CLAIM_POLL", 0.1)
+    specs = [RunSpec(_model(), TrainConfig(epochs=1, evals=1), seed=s) for s in range(3)]
+    held = specs[1]
+    with Store(tmp_path) as other:
+        assert other.claim(held.spec_hash, held.seed) == "claimed"
+
+    def finish_it() -> None:  # the other command stores its run a little later
+        time.sleep(1.5)
+        with Store(tmp_path) as o:
+            o.add_run(held.to_dict(), held.spec_hash, held.seed, "complete", {"test_accuracy": 0.25}, [], "t")
+
+    # the claim's holder (this process) is alive, so it is honoured
+    with Store(tmp_path) as store:
+        store.db.execute("UPDATE claims SET owner = 'other'")
+        t = threading.Thread(target=finish_it)
+        t.start()
+        counts = runner.run_all(specs, store, workers=workers)
+        t.join()
+        rows = store.runs()
+    assert counts == {"skipped": 0, "complete": 2, "elsewhere": 1}
+    assert len(rows) == 3 and [r["result"]["test_accuracy"] for r in rows if r["seed"] == 1] == [0.25]
+    _consistent(tmp_path)
+
+
+# -- a worker that dies -----------------------------------------------------------------
+def test_dead_worker_retried_then_failed_and_the_rest_finish(tmp_path, monkeypatch):
+    """Seed 1's worker dies at every attempt: stored failed after 1 + retries attempts, with
+    the reason; seed 2's dies once: retried, and its result is what an undisturbed run
+    computes; seeds 0 and 3 finish. (retries=1 rather than the default 2: each new worker
+    imports torch, seconds apiece.)"""
+    monkeypatch.setenv(runner.TEST_DIE_ENV, "1,2:1")
+    specs = [RunSpec(_model(), TrainConfig(epochs=1, evals=1), seed=s) for s in range(4)]
+    with Store(tmp_path / "pool") as store:
+        counts = runner.run_all(specs, store, workers=2, threads=1, retries=1)
+        rows = {r["seed"]: r for r in store.runs()}
+    assert counts == {"skipped": 0, "complete": 3, "failed": 1, "retried": 2}
+    assert rows[1]["status"] == "failed"
+    assert rows[1]["result"]["message"] == "worker process died (signal 9) 2 times"
+    _consistent(tmp_path / "pool")
+    monkeypatch.delenv(runner.TEST_DIE_ENV)
+    with Store(tmp_path / "ref") as store:  # reference: in this process (the hook is read by workers only)
+        runner.run_all(specs, store, workers=1, threads=1)
+        ref = {r["seed"]: r for r in store.runs()}
+    for seed in (0, 2, 3):
+        assert rows[seed]["status"] == "complete" and rows[seed]["result"]["test_accuracy"] == \
+            ref[seed]["result"]["test_accuracy"]
+    with Store(tmp_path / "pool") as store:  # resume: the failed run, and it alone, runs again
+        assert runner.run_all(specs, store, workers=2, threads=1) == {"skipped": 3, "complete": 1}
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs, as the OOM killer would, the first spawned worker of process ``parent``
+    seen to be at least ``age`` seconds old (past its start-up: running a run)."""
+
+    def __init__(self, parent: int, age: float = 4.0):
+        super().__init__(daemon=True)
+        self.parent, self.age, self.killed, self.stop = parent, age, [], threading.Event()
+
+    def run(self) -> None:
+        first_seen: dict[int, float] = {}
+        while not self.killed and not self.stop.is_set():
+            for path in glob.glob("/proc/[0-9]*/stat"):
+                try:
+                    with open(path) as f:
+                        stat = f.read()
+                    with open(path.replace("stat", "cmdline"), "rb") as f:
+                        cmdline = f.read()
+                except OSError:
+                    continue
+                pid, ppid = int(path.split("/")[2]), int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid != self.parent or b"spawn_main" not in cmdline:
+                    continue
+                first_seen.setdefault(pid, time.time())
+                if time.time() - first_seen[pid] >= self.age:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+                    break
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+@LINUX
+def test_sweep_survives_a_worker_killed_from_outside(tmp_path):
+    """`skiplab sweep` (local pool) with a worker SIGKILLed mid-run: the run is retried,
+    every run stored once, exit 0."""
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[sweep]\nseeds = 3\n[grid]\nmodel = 'mlp'\nskip = ['plain', 'add']\ndepth = 2\nwidth = 16\n"
+                     "[train]\nepochs = 20\nevals = 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "skiplab", "sweep", str(sweep), "--workers", "2", "--out",
+                             str(tmp_path / "o"), "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    killer = WorkerKiller(proc.pid)
+    killer.start()
+    stdout, stderr = proc.communicate(timeout=600)
+    killer.stop.set()
+    assert len(killer.killed) == 1
+    assert proc.returncode == 0 and stderr == "", stderr
+    counts = json.loads(stdout)["counts"]
+    assert counts == {"skipped": 0, "complete": 6, "retried": 1}, counts
+    final = _rows(tmp_path / "o")
+    assert len(final) == 6 and {st for _, _, st, _ in final} == {"complete"}
+    _consistent(tmp_path / "o")

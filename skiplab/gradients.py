@@ -13,9 +13,14 @@ block:
 * ``feature_grad_norm``: ||dL/df_l|| for the block's new features f_l (branch output).
 * ``activation_rms``: RMS of the state s_l after block l, the forward half of signal
   propagation (Brock et al., "Characterizing signal propagation", arXiv 2101.08692).
-* ``branch_share`` (add, rezero, layerscale, highway): how much of dL/ds_{l-1} arrives
-  through the block's learned layers rather than its identity (carry) path: the "1"
-  versus the "dF/dx" of the formula above. See :class:`_Probe` for the definition.
+* ``branch_share`` (every strategy): how much of dL/d(stream) arrives through the
+  sublayer's branch rather than through the merge's own path (the identity of add, the
+  carried channels of a concatenation): the "dF/dx" versus the "1" of the formula above.
+  See :class:`_Probe` for the definition.
+* ``composite_gain_forward`` / ``_backward`` (hyper, mhc): the gain of the composite
+  residual mapping prod_l H_res,l after each sublayer, the largest absolute row (column)
+  sum over tokens (mHC, arXiv 2512.24880, Fig. 3): far above 1, the streams amplify the
+  signal (forward) or the gradient (backward) with depth.
 
 Every statistic is measured on several batches of several independently initialised
 models (seeds) and reported as mean, min and max per block, so one lucky init does not
@@ -42,7 +47,6 @@ from torch import nn
 
 from .data import Dataset, load_mnist1d
 from .model import build_model
-from .skips import Highway, LayerScale, ReZero, Residual
 from .spec import ModelSpec
 
 OPTIMIZERS = ("adam", "sgd")
@@ -101,78 +105,106 @@ def _norm(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64))
 
 
-class _Probe:
-    """Hooks on one block that record, during one forward and backward pass, its state's
-    RMS, ||dL/df_l||, and for additive blocks the two parts of dL/ds_{l-1}.
+def _leaves(stream: Any) -> list[torch.Tensor]:
+    """The tensors of a stream: a tensor, or nested tuples/lists of them (DenseFormer's)."""
+    if isinstance(stream, torch.Tensor):
+        return [stream]
+    return [t for part in stream for t in _leaves(part)]
 
-    Branch share. The block's input s_{l-1} reaches the loss through this block by two
-    routes: the identity (for highway the carry, (1 - T) (.) s_{l-1}), whose gradient is
-    ``i = c (.) dL/ds_l`` with c = 1 for add, rezero and layerscale and c = 1 - T for
-    highway; and the learned layers (the transform, and highway's gate), whose gradient
-    ``b`` is read directly: a pre-hook hands those layers a view of s_{l-1}, so the
-    gradient arriving at the view is theirs alone. ``share = ||b|| / (||i|| + ||b||)``:
-    0 when everything flows through the identity (rezero at init, where a_l = 0 makes b
-    exactly zero), 0.5 when both routes carry equal norm, near 1 when the branch
-    dominates. Measuring b directly (rather than dL/ds_{l-1} - dL/ds_l) keeps an
-    auxiliary head's gradient out of it and avoids cancellation.
+
+def _tapped(stream: Any, sink: list[torch.Tensor]) -> Any:
+    """The same stream with every tensor replaced by a view of itself whose gradient is
+    appended to ``sink``: same values, its own node in the graph."""
+    if isinstance(stream, torch.Tensor):
+        view = stream.view_as(stream)
+        if view.requires_grad:
+            view.register_hook(lambda g: sink.append(g.detach()))
+        return view
+    return type(stream)(_tapped(part, sink) for part in stream)
+
+
+def _norm_of(tensors: list[torch.Tensor]) -> float:
+    return math.sqrt(sum(_norm(t) ** 2 for t in tensors))
+
+
+class _Probe:
+    """Hooks on one connection (a sublayer: its branch merged into the stream) that record,
+    during one forward and backward pass, the RMS of what the head would see after it,
+    ||dL/df_l||, the two routes of dL/d(stream), and the connection's residual mixing
+    matrix where it has one (hyper-connections, mHC).
+
+    Branch share, through the stream contract. The stream entering a connection reaches
+    the loss by two routes: through ``read`` (the branch's input, then the branch), and
+    through ``write`` directly (the merge's own path: the identity of add, the carried
+    channels of a concatenation, the weighted average of DenseFormer, the mixing of
+    hyper-connections, highway's carry and gate). The probe hands ``read`` and ``write``
+    separate views of the stream, so the gradient arriving at each is that route's alone:
+    ``b`` (read) and ``i`` (write). ``share = ||b|| / (||i|| + ||b||)``: 0 when everything
+    flows through the merge (rezero at init, where a_l = 0 makes b exactly zero), 1 for
+    plain (no path but the branch), 0.5 when both carry equal norm. Measuring each route
+    directly keeps an auxiliary head's gradient out of it and avoids cancellation.
     """
 
-    def __init__(self, block: nn.Module):
-        self.block = block
-        self.additive = isinstance(block, (ReZero, LayerScale, Highway)) or (
-            isinstance(block, Residual) and block.projection is None)
+    def __init__(self, block: nn.Module, readout: Callable[[Any], torch.Tensor]):
+        self.block, self.readout = block, readout
+        self.mixing = hasattr(block, "mixing_matrix")
         self.handles: list[Any] = []
         self.reset()
-        self.handles.append(block.register_forward_hook(self._on_state))
+        read, write = block.read, block.write
+
+        def tapped_read(stream):
+            if self.mixing:
+                self.matrix = block.mixing_matrix(stream)
+            return read(_tapped(stream, self.branch_grads))
+
+        def tapped_write(stream, f):
+            return write(_tapped(stream, self.identity_grads), f)
+
+        block.read, block.write = tapped_read, tapped_write  # instance attributes shadow the methods
+        self.handles.append(block.register_forward_hook(self._on_stream))
         self.handles.append(block.branch.register_forward_hook(self._on_features))
-        if self.additive:
-            self.handles.append(block.branch.register_forward_pre_hook(self._tap("branch")))
-        if isinstance(block, Highway):
-            self.handles.append(block.gate.register_forward_pre_hook(self._tap("gate")))
-            self.handles.append(block.gate.register_forward_hook(self._on_gate))
 
     def reset(self) -> None:
         self.rms = math.nan
         self.feature_grad = math.nan
-        self.identity_grad = math.nan
-        self.tapped: dict[str, torch.Tensor] = {}  # route -> its gradient at s_{l-1}
-        self.carry: torch.Tensor | None = None
+        self.branch_grads: list[torch.Tensor] = []
+        self.identity_grads: list[torch.Tensor] = []
+        self.matrix: torch.Tensor | None = None
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        del self.block.read, self.block.write
 
-    # forward hooks
-    def _on_state(self, module, inputs, s: torch.Tensor) -> None:  # s = s_l
-        self.rms = _norm(s) / math.sqrt(s.numel())
-        if self.additive and s.requires_grad:
-            s.register_hook(self._on_state_grad)
+    def _on_stream(self, module, inputs, stream) -> None:  # the stream after this sublayer
+        with torch.no_grad():
+            h = self.readout(stream)
+        self.rms = _norm(h) / math.sqrt(h.numel())
 
     def _on_features(self, module, inputs, f: torch.Tensor) -> None:  # f = f_l
         if f.requires_grad:
             f.register_hook(lambda g: setattr(self, "feature_grad", _norm(g)))
 
-    def _on_gate(self, module, inputs, gate_out: torch.Tensor) -> None:
-        self.carry = 1 - torch.sigmoid(gate_out.detach())  # (1 - T), the carry gate
-
-    def _tap(self, route: str) -> Callable:
-        def pre_hook(module, inputs):
-            view = inputs[0].view_as(inputs[0])  # same values, its own node in the graph
-            if view.requires_grad:
-                view.register_hook(lambda g: self.tapped.__setitem__(route, g.detach()))
-            return (view, *inputs[1:])
-        return pre_hook
-
-    # backward hook
-    def _on_state_grad(self, g: torch.Tensor) -> None:  # g = dL/ds_l
-        self.identity_grad = _norm(g if self.carry is None else self.carry * g)
-
     @property
     def branch_share(self) -> float:
-        # highway: the branch's and the gate's gradients add as vectors, so sum before the norm
-        b = _norm(sum(self.tapped.values())) if self.tapped else 0.0
-        total = self.identity_grad + b
-        return b / total if total > 0 else math.nan
+        b, i = _norm_of(self.branch_grads), _norm_of(self.identity_grads)
+        return b / (i + b) if i + b > 0 else math.nan
+
+
+def composite_gains(matrices: list[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Gains of the composite residual mapping prod_{l'<=l} H_res,l' after each sublayer l
+    (mHC, arXiv 2512.24880, Fig. 3): the largest absolute row sum (forward) and column sum
+    (backward) of the product, the largest over tokens. ``matrices``: one (tokens or 1, n, n)
+    per sublayer, H_res with x_{l+1} = H_res x_l + ..."""
+    forward, backward = [], []
+    total = None
+    for m in matrices:
+        m = m.double()
+        total = m if total is None else m @ total  # H_l ... H_1
+        a = total.abs()
+        forward.append(float(a.sum(-1).amax()))
+        backward.append(float(a.sum(-2).amax()))
+    return forward, backward
 
 
 # -- Statistics -------------------------------------------------------------------------
@@ -210,9 +242,13 @@ class Snapshot:
     weight_grad_norm: Spread
     feature_grad_norm: Spread
     activation_rms: Spread
-    branch_share: Spread | None  # None for strategies that are not additive
+    branch_share: Spread  # per sublayer: the branch's share of dL/d(stream) (see _Probe)
     first_last_ratio_samples: list[float | None] = field(repr=False)
     vanish_threshold: float = 1e-6
+    # Hyper-connections and mHC: gains of the composite residual mapping after each sublayer
+    # (None for strategies without a mixing matrix).
+    composite_gain_forward: Spread | None = None
+    composite_gain_backward: Spread | None = None
 
     @property
     def first_last_ratio(self) -> float | None:
@@ -250,9 +286,10 @@ class Snapshot:
               "first_last_ratio_max": max(ratios) if ratios else None,
               "max_min_ratio": self.max_min_ratio,
               "vanishing_block": self.vanishing_block}
-        s = self.branch_share
-        d |= {"branch_share": s.mean if s else None, "branch_share_min": s.min if s else None,
-              "branch_share_max": s.max if s else None}
+        for name in ("branch_share", "composite_gain_forward", "composite_gain_backward"):
+            spread = getattr(self, name)
+            d |= {name: spread.mean if spread else None, name + "_min": spread.min if spread else None,
+                  name + "_max": spread.max if spread else None}
         return _json_safe(d)
 
 
@@ -293,11 +330,7 @@ def check_inputs(spec: ModelSpec, data: Dataset, config: GradientConfig) -> None
     """Raise ValueError (naming the field) unless ``spec`` can be measured on ``data``."""
     spec.check_buildable()
     shape = data.input_shape
-    if spec.model == "mlp":
-        if math.prod(shape) != spec.in_channels:
-            raise ValueError(f"input_shape: the model takes {spec.in_channels} features but dataset "
-                             f"{data.name!r} has samples of shape {shape} ({math.prod(shape)} features)")
-    elif tuple(spec.input_shape) != shape:
+    if not spec.family.accepts(shape, spec):  # the family's own rule (an MLP flattens any shape)
         raise ValueError(f"input_shape: {spec.model} expects {tuple(spec.input_shape)} but dataset "
                          f"{data.name!r} has samples of shape {shape}")
     if spec.classes != data.classes:
@@ -324,8 +357,10 @@ def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
     """One sample per batch of every statistic (a list per block), from one forward and
     backward pass each. Leaves the model's ``.grad`` of the last batch in place."""
     model.train()
-    probes = [_Probe(block) for block in model.blocks]
-    out: dict[str, list] = {k: [] for k in ("weight", "feature", "rms", "share", "loss", "accuracy")}
+    d = model.description
+    probes = [_Probe(block, lambda stream: d.strategy.readout(stream, d.options)) for block in model.blocks]
+    out: dict[str, list] = {k: [] for k in ("weight", "feature", "rms", "share", "loss", "accuracy", "gain_f",
+                                            "gain_b")}
     try:
         for x, y in batches:
             for p in probes:
@@ -336,8 +371,11 @@ def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
             out["weight"].append([_norm(b.branch.layer.weight.grad) for b in model.blocks])
             out["feature"].append([p.feature_grad for p in probes])
             out["rms"].append([p.rms for p in probes])
-            if all(p.additive for p in probes):
-                out["share"].append([p.branch_share for p in probes])
+            out["share"].append([p.branch_share for p in probes])
+            if probes and all(p.mixing for p in probes):
+                forward, backward = composite_gains([p.matrix for p in probes])
+                out["gain_f"].append(forward)
+                out["gain_b"].append(backward)
             out["loss"].append(loss.item())
             out["accuracy"].append(float((logits.argmax(1) == y).double().mean()))
     finally:
@@ -357,9 +395,11 @@ def _snapshot(step: int, samples: list[dict[str, list]], threshold: float) -> Sn
         weight_grad_norm=Spread.of(weight),
         feature_grad_norm=Spread.of(pooled["feature"]),
         activation_rms=Spread.of(pooled["rms"]),
-        branch_share=Spread.of(pooled["share"]) if pooled["share"] else None,
+        branch_share=Spread.of(pooled["share"]),
         first_last_ratio_samples=[_ratio(w[0], w[-1]) if w else None for w in weight],
-        vanish_threshold=threshold)
+        vanish_threshold=threshold,
+        composite_gain_forward=Spread.of(pooled["gain_f"]) if pooled["gain_f"] else None,
+        composite_gain_backward=Spread.of(pooled["gain_b"]) if pooled["gain_b"] else None)
 
 
 def _draw_batches(data: Dataset, config: GradientConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

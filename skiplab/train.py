@@ -124,12 +124,7 @@ def check_fits(model: ModelSpec, data: Dataset) -> None:
     does not accept (asked of the family: an MLP takes the same number of features in any
     shape, it flattens) or fewer outputs than the dataset has classes (more are allowed:
     the extra logits are never the target)."""
-    try:
-        model.family.prepare_input(torch.zeros(1, *data.input_shape), model)  # one sample: the family's own rule
-        fits = True
-    except ValueError:
-        fits = False
-    if not fits:
+    if not model.family.accepts(data.input_shape, model):  # the family's own rule
         raise SpecError(f"input_shape: the model expects {','.join(map(str, model.input_shape))}, the dataset "
                         f"{data.name!r} gives {','.join(map(str, data.input_shape))}")
     if model.classes < data.classes:

@@ -55,14 +55,18 @@ def reference(spec: ModelSpec, data: Dataset) -> dict[str, list[float]]:
     for l, block in enumerate(model.blocks, start=1):
         out["weight"].append(float(block.branch.layer.weight.grad.norm()))
         out["rms"].append(float(states[l].detach().pow(2).mean().sqrt()))
-        if spec.skip in ADDITIVE:
-            g_out = states[l].grad  # dL/ds_l
-            s_in = states[l - 1].detach().requires_grad_()
-            (total,) = torch.autograd.grad(block(s_in), s_in, g_out)  # this block's part of dL/ds_{l-1}
-            carry = 1 - torch.sigmoid(block.gate(s_in)) if spec.skip == "highway" else 1.0
-            identity = carry * g_out
-            branch = total - identity
-            out["share"].append(float((branch.norm() / (identity.norm() + branch.norm())).detach()))
+        g_out = states[l].grad  # dL/ds_l
+        s_in = states[l - 1].detach().requires_grad_()
+        (total,) = torch.autograd.grad(block(s_in), s_in, g_out)  # this block's part of dL/ds_{l-1}
+        # The merge's own route: write(s, f) with the branch's output held fixed (the
+        # identity of add, highway's carry and gate, the carried channels of dense; none for plain)
+        f = block.branch(block.read(s_in)).detach()
+        direct = block.write(s_in, f)
+        identity = (torch.autograd.grad(direct, s_in, g_out, allow_unused=True)[0] if direct.requires_grad
+                    else None)
+        identity = torch.zeros_like(total) if identity is None else identity
+        branch = total - identity
+        out["share"].append(float((branch.norm() / (identity.norm() + branch.norm())).detach()))
     return out
 
 
@@ -75,10 +79,9 @@ def test_statistics_match_a_hand_computation(tiny, skip, norm):
     # float32 sums in another order (the batch is permuted): agree to 1e-4 relative
     assert got["weight_grad_norm"] == pytest.approx(ref["weight"], rel=1e-4)
     assert got["activation_rms"] == pytest.approx(ref["rms"], rel=1e-4)
-    if skip in ADDITIVE:
-        assert got["branch_share"] == pytest.approx(ref["share"], rel=1e-4, abs=1e-7)
-    else:
-        assert got["branch_share"] is None
+    assert got["branch_share"] == pytest.approx(ref["share"], rel=1e-4, abs=1e-7)
+    if skip == "plain":  # no route but the branch
+        assert got["branch_share"] == [1.0] * 4
 
 
 def test_feature_gradient_is_dl_df(tiny):
@@ -169,7 +172,8 @@ def test_every_strategy_gives_finite_statistics(tiny, model, skip):
     for key in ("weight_grad_norm", "feature_grad_norm", "activation_rms"):
         assert len(d[key]) == 3 and all(v is not None and v >= 0 for v in d[key]), key
         assert all(lo <= m <= hi for lo, m, hi in zip(d[key + "_min"], d[key], d[key + "_max"]))
-    assert (d["branch_share"] is not None) == (skip in ADDITIVE)
+    assert len(d["branch_share"]) == 3 and all(0 <= v <= 1 for v in d["branch_share"])
+    assert (d["composite_gain_forward"] is not None) == STRATEGIES[skip].mixes_streams
     json.dumps(d, allow_nan=False)
 
 
@@ -240,7 +244,7 @@ def test_cli_json_schema(capsys):
             assert isinstance(d[key], list) and len(d[key]) == 4, key
         assert {"first_last_ratio", "vanishing_block", "branch_share"} <= set(d)
     by = {d["skip"]: d for d in data}
-    assert by["plain"]["branch_share"] is None and by["dense"]["branch_share"] is None
+    assert by["plain"]["branch_share"] == [1.0] * 4 and len(by["dense"]["branch_share"]) == 4
     assert len(by["add"]["branch_share"]) == 4 and by["rezero"]["branch_share"] == [0.0] * 4
     assert isinstance(by["add"]["first_last_ratio"], float) and by["rezero"]["first_last_ratio"] is None
 

@@ -80,21 +80,30 @@ def render(reports: list[GradientReport], dataset: str) -> str:
             cols, [[r.spec.skip] + pick(r.init.weight_grad_norm.mean) for r in reports]))
         out.append("state RMS after the block (mean)\n" + table(
             cols, [[r.spec.skip] + pick(r.init.activation_rms.mean) for r in reports]))
-        shares = [r for r in reports if r.init.branch_share is not None]
-        if shares:
-            out.append("branch share ||b|| / (||identity|| + ||b||) of dL/ds_{l-1} (mean)\n" + table(
-                cols, [[r.spec.skip] + pick(r.init.branch_share.mean) for r in shares]))
+        out.append("branch share ||b|| / (||merge|| + ||b||) of dL/d(stream): through the branch vs the "
+                   "merge's own path (mean)\n" + table(
+                       cols, [[r.spec.skip] + pick(r.init.branch_share.mean) for r in reports]))
+        gains = [r for r in reports if r.init.composite_gain_forward is not None]
+        if gains:
+            out.append("composite residual gain prod H_res after the block (mHC's Fig. 3): max abs row sum "
+                       "forward / column sum backward, largest over tokens (mean over samples)\n" + table(
+                           cols, [[f"{r.spec.skip} {way}"] + pick(getattr(r.init, f"composite_gain_{way}").mean)
+                                  for r in gains for way in ("forward", "backward")]))
     out.append(f"first/last = block 1's weight-gradient norm over block {s.depth}'s (mean over samples; "
                f"min..max of the per-sample ratio; - where the last is 0, as for rezero at init); "
                f"vanishing block = first block below {c.vanish_threshold:g} x the last's")
     for r in reports:
         if r.trajectory is None:
             continue
+        gain = r.init.composite_gain_forward is not None
         rows = [[snap.step, snap.loss, snap.accuracy, snap.first_last_ratio, snap.max_min_ratio,
-                 snap.vanishing_block] for snap in r.trajectory]
+                 snap.vanishing_block]
+                + ([snap.composite_gain_forward.mean[-1], snap.composite_gain_backward.mean[-1]] if gain else [])
+                for snap in r.trajectory]
         out.append(f"{r.spec.skip}: through {c.steps} steps of {c.optimizer}, lr {c.learning_rate:g} "
                    f"(statistics on the same batches as at init)\n"
-                   + table(["step", "loss", "accuracy", "first/last", "max/min", "vanishing block"], rows))
+                   + table(["step", "loss", "accuracy", "first/last", "max/min", "vanishing block"]
+                           + (["gain fwd (last)", "gain bwd (last)"] if gain else []), rows))
     return "\n\n".join(out)
 
 

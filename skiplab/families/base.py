@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import nn
 
 from ..layers import Head, Transform, trace_activation, trace_layer, trace_norm
@@ -58,6 +59,15 @@ class Family:
         if tuple(x.shape[1:]) != spec.input_shape:
             raise ValueError(f"input: expected (batch, {', '.join(map(str, spec.input_shape))}), got {tuple(x.shape)}")
         return x
+
+    def accepts(self, sample_shape: tuple[int, ...], spec: "ModelSpec") -> bool:
+        """Whether a model of ``spec`` takes samples of ``sample_shape`` (the MLP takes any
+        shape with the right number of features: it flattens)."""
+        try:
+            self.prepare_input(torch.zeros(1, *sample_shape), spec)
+        except ValueError:
+            return False
+        return True
 
     # -- parts --------------------------------------------------------------------------
     def layer(self, spec: "ModelSpec", in_width: int, out_width: int, bias: bool) -> nn.Module:

@@ -26,7 +26,7 @@ class Plain(Connection):
     def write(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return f
 
-    def without_branch(self, s, features):
+    def without_branch(self, s):
         # A removed plain block passes its input on (the net becomes one block shallower;
         # Veit et al., arXiv 1605.06431, Sec. 4, delete whole layers of VGG this way).
         return s

@@ -88,13 +88,6 @@ MakeGate = Callable[[int, int], nn.Module]
 TraceGate = Callable[[Tape, Sym, int], Sym]
 
 
-def features_like(z: torch.Tensor, features: int, channel_dim: int) -> torch.Tensor:
-    """Zeros shaped like a branch output of ``features`` channels computed from ``z``."""
-    shape = list(z.shape)
-    shape[channel_dim] = features
-    return z.new_zeros(shape)
-
-
 class Connection(nn.Module):
     """Merges one branch into the stream. As a drop-in module it also holds the branch:
     ``forward(stream) = write(stream, branch(read(stream)))``, so ``Residual(branch)`` is a
@@ -112,10 +105,17 @@ class Connection(nn.Module):
     def write(self, stream: Any, f: torch.Tensor) -> Any:
         raise NotImplementedError
 
-    def without_branch(self, stream: Any, features: int) -> Any:
+    def without_branch(self, stream: Any) -> Any:
         """The stream after this sublayer if its branch were removed (a lesion, Veit et al.,
-        arXiv 1605.06431): by default the merge of a branch that outputs zeros."""
-        return self.write(stream, features_like(self.read(stream), features, self.channel_dim))
+        arXiv 1605.06431): by default the merge of a branch that outputs zeros (for add the
+        identity, for dense the carried state and zero new channels)."""
+        f = self.branch(self.read(stream))
+        return self.write(stream, torch.zeros_like(f))
+
+    def lesion(self):
+        """Make this sublayer act as if its branch were removed until the returned handle's
+        ``remove()`` (a forward hook)."""
+        return self.register_forward_hook(lambda module, inputs, output: module.without_branch(inputs[0]))
 
     def kaiming_(self) -> None:
         """Hook for ``init="kaiming"``: re-initialise the connection's own layers (not the

@@ -27,16 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tape import Sym, Tape
 from .base import Connection, Option, Strategy
 
 DYNAMIC_SCALE = 0.01  # s_alpha = s_beta at init; the dynamic part starts at 0 because W = 0 (Sec. 2.2)
 
-
 def stream_channel_dim(channel_dim: int) -> int:
     """The channel dim of a stacked stream ``(n, B, *layout)``, given the layout's."""
     return channel_dim + 1 if channel_dim >= 0 else channel_dim
-
 
 def mix(weights: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     """``out_j = sum_k weights[k, j] H_k``: ``weights`` (n, n, ...) broadcast against H's
@@ -44,16 +41,13 @@ def mix(weights: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     element of a copy."""
     return (weights * H.unsqueeze(1)).sum(0)
 
-
 def expand(x0: torch.Tensor, n: int) -> torch.Tensor:
     """n copies of ``x0`` stacked in front: ``(n, *x0.shape)`` (a view, nothing copied)."""
     return x0.unsqueeze(0).expand(n, *x0.shape)
 
-
 def reduce(H: torch.Tensor) -> torch.Tensor:
     """The copies averaged: what the head (or the final norm) sees."""
     return H.sum(0) / H.shape[0]
-
 
 class HyperConnection(Connection):
     """One layer's hyper-connection around ``branch``.
@@ -132,7 +126,6 @@ class HyperConnection(Connection):
             n = self.streams
             return a_r.reshape(n, n, -1).permute(2, 1, 0)  # [t, j, k] = A_r[k, j, t]
 
-
 class HyperStrategy(Strategy):
     name = "hyper"
     summary = "hyper-connections: n copies of the stream, read and written with learned (dynamic) weights"
@@ -193,6 +186,5 @@ class HyperStrategy(Strategy):
         H, C = stream
         tape.merge += opts["streams"] * C * H.positions  # n - 1 sums over copies, then / n
         return tape.new(C, H.positions)
-
 
 HYPER = HyperStrategy()

@@ -19,7 +19,7 @@ import time
 import torch
 
 from skiplab import ModelSpec
-from skiplab.data import load_mnist1d
+from skiplab.datasets import load_mnist1d
 from skiplab.gradients import GradientConfig, measure_gradients
 
 SKIPS = ("plain", "add", "dense")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from skiplab import ModelSpec, build_model
-from skiplab.data import load_mnist1d
+from skiplab.datasets import load_mnist1d
 from skiplab.train import RunSpec, TrainConfig, train_run
 
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset, load_mnist1d
+from .datasets import Dataset, load_mnist1d
 from .model import build_model
 from .spec import ModelSpec
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .data import Dataset, load_dataset
+from .datasets import Dataset, load_dataset
 from .provenance import hardware, versions
 from .store import Store, now
 from .train import RunSpec, train_run

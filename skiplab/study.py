@@ -11,9 +11,7 @@ and they write the report one at a time; both end with the whole plan, each run 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +22,7 @@ from typing import Any, Callable
 
 from .cost import analytic_cost, match_budget
 from .cost.budget import sizing_options
-from .data import load_dataset
+from .datasets import load_dataset
 from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
 from .spec import ModelSpec
@@ -112,25 +110,12 @@ def gradient_summaries(plan: StudyPlan, data, progress: Callable[[str], None] | 
     return out
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (released when the process dies, however it dies)."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = None,
               on_run: Callable[[int, int, dict[str, Any]], None] | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) ``plan`` into the store at ``out``; write the report there
-    (``report.html``, ``report.md``, ``figures/``). Returns counts by status and the
-    report's paths (``report``: the HTML page)."""
-    from .report import write_report
-
+    """Run (or resume) ``plan`` into the store at ``out``. Returns counts by status, the
+    number of runs planned and the seconds it took; the caller writes the report
+    (:func:`skiplab.report.write_report_locked`)."""
     start = time.perf_counter()
     workers = workers or min(2, os.cpu_count() or 1)
     out = Path(out)
@@ -149,7 +134,4 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
             store.set_meta("summaries_for", configs_hash)
         counts = run_all(specs, store, workers=workers, on_done=on_run)
         store.set_meta("last_study_seconds", time.perf_counter() - start)
-        with _locked(out / ".report.lock"):  # two studies on one DIR: the report's files are not shared
-            files = write_report(store, out)
-    return {"counts": counts, "runs": len(specs), "report": str(files["report.html"]),
-            "report_md": str(files["report.md"]), "seconds": time.perf_counter() - start}
+    return {"counts": counts, "runs": len(specs), "seconds": time.perf_counter() - start}

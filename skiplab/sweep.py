@@ -57,7 +57,7 @@ else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
 import torch
 
 from .cost import match_budget
-from .data import Dataset, load_dataset
+from .datasets import Dataset, load_dataset
 from .runner import execute, failed_output, run_all, store_result
 from .skips import STRATEGIES, all_options
 from .spec import ModelSpec, SpecError

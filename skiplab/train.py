@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset
+from .datasets import Dataset
 from .model import build_model
 from .spec import ModelSpec, SpecError
 
@@ -67,7 +67,7 @@ class RunSpec:
 
     model: ModelSpec
     train: TrainConfig = field(default_factory=TrainConfig)
-    dataset: str = "mnist1d"  # a dataset name or path (skiplab.data.load_dataset)
+    dataset: str = "mnist1d"  # a dataset name or path (skiplab.datasets.load_dataset)
     seed: int = 0
     group: str = ""  # free label (e.g. "equal-width"), part of the identity
     label: str = "label"  # label column, for .csv datasets
@@ -139,7 +139,7 @@ def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | Non
     exists here (``device=False`` skips that, for runs sent to other machines). Raises
     SpecError (a ValueError) with one line naming the first problem."""
     if load is None:
-        from .data import load_dataset as load
+        from .datasets import load_dataset as load
     data: dict[tuple[str, str], Dataset] = {}
     checked: set[tuple[str, str, str]] = set()
     for run in runs:

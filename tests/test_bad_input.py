@@ -251,7 +251,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path, capsys, n
 
 # -- the pre-flight checks themselves, and the good calls next to the bad ones ----------
 def test_preflight_checks_fit_and_device_before_any_run(monkeypatch):
-    from skiplab.data import load_dataset
+    from skiplab.datasets import load_dataset
     from skiplab.spec import ModelSpec, SpecError
     from skiplab.train import RunSpec, TrainConfig, check_fits, preflight
 
@@ -284,6 +284,7 @@ def test_study_takes_device_and_it_is_not_part_of_identity(monkeypatch, capsys):
         return {"counts": {}, "runs": 0, "report": "r.html", "seconds": 0.0}
 
     monkeypatch.setattr(cli_study, "run_study", fake_run_study)
+    monkeypatch.setattr(cli_study, "write_report_locked", lambda out: {"report.html": "r.html", "report.md": "r.md"})
     assert main(["study", "--quick", "--device", "auto", "--out", "unused"]) == 0
     capsys.readouterr()
     plan = seen["plan"]

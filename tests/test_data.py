@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from skiplab import data as data_mod
-from skiplab.data import Dataset, load_dataset, load_mnist1d, resolve_cache_dir
+import skiplab.datasets.mnist1d as data_mod
+from skiplab.datasets import Dataset, load_dataset, load_mnist1d, resolve_cache_dir
 
 
 @pytest.fixture(scope="module")

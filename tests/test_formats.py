@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from skiplab.data import Dataset
-from skiplab.formats import (load_cifar10_folder, load_csv, load_digits_dataset, load_mnist_folder,
+from skiplab.datasets import Dataset
+from skiplab.datasets import (load_cifar10_folder, load_csv, load_digits_dataset, load_mnist_folder,
                              load_npz, load_path)
 
 

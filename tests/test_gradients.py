@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from skiplab import STRATEGIES, ModelSpec, build_model
 from skiplab.cli import main
-from skiplab.data import Dataset, load_mnist1d
+from skiplab.datasets import Dataset, load_mnist1d
 from skiplab.gradients import GradientConfig, check_inputs, measure_gradients
 
 ADDITIVE = ("add", "rezero", "layerscale", "highway")

@@ -14,6 +14,7 @@ from skiplab.experiments import run_experiment
 from skiplab.report.browser import browser_missing, view_in_browser
 from skiplab.report.figures import FIGURES
 from skiplab.report.html import SECTIONS
+from skiplab.report import write_report_locked
 from skiplab.study import StudyPlan, run_study
 from skiplab.train import TrainConfig
 
@@ -28,6 +29,7 @@ def test_report_opens_offline_in_chromium(tmp_path):
     run_experiment("seed-costs", str(out), quick=True)  # about a second; its figure joins the report's
     run_study(out, StudyPlan(skips=("plain", "add", "dense"), depths=(1, 3), seeds=2, budget_params=20000,
                              train=TrainConfig(epochs=1, evals=2)), workers=1)
+    write_report_locked(out)
     shot = tmp_path / "report.png"
     view = view_in_browser(out / "report.html", screenshot=shot)
     assert view.console_errors == [] and view.page_errors == []

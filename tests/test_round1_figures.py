@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from skiplab.cost import analytic_cost
-from skiplab.data import Dataset
+from skiplab.datasets import Dataset
 from skiplab.model import build_model
 from skiplab.spec import ModelSpec
 from skiplab.train import RunSpec, TrainConfig, train_run

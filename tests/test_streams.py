@@ -220,7 +220,7 @@ def test_composite_gains_against_a_hand_product():
 
 
 def test_gradients_report_composite_gain_for_hyper_and_mhc():
-    from skiplab.data import Dataset
+    from skiplab.datasets import Dataset
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 12, generator=g)
     data = Dataset("tiny", x, x[:, :5].argmax(1), x, x[:, :5].argmax(1), classes=5)

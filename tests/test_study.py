@@ -15,6 +15,7 @@ import pytest
 from skiplab.runner import run_all
 from skiplab.spec import ModelSpec
 from skiplab.store import Store
+from skiplab.report import write_report_locked
 from skiplab.study import StudyPlan, run_study
 from skiplab.train import RunSpec, TrainConfig
 
@@ -92,6 +93,8 @@ def test_tiny_study_writes_report_and_resumes(tmp_path):
                      train=TrainConfig(epochs=1, evals=1))
     r = run_study(tmp_path, plan, workers=1)
     assert r["counts"] == {"skipped": 0, "complete": 8} and r["runs"] == 8
+    assert not (tmp_path / "report.md").exists()  # the caller writes the report
+    write_report_locked(tmp_path)
     text = (tmp_path / "report.md").read_text()
     for heading in ("## Test accuracy at equal width", "## Test accuracy at a matched parameter budget",
                     "## Cost", "## Gradient flow at init", "## Provenance"):
@@ -125,5 +128,6 @@ def test_report_keeps_runs_of_an_older_plan_apart(tmp_path):
                       train=TrainConfig(epochs=1, evals=1))
     run_study(tmp_path, small, workers=1)
     run_study(tmp_path, dataclasses.replace(small, depths=(1,)), workers=1)  # a smaller plan, same store
+    write_report_locked(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "(not in the current plan)" in text and "Partial results" not in text

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from skiplab import ModelSpec
-from skiplab.data import Dataset
+from skiplab.datasets import Dataset
 from skiplab.spec import SpecError
 from skiplab.train import RunSpec, TrainConfig, train_run
 

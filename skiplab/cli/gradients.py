@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from ..data import DATASETS, load_dataset
+from ..datasets import DATASETS, load_dataset
 from ..gradient_plot import check_plot_path, plot_gradients
 from ..gradients import DEFAULT_LR, OPTIMIZERS, GradientConfig, GradientReport, check_inputs, measure_gradients
 from ..progress import ProgressBar

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..progress import ProgressBar
+from ..report import write_report_locked
 from ..study import StudyPlan, on_device, quick_plan, run_study
 from ..train import DEVICES
 from .common import UsageError, add_json_flag, emit
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> None:
 
     result = run_study(args.out, plan, workers=args.workers, on_run=on_run, progress=progress)
     bar.close()
+    files = write_report_locked(args.out)
+    result |= {"report": str(files["report.html"]), "report_md": str(files["report.md"])}
     c = result["counts"]
     text = (f"study: {result['runs']} runs planned, {c.get('skipped', 0)} already stored, "
             + ", ".join(f"{v} {COUNT_WORDS.get(k, k)}" for k, v in c.items() if k != "skipped")

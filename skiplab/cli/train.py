@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..cost import match_budget
-from ..data import load_dataset
+from ..datasets import load_dataset
 from ..progress import ProgressBar
 from ..results import pct
 from ..stats import mean_std

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..data import load_dataset
+from ..datasets import load_dataset
 from ..store import Store, now
 from . import degradation, equivalence, lesion, long_skips, seed_costs, trainability
 from .context import Context

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..data import Dataset
+from ..datasets import Dataset
 from ..runner import run_all
 from ..store import Store
 from ..train import RunSpec

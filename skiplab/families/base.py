@@ -20,7 +20,7 @@ from ..layers import Head, Transform, trace_activation, trace_layer, trace_norm
 from ..skips.base import Site, Strategy
 from ..tape import Sym, Tape
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: spec imports the families, never the reverse at run time
     from ..spec import ModelSpec
 
 

@@ -2,6 +2,6 @@
 and the figures (PNG and SVG)."""
 
 from .markdown import write_markdown_report
-from .write import write_report
+from .write import write_report, write_report_locked
 
-__all__ = ["write_report", "write_markdown_report"]
+__all__ = ["write_report", "write_report_locked", "write_markdown_report"]

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -33,3 +35,22 @@ def write_report(store: Store, out: str | os.PathLike) -> dict[str, Path]:
         for p in (f.png, f.svg):
             paths[p.relative_to(out).as_posix()] = p
     return paths
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (released when the process dies, however it dies)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_report_locked(out: str | os.PathLike) -> dict[str, Path]:
+    """Open the store in ``out`` and write its report, one writer at a time: two studies
+    finishing together on one folder take turns (their temporary files would collide)."""
+    out = Path(out)
+    with Store(out) as store, _locked(out / ".report.lock"):
+        return write_report(store, out)

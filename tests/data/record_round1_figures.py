@@ -7,7 +7,7 @@ from skiplab.spec import ModelSpec
 from skiplab.cost import analytic_cost
 from skiplab.model import build_model
 from skiplab.train import RunSpec, TrainConfig, train_run
-from skiplab.data import Dataset
+from skiplab.datasets import Dataset
 
 SKIPS = ["plain", "add", "rezero", "layerscale", "highway", "dense", "concat-prev", "concat-double", "concat-half"]
 cases = []

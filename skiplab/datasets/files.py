@@ -1,4 +1,4 @@
-"""Readers that turn data the user already has into a :class:`~skiplab.data.Dataset`.
+"""Readers that turn data the user already has into a :class:`~skiplab.datasets.Dataset`.
 
 Formats, one reader each, and :func:`load_path` to pick the reader from a path:
 
@@ -36,7 +36,7 @@ import zipfile
 import numpy as np
 import torch
 
-from skiplab.data import Dataset
+from .base import Dataset
 
 PathLike = str | os.PathLike
 

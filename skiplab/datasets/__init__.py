@@ -1,0 +1,33 @@
+"""Datasets behind one interface: a frozen ``Dataset`` of train/test tensors, one file per
+source (the embedded MNIST-1D, scikit-learn's digits, the user's files and folders), and
+the one registry the command line's ``--dataset`` looks names up in."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+from .base import Dataset, resolve_cache_dir
+from .files import (load_cifar10_folder, load_csv, load_digits_dataset, load_mnist_folder, load_npz,
+                    load_path)
+from .mnist1d import load_mnist1d
+
+# The one map from names to loaders; the CLI's --dataset looks names up here.
+DATASETS: dict[str, Callable[[], Dataset]] = {"mnist1d": load_mnist1d, "digits": load_digits_dataset}
+
+
+def load_dataset(name: str, label: str = "label") -> Dataset:
+    """The dataset called ``name`` (see DATASETS), or the file/folder at path ``name``
+    (``.npz``, ``.csv`` with label column ``label``, CIFAR-10 or MNIST folders in
+    torchvision's on-disk format: :func:`skiplab.datasets.files.load_path`)."""
+    if name in DATASETS:
+        return DATASETS[name]()
+    path = pathlib.Path(name).expanduser()
+    if not path.exists() and not any(c in name for c in "/\\.~"):
+        raise ValueError(f"dataset: unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a path to "
+                         f"a .npz, .csv, CIFAR-10 or MNIST folder")
+    return load_path(path, label=label)
+
+
+__all__ = ["Dataset", "DATASETS", "load_dataset", "load_mnist1d", "resolve_cache_dir", "load_npz", "load_csv",
+           "load_cifar10_folder", "load_mnist_folder", "load_digits_dataset", "load_path"]

@@ -42,12 +42,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .datasets import Dataset, load_mnist1d
 from .model import build_model
+from .objective import loss_and_logits
+from .optim import make_optimizer
 from .spec import ModelSpec
+from .validate import choice, integer, number
 
 OPTIMIZERS = ("adam", "sgd")
 # Default learning rates: Adam's 1e-3 is Kingma & Ba's (arXiv 1412.6980) default; 0.05
@@ -58,7 +60,7 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
 # -- Setup ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GradientConfig:
-    """How to measure. Every field is checked on creation (ValueError naming it)."""
+    """How to measure. Every field is checked on creation (SpecError, a ValueError, naming it)."""
 
     seeds: int = 3  # models initialised with seeds 0..seeds-1; each also draws its own batches
     batches: int = 2  # measurement batches per seed (drawn without replacement from the train set)
@@ -74,18 +76,11 @@ class GradientConfig:
     def __post_init__(self) -> None:
         for name, minimum in (("seeds", 1), ("batches", 1), ("batch_size", 1), ("steps", 0),
                               ("checkpoints", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        for name in ("lr", "vanish_threshold"):
-            value = getattr(self, name)
-            if value is None and name == "lr":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
+            integer(name, getattr(self, name), minimum)
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.lr is not None:
+            number("lr", self.lr, 0.0, strict=True)
+        number("vanish_threshold", self.vanish_threshold, 0.0, strict=True)
 
     @property
     def learning_rate(self) -> float:
@@ -344,15 +339,6 @@ def check_inputs(spec: ModelSpec, data: Dataset, config: GradientConfig) -> None
         raise ValueError("batch_size: batch norm needs at least 2 samples per batch")
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the head, plus ``aux_weight`` x each auxiliary head's."""
-    logits, aux = model(x, return_aux=True)
-    loss = F.cross_entropy(logits, y)
-    for a in aux:
-        loss = loss + model.spec.aux_weight * F.cross_entropy(a, y)
-    return loss, logits
-
-
 def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, list]:
     """One sample per batch of every statistic (a list per block), from one forward and
     backward pass each. Leaves the model's ``.grad`` of the last batch in place."""
@@ -366,7 +352,7 @@ def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
             for p in probes:
                 p.reset()
             model.zero_grad(set_to_none=True)
-            loss, logits = _loss(model, x, y)
+            loss, logits = loss_and_logits(model, x, y)
             loss.backward()
             out["weight"].append([_norm(b.branch.layer.weight.grad) for b in model.blocks])
             out["feature"].append([p.feature_grad for p in probes])
@@ -432,12 +418,12 @@ def _follow(spec: ModelSpec, data: Dataset, config: GradientConfig, seed: int,
         return found
     params = list(model.parameters())
     lr = config.learning_rate
-    opt = torch.optim.Adam(params, lr=lr) if config.optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+    opt = make_optimizer(config.optimizer, params, lr, momentum=0.0)  # gradients: plain SGD, no momentum
     stream = _training_stream(data, config.batch_size, seed)
     for step in range(1, config.steps + 1):
         x, y = next(stream)
         opt.zero_grad(set_to_none=True)
-        loss, _ = _loss(model, x, y)
+        loss, _ = loss_and_logits(model, x, y)
         loss.backward()
         opt.step()
         if step in wanted:

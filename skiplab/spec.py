@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from .families import FAMILIES, Description, ShapeError, get_family
 from .layers import ACTIVATIONS, NORMS
 from .skips import STRATEGIES, BlockWidths, OptionError, Site, get_strategy
+from .validate import SpecError, boolean, choice, integer, number
 
 INITS = ("torch", "kaiming")
 
-
-class SpecError(ValueError):
-    """A field of a spec has a value outside what is allowed; the message names both."""
+__all__ = ["ModelSpec", "SpecError", "INITS"]
 
 
 @dataclass(frozen=True)
@@ -50,22 +48,19 @@ class ModelSpec:
     max_state_width: int = 16384
 
     def __post_init__(self) -> None:
-        _choice("model", self.model, tuple(FAMILIES))
-        _choice("skip", self.skip, tuple(STRATEGIES))
-        _choice("norm", self.norm, NORMS)
-        _choice("activation", self.activation, tuple(ACTIVATIONS))
-        _choice("init", self.init, INITS)
-        _integer("depth", self.depth, 0)
-        _integer("width", self.width, 1)
-        _integer("aux_every", self.aux_every, 0)
-        _integer("kernel_size", self.kernel_size, 1)
-        _integer("classes", self.classes, 1)
-        _integer("max_state_width", self.max_state_width, 1)
-        if not isinstance(self.bias, bool):
-            raise SpecError(f"bias: must be true or false, got {self.bias!r}")
-        if isinstance(self.aux_weight, bool) or not isinstance(self.aux_weight, (int, float)) \
-                or not math.isfinite(self.aux_weight) or self.aux_weight < 0:
-            raise SpecError(f"aux_weight: must be a finite number >= 0, got {self.aux_weight!r}")
+        choice("model", self.model, tuple(FAMILIES))
+        choice("skip", self.skip, tuple(STRATEGIES))
+        choice("norm", self.norm, NORMS)
+        choice("activation", self.activation, tuple(ACTIVATIONS))
+        choice("init", self.init, INITS)
+        integer("depth", self.depth, 0)
+        integer("width", self.width, 1)
+        integer("aux_every", self.aux_every, 0)
+        integer("kernel_size", self.kernel_size, 1)
+        integer("classes", self.classes, 1)
+        integer("max_state_width", self.max_state_width, 1)
+        boolean("bias", self.bias)
+        number("aux_weight", self.aux_weight)
         if self.kernel_size % 2 == 0:
             raise SpecError(f"kernel_size: must be odd so that 'same' padding is symmetric, got {self.kernel_size}")
         self._check_options()
@@ -185,13 +180,3 @@ class ModelSpec:
         if isinstance(d.get("input_shape"), list):
             d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SpecError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
-
-
-def _integer(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{name}: must be an integer >= {minimum}, got {value!r}")

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from .datasets import Dataset
 from .model import build_model
-from .spec import ModelSpec, SpecError
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from .objective import loss_and_logits
+from .optim import OPTIMIZERS, make_optimizer
+from .spec import ModelSpec
+from .validate import SpecError, choice, integer, number
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -44,21 +45,14 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | auto; not part of a run's identity
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise SpecError(f"optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise SpecError(f"schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if self.device not in DEVICES:
-            raise SpecError(f"device: {self.device!r} is not one of {', '.join(DEVICES)}")
-        for name, low in (("batch_size", 1), ("epochs", 1), ("evals", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise SpecError(f"{name}: must be an integer >= {low}, got {v!r}")
-        for name in ("lr", "weight_decay", "grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
-                    or (name == "lr" and v == 0):
-                raise SpecError(f"{name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        choice("schedule", self.schedule, SCHEDULES)
+        choice("device", self.device, DEVICES)
+        for name in ("batch_size", "epochs", "evals"):
+            integer(name, getattr(self, name), 1)
+        number("lr", self.lr, 0.0, strict=True)
+        number("weight_decay", self.weight_decay)
+        number("grad_clip", self.grad_clip)
 
 
 @dataclass(frozen=True)
@@ -168,13 +162,6 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return loss / len(y), correct / len(y)
 
 
-def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float], None] | None = None) -> RunResult:
     """Train ``spec.model`` on ``data``; ``on_step(step, total, loss)`` is called every
     step (for progress bars). Returns the result, ``diverged`` included."""
@@ -194,12 +181,11 @@ def train_model(spec: RunSpec, data: Dataset,
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    opt = _optimizer(cfg, model.parameters())
+    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     g = torch.Generator().manual_seed(spec.seed)  # data order: a function of the seed alone
-    aux_w = spec.model.aux_weight
     curves: list[tuple[int, str, str, float]] = []
     run_loss = run_correct = run_count = 0.0
     step, status, message = 0, "complete", ""
@@ -208,10 +194,7 @@ def train_model(spec: RunSpec, data: Dataset,
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
-            logits, aux = model(xb, return_aux=True)
-            loss = F.cross_entropy(logits, yb)
-            for a in aux:
-                loss = loss + aux_w * F.cross_entropy(a, yb)
+            loss, logits = loss_and_logits(model, xb, yb)
             value = loss.item()
             if not math.isfinite(value):
                 status, message = "diverged", f"loss became {value} at step {step + 1}"

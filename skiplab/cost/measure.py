@@ -24,11 +24,11 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..model import SkipNet, build_model
+from ..objective import loss_and_logits
 from ..spec import ModelSpec, SpecError
 from .analytic import DTYPE_BYTES, analytic_cost
 
@@ -153,8 +153,7 @@ def saved_activation_bytes(model: SkipNet, x: torch.Tensor) -> int:
 
 
 def _loss(model: SkipNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits, aux = model(x, return_aux=True)
-    return F.cross_entropy(logits, y) + sum(model.spec.aux_weight * F.cross_entropy(a, y) for a in aux)
+    return loss_and_logits(model, x, y)[0]
 
 
 def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int = 3) -> dict[str, Any]:

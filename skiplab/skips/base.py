@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from ..tape import Sym, Tape
+from ..validate import SpecError, boolean, integer
 
 
-class OptionError(ValueError):
-    """A strategy option has a bad value (turned into a SpecError naming the field)."""
+class OptionError(SpecError):
+    """A strategy option has a bad value, or a width the strategy cannot take."""
 
 
 class BlockWidths(NamedTuple):
@@ -59,13 +60,7 @@ class Option:
     default_from_width: bool = False  # the default is the model's width (dense's growth k = w)
 
     def check(self, value: Any) -> Any:
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise OptionError(f"{self.name}: must be true or false, got {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
-            raise OptionError(f"{self.name}: must be an integer >= {self.minimum}, got {value!r}")
-        return value
+        return boolean(self.name, value) if self.kind is bool else integer(self.name, value, self.minimum)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@
   branch nor a head is running (module hooks switch it off there), so what it sees is
   the strategies' own ``init``/``read``/``write``/``readout`` work, attributed to the
   connection that did it. The rule (mirrored by every strategy's trace): one FLOP per
-  output element of an out-of-place add, sub, mul or div; one per input element less one
+  output element of an out-of-place add, sub, mul or div (two for addcmul); one per input element less one
   per output element of a sum; element-wise functions (sigmoid, exp, ...) are not
   counted, as activations are not; bytes written by ``cat``/``stack``;
 * activation memory: ``torch.autograd.graph.saved_tensors_hooks`` on a training forward
@@ -39,6 +39,7 @@ MEMORY_SHARE = 0.5
 _aten = torch.ops.aten
 _ARITHMETIC = {_aten.add.Tensor, _aten.sub.Tensor, _aten.mul.Tensor, _aten.div.Tensor,
                _aten.add.Scalar, _aten.sub.Scalar, _aten.mul.Scalar, _aten.div.Scalar, _aten.rsub.Scalar}
+_FUSED = {_aten.addcmul.default: 2}  # a multiply and an add per output element
 _REDUCTIONS = {_aten.sum.dim_IntList, _aten.sum.default}
 _COPIES = {_aten.cat.default, _aten.stack.default}
 
@@ -59,8 +60,8 @@ class _MergeCounter(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if self.off:
             return out
-        if func in _ARITHMETIC:
-            self.merge[self.current] = self.merge.get(self.current, 0) + out.numel()
+        if func in _ARITHMETIC or func in _FUSED:
+            self.merge[self.current] = self.merge.get(self.current, 0) + _FUSED.get(func, 1) * out.numel()
         elif func in _REDUCTIONS:
             self.merge[self.current] = self.merge.get(self.current, 0) + args[0].numel() - out.numel()
         elif func in _COPIES:

@@ -20,6 +20,30 @@ from torch import nn
 from .base import Connection, Strategy
 
 
+class _WeightedSum(torch.autograd.Function):
+    """``sum_j alpha_j X_j`` with a hand-written backward (d/dX_j = alpha_j g,
+    d/dalpha_j = <g, X_j>): the arithmetic autograd would do, without its per-operation
+    bookkeeping, which is most of the time for the small tensors here (DWA's i + 1 terms
+    per block make it quadratic in depth). It keeps what autograd would keep: every X_j."""
+
+    @staticmethod
+    def forward(ctx, alpha: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
+        weights = alpha.unbind()
+        y = weights[0] * xs[0]
+        for w, x in zip(weights[1:], xs[1:]):
+            y = torch.addcmul(y, w, x)  # a multiply-add per term
+        ctx.save_for_backward(alpha, *xs)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        alpha, *xs = ctx.saved_tensors
+        weights = alpha.unbind()
+        d_alpha = torch.stack([torch.vdot(grad.flatten(), x.flatten()) for x in xs]) \
+            if ctx.needs_input_grad[0] else None
+        return (d_alpha, *(w * grad if need else None for w, need in zip(weights, ctx.needs_input_grad[1:])))
+
+
 class DWA(Connection):
     """One residual sublayer; when it ends a block, also the block's depth-weighted average.
 
@@ -46,10 +70,7 @@ class DWA(Connection):
         if not self.ends_block:
             return outputs, x
         outputs = (*outputs, x)
-        y = self.alpha[0] * outputs[0]
-        for j in range(1, len(outputs)):
-            y = y + self.alpha[j] * outputs[j]  # Y_i = sum_j alpha_{i,j} X_j (Eq. 1)
-        return outputs, y
+        return outputs, _WeightedSum.apply(self.alpha, *outputs)  # Y_i = sum_j alpha_{i,j} X_j (Eq. 1)
 
     @staticmethod
     def expand(x0: torch.Tensor):

@@ -42,14 +42,42 @@ OFF_DIAGONAL = -6.0  # b_res off the diagonal: exp(-6) ~ 0.0025 of the diagonal'
 RMS_EPS = 1e-6
 
 
+class _SinkhornKnopp(torch.autograd.Function):
+    """The unrolled iterations with a hand-written backward: the same arithmetic as autograd
+    would do, without its per-operation bookkeeping (the matrices are tiny, so that
+    bookkeeping is most of the time: 2.5x faster at depth 50 on a 2-core CPU,
+    ``benchmarks/sinkhorn.py``). It keeps what autograd would keep: exp's output, and for
+    each normalisation its result and the sums it divided by."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, iterations: int) -> torch.Tensor:
+        m = torch.exp(logits)
+        kept, sums = [m], []
+        for _ in range(iterations):
+            for dim in (-2, -1):  # columns, then rows
+                s = m.sum(dim, keepdim=True)
+                m = m / s
+                kept.append(m)
+                sums.append(s)
+        ctx.save_for_backward(*kept, *sums)
+        ctx.steps = len(sums)
+        return m
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        kept, sums = saved[:ctx.steps + 1], saved[ctx.steps + 1:]
+        for k in range(ctx.steps - 1, -1, -1):
+            dim = -2 if k % 2 == 0 else -1
+            out = kept[k + 1]  # out = m / s, s = m.sum(dim): dm = (g - sum(g * out, dim)) / s
+            grad = (grad - (grad * out).sum(dim, keepdim=True)) / sums[k]
+        return grad * kept[0], None  # d exp(x) = exp(x) dx
+
+
 def sinkhorn_knopp(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     """A doubly-stochastic matrix from ``logits`` (..., n, n): exp, then columns and rows
     normalised in turn, ``iterations`` times (rows last, so rows sum to 1 to rounding)."""
-    m = torch.exp(logits)
-    for _ in range(iterations):
-        m = m / m.sum(-2, keepdim=True)  # columns
-        m = m / m.sum(-1, keepdim=True)  # rows
-    return m
+    return _SinkhornKnopp.apply(logits, iterations)
 
 
 class MHC(Connection):

@@ -186,6 +186,28 @@ class _Probe:
         return b / (i + b) if i + b > 0 else math.nan
 
 
+@torch.no_grad()
+def stream_gains(model: nn.Module, x: torch.Tensor) -> dict[str, list[float]] | None:
+    """The composite residual gains of a built model's mixing matrices on a batch ``x``
+    (see :func:`composite_gains`), or None when its strategy mixes no streams. The model
+    is run in eval mode and left as it was."""
+    if not model.description.strategy.mixes_streams:
+        return None
+    matrices = []
+    handles = [b.register_forward_pre_hook(lambda m, inputs: matrices.append(m.mixing_matrix(inputs[0])))
+               for b in model.blocks]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    forward, backward = composite_gains(matrices)
+    return {"forward": forward, "backward": backward}
+
+
 def composite_gains(matrices: list[torch.Tensor]) -> tuple[list[float], list[float]]:
     """Gains of the composite residual mapping prod_{l'<=l} H_res,l' after each sublayer l
     (mHC, arXiv 2512.24880, Fig. 3): the largest absolute row sum (forward) and column sum

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import Dataset
+from .gradients import stream_gains
 from .model import build_model
 from .objective import loss_and_logits
 from .optim import OPTIMIZERS, make_optimizer
@@ -96,6 +97,9 @@ class RunResult:
     seconds: float
     params: int
     message: str = ""
+    # Strategy diagnostics of the trained model, e.g. the composite residual gain of
+    # hyper-connections and mHC after the last block (skiplab.gradients.stream_gains).
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     curves: list[tuple[int, str, str, float]] = field(default_factory=list)  # (step, split, name, value)
 
     def summary(self) -> dict[str, Any]:
@@ -222,8 +226,11 @@ def train_model(spec: RunSpec, data: Dataset,
     params = sum(p.numel() for p in model.parameters())
     if status == "diverged":
         return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,
-                                params, message, curves)
+                                params, message, curves=curves)
     tr_loss, tr_acc = evaluate(model, x_tr, y_tr)
     te_loss, te_acc = evaluate(model, x_te, y_te)
+    gains = stream_gains(model, x_te[:256])
+    diagnostics = {"composite_gain_forward": gains["forward"][-1],
+                   "composite_gain_backward": gains["backward"][-1]} if gains else {}
     return model, RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step,
-                            time.perf_counter() - start, params, message, curves)
+                            time.perf_counter() - start, params, message, diagnostics, curves=curves)

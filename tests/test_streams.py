@@ -234,3 +234,16 @@ def test_gradients_report_composite_gain_for_hyper_and_mhc():
             assert after == pytest.approx([1.0] * 4, abs=1e-3)
     d = measure_gradients(_spec("add").replace(norm="batch"), data, config).to_dict()
     assert d["composite_gain_forward"] is None
+
+
+def test_a_trained_hyper_run_stores_its_composite_gain():
+    from skiplab.datasets import Dataset
+    from skiplab.train import RunSpec, TrainConfig, train_run
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 12, generator=g)
+    data = Dataset("tiny", x, x[:, :5].argmax(1), x, x[:, :5].argmax(1), classes=5)
+    r = train_run(RunSpec(_spec("hyper"), TrainConfig(epochs=2, batch_size=32, evals=1), "tiny", seed=0), data)
+    gain = r.diagnostics["composite_gain_forward"]
+    assert math.isfinite(gain) and gain != 1.0  # A_r moved off the identity in training
+    assert train_run(RunSpec(_spec("add"), TrainConfig(epochs=1, batch_size=32, evals=1), "tiny", seed=0),
+                     data).diagnostics == {}

@@ -74,9 +74,12 @@ def check_options(name: str, workers: int | None, dataset: str | None) -> Experi
 
 
 def run_experiment(name: str, out: str, quick: bool = False, workers: int | None = None,
-                   dataset: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   dataset: str | None = None, progress: Callable[[str], None] | None = None,
+                   form: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run experiment ``name``; ``workers`` (default: one per core) and ``dataset``
-    (default: mnist1d; a name or a path) only where the experiment declares them."""
+    (default: mnist1d; a name or a path) only where the experiment declares them.
+    ``form`` overrides fields of the default (or quick) form, e.g. ``{"seeds": 5}``;
+    the form used is stored with the result."""
     exp = check_options(name, workers, dataset)
     started, start = now(), time.perf_counter()
     ref = dataset_ref(dataset if dataset is not None else "mnist1d")
@@ -84,7 +87,7 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
     with Store(out) as store:
         ctx = Context(data, quick, store, workers if workers is not None else default_workers(), progress,
                       dataset=ref, name=name)
-        result = exp.run(ctx)
+        result = exp.run(ctx, **(form or {}))
         result = {"experiment": name, "quick": quick, **result, "outcome": result["outcome"] + ctx.failure_note(),
                   "dataset": ref, "training_runs": ctx.runs, "failed_runs": len(ctx.failed),
                   "seconds": time.perf_counter() - start}

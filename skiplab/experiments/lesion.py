@@ -26,8 +26,8 @@ CLAIM = "removing one block barely hurts a residual network but breaks a plain o
 SKIPS = ("plain", "add", "dense")
 FIT = 0.90
 
-DEFAULT = dict(depth=10, width=64, epochs=30, seeds=3)
-QUICK = dict(depth=6, width=64, epochs=3, seeds=2)
+DEFAULT = dict(depth=10, width=64, epochs=30, seeds=3, skips=SKIPS)
+QUICK = dict(depth=6, width=64, epochs=3, seeds=2, skips=SKIPS)
 
 
 def _lesioned(block, skip: str):
@@ -42,12 +42,14 @@ def _lesioned(block, skip: str):
 
 def run(ctx: Context, **form) -> dict[str, Any]:
     f = {**(QUICK if ctx.quick else DEFAULT), **form}
-    depth, seeds = f["depth"], f["seeds"]
+    depth, seeds, skips = f["depth"], f["seeds"], tuple(f["skips"])
+    if not {"plain", "add"} <= set(skips):
+        raise ValueError("skips: the lesion study compares plain with add; both must be among them")
     train = TrainConfig(epochs=f["epochs"], evals=2)
     specs = [ctx.run_spec(ModelSpec(model="mlp", depth=depth, width=f["width"], skip=skip, norm="batch",
                                     growth=16 if skip == "dense" else None,
                                     input_shape=ctx.data.input_shape, classes=ctx.data.classes), train, seed)
-             for skip in SKIPS for seed in range(seeds)]
+             for skip in skips for seed in range(seeds)]
     ctx.say(f"lesion: training {len(specs)} networks")
     rows = []
     for spec, (out, model) in zip(specs, ctx.train_models(specs)):
@@ -62,9 +64,9 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         rows.append({"skip": spec.model.skip, "seed": spec.seed, "depth": depth, "test_accuracy": base,
                      "train_accuracy": out["result"]["train_accuracy"], "lesioned_accuracy": per_block,
                      "mean_drop": base - statistics.fmean(per_block)})
-    drops = {s: [r["mean_drop"] for r in rows if r["skip"] == s] for s in SKIPS}
+    drops = {s: [r["mean_drop"] for r in rows if r["skip"] == s] for s in skips}
     summary = {}
-    for skip in SKIPS:
+    for skip in skips:
         mine = [r for r in rows if r["skip"] == skip]
         if mine:
             summary[skip] = {"base": statistics.fmean(r["test_accuracy"] for r in mine),
@@ -85,4 +87,4 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         + f"; plain vs add: {'no runs' if c is None else c.numbers(100)} "
         f"(MLP width {f['width']}, batch norm, {seeds} seeds, {train.epochs} epochs)." + closing(verdict, reg))
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "summary": summary, "rows": rows,
-            "form": f}
+            "form": {**f, "skips": list(skips)}}

@@ -26,7 +26,7 @@ CLAIM = "removing one block barely hurts a residual network but breaks a plain o
 SKIPS = ("plain", "add", "dense")
 FIT = 0.90
 
-DEFAULT = dict(depth=10, width=64, epochs=30, seeds=3, skips=SKIPS)
+DEFAULT = dict(depth=10, width=128, epochs=40, seeds=3, skips=SKIPS)
 QUICK = dict(depth=6, width=64, epochs=3, seeds=2, skips=SKIPS)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from ..spec import ModelSpec
 from ..train import TrainConfig
 from .context import Context
-from .outcome import closing, decide, pct, predict, regime
+from .outcome import closing, decide, pct, predict, regime, signed
 
 CLAIM = "deeper plain networks train worse (higher training error); residual ones do not (ResNet, Fig. 1)"
 FIT = 0.95  # the regime: training accuracy the shallowest nets must reach
@@ -81,8 +81,8 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         c_deg, c_gap, c_add = degrade.comparison, gap.comparison, add_rise.comparison
         parts.append(
             f"norm {norm}: plain's training error {pct(p_lo)} at depth {lo} -> {pct(p_hi)} at depth {hi} "
-            f"({'no runs' if c_deg is None else c_deg.numbers(100)}); add's {pct(a_lo)} -> {pct(a_hi)} "
-            f"({'no runs' if c_add is None else c_add.numbers(100)}); at depth {hi} "
+            f"({signed(c_deg, 'deep minus shallow', 100)}); add's {pct(a_lo)} -> {pct(a_hi)} "
+            f"({signed(c_add, 'deep minus shallow', 100)}); at depth {hi} "
             + ("no runs to compare" if c_gap is None else c_gap.sentence("plain", "add", 100, higher_is_better=False)
                .replace("beat", "has lower training error than")))
     shallow = [1 - e for norm in norms for skip in ("plain", "add") for e in errors(norm, skip, lo)]

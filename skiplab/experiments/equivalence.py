@@ -31,7 +31,7 @@ from ..spec import ModelSpec
 from ..stats import mean_std
 from ..train import TrainConfig
 from .context import Context
-from .outcome import CONTRADICTS, closing, decide, predict, regime
+from .outcome import CONTRADICTS, closing, decide, predict, regime, signed
 
 CLAIM = "concatenation can emulate addition (seed answer 2); the reverse does not hold at equal width"
 BOUND = 1e-5  # max |output difference| (float64) below which two networks compute the same function
@@ -167,7 +167,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
                f"{big['add_params']:,}). The reverse fails: the best add-style layer misses a trained dense layer's "
                f"output by " + (f"{100 * rev_m:.0f}" + (f" +- {100 * rev_s:.0f}%" if rev_s is not None else "% (1 net)")
                                 if rev_m is not None else "-")
-               + f" (relative error; against the dense copy of add: {'no test' if c is None else c.numbers(100)}); "
+               + f" (relative error; {signed(c, 'minus the same for the dense copy of add', 100)}); "
                f"{seeds} seeds, {train.epochs} epochs." + closing(verdict, reg))
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "max_abs_diff": worst,
             "bound": BOUND, "rows": per_config, "nets": rows,

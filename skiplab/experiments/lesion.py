@@ -20,7 +20,7 @@ import torch
 from ..spec import ModelSpec
 from ..train import TrainConfig, evaluate
 from .context import Context
-from .outcome import closing, decide, pct, predict, regime
+from .outcome import closing, decide, pct, predict, regime, signed
 
 CLAIM = "removing one block barely hurts a residual network but breaks a plain one (Veit et al., 1605.06431)"
 SKIPS = ("plain", "add", "dense")
@@ -84,7 +84,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     outcome = (f"Removing one of {depth} blocks costs, in points of test accuracy (mean over blocks): " + ", ".join(
         f"{skip} {pct(drops[skip]).replace('%', '')} (worst block {100 * v['max_drop']:.1f}, "
         f"from {100 * v['base']:.1f}%)" for skip, v in summary.items())
-        + f"; plain vs add: {'no runs' if c is None else c.numbers(100)} "
+        + f"; {signed(c, 'plain minus add', 100)} "
         f"(MLP width {f['width']}, batch norm, {seeds} seeds, {train.epochs} epochs)." + closing(verdict, reg))
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "summary": summary, "rows": rows,
             "form": {**f, "skips": list(skips)}}

@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..store import now
 from .context import Context, dataset_for, run_output
-from .outcome import closing, decide, predict, regime
+from .outcome import closing, decide, predict, regime, signed
 
 CLAIM = "U-Net's long skips help a dense prediction task; concatenating them costs more than adding them"
 MERGES = ("none", "add", "concat")
@@ -197,10 +197,10 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         a, c = summary["add"], summary["concat"]
         cost = (f"; concatenation costs {c['params'] / a['params']:.2f}x the parameters and "
                 f"{c['flops'] / a['flops']:.2f}x the FLOPs of addition")
-    nums = [("add" if i == 0 else "concat", p.comparison) for i, p in enumerate(helps)]
-    outcome = (f"Denoising (noisy input {noisy_mse:.3f}, relative MSE, lower is better): " + ", ".join(mse(m) for m in MERGES)
-               + "; vs no long skips: " + ", ".join(f"{m} {'no runs' if c is None else c.numbers(unit='', digits=4)}"
-                                                   .replace("  ", " ").replace(" ,", ",") for m, c in nums)
+    outcome = (f"Denoising (noisy input {noisy_mse:.3f}, relative MSE, lower is better): "
+               + ", ".join(mse(m) for m in MERGES) + "; "
+               + ", ".join(signed(p.comparison, f"{m} minus none", unit="", digits=4)
+                           for m, p in zip(("add", "concat"), helps))
                + cost + f" ({seeds} seeds, {epochs} epochs)." + closing(verdict, reg))
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "noisy_mse": noisy_mse,
             "summary": summary, "rows": rows, "form": f}

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..stats import Comparison, compare, test_statement
+from ..stats import ALPHA, TEST, Comparison, compare, p_text
 
 SUPPORTS, CONTRADICTS, INCONCLUSIVE = "supports", "contradicts", "inconclusive at this budget"
 
@@ -69,7 +69,8 @@ def regime(criterion: str, met: bool, measured: str) -> dict[str, Any]:
 
 def closing(verdict: str, reg: dict[str, Any] | None, extra: str = "") -> str:
     """The outcome's last sentence: the verdict, how it was decided, the regime."""
-    how = test_statement()
+    how = (f"{TEST} over seeds at the two-sided {ALPHA:g} level: a difference counts where the test rejects "
+           "equal means")
     if reg is not None:
         state = "met" if reg["met"] else "NOT met, so the verdict cannot be better than inconclusive"
         how += f"; regime: {reg['criterion']} (measured: {reg['measured']}; {state})"
@@ -87,3 +88,16 @@ def pct(values: Sequence[float | None], digits: int = 1) -> str:
     if text == "-":
         return text
     return text.replace(" (1 seed)", "% (1 seed)") if s is None else text + "%"
+
+
+def signed(c: Comparison | None, label: str, scale: float = 1.0, unit: str = "points", digits: int = 1) -> str:
+    """``plain minus add +37.2 +- 0.2 points, p < 0.001``: the difference mean(b) - mean(a)
+    with its sign and standard error, or ``...; 1 seed: no test``; ``label: no runs``."""
+    if c is None:
+        return f"{label}: no runs"
+    d = f"{scale * c.diff:+.{digits}f}"
+    unit = f" {unit}" if unit else ""
+    if not c.tested:
+        few = min(c.n_a, c.n_b)
+        return f"{label} {d}{unit}; {few} seed{'s' if few != 1 else ''}: no test"
+    return f"{label} {d} +- {scale * c.se:.{digits}f}{unit}, {p_text(c.p)}"

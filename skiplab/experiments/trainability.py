@@ -24,7 +24,7 @@ from ..cost import match_budget
 from ..spec import ModelSpec
 from ..train import TrainConfig
 from .context import Context
-from .outcome import closing, compare_values, decide, pct, predict, regime
+from .outcome import closing, compare_values, decide, pct, predict, regime, signed
 
 
 def _mean(values):
@@ -53,9 +53,10 @@ REZERO_QUICK = dict(depths=(30, 60), width=32, epochs=3, seeds=2, target=0.87, l
 
 def rezero(ctx: Context, **form) -> dict[str, Any]:
     """Steps until the training loss (cross-entropy, averaged over each of 20 stretches
-    of the run) first reaches the target (``target`` x ln(classes), chance's loss), per strategy and depth. A run that never
-    reaches it (or diverges) counts as the run's length, a lower bound: the comparison is
-    then conservative for the strategy that did reach it.
+    of the run) first reaches the target (``target`` x ln(classes), chance's loss), per
+    strategy and depth. A run that never reaches it (or diverges) counts as the run's
+    length, a lower bound: the comparison is then conservative for the strategy that did
+    reach it.
 
     Regime criterion (checked and reported): **the fastest strategy at the deepest depth
     reaches the target in every seed within the first half of the run**, so that a run
@@ -74,7 +75,8 @@ def rezero(ctx: Context, **form) -> dict[str, Any]:
     def steps(r) -> tuple[int | None, int]:
         """(steps to the target or None, the run's planned length)."""
         total = r["spec"]["train"]["epochs"] * -(-len(ctx.data.y_train) // r["spec"]["train"]["batch_size"])
-        curve = [(step, v) for step, split, name, v in ctx.store.metrics(r["id"]) if split == "train" and name == "loss"]
+        curve = [(step, v) for step, split, name, v in ctx.store.metrics(r["id"])
+                 if split == "train" and name == "loss"]
         return next((step for step, v in curve if v <= target), None), total
 
     table, censored = [], {}
@@ -114,10 +116,10 @@ def rezero(ctx: Context, **form) -> dict[str, Any]:
                  f"the run", ft["seeds"] == seeds and len(half) == seeds,
                  f"{fastest}: {len(half)}/{seeds} seeds within the first half, {ft['reached']}/{seeds} at all")
     verdict = decide([vs_add, vs_plain], reg["met"])
-    nums = lambda p: "no runs" if p.comparison is None else p.comparison.numbers(unit="steps", digits=0)  # noqa: E731
     outcome = (f"Steps to a training loss of {target} at depth {deep} (no norm, Adam {f['lr']:g}; never = the run's "
                f"length, a lower bound): " + ", ".join(say(s) for s in skips)
-               + f"; rezero vs add: {nums(vs_add)}; rezero vs plain: {nums(vs_plain)} "
+               + f"; {signed(vs_add.comparison, 'rezero minus add', unit='steps', digits=0)}; "
+               f"{signed(vs_plain.comparison, 'rezero minus plain', unit='steps', digits=0)} "
                f"(MLP width {f['width']}, {seeds} seeds, {train.epochs} epochs)." + closing(verdict, reg))
     return {"claim": REZERO_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "target_loss": target,
             "table": table, "form": {**f, "depths": list(depths)}}
@@ -167,9 +169,9 @@ def deep_supervision(ctx: Context, **form) -> dict[str, Any]:
     outcome = (f"At depth {depth} (MLP width {f['width']}, batch norm): training accuracy plain "
                f"{pct(acc[('plain', 0)]['train'])}, plain with an auxiliary head every {k} blocks "
                f"{pct(acc[('plain', k)]['train'])}, add {pct(add_train)} "
-               f"(heads vs none: {'no runs' if c is None else c.numbers(100)}); test accuracy "
+               f"({signed(c, 'heads minus none', 100)}); test accuracy "
                f"{pct(acc[('plain', 0)]['test'])}, {pct(acc[('plain', k)]['test'])}, {pct(acc[('add', 0)]['test'])} "
-               f"(heads vs none: {'no runs' if test is None else test.numbers(100)}); {seeds} seeds, "
+               f"({signed(test, 'heads minus none', 100)}); {seeds} seeds, "
                f"{train.epochs} epochs." + closing(verdict, reg))
     return {"claim": DEEP_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "table": table, "form": f}
 
@@ -221,7 +223,7 @@ def parameter_efficiency(ctx: Context, **form) -> dict[str, Any]:
     parts = []
     for b, p in zip(budgets, predictions):
         parts.append(f"{b:,}: " + ", ".join(f"{s} {pct(acc[(b, s)])}" for s in skips)
-                     + f" (dense vs add: {'no runs' if p.comparison is None else p.comparison.numbers(100)})")
+                     + f" ({signed(p.comparison, 'dense minus add', 100)})")
     outcome = (f"Test accuracy at matched parameter budgets (MLP depth {f['depth']}, batch norm): " + "; ".join(parts)
                + f"; {seeds} seeds, {train.epochs} epochs." + closing(verdict, reg))
     return {"claim": PARAM_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "table": table,

@@ -15,7 +15,7 @@ from skiplab import ModelSpec, build_model
 from skiplab.cli import main
 from skiplab.experiments import EXPERIMENTS, run_experiment
 from skiplab.experiments.equivalence import BOUND, dense_from_add, max_abs_diff, reverse_gap
-from skiplab.experiments.outcome import CONTRADICTS, INCONCLUSIVE, SUPPORTS
+from skiplab.experiments.outcome import CONTRADICTS, INCONCLUSIVE, SUPPORTS, decide, predict, signed
 from skiplab.store import Store
 
 
@@ -77,6 +77,20 @@ def test_reverse_does_not_hold_at_equal_width():
 def test_equivalence_needs_add():
     with pytest.raises(ValueError, match="^skip:"):
         dense_from_add(build_model(ModelSpec(skip="plain")))
+
+
+# -- the verdict ------------------------------------------------------------------------------
+def test_verdict_follows_the_test_and_the_regime():
+    low, high = [0.10, 0.11, 0.12], [0.50, 0.52, 0.51]
+    up, down, tie = predict(low, high, higher=True), predict(high, low, higher=True), predict(low, low, higher=True)
+    assert decide([up]) == SUPPORTS and decide([up, up]) == SUPPORTS
+    assert decide([up, down]) == CONTRADICTS and decide([down]) == CONTRADICTS
+    assert decide([up, tie]) == INCONCLUSIVE and decide([]) == INCONCLUSIVE
+    assert decide([up], regime_met=False) == INCONCLUSIVE  # not in the claim's regime: no support
+    assert decide([predict([0.1], [0.9], higher=True)]) == INCONCLUSIVE  # 1 seed: no test, no verdict
+    assert signed(up.comparison, "b minus a", 100).startswith("b minus a +40.0 +- 0.8 points, p < 0.001")
+    assert signed(predict([0.1], [0.3], True).comparison, "d", 100) == "d +20.0 points; 1 seed: no test"
+    assert "+- 0.0" not in signed(predict([0.1], [0.3], True).comparison, "d", 100)
 
 
 # -- where the user points them -------------------------------------------------------------
@@ -275,3 +289,27 @@ def test_quick_form_runs_and_is_stored(tmp_path, name):
     from skiplab.experiments.figures import write_experiment_figure
     png, svg = write_experiment_figure(name, r, tmp_path / "figures")  # the real result's shape draws
     assert png.stat().st_size > 0 and svg.stat().st_size > 0
+
+
+def _job_ok(spec):
+    from skiplab.experiments.context import run_output
+    return run_output(spec, "h", "complete", {"status": "complete", "seed": spec["seed"]}, [], "t")
+
+
+def _job_dies(spec):
+    import os
+    os._exit(1)  # as a worker killed by the OOM killer or SIGKILL
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_retried_then_stored_as_failed(tmp_path):
+    from skiplab.data import load_dataset
+    from skiplab.experiments import Context
+    spec = {"model": {"skip": "x", "depth": 1}, "seed": 0}
+    with Store(tmp_path) as store:
+        ctx = Context(None, False, store, workers=2, name="t")
+        outs = ctx.run_jobs([(("h", 0), _job_ok, spec), (("h", 1), _job_dies, {**spec, "seed": 1})])
+        assert [o["status"] for o in outs] == ["complete", "failed"]
+        assert "BrokenProcessPool" in outs[1]["result"]["message"] and "after 3 attempts" in outs[1]["result"]["message"]
+        assert {(r["seed"], r["status"]) for r in store.runs()} == {(0, "complete"), (1, "failed")}
+        assert ctx.failed and "1 of 2 training runs failed" in ctx.failure_note()

@@ -18,6 +18,7 @@ import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ from ..train import RunSpec, train_model
 
 # A job: its store key (spec hash, seed), a picklable function and that function's one argument.
 Job = tuple[tuple[str, int], Callable[[Any], dict[str, Any]], Any]
+POOL_ATTEMPTS = 3  # pools to try before the runs a dying worker took with it are stored as failed
 
 
 @dataclass
@@ -129,15 +131,30 @@ class Context:
                 record(i, jobs[i][1](jobs[i][2]))
         else:
             threads = max(1, (os.cpu_count() or 1) // self.workers)  # as the runner: the cores, shared out
-            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-                futures = {pool.submit(jobs[i][1], jobs[i][2]): i for i in todo}
-                try:
-                    for fut in as_completed(futures):
-                        record(futures[fut], fut.result())
-                except BaseException:  # Ctrl-C: what finished is stored; do not wait for the rest
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            left, error = list(todo), ""
+            for _ in range(POOL_ATTEMPTS):  # a worker that dies breaks the pool: the rest go to a new one
+                if not left:
+                    break
+                with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+                    futures = {pool.submit(jobs[i][1], jobs[i][2]): i for i in left}
+                    try:
+                        for fut in as_completed(futures):
+                            try:
+                                out = fut.result()
+                            except BrokenProcessPool as e:
+                                error = f"BrokenProcessPool: a worker process died ({e})"
+                                continue
+                            record(futures[fut], out)
+                    except BaseException:  # Ctrl-C: what finished is stored; do not wait for the rest
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+                left = [i for i in left if outs[i] is None]
+            for i in left:  # still not run after POOL_ATTEMPTS pools: stored as failed, with the reason
+                spec = jobs[i][2]
+                record(i, run_output(spec, jobs[i][0][0], "failed",
+                                     {"status": "failed", "seed": jobs[i][0][1],
+                                      "message": f"{error} after {POOL_ATTEMPTS} attempts"}, [], now()))
         self._account(outs)
         return outs
 

@@ -310,6 +310,7 @@ def test_a_worker_that_dies_is_retried_then_stored_as_failed(tmp_path):
         ctx = Context(None, False, store, workers=2, name="t")
         outs = ctx.run_jobs([(("h", 0), _job_ok, spec), (("h", 1), _job_dies, {**spec, "seed": 1})])
         assert [o["status"] for o in outs] == ["complete", "failed"]
-        assert "BrokenProcessPool" in outs[1]["result"]["message"] and "after 3 attempts" in outs[1]["result"]["message"]
+        message = outs[1]["result"]["message"]
+        assert "BrokenProcessPool" in message and "after 3 attempts" in message
         assert {(r["seed"], r["status"]) for r in store.runs()} == {(0, "complete"), (1, "failed")}
         assert ctx.failed and "1 of 2 training runs failed" in ctx.failure_note()

@@ -167,7 +167,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
                f"{big['add_params']:,}). The reverse fails: the best add-style layer misses a trained dense layer's "
                f"output by " + (f"{100 * rev_m:.0f}" + (f" +- {100 * rev_s:.0f}%" if rev_s is not None else "% (1 net)")
                                 if rev_m is not None else "-")
-               + f" (relative error; {signed(c, 'minus the same for the dense copy of add', 100)}); "
+               + f" (relative error; {signed(c, 'trained dense minus the dense copy of add', 100)}); "
                f"{seeds} seeds, {train.epochs} epochs." + closing(verdict, reg))
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "max_abs_diff": worst,
             "bound": BOUND, "rows": per_config, "nets": rows,

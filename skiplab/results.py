@@ -25,9 +25,10 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         spec = rs[0]["spec"]
         m = spec["model"]
         done = [r for r in rs if r["status"] == "complete"]
-        acc = [r["result"]["test_accuracy"] for r in done]
+        # (runs that measure no accuracy, e.g. long-skips' denoising U-Nets, have None here)
+        acc = [r["result"]["test_accuracy"] for r in done if r["result"].get("test_accuracy") is not None]
         acc_mean, acc_std = mean_std(acc)
-        tr_mean, _ = mean_std([r["result"]["train_accuracy"] for r in done])
+        tr_mean, _ = mean_std([r["result"].get("train_accuracy") for r in done])
         rows.append({
             "spec_hash": spec_hash, "group": spec.get("group", ""), "dataset": spec["dataset"],
             "model": m["model"], "skip": m["skip"], "depth": m["depth"], "width": m["width"],

@@ -63,6 +63,13 @@ def test_figure_renders_from_a_minimal_result(name):
     assert "(quick form)" in fig.get_suptitle()
 
 
+def test_the_verdict_is_in_the_title():
+    fig = experiment_figure("lesion", {"experiment": "lesion", "verdict": "inconclusive at this budget",
+                                       **MINIMAL["lesion"]})
+    assert fig.get_suptitle().endswith("\nverdict: inconclusive at this budget")
+    assert "verdict" not in experiment_figure("lesion", MINIMAL["lesion"]).get_suptitle()
+
+
 def test_missing_numbers_are_gaps_not_errors():
     """A run that did not finish leaves None in the table: drawn as a gap."""
     gaps = {"degradation": {"table": [dict(t, train_error=None, train_error_std=None)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..experiments import EXPERIMENTS, run_experiment
+from ..experiments import EXPERIMENTS, check_options, run_experiment
 from ..experiments.figures import write_experiment_figure
-from .common import UsageError, add_json_flag, emit
+from .common import add_json_flag, emit
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.workers < 1:
-        raise UsageError(f"--workers: must be >= 1, got {args.workers}")
+    check_options(args.name, args.workers, args.dataset)  # an option that does not apply: one line, exit 2
     say = None if args.json else (lambda m: print(f"skiplab: {m}", flush=True))
     result = run_experiment(args.name, args.out, quick=args.quick, workers=args.workers, dataset=args.dataset,
                             progress=say)
@@ -25,11 +24,14 @@ def run(args: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("experiment", help="run a named experiment (a claim of the answers or a paper)",
                        description="Run a named experiment; its result and outcome sentence go to the store, "
-                                   "its figure to OUT/figures/experiment-NAME.png and .svg.")
+                                   "its figure to OUT/figures/experiment-NAME.png and .svg. The default form "
+                                   "answers the claim (minutes); --quick is a smoke test.")
     p.add_argument("name", choices=list(EXPERIMENTS), help="the experiment")
-    p.add_argument("--quick", action="store_true", help="a small version (minutes)")
+    p.add_argument("--quick", action="store_true", help="a smoke test: small, short, its numbers prove nothing")
     p.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="parallel training runs (default: %(default)s)")
-    p.add_argument("--dataset", default="mnist1d", help="(default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel training runs, for experiments that train (default: one per core)")
+    p.add_argument("--dataset", default=None,
+                   help="a dataset name or path, for experiments that train (default: mnist1d)")
     add_json_flag(p)
     p.set_defaults(run=run)

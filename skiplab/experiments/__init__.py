@@ -3,43 +3,96 @@ stated in one sentence built from the measured numbers (never written in advance
 
 ``run_experiment(name, out, quick)`` runs one, stores its result in ``out/runs.db``
 (table ``experiments``; its training runs in ``runs``) and returns it.
+
+Each experiment declares, as data, which options apply to it (``Experiment``): an option
+given to an experiment it does not apply to is refused with one line, never ignored.
+The default form of each answers its claim (its module's docstring states the regime it
+must reach and checks it); ``quick`` is a smoke test whose numbers prove nothing.
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..datasets import load_dataset
+from ..datasets import DATASETS, load_dataset
 from ..store import Store, now
 from . import degradation, equivalence, lesion, long_skips, seed_costs, trainability
 from .context import Context
 
-# name -> run(ctx) -> {"claim", "outcome", ...numbers}
-EXPERIMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "equivalence": equivalence.run,
-    "degradation": degradation.run,
-    "lesion": lesion.run,
-    "rezero": trainability.rezero,
-    "deep-supervision": trainability.deep_supervision,
-    "parameter-efficiency": trainability.parameter_efficiency,
-    "long-skips": long_skips.run,
-    "seed-costs": seed_costs.run,
+
+@dataclass(frozen=True)
+class Experiment:
+    run: Callable[[Context], dict[str, Any]]
+    uses_data: bool  # trains on a dataset: --dataset applies
+    uses_workers: bool  # trains more than one run: --workers applies
+    why_not: str = ""  # for an option that does not apply, the reason given
+
+
+# name -> what it runs and which options apply; run(ctx) -> {"claim", "outcome", "verdict", ...numbers}
+EXPERIMENTS: dict[str, Experiment] = {
+    "equivalence": Experiment(equivalence.run, uses_data=True, uses_workers=True),
+    "degradation": Experiment(degradation.run, uses_data=True, uses_workers=True),
+    "lesion": Experiment(lesion.run, uses_data=True, uses_workers=True),
+    "rezero": Experiment(trainability.rezero, uses_data=True, uses_workers=True),
+    "deep-supervision": Experiment(trainability.deep_supervision, uses_data=True, uses_workers=True),
+    "parameter-efficiency": Experiment(trainability.parameter_efficiency, uses_data=True, uses_workers=True),
+    "long-skips": Experiment(long_skips.run, uses_data=True, uses_workers=True),
+    "seed-costs": Experiment(seed_costs.run, uses_data=False, uses_workers=False,
+                             why_not="it is the cost model's arithmetic: it trains nothing"),
 }
 
 
-def run_experiment(name: str, out: str, quick: bool = False, workers: int = 1, dataset: str = "mnist1d",
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def default_workers() -> int:
+    """One training run per core."""
+    return os.cpu_count() or 1
+
+
+def dataset_ref(dataset: str) -> str:
+    """What every spec of an experiment names: a registry name as is, a path made
+    absolute once (``~`` expanded), so that worker processes and later resumes from
+    another working directory open the same file."""
+    if dataset in DATASETS:
+        return dataset
+    return str(pathlib.Path(dataset).expanduser().resolve())
+
+
+def check_options(name: str, workers: int | None, dataset: str | None) -> Experiment:
+    """The experiment called ``name``, once the options given are known to apply to it."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    for flag, given, applies in (("--dataset", dataset, exp.uses_data), ("--workers", workers, exp.uses_workers)):
+        if given is not None and not applies:
+            raise ValueError(f"{flag}: does not apply to experiment {name} ({exp.why_not}); leave it out")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers: must be an integer >= 1, got {workers!r}")
+    return exp
+
+
+def run_experiment(name: str, out: str, quick: bool = False, workers: int | None = None,
+                   dataset: str | None = None, progress: Callable[[str], None] | None = None,
+                   form: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run experiment ``name``; ``workers`` (default: one per core) and ``dataset``
+    (default: mnist1d; a name or a path) only where the experiment declares them.
+    ``form`` overrides fields of the default (or quick) form, e.g. ``{"seeds": 5}``;
+    the form used is stored with the result."""
+    exp = check_options(name, workers, dataset)
     started, start = now(), time.perf_counter()
-    data = load_dataset(dataset)
+    ref = dataset_ref(dataset if dataset is not None else "mnist1d")
+    data = load_dataset(ref)
     with Store(out) as store:
-        ctx = Context(data, quick, store, workers, progress)
-        result = EXPERIMENTS[name](ctx)
-        result = {"experiment": name, "quick": quick, **result, "seconds": time.perf_counter() - start}
+        ctx = Context(data, quick, store, workers if workers is not None else default_workers(), progress,
+                      dataset=ref, name=name)
+        result = exp.run(ctx, **(form or {}))
+        result = {"experiment": name, "quick": quick, **result, "outcome": result["outcome"] + ctx.failure_note(),
+                  "dataset": ref, "training_runs": ctx.runs, "failed_runs": len(ctx.failed),
+                  "seconds": time.perf_counter() - start}
         store.add_experiment(name, quick, result, started)
     return result
 
 
-__all__ = ["EXPERIMENTS", "run_experiment", "Context"]
+__all__ = ["EXPERIMENTS", "Experiment", "run_experiment", "check_options", "dataset_ref", "Context"]

@@ -34,7 +34,8 @@ Result = dict[str, Any]
 def _figure(width: float, height: float, result: Result, title: str) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     form = " (quick form)" if result.get("quick") else ""
-    fig.suptitle(f"{result.get('experiment', '')}{form}: {title}".lstrip(": "))
+    verdict = f"\nverdict: {result['verdict']}" if result.get("verdict") else ""  # as decided by .outcome
+    fig.suptitle(f"{result.get('experiment', '')}{form}: {title}".lstrip(": ") + verdict)
     return fig
 
 

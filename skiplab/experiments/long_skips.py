@@ -1,11 +1,26 @@
-"""Long skips (U-Net, Ronneberger et al., arXiv 1505.04597) merged by addition vs by
-concatenation (seed answer 2: long concatenating skips in U-Nets, short additive ones in
-ResNets), on a 1-D denoising task: MNIST-1D signals plus Gaussian noise, restore the
-signal. Error and cost of each merge, and of no long skips at all."""
+"""Long skips (U-Net, Ronneberger et al., arXiv 1505.04597, Sec. 2 / Fig. 1) merged by
+addition vs by concatenation (seed answer 2: long concatenating skips in U-Nets, short
+additive ones in ResNets), on a 1-D denoising task: the dataset's signals plus Gaussian
+noise, restore the signal. Error and cost of each merge, and of no long skips at all.
+
+Each U-Net training run is stored in the ``runs`` table like any other (its spec names
+``model: unet1d`` and ``skip: long-none | long-add | long-concat``; its result holds the
+test MSE, no accuracy), and a finished run is reused, never trained twice.
+
+Regime criterion of the default form (checked and reported): **every U-Net has trained
+to a plateau: the mean training error of its last 3 epochs is within 5% of the 3 epochs
+before**. Over 3 seeds. Verdict
+(:mod:`.outcome`): long skips help, i.e. add's and concat's test MSE are each below
+none's; concatenation's extra cost (parameters, FLOPs) is exact arithmetic, reported.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
+import time
+import traceback
 from typing import Any
 
 import torch
@@ -13,10 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .context import Context
+from ..store import now
+from .context import Context, dataset_for, run_output
+from .outcome import closing, decide, predict, regime, signed
 
 CLAIM = "U-Net's long skips help a dense prediction task; concatenating them costs more than adding them"
 MERGES = ("none", "add", "concat")
+SIGMA = 0.5  # noise, in units of the signal's standard deviation
+DEFAULT = dict(epochs=20, seeds=3, channels=16)
+PLATEAU = 0.05  # the regime: relative change of the training error over the last epochs
+QUICK = dict(epochs=3, seeds=2, channels=16)
 
 
 def _conv(cin: int, cout: int) -> nn.Module:
@@ -55,48 +76,131 @@ class UNet1d(nn.Module):
         return self.out(d1)
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    seeds = 2 if ctx.quick else 3
-    epochs = 5 if ctx.quick else 30
-    x_tr, x_te = ctx.data.x_train, ctx.data.x_test
-    if x_tr.dim() != 3 or x_tr.shape[1] != 1 or x_tr.shape[2] % 4:
-        raise ValueError("dataset: long-skips needs 1-channel sequences whose length is divisible by 4 (MNIST-1D)")
-    scale = x_tr.std()
-    sigma = 0.5  # noise, in units of the signal's standard deviation
+def check_data(x: torch.Tensor) -> None:
+    if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] % 4:
+        raise ValueError(f"dataset: long-skips needs 1-channel sequences whose length is divisible by 4 (e.g. "
+                         f"MNIST-1D's (1, 40)); this one's samples have shape {tuple(x.shape[1:])}")
+
+
+def unet_spec(merge: str, c: int, epochs: int, dataset: str, seed: int) -> dict[str, Any]:
+    """A U-Net run's spec as stored (the fields ``runs list`` and the report read)."""
+    return {"model": {"model": "unet1d", "skip": f"long-{merge}", "depth": 2, "width": c, "growth": None,
+                      "norm": "batch", "kernel_size": 5},
+            "train": {"task": "denoise", "noise_sigma": SIGMA, "noise_test_seed": 123, "optimizer": "adam",
+                      "lr": 3e-3, "batch_size": 128, "epochs": epochs},
+            "dataset": dataset, "seed": seed, "group": "exp:long-skips", "label": "label"}
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    d = {k: v for k, v in spec.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _noisy_test(x_te: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     g = torch.Generator().manual_seed(123)
-    noisy_te = x_te + sigma * scale * torch.randn(x_te.shape, generator=g)
-    rows = []
-    for merge in MERGES:
-        for seed in range(seeds):
-            ctx.say(f"long-skips: {merge}, seed {seed}")
-            torch.manual_seed(seed)
-            net = UNet1d(merge)
-            opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-            gen = torch.Generator().manual_seed(seed)
-            for _ in range(epochs):
-                order = torch.randperm(len(x_tr), generator=gen)
-                for i in range(0, len(order), 128):
-                    clean = x_tr[order[i:i + 128]]
-                    noisy = clean + sigma * scale * torch.randn(clean.shape, generator=gen)
-                    loss = F.mse_loss(net(noisy), clean)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-            net.eval()
-            with torch.no_grad():
-                mse = float(F.mse_loss(net(noisy_te), x_te) / scale ** 2)
-            with FlopCounterMode(display=False) as fc:
-                net(noisy_te[:1])
-            rows.append({"merge": merge, "seed": seed, "test_mse": mse,
-                         "params": sum(p.numel() for p in net.parameters()), "flops": fc.get_total_flops()})
+    return x_te + SIGMA * scale * torch.randn(x_te.shape, generator=g)
+
+
+def train_unet(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one U-Net as ``spec`` says; a run output for the store (never raises)."""
+    started, start = now(), time.perf_counter()
+    h, seed = spec_hash(spec), spec["seed"]
+    try:
+        data = dataset_for(spec["dataset"], spec["label"])
+        x_tr, x_te = data.x_train, data.x_test
+        check_data(x_tr)
+        t, merge = spec["train"], spec["model"]["skip"].removeprefix("long-")
+        scale = x_tr.std()
+        noisy_te = _noisy_test(x_te, scale)
+        torch.manual_seed(seed)
+        net = UNet1d(merge, spec["model"]["width"])
+        opt = torch.optim.Adam(net.parameters(), lr=t["lr"])
+        gen = torch.Generator().manual_seed(seed)
+        curves, step = [], 0
+        for epoch in range(t["epochs"]):
+            order = torch.randperm(len(x_tr), generator=gen)
+            total = count = 0.0
+            for i in range(0, len(order), t["batch_size"]):
+                clean = x_tr[order[i:i + t["batch_size"]]]
+                noisy = clean + SIGMA * scale * torch.randn(clean.shape, generator=gen)
+                loss = F.mse_loss(net(noisy), clean)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                total, count = total + loss.item() * len(clean), count + len(clean)
+            curves.append((step, "train", "relative_mse", total / count / float(scale) ** 2))
+        net.eval()
+        with torch.no_grad():
+            mse = float(F.mse_loss(net(noisy_te), x_te) / scale ** 2)
+        with FlopCounterMode(display=False) as fc:
+            net(noisy_te[:1])
+        curves.append((step, "test", "relative_mse", mse))
+        result = {"status": "complete", "seed": seed, "test_mse": mse, "noisy_mse": float(F.mse_loss(noisy_te, x_te)
+                                                                                         / scale ** 2),
+                  "train_mse": curves[-2][3], "params": sum(p.numel() for p in net.parameters()),
+                  "flops": fc.get_total_flops(), "steps": step, "seconds": time.perf_counter() - start,
+                  "test_accuracy": None, "train_accuracy": None}
+        return run_output(spec, h, "complete", result, curves, started)
+    except Exception as e:  # noqa: BLE001 - a failed run is stored with its reason; the rest go on
+        return run_output(spec, h, "failed", {"status": "failed", "seed": seed, "message": f"{type(e).__name__}: {e}",
+                                              "traceback": traceback.format_exc(limit=5),
+                                              "seconds": time.perf_counter() - start}, [], started)
+
+
+def _plateau(run_id: int, ctx: Context) -> float | None:
+    """Relative change of the mean training error, last 3 epochs vs the 3 before."""
+    train = [v for _, split, _, v in ctx.store.metrics(run_id) if split == "train"]
+    if len(train) < 6:
+        return None
+    before, last = statistics.fmean(train[-6:-3]), statistics.fmean(train[-3:])
+    return abs(before - last) / before
+
+
+def run(ctx: Context, **form) -> dict[str, Any]:
+    f = {**(QUICK if ctx.quick else DEFAULT), **form}
+    seeds, epochs = f["seeds"], f["epochs"]
+    check_data(ctx.data.x_train)  # before anything trains: one line
+    specs = [unet_spec(m, f["channels"], epochs, ctx.dataset, seed) for m in MERGES for seed in range(seeds)]
+    ctx.say(f"long-skips: training {len(specs)} U-Nets")
+    outs = ctx.run_jobs([((spec_hash(s), s["seed"]), train_unet, s) for s in specs])
+    rows = [{"merge": s["model"]["skip"].removeprefix("long-"), "seed": s["seed"], "test_mse": o["result"]["test_mse"],
+             "params": o["result"]["params"], "flops": o["result"]["flops"]}
+            for s, o in zip(specs, outs) if o["status"] == "complete"]
+    errs = {m: [r["test_mse"] for r in rows if r["merge"] == m] for m in MERGES}
     summary = {}
     for merge in MERGES:
         mine = [r for r in rows if r["merge"] == merge]
-        errs = [r["test_mse"] for r in mine]
-        summary[merge] = {"test_mse": statistics.fmean(errs), "test_mse_std": statistics.stdev(errs) if len(errs) > 1 else 0.0,
-                          "params": mine[0]["params"], "flops": mine[0]["flops"]}
-    noisy_mse = float(F.mse_loss(noisy_te, x_te) / scale ** 2)
-    outcome = (f"Denoising MNIST-1D (noise {noisy_mse:.3f}, relative MSE): " + ", ".join(
-        f"{m} {v['test_mse']:.4f} +- {v['test_mse_std']:.4f} ({v['params']:,} params, {v['flops']:,} FLOPs)"
-        for m, v in summary.items()) + f"; {seeds} seeds, {epochs} epochs.")
-    return {"claim": CLAIM, "outcome": outcome, "noisy_mse": noisy_mse, "summary": summary, "rows": rows}
+        if mine:
+            summary[merge] = {"test_mse": statistics.fmean(errs[merge]),
+                              "test_mse_std": statistics.stdev(errs[merge]) if len(mine) > 1 else None,
+                              "params": mine[0]["params"], "flops": mine[0]["flops"], "seeds": len(mine)}
+    noisy_mse = float(F.mse_loss(_noisy_test(ctx.data.x_test, ctx.data.x_train.std()), ctx.data.x_test)
+                      / ctx.data.x_train.std() ** 2)
+    helps = [predict(errs["none"], errs[m], higher=False) for m in ("add", "concat")]
+    changes = [_plateau(o["id"], ctx) for o in outs if o["status"] == "complete"]
+    changes = [c for c in changes if c is not None]
+    reg = regime(f"every U-Net's training error over its last 3 epochs is within {100 * PLATEAU:.0f}% of the 3 before",
+                 len(changes) == len(specs) and max(changes) <= PLATEAU,
+                 f"largest change {100 * max(changes):.1f}%" if changes else "too few epochs to tell")
+    verdict = decide(helps, reg["met"])
+
+    def mse(m: str) -> str:
+        v = summary.get(m)
+        if v is None:
+            return f"{m} -"
+        spread = f" +- {v['test_mse_std']:.4f}" if v["test_mse_std"] is not None else " (1 seed)"
+        return f"{m} {v['test_mse']:.4f}{spread} ({v['params']:,} params, {v['flops']:,} FLOPs)"
+
+    cost = ""
+    if "add" in summary and "concat" in summary:
+        a, c = summary["add"], summary["concat"]
+        cost = (f"; concatenation costs {c['params'] / a['params']:.2f}x the parameters and "
+                f"{c['flops'] / a['flops']:.2f}x the FLOPs of addition")
+    outcome = (f"Denoising (noisy input {noisy_mse:.3f}, relative MSE, lower is better): "
+               + ", ".join(mse(m) for m in MERGES) + "; "
+               + ", ".join(signed(p.comparison, f"{m} minus none", unit="", digits=4)
+                           for m, p in zip(("add", "concat"), helps))
+               + cost + f" ({seeds} seeds, {epochs} epochs)." + closing(verdict, reg))
+    return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "noisy_mse": noisy_mse,
+            "summary": summary, "rows": rows, "form": f}

@@ -9,6 +9,8 @@ needs no display.
 
 from __future__ import annotations
 
+from .plotting import save
+
 import math
 import os
 import pathlib
@@ -67,11 +69,7 @@ def plot_gradients(reports: list[GradientReport], path: str | os.PathLike) -> pa
                  fontsize="medium")
     if with_steps:
         _plot_trajectory(fig.add_subplot(1, 2, 2), reports)
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as e:
-        raise ValueError(f"plot: cannot write {str(path)!r}: {e.strerror or e}") from None
-    return path
+    return save(fig, path, dpi=120)
 
 
 def _plot_trajectory(ax, reports: list[GradientReport]) -> None:

@@ -132,3 +132,14 @@ def test_the_name_check_sees_comparisons(tmp_path):
     src.write_text('if a == "dense" or "mlp" != b or c in ("add", "x") or d == "dens":\n    pass\n')
     assert _name_comparisons(src, tmp_path) == ["probe.py:1: ['dense']", "probe.py:1: ['mlp']",
                                                  "probe.py:1: ['add']"]
+
+
+def test_report_and_command_line_read_experiment_names_without_their_training_code():
+    import subprocess
+    import sys
+    code = ("import sys, skiplab.report, skiplab.cli\n"
+            "from skiplab.experiments import EXPERIMENTS\n"
+            "assert len(EXPERIMENTS) == 8\n"
+            "print(sorted(m for m in sys.modules if m.startswith('skiplab.experiments')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "['skiplab.experiments', 'skiplab.experiments.figures']"

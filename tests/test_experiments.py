@@ -304,7 +304,7 @@ def _job_dies(spec):
 @pytest.mark.slow
 def test_a_worker_that_dies_is_retried_then_stored_as_failed(tmp_path):
     from skiplab.datasets import load_dataset
-    from skiplab.experiments import Context
+    from skiplab.experiments.context import Context
     spec = {"model": {"skip": "x", "depth": 1}, "seed": 0}
     with Store(tmp_path) as store:
         ctx = Context(None, False, store, workers=2, name="t")

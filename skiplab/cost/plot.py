@@ -7,6 +7,8 @@ upwards without bound. Depths where a model could not be built (its state exceed
 
 from __future__ import annotations
 
+from ..plotting import save
+
 from typing import Any, Sequence
 
 from ..palette import color
@@ -44,8 +46,6 @@ def plot_growth(curves: dict[str, Sequence[dict[str, Any]]], path: str, title: s
     if title:
         fig.suptitle(title)
     try:
-        fig.savefig(path, dpi=120)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"plot: cannot write {path!r}: {e}") from None
+        save(fig, path, dpi=120)
     finally:
         plt.close(fig)

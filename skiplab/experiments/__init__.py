@@ -12,36 +12,42 @@ must reach and checks it); ``quick`` is a smoke test whose numbers prove nothing
 
 from __future__ import annotations
 
+import importlib
 import os
 import pathlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..datasets import DATASETS, load_dataset
-from ..store import Store, now
-from . import degradation, equivalence, lesion, long_skips, seed_costs, trainability
-from .context import Context
+from ..datasets import DATASETS
 
 
 @dataclass(frozen=True)
 class Experiment:
-    run: Callable[[Context], dict[str, Any]]
+    """A registry entry: where the experiment's code is (imported only when it runs, so that
+    the report and the command line's help read the names without loading training code)
+    and which options apply to it."""
+
+    module: str  # a module of this package
+    function: str  # run(ctx, **form) -> {"claim", "outcome", "verdict", ...numbers}
     uses_data: bool  # trains on a dataset: --dataset applies
     uses_workers: bool  # trains more than one run: --workers applies
     why_not: str = ""  # for an option that does not apply, the reason given
 
+    @property
+    def run(self) -> Callable[..., dict[str, Any]]:
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), self.function)
 
-# name -> what it runs and which options apply; run(ctx) -> {"claim", "outcome", "verdict", ...numbers}
+
 EXPERIMENTS: dict[str, Experiment] = {
-    "equivalence": Experiment(equivalence.run, uses_data=True, uses_workers=True),
-    "degradation": Experiment(degradation.run, uses_data=True, uses_workers=True),
-    "lesion": Experiment(lesion.run, uses_data=True, uses_workers=True),
-    "rezero": Experiment(trainability.rezero, uses_data=True, uses_workers=True),
-    "deep-supervision": Experiment(trainability.deep_supervision, uses_data=True, uses_workers=True),
-    "parameter-efficiency": Experiment(trainability.parameter_efficiency, uses_data=True, uses_workers=True),
-    "long-skips": Experiment(long_skips.run, uses_data=True, uses_workers=True),
-    "seed-costs": Experiment(seed_costs.run, uses_data=False, uses_workers=False,
+    "equivalence": Experiment("equivalence", "run", uses_data=True, uses_workers=True),
+    "degradation": Experiment("degradation", "run", uses_data=True, uses_workers=True),
+    "lesion": Experiment("lesion", "run", uses_data=True, uses_workers=True),
+    "rezero": Experiment("trainability", "rezero", uses_data=True, uses_workers=True),
+    "deep-supervision": Experiment("trainability", "deep_supervision", uses_data=True, uses_workers=True),
+    "parameter-efficiency": Experiment("trainability", "parameter_efficiency", uses_data=True, uses_workers=True),
+    "long-skips": Experiment("long_skips", "run", uses_data=True, uses_workers=True),
+    "seed-costs": Experiment("seed_costs", "run", uses_data=False, uses_workers=False,
                              why_not="it is the cost model's arithmetic: it trains nothing"),
 }
 
@@ -80,6 +86,10 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
     (default: mnist1d; a name or a path) only where the experiment declares them.
     ``form`` overrides fields of the default (or quick) form, e.g. ``{"seeds": 5}``;
     the form used is stored with the result."""
+    from ..datasets import load_dataset
+    from ..store import Store, now
+    from .context import Context
+
     exp = check_options(name, workers, dataset)
     started, start = now(), time.perf_counter()
     ref = dataset_ref(dataset if dataset is not None else "mnist1d")
@@ -95,4 +105,4 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
     return result
 
 
-__all__ = ["EXPERIMENTS", "Experiment", "run_experiment", "check_options", "dataset_ref", "Context"]
+__all__ = ["EXPERIMENTS", "Experiment", "run_experiment", "check_options", "dataset_ref"]

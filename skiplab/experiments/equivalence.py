@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..families import MLP_FAMILY
 from ..model import SkipNet, build_model
+from ..skips import ADD, DENSE
 from ..spec import ModelSpec
 from ..stats import mean_std
 from ..train import TrainConfig
@@ -43,9 +45,9 @@ QUICK = dict(configs=((2, 16), (6, 32)), epochs=2, seeds=2)
 def dense_from_add(add: SkipNet) -> SkipNet:
     """A dense network (growth = width) computing exactly what ``add`` computes."""
     spec = add.spec
-    if spec.skip != "add":
-        raise ValueError(f"skip: equivalence starts from an 'add' network, got {spec.skip!r}")
-    dense = build_model(spec.replace(skip="dense", growth=None), seed=0)
+    if spec.strategy is not ADD:
+        raise ValueError(f"skip: equivalence starts from an {ADD.name!r} network, got {spec.skip!r}")
+    dense = build_model(spec.replace(skip=DENSE.name, options={}), seed=0)  # growth k = w
     with torch.no_grad():
         dense.stem.load_state_dict(add.stem.state_dict())
         for l, (a, d) in enumerate(zip(add.blocks, dense.blocks), start=1):
@@ -77,7 +79,7 @@ def max_abs_diff(a: nn.Module, b: nn.Module, x: torch.Tensor, dtype: torch.dtype
 def reverse_gap(dense: SkipNet, x: torch.Tensor) -> float:
     """Relative error of the best add-style layer for dense's block 2 (which sees
     concat(s_0, f_1) through [A, B]): min_W ||W (s_0 + f_1) - (A s_0 + B f_1)|| / ||A s_0 + B f_1||."""
-    if dense.spec.depth < 2 or dense.spec.model != "mlp":
+    if dense.spec.depth < 2 or dense.spec.family is not MLP_FAMILY:
         raise ValueError("depth: the reverse check needs an MLP of depth >= 2")
     dense.eval()
     with torch.no_grad():

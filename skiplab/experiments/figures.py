@@ -23,8 +23,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..palette import color
+from ..plotting import depth_axis, dodge, number, positive, save_png_and_svg
 
-DPI = 110  # as the report's figures: a 10-inch figure is 1,100 pixels wide
 MERGE_COLORS = {"none": color("plain"), "add": color("add"), "concat": color("dense")}
 
 Result = dict[str, Any]
@@ -39,33 +39,11 @@ def _figure(width: float, height: float, result: Result, title: str) -> Figure:
     return fig
 
 
-def _num(v: Any) -> float:
-    """A stored number, or NaN (a gap in a line, no bar) for a missing one."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else math.nan
+_num, _positive, _dodge, _depth_axis = number, positive, dodge, depth_axis
 
 
 def _pct(v: Any) -> float:
     return 100 * _num(v)
-
-
-def _positive(v: Any) -> float:
-    """Zeros cannot sit on a log axis: a gap instead."""
-    x = _num(v)
-    return x if x > 0 else math.nan
-
-
-def _depth_axis(ax: Axes, depths: list[int], label: str = "depth (blocks)") -> None:
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(depths))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.set_xlabel(label)
-    ax.set_xlim(min(depths) / 1.3, max(depths) * 1.3)
-
-
-def _dodge(x: float, i: int, n: int) -> float:
-    """Shift the i-th of n series a little along a log axis so error bars do not overlap."""
-    return x * math.exp(0.04 * (i - (n - 1) / 2))
 
 
 def _count(n: float) -> str:
@@ -399,17 +377,7 @@ def experiment_figure(name: str, result: Result) -> Figure:
     return FIGURES[name][2](result)
 
 
-def save_figure(fig: Figure, png: Path, svg: Path) -> None:
-    """Write ``fig`` as PNG and SVG, each atomically (never a half-written file)."""
-    for path, fmt in ((png, "png"), (svg, "svg")):
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
-            os.replace(tmp, path)
-        except OSError as e:
-            raise ValueError(f"figure: cannot write {path}: {e.strerror or e}") from None
-        if fmt == "png":
-            fig.set_layout_engine("none")  # keep the PNG's layout: the SVG need not solve it again
+save_figure = save_png_and_svg
 
 
 def write_experiment_figure(name: str, result: Result, folder: str | os.PathLike) -> tuple[Path, Path]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-import torch
 
+from ..skips import ADD, PLAIN
 from ..spec import ModelSpec
 from ..train import TrainConfig, evaluate
 from .context import Context
@@ -25,29 +25,20 @@ from .outcome import closing, decide, pct, predict, regime, signed
 CLAIM = "removing one block barely hurts a residual network but breaks a plain one (Veit et al., 1605.06431)"
 SKIPS = ("plain", "add", "dense")
 FIT = 0.90
+OPTIONS = {"dense": {"growth": 16}}  # strategy options, by strategy
 
 DEFAULT = dict(depth=10, width=128, epochs=40, seeds=3, skips=SKIPS)
 QUICK = dict(depth=6, width=64, epochs=3, seeds=2, skips=SKIPS)
 
 
-def _lesioned(block, skip: str):
-    """A forward hook that makes ``block`` act as if removed."""
-    def hook(module, inputs, output):
-        s = inputs[0]
-        if skip == "dense":
-            return torch.cat([s, torch.zeros_like(output[:, s.shape[1]:])], dim=1)
-        return s
-    return block.register_forward_hook(hook)
-
-
 def run(ctx: Context, **form) -> dict[str, Any]:
     f = {**(QUICK if ctx.quick else DEFAULT), **form}
     depth, seeds, skips = f["depth"], f["seeds"], tuple(f["skips"])
-    if not {"plain", "add"} <= set(skips):
-        raise ValueError("skips: the lesion study compares plain with add; both must be among them")
+    if not {PLAIN.name, ADD.name} <= set(skips):
+        raise ValueError(f"skips: the lesion study compares {PLAIN.name} with {ADD.name}; both must be among them")
     train = TrainConfig(epochs=f["epochs"], evals=2)
     specs = [ctx.run_spec(ModelSpec(model="mlp", depth=depth, width=f["width"], skip=skip, norm="batch",
-                                    growth=16 if skip == "dense" else None,
+                                    options=OPTIONS.get(skip, {}),
                                     input_shape=ctx.data.input_shape, classes=ctx.data.classes), train, seed)
              for skip in skips for seed in range(seeds)]
     ctx.say(f"lesion: training {len(specs)} networks")
@@ -58,7 +49,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         base = evaluate(model, ctx.data.x_test, ctx.data.y_test)[1]
         per_block = []
         for block in model.blocks:
-            handle = _lesioned(block, spec.model.skip)
+            handle = block.lesion()  # the strategy says what "removed" means (Connection.without_branch)
             per_block.append(evaluate(model, ctx.data.x_test, ctx.data.y_test)[1])
             handle.remove()
         rows.append({"skip": spec.model.skip, "seed": spec.seed, "depth": depth, "test_accuracy": base,

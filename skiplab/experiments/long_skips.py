@@ -44,6 +44,14 @@ def _conv(cin: int, cout: int) -> nn.Module:
     return nn.Sequential(nn.Conv1d(cin, cout, 5, padding=2), nn.BatchNorm1d(cout), nn.ReLU())
 
 
+# How a decoder level joins the encoder's features of its resolution, and the factor by
+# which that multiplies the channels its next conv sees.
+ADD_JOIN, CONCAT_JOIN = "add", "concat"  # the U-Net's own merge modes (not skip strategies)
+JOINS = {"none": lambda up, skip: up, ADD_JOIN: lambda up, skip: up + skip,
+         CONCAT_JOIN: lambda up, skip: torch.cat([up, skip], dim=1)}
+WIDTH_FACTOR = {"none": 1, ADD_JOIN: 1, CONCAT_JOIN: 2}
+
+
 class UNet1d(nn.Module):
     """Two levels down (length L -> L/2 -> L/4) and up; at each level the decoder merges the
     encoder's features of the same resolution: ``add`` (c + c -> c), ``concat``
@@ -54,18 +62,12 @@ class UNet1d(nn.Module):
         if merge not in MERGES:
             raise ValueError(f"merge: {merge!r} is not one of {', '.join(MERGES)}")
         self.merge = merge
-        wide = 2 if merge == "concat" else 1  # the channel arithmetic of concatenation, in one line
+        self._join = JOINS[merge]
+        wide = WIDTH_FACTOR[merge]  # the channel arithmetic of concatenation, in one line
         self.enc1, self.enc2, self.mid = _conv(1, c), _conv(c, 2 * c), _conv(2 * c, 4 * c)
         self.up2, self.dec2 = nn.Conv1d(4 * c, 2 * c, 1), _conv(2 * c * wide, 2 * c)
         self.up1, self.dec1 = nn.Conv1d(2 * c, c, 1), _conv(c * wide, c)
         self.out = nn.Conv1d(c, 1, 1)
-
-    def _join(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        if self.merge == "add":
-            return up + skip
-        if self.merge == "concat":
-            return torch.cat([up, skip], dim=1)
-        return up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L), L divisible by 4
         e1 = self.enc1(x)  # (B, c, L)
@@ -84,7 +86,7 @@ def check_data(x: torch.Tensor) -> None:
 
 def unet_spec(merge: str, c: int, epochs: int, dataset: str, seed: int) -> dict[str, Any]:
     """A U-Net run's spec as stored (the fields ``runs list`` and the report read)."""
-    return {"model": {"model": "unet1d", "skip": f"long-{merge}", "depth": 2, "width": c, "growth": None,
+    return {"model": {"model": "unet1d", "skip": f"long-{merge}", "depth": 2, "width": c, "options": {},
                       "norm": "batch", "kernel_size": 5},
             "train": {"task": "denoise", "noise_sigma": SIGMA, "noise_test_seed": 123, "optimizer": "adam",
                       "lr": 3e-3, "batch_size": 128, "epochs": epochs},
@@ -193,8 +195,8 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         return f"{m} {v['test_mse']:.4f}{spread} ({v['params']:,} params, {v['flops']:,} FLOPs)"
 
     cost = ""
-    if "add" in summary and "concat" in summary:
-        a, c = summary["add"], summary["concat"]
+    if ADD_JOIN in summary and CONCAT_JOIN in summary:
+        a, c = summary[ADD_JOIN], summary[CONCAT_JOIN]
         cost = (f"; concatenation costs {c['params'] / a['params']:.2f}x the parameters and "
                 f"{c['flops'] / a['flops']:.2f}x the FLOPs of addition")
     outcome = (f"Denoising (noisy input {noisy_mse:.3f}, relative MSE, lower is better): "

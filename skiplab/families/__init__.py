@@ -19,4 +19,4 @@ def get_family(name: str) -> Family:
         raise ValueError(f"model: unknown family {name!r}; allowed: {', '.join(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "get_family", "Family", "Description", "ShapeError"]
+__all__ = ["FAMILIES", "get_family", "Family", "Description", "ShapeError", "MLP_FAMILY", "CNN1D_FAMILY", "CNN2D_FAMILY"]

@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullLocator
 
 from ..experiments.figures import FIGURES as EXPERIMENT_FIGURES
-from ..experiments.figures import experiment_figure, figure_stem, save_figure
+from ..experiments.figures import experiment_figure, figure_stem
 from ..palette import color
+from ..plotting import depth_axis, dodge, positive, save_png_and_svg
 from .content import GROUPS, ReportData
 
-DPI = 110  # PNG resolution: a 10-inch figure is 1,100 pixels wide, readable without zooming
 GROUP_MARKERS = {"equal-width": "o", "matched-params": "s"}
 GROUP_NAMES = {"equal-width": "equal width", "matched-params": "matched budget"}
 
@@ -53,24 +51,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _dodge(x: float, i: int, n: int) -> float:
-    """Shift the i-th of n series a little along a log axis so error bars do not overlap."""
-    return x * math.exp(0.035 * (i - (n - 1) / 2))
-
-
-def _depth_axis(ax: Axes, depths: list[int]) -> None:
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(depths))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([str(d) for d in depths])
-    ax.set_xlabel("depth (blocks)")
-    lo, hi = min(depths), max(depths)
-    ax.set_xlim(lo / 1.25, hi * 1.25)
-
-
-def _positive(v: float | None) -> float:
-    """Zeros and Nones cannot sit on a log axis: a gap instead."""
-    return v if v is not None and v > 0 and math.isfinite(v) else math.nan
+_dodge, _depth_axis, _positive = dodge, depth_axis, positive
 
 
 def _skips(items: list[dict[str, Any]]) -> list[str]:
@@ -249,15 +230,6 @@ FIGURES: dict[str, tuple[str, str, Callable[[ReportData], tuple[Figure, str] | N
 }
 
 
-def _save(fig: Figure, path: Path, fmt: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
-        os.replace(tmp, path)  # never a half-written figure
-    except OSError as e:
-        raise ValueError(f"report: cannot write {path}: {e.strerror or e}") from None
-
-
 def write_figures(data: ReportData, folder: str | os.PathLike) -> list[RenderedFigure]:
     """Draw every figure the data allows into ``folder`` (PNG and SVG): the study's, then
     one per stored experiment (``experiment-NAME``, the same file ``skiplab experiment``
@@ -277,9 +249,7 @@ def write_figures(data: ReportData, folder: str | os.PathLike) -> list[RenderedF
             svg.unlink(missing_ok=True)
             continue
         fig, caption = drawn
-        _save(fig, png, "png")
-        fig.set_layout_engine("none")  # keep the layout the PNG got: the SVG need not solve it again
-        _save(fig, svg, "svg")
+        save_png_and_svg(fig, png, svg)
         out.append(RenderedFigure(name, section, title, caption, png, svg))
     drawn_experiments = set()
     for e in data.experiments:
@@ -290,7 +260,7 @@ def write_figures(data: ReportData, folder: str | os.PathLike) -> list[RenderedF
         except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
             continue  # a result stored in another shape (an older skiplab): its text is shown, no figure
         png, svg = folder / f"{figure_stem(e.name)}.png", folder / f"{figure_stem(e.name)}.svg"
-        save_figure(fig, png, svg)
+        save_png_and_svg(fig, png, svg)
         title, caption, _ = EXPERIMENT_FIGURES[e.name]
         out.append(RenderedFigure(figure_stem(e.name), "experiments", title, caption, png, svg))
         drawn_experiments.add(e.name)

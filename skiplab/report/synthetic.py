@@ -24,6 +24,9 @@ from ..train import RunSpec
 # Made-up accuracy law: accuracy = base - drop * log2(depth), per strategy (fraction correct).
 _DROP = {"plain": 0.09, "concat-prev": 0.06, "concat-half": 0.06, "highway": 0.03, "add": 0.02, "rezero": 0.01,
          "layerscale": 0.01, "dense": 0.0, "concat-double": 0.05}
+# Made-up first/last gradient ratios' decades lost per block; None: undefined (ReZero's
+# branches get exactly zero gradient at init, so its ratio is 0/0).
+_GRADIENT_DROP = {**_DROP, "rezero": None}
 
 
 def _accuracy(skip: str, depth: int, rng: random.Random) -> float:
@@ -48,8 +51,8 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
     store.set_meta("gradients", [
         {"skip": skip, "depth": depth, "vanishing_block": None,
          **({"first_last_ratio": None, "first_last_ratio_min": None, "first_last_ratio_max": None}
-            if skip == "rezero" else  # ReZero's branches get exactly zero gradient at init: 0/0
-            {"first_last_ratio": (r := 10 ** (-_DROP.get(skip, 0.03) * depth)), "first_last_ratio_min": r / 2,
+            if _GRADIENT_DROP.get(skip, 0.03) is None else
+            {"first_last_ratio": (r := 10 ** (-_GRADIENT_DROP.get(skip, 0.03) * depth)), "first_last_ratio_min": r / 2,
              "first_last_ratio_max": r * 2})}
         for depth in plan.depths for skip in plan.skips])
     store.set_meta("last_study_seconds", 60.0 * len(specs))

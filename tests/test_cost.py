@@ -227,3 +227,13 @@ def test_dense_budget_by_growth_refines_width_when_growth_is_too_coarse(depth):
     spec = ModelSpec(model="mlp", width=64, depth=depth, skip="dense", options={"growth": 16}, input_shape=(1, 40))
     m = match_budget(spec, params=100_000, vary="growth")
     assert m.within_tolerance and analytic_cost(m.spec)["params"]["total"] == m.achieved
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("skip, options", [("hyper", {"static": True}), ("hyper", {"streams": 3}),
+                                           ("hyper", {"streams": 1}), ("mhc", {"streams": 2, "iterations": 3})])
+def test_analytic_equals_measured_with_strategy_options(skip, model, options):
+    for norm in NORMS:
+        for depth in (0, 1, 4):
+            _check(ModelSpec(model=model, skip=skip, norm=norm, depth=depth, width=3, input_shape=SHAPES[model],
+                             classes=3, aux_every=3, options=options))

@@ -296,3 +296,13 @@ def test_worker_dying_past_max_retries_is_stored_failed_then_resumed(tmp_path, r
         assert run_ray(sweep, store) == {"skipped": 7, "complete": 1}
     assert row_count(tmp_path) == 8
     assert {s for s, *_ in stored(tmp_path).values()} == {"complete"}
+
+
+def test_strategy_options_go_to_the_strategies_that_declare_them():
+    sweep = parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": ["add", "hyper", "mhc"], "streams": [2, 3],
+                                                         "static": True, "depth": 2}})
+    got = sorted({(r.model.skip, tuple(sorted(dict(r.model.options).items()))) for r in sweep.runs})
+    assert got == [("add", ()), ("hyper", (("static", True), ("streams", 2))),
+                   ("hyper", (("static", True), ("streams", 3))), ("mhc", (("streams", 2),)), ("mhc", (("streams", 3),))]
+    with pytest.raises(SweepError, match="streams"):
+        parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": "hyper", "streams": 0}})

@@ -66,3 +66,21 @@ def test_shape_mismatch_is_clear(tiny):
     spec = dataclasses.replace(_spec(), model=ModelSpec(model="cnn1d", input_shape=(2, 8), classes=4))
     with pytest.raises(ValueError, match="^input_shape:"):
         train_run(spec, tiny)
+
+
+def test_cli_train_stores_a_relative_dataset_path_as_absolute(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from skiplab.cli import main
+    from skiplab.store import Store
+    (tmp_path / "sub").mkdir()
+    g = np.random.default_rng(0)
+    x = g.normal(size=(40, 6)).astype(np.float32)
+    np.savez(tmp_path / "sub" / "my.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "sub/my.npz", "--skip", "add", "--depth", "1", "--width", "4",
+                 "--seeds", "1", "--epochs", "1", "--workers", "1", "--out", "out", "--classes", "2"]) == 0
+    capsys.readouterr()
+    with Store(tmp_path / "out") as store:
+        (run,) = store.runs()
+    assert run["status"] == "complete" and run["spec"]["dataset"] == str(tmp_path / "sub" / "my.npz")

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..cost import match_budget
-from ..datasets import load_dataset
+from ..datasets import dataset_ref, load_dataset
 from ..progress import ProgressBar
 from ..results import pct
 from ..stats import mean_std
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> None:
     if args.seeds < 1:
         raise UsageError(f"--seeds: must be >= 1, got {args.seeds}")
     cfg = train_config(args)
-    data = load_dataset(args.dataset, args.label_column)
+    dataset = dataset_ref(args.dataset)  # a relative path, made absolute once: resumable from anywhere
+    data = load_dataset(dataset, args.label_column)
     # The dataset fills in what the user left out; what the user gave is checked, not overwritten.
     if args.input_shape is None:
         args.input_shape = data.input_shape
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     specs = specs_from_args(args)
     if args.params is not None or args.flops is not None:
         specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
-    runs = [RunSpec(s, cfg, args.dataset, seed, "train", args.label_column)
+    runs = [RunSpec(s, cfg, dataset, seed, "train", args.label_column)
             for s in specs for seed in range(args.seeds)]
     if args.workers is not None and args.workers < 1:  # checked before `or`, which would turn 0 into the default
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")

@@ -16,6 +16,15 @@ from .mnist1d import load_mnist1d
 DATASETS: dict[str, Callable[[], Dataset]] = {"mnist1d": load_mnist1d, "digits": load_digits_dataset}
 
 
+def dataset_ref(name: str) -> str:
+    """What a run's spec names: a registry name as is, a path made absolute once (``~``
+    expanded), so that worker processes and later resumes from another working
+    directory open the same file."""
+    if name in DATASETS:
+        return name
+    return str(pathlib.Path(name).expanduser().resolve())
+
+
 def load_dataset(name: str, label: str = "label") -> Dataset:
     """The dataset called ``name`` (see DATASETS), or the file/folder at path ``name``
     (``.npz``, ``.csv`` with label column ``label``, CIFAR-10 or MNIST folders in
@@ -29,5 +38,5 @@ def load_dataset(name: str, label: str = "label") -> Dataset:
     return load_path(path, label=label)
 
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "load_mnist1d", "resolve_cache_dir", "load_npz", "load_csv",
+__all__ = ["Dataset", "DATASETS", "dataset_ref", "load_dataset", "load_mnist1d", "resolve_cache_dir", "load_npz", "load_csv",
            "load_cifar10_folder", "load_mnist_folder", "load_digits_dataset", "load_path"]

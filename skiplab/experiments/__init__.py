@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import pathlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..datasets import DATASETS
+from ..datasets import dataset_ref
 
 
 @dataclass(frozen=True)
@@ -55,15 +54,6 @@ EXPERIMENTS: dict[str, Experiment] = {
 def default_workers() -> int:
     """One training run per core."""
     return os.cpu_count() or 1
-
-
-def dataset_ref(dataset: str) -> str:
-    """What every spec of an experiment names: a registry name as is, a path made
-    absolute once (``~`` expanded), so that worker processes and later resumes from
-    another working directory open the same file."""
-    if dataset in DATASETS:
-        return dataset
-    return str(pathlib.Path(dataset).expanduser().resolve())
 
 
 def check_options(name: str, workers: int | None, dataset: str | None) -> Experiment:

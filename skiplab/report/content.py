@@ -106,17 +106,23 @@ def _mean_curves(store: Store, runs: list[dict[str, Any]], hashes: set[str]) -> 
     return out
 
 
+def planned_cells(plan: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(group, skip, depth) of every planned configuration; the strategies a plan trains at
+    the matched budget only (``budget_only``) have no equal-width cells."""
+    budget_only = set(plan.get("budget_only", ()))
+    return [(group, skip, depth) for group in GROUPS for depth in plan["depths"] for skip in plan["skips"]
+            if not (group == "equal-width" and skip in budget_only)]
+
+
 def _missing(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Planned (group, skip, depth) cells with fewer finished seeds than planned."""
     cell = {(r["group"], r["skip"], r["depth"]): r for r in rows if r["group"] in GROUPS}
     out = []
-    for group in GROUPS:
-        for depth in plan["depths"]:
-            for skip in plan["skips"]:
-                r = cell.get((group, skip, depth))
-                done = (r["complete"] + r["diverged"]) if r else 0
-                if done < plan["seeds"]:
-                    out.append(f"{group}, {skip}, depth {depth}: {done} of {plan['seeds']} seeds finished")
+    for group, skip, depth in planned_cells(plan):
+        r = cell.get((group, skip, depth))
+        done = (r["complete"] + r["diverged"]) if r else 0
+        if done < plan["seeds"]:
+            out.append(f"{group}, {skip}, depth {depth}: {done} of {plan['seeds']} seeds finished")
     return out
 
 
@@ -140,7 +146,7 @@ def load_report_data(store: Store) -> ReportData:
     for r in rows:  # runs of an earlier, different plan are shown apart
         if r["spec_hash"] not in in_plan:
             r["group"] = f"other: {r['group']}"
-    expected = len(plan["skips"]) * len(plan["depths"]) * len(GROUPS) * plan["seeds"] if plan else None
+    expected = len(planned_cells(plan)) * plan["seeds"] if plan else None
     finished = sum(r["status"] in FINISHED and r["spec_hash"] in in_plan for r in runs)
     curve_hashes = {r["spec_hash"] for r in rows if r["group"] in GROUPS}
     return ReportData(runs=runs, plan=plan, rows=rows, costs=store.meta("costs") or [],

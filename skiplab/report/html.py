@@ -139,7 +139,7 @@ def _training(data: ReportData, figures: Sequence[RenderedFigure]) -> str:
         out += (f"<h3>Test accuracy {esc(phrase)}" + (f" ({budget:,} parameters)" if budget else "") + "</h3>"
                 + "<p>Mean +- std over seeds (%), [n = complete seeds].</p>" + _table(accuracy_table(rows))
                 + "<p>Best per depth:</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in best_per_depth(rows))
-                + "</ul><details><summary>Sizes: width, dense growth and parameters of each configuration</summary>"
+                + "</ul><details><summary>Sizes: width, strategy options and parameters of each configuration</summary>"
                 + _table(size_table(rows, budget)) + "</details>")
     other = data.other_rows()
     if other:

@@ -86,7 +86,7 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
             continue
         parts += ["", f"## {title}", "", _md_table(accuracy_table(g)), "", "Best per depth:", "",
                   *(f"- {line}" for line in best_per_depth(g)),
-                  "", "Sizes (width, dense growth: parameters):", "",
+                  "", "Sizes (width, strategy options: parameters):", "",
                   _md_table(size_table(g, data.budget if group == "matched-params" else None))]
     other = data.other_rows()
     if other:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..results import pct, stored_options
 from ..skips import options_text
-from ..stats import best_of, compare, test_statement
+from ..stats import best_of, compare, mean_std, spread_text, test_statement
 from .content import ReportData
 
 A, B = "add", "dense"  # the question's two answers
@@ -145,10 +145,37 @@ def gradient_sentence(data: ReportData) -> str | None:
         return None
     D = max(g["depth"] for g in data.gradients)
     at = [g for g in data.gradients if g["depth"] == D]
-    return (f"At init (equal width, depth {D}), the first block's weight gradient is "
+    budget_only = list((data.plan or {}).get("budget_only", ()))
+    where = "equal width" + (f"; the matched budget for {_and(budget_only)}" if budget_only else "")
+    return (f"At init ({where}; depth {D}), the first block's weight gradient is "
             + ", ".join(f"{_ratio(g['first_last_ratio'])} for {g['skip']}" for g in at)
             + " times the last block's (near 1: the gradient reaches the first blocks; far below 1: it vanishes; "
               "far above 1: it grows toward the input).")
+
+
+def stream_gain_sentence(data: ReportData) -> str | None:
+    """Hyper-connections and mHC: the composite residual gain after the last block, at init
+    (the study's gradient summaries) and after training (each run's diagnostics), at the
+    deepest depth where runs stored it."""
+    trained: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in data.runs:
+        gain = ((r.get("result") or {}).get("diagnostics") or {}).get("composite_gain_forward")
+        if r["status"] == "complete" and gain is not None and r["spec"].get("group") == "matched-params":
+            trained[(r["spec"]["model"]["skip"], r["spec"]["model"]["depth"])].append(gain)
+    if not trained:
+        return None
+    D = max(d for _, d in trained)
+    init = {g["skip"]: g.get("composite_gain_forward") for g in data.gradients if g["depth"] == D}
+    parts = []
+    for (skip, depth), gains in sorted(trained.items()):
+        if depth != D:
+            continue
+        mean, std = mean_std(gains)
+        before = init.get(skip)
+        parts.append(f"{skip} {'-' if before is None else f'{before:.3g}'} at init, "
+                     f"{spread_text(mean, std, len(gains), digits=3)} after training")
+    return (f"Composite residual gain prod H_res after the last of {D} blocks (largest absolute row sum over "
+            f"tokens; 1 = no amplification; mHC's Fig. 3), at the matched budget: " + "; ".join(parts) + ".")
 
 
 def verdict(data: ReportData) -> list[str]:
@@ -159,7 +186,8 @@ def verdict(data: ReportData) -> list[str]:
         lines = ["No training runs are stored yet, so there is no verdict on accuracy." if not data.runs else
                  f"The store holds no {A} and {B} results of a study at the same depth, so there is no "
                  f"{A}-versus-{B} verdict."]
-    lines += [depth_sentence(data), cost_sentence(data), budget_sentence(data), gradient_sentence(data)]
+    lines += [depth_sentence(data), cost_sentence(data), budget_sentence(data), gradient_sentence(data),
+              stream_gain_sentence(data)]
     if any(r["test_accuracy_mean"] is not None for r in data.rows):
         lines.append(how_decided())
     return [line for line in lines if line]

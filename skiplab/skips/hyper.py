@@ -126,18 +126,15 @@ class HyperConnection(Connection):
             n = self.streams
             return a_r.reshape(n, n, -1).permute(2, 1, 0)  # [t, j, k] = A_r[k, j, t]
 
-class HyperStrategy(Strategy):
-    name = "hyper"
-    summary = "hyper-connections: n copies of the stream, read and written with learned (dynamic) weights"
-    rule = "h = A_m^T H, H <- A_r^T H + B^T f(h); A_m = e_{k mod n}, A_r = I, B = 1 at init; copies averaged at the end"
-    source = "Zhu et al., Hyper-Connections, ICLR 2025, arXiv 2409.19606"
-    options = (Option("streams", int, 4, "copies n of the stream (the paper's expansion rate; 4 is its common choice)"),
-               Option("static", bool, False, "the static form (no input-dependent weights); default: dynamic (DHC)"))
-    mixes_streams = True
+STREAMS = Option("streams", int, 4, "copies n of the stream (the paper's expansion rate; 4 is its common choice)")
 
-    def connection(self, branch, site, opts, make_gate):
-        return HyperConnection(branch, streams=opts["streams"], layer=site.index - 1, channels=site.widths.in_width,
-                               channel_dim=site.channel_dim, dynamic=not opts["static"])
+
+class CopiesStrategy(Strategy):
+    """What hyper-connections and mHC share: the stream is ``streams`` copies stacked in
+    front of the layout, expanded from the stem's output and averaged for the head; each
+    write mixes the copies and adds the branch's output to each with its own weight."""
+
+    mixes_streams = True
 
     def init(self, x0, opts):
         return expand(x0, opts["streams"])
@@ -145,12 +142,36 @@ class HyperStrategy(Strategy):
     def readout(self, stream, opts):
         return reduce(stream)
 
-    # -- trace --------------------------------------------------------------------------
     # The traced stream is (H, C): H a symbol of n x C channels (or, before the first layer,
     # the stem's output itself, which the copies only view). A per-token coefficient tensor
     # of k values is a symbol of k channels at the same positions.
     def trace_init(self, tape, x0, opts):
         return x0, x0.channels
+
+    def trace_mix(self, tape, f, opts, C):
+        """The write's arithmetic once its weights exist: mix the copies (n^2 products,
+        n (n - 1) sums), then + weight * f (B * f keeps f for B's gradient)."""
+        n, E = opts["streams"], f.elements
+        tape.save(f)
+        tape.merge += (2 * n * n - n) * E + 2 * n * E
+        return tape.new(n * C, f.positions), C
+
+    def trace_readout(self, tape, stream, opts):
+        H, C = stream
+        tape.merge += opts["streams"] * C * H.positions  # n - 1 sums over copies, then / n
+        return tape.new(C, H.positions)
+
+
+class HyperStrategy(CopiesStrategy):
+    name = "hyper"
+    summary = "hyper-connections: n copies of the stream, read and written with learned (dynamic) weights"
+    rule = "h = A_m^T H, H <- A_r^T H + B^T f(h); A_m = e_{k mod n}, A_r = I, B = 1 at init; copies averaged at the end"
+    source = "Zhu et al., Hyper-Connections, ICLR 2025, arXiv 2409.19606"
+    options = (STREAMS, Option("static", bool, False, "the static form (no input-dependent weights); default: dynamic (DHC)"))
+
+    def connection(self, branch, site, opts, make_gate):
+        return HyperConnection(branch, streams=opts["streams"], layer=site.index - 1, channels=site.widths.in_width,
+                               channel_dim=site.channel_dim, dynamic=not opts["static"])
 
     def trace_read(self, tape, stream, site, opts):
         H, C = stream
@@ -173,18 +194,10 @@ class HyperStrategy(Strategy):
         return tape.new(C, P)
 
     def trace_write(self, tape, stream, f, site, opts, trace_gate):
-        H, C = stream
-        n, E = opts["streams"], f.elements
+        n = opts["streams"]
         if not opts["static"]:
             tape.save(tape.new(n * n, f.positions), tape.new(n, f.positions))  # A_r(H) and B(H), kept by the products
-        tape.save(f)  # B * f keeps f for B's gradient
-        tape.merge += (2 * n * n - n) * E  # mix: n^2 products, n (n - 1) sums
-        tape.merge += 2 * n * E  # B * f, then + the mixed copies
-        return tape.new(n * C, f.positions), C
+        return self.trace_mix(tape, f, opts, stream[1])
 
-    def trace_readout(self, tape, stream, opts):
-        H, C = stream
-        tape.merge += opts["streams"] * C * H.positions  # n - 1 sums over copies, then / n
-        return tape.new(C, H.positions)
 
 HYPER = HyperStrategy()

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Connection, Option, Strategy
-from .hyper import expand, mix, reduce, stream_channel_dim
+from .base import Connection, Option
+from .hyper import STREAMS, CopiesStrategy, mix, stream_channel_dim
 
 GATE_INIT = 0.01  # a_pre, a_post, a_res at init
 OFF_DIAGONAL = -6.0  # b_res off the diagonal: exp(-6) ~ 0.0025 of the diagonal's weight
@@ -141,30 +141,19 @@ class MHC(Connection):
             return self.maps(H)["res"].reshape(-1, n, n)
 
 
-class MHCStrategy(Strategy):
+class MHCStrategy(CopiesStrategy):
     name = "mhc"
     summary = "mHC: hyper-connections with H_res projected to doubly stochastic (Sinkhorn-Knopp), H_pre, H_post >= 0"
     rule = ("x <- H_res x + H_post^T f(H_pre x), maps from RMSNorm(vec x); H_res = Sinkhorn-Knopp(exp(.)), "
             "H_pre = sigmoid, H_post = 2 sigmoid")
     source = "Xie et al. (DeepSeek), mHC, arXiv 2512.24880"
-    options = (Option("streams", int, 4, "copies n of the stream (the paper's expansion rate; 4 is its common choice)"),
-               Option("iterations", int, 20, "Sinkhorn-Knopp iterations (the paper's t_max)"))
-    mixes_streams = True
+    options = (STREAMS, Option("iterations", int, 20, "Sinkhorn-Knopp iterations (the paper's t_max)"))
 
     def connection(self, branch, site, opts, make_gate):
         return MHC(branch, streams=opts["streams"], channels=site.widths.in_width, channel_dim=site.channel_dim,
                    iterations=opts["iterations"])
 
-    def init(self, x0, opts):
-        return expand(x0, opts["streams"])
-
-    def readout(self, stream, opts):
-        return reduce(stream)
-
     # -- trace: the stream is (H, C), as for hyper -----------------------------------------
-    def trace_init(self, tape, x0, opts):
-        return x0, x0.channels
-
     def trace_read(self, tape, stream, site, opts):
         H, C = stream
         n, P, t = opts["streams"], H.positions, opts["iterations"]
@@ -195,16 +184,8 @@ class MHCStrategy(Strategy):
         return tape.new(C, P)
 
     def trace_write(self, tape, stream, f, site, opts, trace_gate):
-        H, C = stream
-        n, E = opts["streams"], f.elements
-        tape.save(tape.new(n, f.positions), f)  # H_post * f keeps H_post and f
-        tape.merge += (2 * n * n - n) * E + 2 * n * E  # mix, H_post * f, + (as hyper)
-        return tape.new(n * C, f.positions), C
-
-    def trace_readout(self, tape, stream, opts):
-        H, C = stream
-        tape.merge += opts["streams"] * C * H.positions
-        return tape.new(C, H.positions)
+        tape.save(tape.new(opts["streams"], f.positions))  # H_post * f keeps H_post
+        return self.trace_mix(tape, f, opts, stream[1])
 
 
 MHC_STRATEGY = MHCStrategy()

@@ -10,9 +10,10 @@ from .common import add_json_flag, emit
 
 
 def run(args: argparse.Namespace) -> None:
-    data = [{"skip": s.name, "summary": s.summary, "rule": s.rule, "source": s.source}
-            for s in STRATEGIES.values()]
-    emit(args, data, table(["skip", "what it does"], [[d["skip"], d["summary"]] for d in data]))
+    data = [s.describe() for s in STRATEGIES.values()]
+    rows = [[d["skip"], d["summary"], ", ".join(f"--{name} ({o['default']})" for name, o in d["options"].items())
+             or "-"] for d in data]
+    emit(args, data, table(["skip", "what it does", "options (default)"], rows))
 
 
 def add_parser(sub) -> None:

@@ -81,3 +81,24 @@ def test_python_dash_m_no_traceback():
     r = subprocess.run([sys.executable, "-m", "skiplab", "strategies", "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and len(json.loads(r.stdout)) == 12
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--skip", "hyper", "--streams", "0"], "skiplab: error: streams: must be an integer >= 1, got 0"),
+    (["build", "--skip", "add", "--streams", "4"],
+     "skiplab: error: --streams: only skips 'hyper', 'mhc' use it; add one to --skip or drop the flag"),
+    (["build", "--skip", "add", "--growth", "4"],
+     "skiplab: error: --growth: only skip 'dense' uses it; add one to --skip or drop the flag"),
+    (["cost", "--skip", "mhc", "--iterations", "0"], "skiplab: error: iterations: must be an integer >= 1, got 0"),
+])
+def test_strategy_option_flags_bad_input(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.strip() == message
+
+
+def test_strategy_option_flags_reach_their_strategies(capsys):
+    code, out, _ = run(capsys, "build", "--skip", "dense,hyper,mhc", "--growth", "4", "--streams", "2", "--static",
+                       "--iterations", "3", "--json")
+    got = {d["skip"]: d["options"] for d in json.loads(out)}
+    assert code == 0 and got == {"dense": {"growth": 4}, "hyper": {"static": True, "streams": 2},
+                                 "mhc": {"iterations": 3, "streams": 2}}

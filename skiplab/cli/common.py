@@ -97,7 +97,8 @@ def check_option_flags(args: argparse.Namespace) -> None:
     for name, owners in all_options().items():
         if getattr(args, f"option_{name}", None) is not None and not any(s.name in args.skip for s in owners):
             who = ", ".join(repr(s.name) for s in owners)
-            raise UsageError(f"--{name.replace('_', '-')}: only skip {who} uses it; add one to --skip or drop the flag")
+            verb = "skip " + who + " uses" if len(owners) == 1 else "skips " + who + " use"
+            raise UsageError(f"--{name.replace('_', '-')}: only {verb} it; add one to --skip or drop the flag")
 
 def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
     """One ModelSpec per strategy named by --skip; each option flag goes to the strategies

@@ -143,6 +143,11 @@ class Store:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so
             # that a read-then-write never fails on a snapshot another process made stale.
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if not create and not self.db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+                # an existing SQLite file that is not a skiplab store: reading it must change nothing in it
+                self.db.close()
+                raise StoreError(f"store: {self.path} is a SQLite file but not a skiplab results store")
             self._wal()
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)

@@ -61,3 +61,18 @@ def test_foreign_sqlite_file(tmp_path):
     db.close()
     with pytest.raises(StoreError):
         Store(tmp_path).runs()
+
+
+def test_reading_a_foreign_sqlite_file_changes_nothing(tmp_path):
+    import sqlite3
+
+    from skiplab.store import Store, StoreError
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE other (x)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a skiplab results store"):
+        Store(tmp_path, create=False)
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["other"]

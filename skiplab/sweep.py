@@ -59,13 +59,13 @@ import torch
 from .cost import match_budget
 from .datasets import Dataset, load_dataset
 from .runner import execute, failed_output, run_all, store_result
-from .skips import STRATEGIES, all_options
+from .skips import STRATEGIES, all_options, sizing_option_names
 from .spec import ModelSpec, SpecError
 from .store import Store, now
 from .train import RunSpec, TrainConfig
 
 BACKENDS = ("local", "ray")
-VARY = ("width", *sorted({o.name for s in STRATEGIES.values() for o in s.options if o.sizes}))
+VARY = ("width", *sizing_option_names())
 RAY_MISSING = "sweep: the ray backend needs 'pip install skiplab[ray]'"
 # A local Ray instance's object store: results are a few kB each, and Ray's default
 # (30% of memory) would reserve gigabytes of shared memory for nothing.

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..cost import cost_summary, parse_depths, plot_growth
 from ..cost.budget import sizing_options
-from ..skips import STRATEGIES, options_text
+from ..skips import options_text, sizing_option_names
 from ..textable import table
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
 
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def add_parser(sub) -> None:
-    sizing = sorted({o.name for s in STRATEGIES.values() for o in s.options if o.sizes})
+    sizing = sizing_option_names()
     p = sub.add_parser("cost", help="parameters, FLOPs, activation memory per strategy",
                        description="Analytic cost per strategy; --measure compares with the built model.")
     add_model_args(p)

@@ -41,6 +41,11 @@ def all_options() -> dict[str, list[Strategy]]:
     return out
 
 
+def sizing_option_names() -> list[str]:
+    """The options any strategy lets a budget resize (``Option.sizes``: dense's growth)."""
+    return sorted({o.name for s in STRATEGIES.values() for o in s.options if o.sizes})
+
+
 def options_text(options) -> str:
     """``growth=16`` / ``streams=4, static=False``; ``-`` for none."""
     items = dict(options).items()
@@ -48,6 +53,6 @@ def options_text(options) -> str:
 
 
 __all__ = [
-    "STRATEGIES", "get_strategy", "all_options", "options_text", "Strategy", "Connection", "Option", "OptionError", "Site",
+    "STRATEGIES", "get_strategy", "all_options", "sizing_option_names", "options_text", "Strategy", "Connection", "Option", "OptionError", "Site",
     "BlockWidths", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock", "DWA", "HyperConnection", "MHC",
 ]

@@ -96,7 +96,6 @@ class PlainStrategy(Strategy):
     summary = "no skip: s_l = f(s_{l-1}); the baseline"
     rule = "s_l = f_l(s_{l-1})"
     source = "baseline (no skip connection)"
-    has_identity = False
 
     def connection(self, branch, site, opts, make_gate):
         return Plain(branch)

@@ -134,9 +134,6 @@ class Strategy:
     options: ClassVar[tuple[Option, ...]] = ()
     width_step: ClassVar[int] = 1  # widths must be multiples of this (concat-half: 2) ...
     width_reason: ClassVar[str] = ""  # ... because of this
-    # Does the strategy keep an identity path from every sublayer's input to its output?
-    # (plain: no; everything else here: yes.) Read by the gradient diagnostics' text.
-    has_identity: ClassVar[bool] = True
     # Is the stream a composite of residual mixing matrices whose gain is worth reporting
     # (hyper-connections, mHC)? Such connections implement ``mixing_matrix``.
     mixes_streams: ClassVar[bool] = False

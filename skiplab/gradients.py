@@ -138,11 +138,14 @@ class _Probe:
     flows through the merge (rezero at init, where a_l = 0 makes b exactly zero), 1 for
     plain (no path but the branch), 0.5 when both carry equal norm. Measuring each route
     directly keeps an auxiliary head's gradient out of it and avoids cancellation.
+    For DenseFormer the stream also carries the earlier block outputs X_0..X_{i-1} that
+    ``write`` averages, so its merge route includes their gradients too: 0 at init
+    (alpha_ij = 0 for j < i), growing as the averages learn.
     """
 
-    def __init__(self, block: nn.Module, readout: Callable[[Any], torch.Tensor]):
+    def __init__(self, block: nn.Module, readout: Callable[[Any], torch.Tensor], mixing: bool):
         self.block, self.readout = block, readout
-        self.mixing = hasattr(block, "mixing_matrix")
+        self.mixing = mixing  # the strategy mixes copies of the stream: record its H_res
         self.handles: list[Any] = []
         self.reset()
         read, write = block.read, block.write
@@ -366,7 +369,8 @@ def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
     backward pass each. Leaves the model's ``.grad`` of the last batch in place."""
     model.train()
     d = model.description
-    probes = [_Probe(block, lambda stream: d.strategy.readout(stream, d.options)) for block in model.blocks]
+    probes = [_Probe(block, lambda stream: d.strategy.readout(stream, d.options), d.strategy.mixes_streams)
+              for block in model.blocks]
     out: dict[str, list] = {k: [] for k in ("weight", "feature", "rms", "share", "loss", "accuracy", "gain_f",
                                             "gain_b")}
     try:

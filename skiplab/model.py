@@ -18,8 +18,9 @@ class SkipNet(nn.Module):
 
     ``blocks`` holds one connection per sublayer (the strategy's merge module, with the
     branch inside it as ``.branch``); for the MLP and CNN families a block is one sublayer.
-    The stream between them is the strategy's business: a tensor for add or dense, several
-    for hyper-connections. Input per sample: ``spec.input_shape`` (MLP inputs are flattened).
+    The stream between them is the strategy's business: a tensor for add or dense, n
+    stacked copies for hyper-connections and mHC, the earlier block outputs and the current
+    tensor for DenseFormer. Input per sample: ``spec.input_shape`` (MLP inputs are flattened).
     """
 
     def __init__(self, spec: ModelSpec):

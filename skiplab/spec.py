@@ -68,16 +68,16 @@ class ModelSpec:
 
     def _check_options(self) -> None:
         given = self.options
-        if isinstance(given, dict):  # None means "the default": dropped, so it does not change identity
-            given = tuple(sorted((k, v) for k, v in given.items() if v is not None))
-        ok = isinstance(given, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-                                              for p in given)
-        if not ok:
+        if isinstance(given, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                            for p in given):
+            given = dict(given)
+        if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
             raise SpecError(f"options: must be a mapping of option names to values, got {self.options!r}")
-        object.__setattr__(self, "options", given)
         strategy = get_strategy(self.skip)
         try:
-            strategy.resolve(dict(given), self.width)
+            # one canonical form, however the options were given: the model's identity
+            object.__setattr__(self, "options", strategy.canonical(given))
+            strategy.resolve(dict(self.options), self.width)
             strategy.check_width(self.width)
         except OptionError as e:
             raise SpecError(str(e)) from None

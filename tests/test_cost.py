@@ -231,7 +231,8 @@ def test_dense_budget_by_growth_refines_width_when_growth_is_too_coarse(depth):
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("skip, options", [("hyper", {"static": True}), ("hyper", {"streams": 3}),
-                                           ("hyper", {"streams": 1}), ("mhc", {"streams": 2, "iterations": 3})])
+                                           ("hyper", {"streams": 1}), ("mhc", {"streams": 2, "iterations": 3}),
+                                           ("mhc", {"streams": 1})])
 def test_analytic_equals_measured_with_strategy_options(skip, model, options):
     for norm in NORMS:
         for depth in (0, 1, 4):

@@ -247,3 +247,20 @@ def test_a_trained_hyper_run_stores_its_composite_gain():
     assert math.isfinite(gain) and gain != 1.0  # A_r moved off the identity in training
     assert train_run(RunSpec(_spec("add"), TrainConfig(epochs=1, batch_size=32, evals=1), "tiny", seed=0),
                      data).diagnostics == {}
+
+
+def test_options_have_one_canonical_form():
+    # A default spelled out names the same model (same spec, same run identity) as none.
+    assert _spec("hyper", streams=4, static=False) == _spec("hyper") and _spec("hyper").options == ()
+    assert _spec("mhc", streams=3).options == (("streams", 3),)
+    assert ModelSpec(skip="dense", width=8, options=(("growth", 8),)).options == (("growth", 8),)  # kept: tied to width
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: HyperConnection(nn.Linear(8, 8), channels=8, streams=0), "streams: must be an integer >= 1, got 0"),
+    (lambda: MHC(nn.Linear(8, 8), channels=8, iterations=0), "iterations: must be an integer >= 1, got 0"),
+    (lambda: MHC(nn.Linear(8, 8), channels=0), "channels: must be an integer >= 1, got 0"),
+])
+def test_drop_in_modules_check_their_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

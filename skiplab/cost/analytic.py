@@ -16,15 +16,6 @@ from ..tape import Sym, Tape
 DTYPE_BYTES = 4  # float32
 
 
-def positions(spec: ModelSpec) -> int:
-    """Positions per sample (1 for the MLP); same padding keeps them in every sublayer."""
-    return spec.family.positions(spec.input_shape)
-
-
-def kernel_volume(spec: ModelSpec) -> int:
-    return spec.family.kernel_volume(spec)
-
-
 def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     """Costs of ``spec`` for one training step on a batch of ``batch`` samples.
 

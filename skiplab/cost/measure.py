@@ -169,7 +169,7 @@ def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int =
     with FlopCounterMode(display=False) as forward:
         model(x)
     counts = forward.get_flop_counts()
-    per_block = [sum(counts.get(f"SkipNet.blocks.{i}", {}).values()) // batch for i in range(spec.depth)]
+    per_block = [sum(counts.get(f"SkipNet.blocks.{i}", {}).values()) // batch for i in range(len(model.blocks))]
     merge_by_block, cat_by_block = count_merges(model, x)
     with FlopCounterMode(display=False) as train_forward:
         model(x, return_aux=True)

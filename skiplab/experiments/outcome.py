@@ -15,7 +15,6 @@ An experiment's claim predicts the *direction* of one or more comparisons over s
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -41,16 +40,8 @@ class Prediction:
         return 1 if up == self.higher else -1
 
 
-def compare_values(a: Sequence[float | None], b: Sequence[float | None]) -> Comparison | None:
-    """:func:`skiplab.stats.compare`, without SciPy's warning about nearly identical
-    samples (seeds that all land on chance give them; the p-value is still right)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
-        return compare(a, b)
-
-
 def predict(a: Sequence[float | None], b: Sequence[float | None], higher: bool) -> Prediction:
-    return Prediction(compare_values(a, b), higher)
+    return Prediction(compare(a, b), higher)
 
 
 def decide(predictions: Sequence[Prediction], regime_met: bool = True) -> str:

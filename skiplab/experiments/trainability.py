@@ -25,7 +25,8 @@ from ..cost.budget import sizing_options
 from ..spec import ModelSpec
 from ..train import TrainConfig
 from .context import Context
-from .outcome import closing, compare_values, decide, pct, predict, regime, signed
+from ..stats import compare
+from .outcome import closing, decide, pct, predict, regime, signed
 
 
 def _mean(values):
@@ -160,7 +161,7 @@ def deep_supervision(ctx: Context, **form) -> dict[str, Any]:
                       "train_accuracy_std": statistics.stdev(acc[(s, a)]["train"]) if len(mine) > 1 else None,
                       "seeds": len(mine)})
     helps = predict(acc[("plain", 0)]["train"], acc[("plain", k)]["train"], higher=True)
-    test = compare_values(acc[("plain", 0)]["test"], acc[("plain", k)]["test"])
+    test = compare(acc[("plain", 0)]["test"], acc[("plain", k)]["test"])
     add_train = acc[("add", 0)]["train"]
     reg = regime(f"add at depth {depth} reaches >= {100 * ADD_FITS:.0f}% training accuracy",
                  bool(add_train) and min(add_train) >= ADD_FITS,

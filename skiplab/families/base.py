@@ -113,12 +113,3 @@ class Description:
     sites: tuple[Site, ...]  # one per sublayer
     readout_width: int  # what the head sees
     aux: tuple[tuple[int, int], ...]  # (block, readout width) of every auxiliary head
-
-    def site_blocks(self) -> list[list[Site]]:
-        """Sites grouped by block."""
-        out: list[list[Site]] = [[] for _ in range(self.spec.depth)]
-        for s in self.sites:
-            out[s.block - 1].append(s)
-        return out
-
-

@@ -155,6 +155,16 @@ class Strategy:
                 out[o.name] = width if o.default_from_width else o.default
         return out
 
+    def canonical(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The options as part of a model's identity: sorted, without None and without a
+        value equal to a fixed default, so that ``{}`` and ``{"streams": 4}`` name the same
+        model. (A default taken from the width, dense's growth, is kept when given: growth
+        64 stays 64 when a budget later changes the width.)"""
+        self.resolve(given, 1)  # unknown names and bad values raise here
+        fixed = {o.name: o.default for o in self.options if not o.default_from_width}
+        return tuple(sorted((k, v) for k, v in given.items()
+                            if v is not None and not (k in fixed and v == fixed[k] and type(v) is type(fixed[k]))))
+
     def check_width(self, width: int) -> None:
         if width % self.width_step:
             raise OptionError(f"width: skip {self.name!r} needs a width divisible by {self.width_step} "

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validate import integer
 from .base import Connection, Option, Strategy
 
 DYNAMIC_SCALE = 0.01  # s_alpha = s_beta at init; the dynamic part starts at 0 because W = 0 (Sec. 2.2)
@@ -62,10 +63,12 @@ class HyperConnection(Connection):
     torch.Size([2, 5, 8])
     """
 
-    def __init__(self, branch: nn.Module | None = None, *, streams: int = 4, layer: int = 0, channels: int = 1,
+    def __init__(self, branch: nn.Module | None = None, *, channels: int, streams: int = 4, layer: int = 0,
                  channel_dim: int = 1, dynamic: bool = True):
         super().__init__(branch)
-        n = streams
+        n = integer("streams", streams, 1)
+        integer("channels", channels, 1)
+        integer("layer", layer, 0)
         self.streams, self.dynamic, self.channel_dim = n, dynamic, channel_dim
         read = torch.zeros(n)
         read[layer % n] = 1.0

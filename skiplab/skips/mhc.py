@@ -22,7 +22,8 @@ that the model starts as the residual net): phi = 0 and a = 0.01, so each map st
 its bias; b_pre = logit(1/n), so H_pre averages the copies; b_post = 0, so H_post = 1 and
 every copy receives F; b_res = 0 on the diagonal and -6 off it, so H_res starts near the
 identity (off-diagonal entries ~0.0025). All copies start equal and H_res's rows sum to
-1, so they stay equal: the model equals the residual net at init up to float rounding.
+1, so they stay equal: the model equals the residual net at init up to float rounding
+(for n = 1, H_pre = sigmoid(10) = 0.99995 rather than 1: a sigmoid cannot reach 1).
 The RMSNorm has no learned scale (phi absorbs it).
 """
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validate import integer
 from .base import Connection, Option
 from .hyper import STREAMS, CopiesStrategy, mix, stream_channel_dim
 
@@ -85,10 +87,12 @@ class MHC(Connection):
     ``(n, B, *layout)`` as for :class:`~skiplab.skips.hyper.HyperConnection`, channels at
     ``channel_dim`` of the layout."""
 
-    def __init__(self, branch: nn.Module | None = None, *, streams: int = 4, channels: int = 1,
+    def __init__(self, branch: nn.Module | None = None, *, channels: int, streams: int = 4,
                  channel_dim: int = 1, iterations: int = 20):
         super().__init__(branch)
-        n = self.streams = streams
+        n = self.streams = integer("streams", streams, 1)
+        integer("channels", channels, 1)
+        integer("iterations", iterations, 1)
         self.channel_dim, self.iterations = channel_dim, iterations
         self.phi = nn.Parameter(torch.zeros(2 * n + n * n, n * channels))  # phi_pre, phi_post, phi_res stacked
         self.a = nn.Parameter(torch.full((3,), GATE_INIT))  # a_pre, a_post, a_res
@@ -159,7 +163,9 @@ class MHCStrategy(CopiesStrategy):
         n, P, t = opts["streams"], H.positions, opts["iterations"]
         D, k = n * C, 2 * n + n * n
         tape.params += k * D + 3 + 2 * n + n * n  # phi, a, b_pre, b_post, b_res
-        x = tape.new(D, P)  # vec(x_l): a copy (the permuted stream is not contiguous)
+        # vec(x_l): a copy (the permuted stream is not contiguous), except for one copy,
+        # whose permutation only moves a dim of size 1: a view of the stream itself
+        x = H if n == 1 else tape.new(D, P)
         r = tape.new(1, P)
         tape.save(x, r)  # x * x keeps x; rsqrt keeps r; x * r keeps x and r
         tape.merge += (3 * D + 1) * P  # x * x, sum (D - 1), / D, + eps, x * r

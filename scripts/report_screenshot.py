@@ -32,11 +32,10 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.store) if args.store else Path(tmp)
-        if args.store:
-            with Store(out, create=False) as store:
-                write_report(store, out)
-        else:
-            run_study(out, quick_plan())
+        if not args.store:
+            run_study(out, quick_plan())  # the caller writes the report: below
+        with Store(out, create=False) as store:
+            write_report(store, out)
         view = view_in_browser(out / "report.html", screenshot=args.png, width=args.width, until=args.until)
     problems = view.console_errors + view.page_errors + view.network_requests
     if problems or not all(w > 0 for _, w in view.images):

@@ -36,6 +36,10 @@ STUDY_SKIPS = ("plain", "add", "rezero", "highway", "dense", "concat-prev", "con
 # default study past 8 minutes; at equal width dwa and hyper are within 1% of add's size
 # anyway, and the budget is where mhc's extra parameters (its phi) are accounted for.
 BUDGET_ONLY = ("dwa", "hyper", "mhc")
+# Strategy options at equal width (and before a budget resizes them), by strategy; each
+# strategy checks its own. Dense: k = w/4 at width 64 (DenseNet uses k = 12..32 with far
+# wider states). The experiments that train dense use the same.
+STUDY_OPTIONS: dict[str, dict[str, Any]] = {"dense": {"growth": 16}}
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,7 @@ class StudyPlan:
     # An MLP (the question's setting: fully-connected layers of width w) with batch norm.
     model: ModelSpec = field(default_factory=lambda: ModelSpec(model="mlp", width=64, norm="batch",
                                                                input_shape=(1, 40)))
-    # Strategy options at equal width, by strategy (each strategy checks its own). Dense:
-    # k = w/4 (DenseNet uses k = 12..32 with far wider states).
-    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"dense": {"growth": 16}})
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(STUDY_OPTIONS))
     budget_params: int = 100_000  # matched budget, all strategies and depths
     # 10 epochs of Adam (320 steps of 128 samples); round 1's study ran 15 with 7 strategies.
     # 10 keeps the default within its time with 10 strategies.

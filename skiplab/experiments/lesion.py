@@ -18,6 +18,7 @@ from typing import Any
 
 from ..skips import ADD, PLAIN
 from ..spec import ModelSpec
+from ..study import STUDY_OPTIONS
 from ..train import TrainConfig, evaluate
 from .context import Context
 from .outcome import closing, decide, pct, predict, regime, signed
@@ -25,7 +26,6 @@ from .outcome import closing, decide, pct, predict, regime, signed
 CLAIM = "removing one block barely hurts a residual network but breaks a plain one (Veit et al., 1605.06431)"
 SKIPS = ("plain", "add", "dense")
 FIT = 0.90
-OPTIONS = {"dense": {"growth": 16}}  # strategy options, by strategy
 
 DEFAULT = dict(depth=10, width=128, epochs=40, seeds=3, skips=SKIPS)
 QUICK = dict(depth=6, width=64, epochs=3, seeds=2, skips=SKIPS)
@@ -38,7 +38,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         raise ValueError(f"skips: the lesion study compares {PLAIN.name} with {ADD.name}; both must be among them")
     train = TrainConfig(epochs=f["epochs"], evals=2)
     specs = [ctx.run_spec(ModelSpec(model="mlp", depth=depth, width=f["width"], skip=skip, norm="batch",
-                                    options=OPTIONS.get(skip, {}),
+                                    options=STUDY_OPTIONS.get(skip, {}),
                                     input_shape=ctx.data.input_shape, classes=ctx.data.classes), train, seed)
              for skip in skips for seed in range(seeds)]
     ctx.say(f"lesion: training {len(specs)} networks")

@@ -23,6 +23,7 @@ from typing import Any
 from ..cost import match_budget
 from ..cost.budget import sizing_options
 from ..spec import ModelSpec
+from ..study import STUDY_OPTIONS
 from ..train import TrainConfig
 from .context import Context
 from ..stats import compare
@@ -183,7 +184,6 @@ PARAM_CLAIM = "DenseNet reaches a given accuracy with fewer parameters than ResN
 PARAM_DEFAULT = dict(budgets=(10_000, 30_000, 100_000), depth=8, epochs=30, seeds=3)
 PARAM_QUICK = dict(budgets=(20_000, 80_000), depth=8, epochs=3, seeds=2)
 PARAM_FIT = 0.95
-PARAM_OPTIONS = {"dense": {"growth": 16}}  # strategy options before the budget resizes them (as the study's)
 
 
 def parameter_efficiency(ctx: Context, **form) -> dict[str, Any]:
@@ -202,7 +202,7 @@ def parameter_efficiency(ctx: Context, **form) -> dict[str, Any]:
     specs = []
     for b in budgets:
         for s in skips:
-            base = _mlp(ctx, depth=f["depth"], width=64, skip=s, norm="batch", options=PARAM_OPTIONS.get(s, {}))
+            base = _mlp(ctx, depth=f["depth"], width=64, skip=s, norm="batch", options=STUDY_OPTIONS.get(s, {}))
             m = match_budget(base, params=b, vary=(sizing_options(base) or ["width"])[0])
             specs += [ctx.run_spec(m.spec, train, seed, f"exp:parameter-efficiency:{b}") for seed in range(seeds)]
     rows = ctx.train(specs)

@@ -33,12 +33,11 @@ class SkipNet(nn.Module):
         def make_gate(in_width: int, out_width: int) -> nn.Module:
             return family.layer(spec, in_width, out_width, bias=True)  # a gate keeps its bias
 
-        self.stem = family.transform(spec, d.in_channels, spec.width)  # (B, *in) -> (B, w, *S)
+        self.stem = family.stem(spec, d.in_channels)  # (B, *in) -> the family's layout, width w
         # Each branch is built before its connection, so a seed gives the same weights
         # whatever the strategy adds (the highway gate draws after its branch).
         self.blocks = nn.ModuleList(
-            strategy.connection(family.transform(spec, site.widths.in_width, site.widths.features), site, d.options,
-                                make_gate)
+            family.place(strategy.connection(family.branch(spec, site), site, d.options, make_gate), spec, site)
             for site in d.sites)
         self.head = family.head(spec, d.readout_width)
         self.aux_heads = nn.ModuleDict({str(block): family.head(spec, width) for block, width in d.aux})

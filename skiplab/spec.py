@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .families import FAMILIES, Description, ShapeError, get_family
-from .layers import ACTIVATIONS, NORMS
+from .layers import ACTIVATIONS
 from .skips import STRATEGIES, BlockWidths, OptionError, Site, get_strategy
 from .validate import SpecError, boolean, choice, integer, number
 
@@ -24,7 +24,7 @@ class ModelSpec:
     ``ValueError``) naming the field and what is allowed.
     """
 
-    model: str = "mlp"  # a family in skiplab.families.FAMILIES: mlp | cnn1d | cnn2d
+    model: str = "mlp"  # a family in skiplab.families.FAMILIES: mlp | cnn1d | cnn2d | transformer
     # Defaults: the CNN-1D with these reaches 99% on MNIST-1D in under a minute here
     # (README, "Training"); the MNIST-1D paper's CNN baseline is 94%.
     depth: int = 6  # number of blocks; 0 = stem + head only
@@ -33,8 +33,10 @@ class ModelSpec:
     # The strategy's own hyperparameters (dense's growth, hyper's streams, ...), checked
     # and defaulted by the strategy (skiplab.skips); given as a dict, kept as sorted pairs.
     options: Any = ()
-    norm: str = "batch"  # none | batch | layer, inside every transform (and the stem)
-    activation: str = "relu"  # a name in skiplab.layers.ACTIVATIONS
+    # None = the family's default: batch norm and ReLU for the MLP and CNNs, layer norm and
+    # GELU for the transformer (GPT-2's choices).
+    norm: str | None = None  # one of the family's norms: none | batch | layer (| rms for the transformer)
+    activation: str | None = None  # a name in skiplab.layers.ACTIVATIONS
     bias: bool = True  # bias on every Linear/Conv; a highway gate always keeps its own
     init: str = "torch"  # torch = PyTorch's default per layer; kaiming = He-normal, zero bias
     aux_every: int = 0  # an auxiliary head after every k-th block (not the last); 0 = none
@@ -46,11 +48,23 @@ class ModelSpec:
     # it every block: width 64 at depth 12 is already 262,144 channels). The cost model
     # answers analytically beyond it.
     max_state_width: int = 16384
+    # The transformer family's own fields (Family.fields); other families refuse a value
+    # other than the default, and leave them out of a spec's identity (to_dict).
+    heads: int = 4  # attention heads; must divide the width (each attention sublayer's features)
+    context: int | None = None  # sequence length T; None = 64 for tokens, the data's steps for numeric input
+    mlp_ratio: int = 4  # the MLP sublayer's hidden width over its output width (GPT-2: 4)
+    placement: str = "pre"  # pre: x + F(norm(x)); post: norm(x + F(x)) (Xiong et al., arXiv 2002.04745)
+    vocab: int = 0  # > 0: the input is token ids of this many symbols (a language model); 0: numeric
 
     def __post_init__(self) -> None:
         choice("model", self.model, tuple(FAMILIES))
         choice("skip", self.skip, tuple(STRATEGIES))
-        choice("norm", self.norm, NORMS)
+        family = get_family(self.model)
+        if self.norm is None:
+            object.__setattr__(self, "norm", family.default_norm)
+        if self.activation is None:
+            object.__setattr__(self, "activation", family.default_activation)
+        choice("norm", self.norm, family.norms)
         choice("activation", self.activation, tuple(ACTIVATIONS))
         choice("init", self.init, INITS)
         integer("depth", self.depth, 0)
@@ -59,12 +73,30 @@ class ModelSpec:
         integer("kernel_size", self.kernel_size, 1)
         integer("classes", self.classes, 1)
         integer("max_state_width", self.max_state_width, 1)
+        integer("heads", self.heads, 1)
+        integer("mlp_ratio", self.mlp_ratio, 1)
+        integer("vocab", self.vocab, 0)
+        if self.context is not None:
+            integer("context", self.context, 1)
+        self._check_family_fields(family)
         boolean("bias", self.bias)
         number("aux_weight", self.aux_weight)
         if self.kernel_size % 2 == 0:
             raise SpecError(f"kernel_size: must be odd so that 'same' padding is symmetric, got {self.kernel_size}")
         self._check_options()
         self._check_input_shape()
+        try:
+            family.check_spec(self)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+
+    def _check_family_fields(self, family) -> None:
+        """A field only some families take (the transformer's heads, context, ...) must keep
+        its default elsewhere: a value given is a value the user expects to matter."""
+        for name in FAMILY_FIELDS:
+            if name not in family.fields and getattr(self, name) != _DEFAULTS[name]:
+                takers = ", ".join(f.name for f in FAMILIES.values() if name in f.fields)
+                raise SpecError(f"{name}: only the {takers} family takes it; model {self.model!r} does not")
 
     def _check_options(self) -> None:
         given = self.options
@@ -85,14 +117,22 @@ class ModelSpec:
     def _check_input_shape(self) -> None:
         family = get_family(self.model)
         shape = self.input_shape
+        if shape is not None and not (isinstance(shape, (tuple, list)) and len(shape) >= 1 and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+            raise SpecError(f"input_shape: {self.model} takes {family.input_form} of positive integers, got {shape!r}")
+        if "context" in family.fields:  # the family derives the shape and the sequence length together
+            try:
+                shape, context = family.resolve_shape(self)
+            except ShapeError as e:
+                # the family's message names context itself when the sequence length is at fault
+                raise SpecError(str(e) if str(e).startswith("context") else f"input_shape: {e}") from None
+            object.__setattr__(self, "input_shape", tuple(shape))
+            object.__setattr__(self, "context", context)
+            return
         if shape is None:
             object.__setattr__(self, "input_shape", family.default_input_shape)
             return
-        ok = isinstance(shape, (tuple, list)) and len(shape) >= 1 \
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
         try:
-            if not ok:
-                raise ShapeError(f"{self.model} takes {family.input_form} of positive integers")
             family.check_input_shape(tuple(shape))
         except ShapeError as e:
             raise SpecError(f"input_shape: {e}, got {shape!r}") from None
@@ -135,6 +175,9 @@ class ModelSpec:
         """Blocks (1-based) followed by an auxiliary head: every ``aux_every``-th, not the last."""
         return list(range(self.aux_every, self.depth, self.aux_every)) if self.aux_every else []
 
+    def describe_sites(self) -> tuple[Site, ...]:
+        return self.describe().sites
+
     def describe(self) -> Description:
         """The one description of this model, read by the builder and the cost tape."""
         family, strategy, opts = self.family, self.strategy, self.opts
@@ -160,7 +203,11 @@ class ModelSpec:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The spec as plain data: its identity (stored, hashed). Fields the family does not
+        take are left out, so adding a family's field never renames another family's runs."""
+        taken = self.family.fields
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in FAMILY_FIELDS or f.name in taken}
         d["input_shape"] = list(d["input_shape"])
         d["options"] = dict(self.options)
         return d
@@ -180,3 +227,8 @@ class ModelSpec:
         if isinstance(d.get("input_shape"), list):
             d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+# Fields some family declares as its own (Family.fields): the transformer's heads, context, ...
+FAMILY_FIELDS = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.fields))

@@ -17,7 +17,9 @@ from skiplab.layers import ACTIVATIONS, NORMS
 
 MODELS = tuple(FAMILIES)
 
-SHAPES = {"mlp": (3, 4), "cnn1d": (2, 7), "cnn2d": (2, 3, 5)}
+SHAPES = {"mlp": (3, 4), "cnn1d": (2, 7), "cnn2d": (2, 3, 5), "transformer": (2, 5)}
+# Family fields for the grid: one attention head, so that every width (3 and 4) divides.
+EXTRA = {"transformer": {"heads": 1}}
 
 
 def _check(spec, batch=3):
@@ -38,7 +40,7 @@ def _check(spec, batch=3):
 def _grid(depths):
     for skip in STRATEGIES:
         for model in MODELS:
-            for norm in NORMS:
+            for norm in FAMILIES[model].norms:
                 for bias in (True, False):
                     for width in ((3, 4) if skip != "concat-half" else (2, 4)):  # odd and even
                         for depth in depths:
@@ -46,7 +48,8 @@ def _grid(depths):
                                 continue  # 4 x 2^12 channels of 3x3 conv: too big to build in a test
                             yield ModelSpec(model=model, skip=skip, norm=norm, bias=bias, depth=depth,
                                             width=width, input_shape=SHAPES[model], classes=3,
-                                            aux_every=3, options={"growth": 2} if skip == "dense" else {})
+                                            aux_every=3, options={"growth": 2} if skip == "dense" else {},
+                                            **EXTRA.get(model, {}))
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -234,7 +237,7 @@ def test_dense_budget_by_growth_refines_width_when_growth_is_too_coarse(depth):
                                            ("hyper", {"streams": 1}), ("mhc", {"streams": 2, "iterations": 3}),
                                            ("mhc", {"streams": 1})])
 def test_analytic_equals_measured_with_strategy_options(skip, model, options):
-    for norm in NORMS:
+    for norm in FAMILIES[model].norms:
         for depth in (0, 1, 4):
             _check(ModelSpec(model=model, skip=skip, norm=norm, depth=depth, width=3, input_shape=SHAPES[model],
-                             classes=3, aux_every=3, options=options))
+                             classes=3, aux_every=3, options=options, **EXTRA.get(model, {})))

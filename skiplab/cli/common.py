@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from ..families import FAMILIES
-from ..layers import ACTIVATIONS, NORMS
+from ..families.transformer import PLACEMENTS
+from ..layers import ACTIVATIONS
 from ..skips import STRATEGIES, all_options
 from ..spec import INITS, ModelSpec
 
@@ -55,8 +56,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=int, default=_D["width"], help="stem width / channels w (default: %(default)s)")
     g.add_argument("--skip", type=skips_arg, default=[_D["skip"]],
                    help=f"comma-separated strategies from: {', '.join(STRATEGIES)} (default: {_D['skip']})")
-    g.add_argument("--norm", choices=NORMS, default=_D["norm"], help="norm in every transform (default: %(default)s)")
-    g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=_D["activation"], help="(default: %(default)s)")
+    norms = tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.norms))
+    defaults = ", ".join(f"{f.default_norm} ({f.name})" for f in FAMILIES.values())
+    g.add_argument("--norm", choices=norms, default=None, help=f"norm in every sublayer (default: {defaults})")
+    g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=None,
+                   help="activation (default: " + ", ".join(f"{f.default_activation} ({f.name})"
+                                                           for f in FAMILIES.values()) + ")")
     g.add_argument("--no-bias", dest="bias", action="store_false", help="no bias on Linear/Conv layers")
     g.add_argument("--init", choices=INITS, default=_D["init"],
                    help="torch = PyTorch's default per layer; kaiming = He-normal (default: %(default)s)")
@@ -67,7 +72,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: MNIST-1D, or 1,8,8 for cnn2d)")
     g.add_argument("--classes", type=int, default=None,
                    help=f"outputs (default: train: the dataset's class count; otherwise {_D['classes']})")
+    t = p.add_argument_group("transformer (--model transformer)")
+    t.add_argument("--heads", type=int, default=None, help=f"attention heads; must divide the width (default: {_D['heads']})")
+    t.add_argument("--context", type=int, default=None,
+                   help="sequence length T (default: 64 for text; the data's steps for numeric sequences)")
+    t.add_argument("--mlp-ratio", type=int, default=None,
+                   help=f"MLP hidden width over its output width (default: {_D['mlp_ratio']})")
+    t.add_argument("--placement", choices=PLACEMENTS, default=None,
+                   help="pre: x + F(norm(x)); post: norm(x + F(x)) (default: pre)")
+    t.add_argument("--vocab", type=int, default=None,
+                   help="token ids of this many symbols (a language model; train: from the text dataset)")
     add_option_args(p)
+
+
+FAMILY_FLAGS = ("heads", "context", "mlp_ratio", "placement", "vocab")
+
+
+def family_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The family-specific flags given (a flag left out keeps ModelSpec's default)."""
+    return {k: getattr(args, k) for k in FAMILY_FLAGS if getattr(args, k, None) is not None}
 
 
 def add_option_args(p: argparse.ArgumentParser) -> None:
@@ -104,12 +127,15 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
     """One ModelSpec per strategy named by --skip; each option flag goes to the strategies
     that declare it."""
     check_option_flags(args)
+    fields = family_fields(args)
+    classes = args.classes
+    if classes is None:  # a language model predicts its own vocabulary
+        classes = fields["vocab"] if fields.get("vocab") else _D["classes"]
     return [ModelSpec(model=args.model, depth=args.depth, width=args.width, skip=skip,
                       options=options_for(args, skip), norm=args.norm,
                       activation=args.activation, bias=args.bias, init=args.init,
                       aux_every=args.aux_every, kernel_size=args.kernel_size,
-                      input_shape=args.input_shape,
-                      classes=_D["classes"] if args.classes is None else args.classes)
+                      input_shape=args.input_shape, classes=classes, **fields)
             for skip in args.skip]
 
 

@@ -34,15 +34,14 @@ def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
         return family.trace_gate(tape, z, out, spec)
 
     tape = Tape()
-    stream = strategy.trace_init(tape, family.trace_transform(tape, tape.input(d.in_channels, d.positions),
-                                                              spec.width, spec), opts)
+    stream = strategy.trace_init(tape, family.trace_stem(tape, tape.input(d.in_channels, d.positions), spec), opts)
     stem = tape.counts()
     per_block, readouts = [], {}
     for site in d.sites:
         before = tape.counts()
         z = strategy.trace_read(tape, stream, site, opts)
-        f = family.trace_transform(tape, z, site.widths.features, spec)
-        stream = strategy.trace_write(tape, stream, f, site, opts, trace_gate)
+        f = family.trace_branch(tape, z, site, spec)
+        stream = family.trace_place(tape, strategy.trace_write(tape, stream, f, site, opts, trace_gate), site, spec)
         c = tape.counts() - before
         w = site.widths
         per_block.append({"block": site.index, "in_width": w.in_width, "features": w.features,
@@ -70,6 +69,8 @@ def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
                    "total": total.params},
         "flops": {"matmul": inference.matmul, "merge": inference.merge,
                   "total": inference.matmul + inference.merge, "aux_matmul": aux.matmul},
+        # per position of the sequence (per token for the transformer; = per sample for the MLP)
+        "flops_per_token": (inference.matmul + inference.merge) / d.positions,
         "activation_bytes": total.saved_bytes(batch, DTYPE_BYTES),
         "concat_bytes": DTYPE_BYTES * batch * total.concat,
         "per_block": per_block,

@@ -78,7 +78,7 @@ class _MergeCounter(TorchDispatchMode):
         def on(*_):
             self.off -= 1
 
-        for part in [model.stem, model.head, *model.aux_heads.values(), *(b.branch for b in model.blocks)]:
+        for part in [model.stem, model.head, *model.aux_heads.values(), *(part for b in model.blocks for part in b.family_parts())]:
             handles += [part.register_forward_pre_hook(off), part.register_forward_hook(on)]
         for l, block in enumerate(model.blocks, start=1):
             handles.append(block.register_forward_pre_hook(lambda *_, l=l: setattr(self, "current", l)))
@@ -162,8 +162,7 @@ def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int =
     ``repeats`` timed forward+backward passes after one warm-up (0: no timing)."""
     model = build_model(spec, seed=seed).train()
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, *spec.input_shape, generator=g)
-    y = torch.randint(0, spec.classes, (batch,), generator=g)
+    x, y = spec.family.random_batch(spec, batch, g)
     structure = model.structure()
 
     with FlopCounterMode(display=False) as forward:

@@ -7,8 +7,9 @@ from .base import Description, Family, ShapeError
 from .cnn1d import CNN1D_FAMILY
 from .cnn2d import CNN2D_FAMILY
 from .mlp import MLP_FAMILY
+from .transformer import TRANSFORMER_FAMILY
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MLP_FAMILY, CNN1D_FAMILY, CNN2D_FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MLP_FAMILY, CNN1D_FAMILY, CNN2D_FAMILY, TRANSFORMER_FAMILY)}
 
 
 def get_family(name: str) -> Family:
@@ -19,4 +20,5 @@ def get_family(name: str) -> Family:
         raise ValueError(f"model: unknown family {name!r}; allowed: {', '.join(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "get_family", "Family", "Description", "ShapeError", "MLP_FAMILY", "CNN1D_FAMILY", "CNN2D_FAMILY"]
+__all__ = ["FAMILIES", "get_family", "Family", "Description", "ShapeError", "MLP_FAMILY", "CNN1D_FAMILY", "CNN2D_FAMILY",
+           "TRANSFORMER_FAMILY"]

@@ -38,6 +38,11 @@ class Family:
     sublayers_per_block: ClassVar[int] = 1
     default_input_shape: ClassVar[tuple[int, ...]]
     input_form: ClassVar[str]  # what input_shape means, for error messages
+    norms: ClassVar[tuple[str, ...]] = ("none", "batch", "layer")  # what --norm may name
+    default_norm: ClassVar[str] = "batch"
+    default_activation: ClassVar[str] = "relu"
+    takes_tokens: ClassVar[bool] = False  # can it embed token ids (a language model)?
+    fields: ClassVar[tuple[str, ...]] = ()  # ModelSpec fields only this family takes (heads, context, ...)
 
     # -- shapes -------------------------------------------------------------------------
     def check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -69,7 +74,26 @@ class Family:
             return False
         return True
 
+    def random_batch(self, spec: "ModelSpec", batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of random inputs and targets of the right kind (cost measurement)."""
+        x = torch.randn(batch, *spec.input_shape, generator=generator)
+        return x, torch.randint(0, spec.classes, (batch,), generator=generator)
+
+    def check_spec(self, spec: "ModelSpec") -> None:
+        """The family's own rules for a spec, beyond its input shape (ValueError naming the field)."""
+
     # -- parts --------------------------------------------------------------------------
+    def stem(self, spec: "ModelSpec", in_channels: int) -> nn.Module:
+        return self.transform(spec, in_channels, spec.width)
+
+    def branch(self, spec: "ModelSpec", site: Site) -> nn.Module:
+        """Sublayer ``site``'s branch: its input width to its features."""
+        return self.transform(spec, site.widths.in_width, site.widths.features)
+
+    def place(self, connection: nn.Module, spec: "ModelSpec", site: Site) -> nn.Module:
+        """The connection as the family places it (the transformer's post-norm wraps it)."""
+        return connection
+
     def layer(self, spec: "ModelSpec", in_width: int, out_width: int, bias: bool) -> nn.Module:
         raise NotImplementedError
 
@@ -86,6 +110,15 @@ class Family:
         return Head(width, spec.classes, spec.bias, self.pool())
 
     # -- traces -------------------------------------------------------------------------
+    def trace_stem(self, tape: Tape, x: Sym, spec: "ModelSpec") -> Sym:
+        return self.trace_transform(tape, x, spec.width, spec)
+
+    def trace_branch(self, tape: Tape, z: Sym, site: Site, spec: "ModelSpec") -> Sym:
+        return self.trace_transform(tape, z, site.widths.features, spec)
+
+    def trace_place(self, tape: Tape, stream, site: Site, spec: "ModelSpec"):
+        return stream
+
     def trace_transform(self, tape: Tape, z: Sym, out_width: int, spec: "ModelSpec") -> Sym:
         y = trace_layer(tape, z, out_width, self.kernel_volume(spec), spec.bias)
         return trace_activation(tape, trace_norm(tape, y, spec.norm), spec.activation)

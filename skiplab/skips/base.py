@@ -112,6 +112,11 @@ class Connection(nn.Module):
         ``remove()`` (a forward hook)."""
         return self.register_forward_hook(lambda module, inputs, output: module.without_branch(inputs[0]))
 
+    def family_parts(self) -> list[nn.Module]:
+        """The modules in this connection that belong to the model's family, not to the
+        strategy (the branch; a post-norm): their work is never counted as the merge's."""
+        return [self.branch]
+
     def kaiming_(self) -> None:
         """Hook for ``init="kaiming"``: re-initialise the connection's own layers (not the
         branch, which the model initialises). The model calls it on every connection and
@@ -137,6 +142,9 @@ class Strategy:
     # Is the stream a composite of residual mixing matrices whose gain is worth reporting
     # (hyper-connections, mHC)? Such connections implement ``mixing_matrix``.
     mixes_streams: ClassVar[bool] = False
+    # Is the stream one tensor (so a family may normalise it after each merge, the
+    # transformer's post-norm placement)? DenseFormer's list and hyper's copies are not.
+    single_stream: ClassVar[bool] = True
 
     # -- options -----------------------------------------------------------------------
     def resolve(self, given: Mapping[str, Any], width: int) -> dict[str, Any]:

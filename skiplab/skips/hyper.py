@@ -138,6 +138,7 @@ class CopiesStrategy(Strategy):
     write mixes the copies and adds the branch's output to each with its own weight."""
 
     mixes_streams = True
+    single_stream = False  # n copies
 
     def init(self, x0, opts):
         return expand(x0, opts["streams"])

@@ -1,0 +1,321 @@
+"""The transformer family: nanoGPT-shaped decoder blocks on a sequence, layout (B, T, C).
+
+Stem: a token embedding (``vocab`` > 0) or a Linear from per-step features (numeric
+sequences, e.g. MNIST-1D as 40 steps of one feature), plus learned positions. Each block is
+two sublayers, each merged into the stream by the strategy: causal self-attention
+(``heads``; qkv and output projections) then an MLP (Linear(C, r C) -> GELU -> Linear(r C, C),
+r = ``mlp_ratio``). ``placement``: ``pre`` (default; x + F(norm(x)), a final norm before the
+head) or ``post`` (the original Transformer's norm(x + F(x)); Xiong et al., arXiv 2002.04745,
+compare the two). Head: next-token logits at every position (token input) or mean-pool ->
+Linear (classification of numeric sequences).
+
+Attention is written out (q k^T / sqrt(d), causal mask, softmax, times v), as nanoGPT's
+non-flash path does, rather than through ``F.scaled_dot_product_attention``: PyTorch's FLOP
+counter has no rule for the CPU flash kernel (``_scaled_dot_product_flash_attention_for_cpu``
+is absent from ``torch.utils.flop_counter``'s registry in torch 2.13), so only the explicit
+path can be measured, and the costs here are exact for it.
+
+With a strategy that changes widths (dense), a sublayer maps its input width to its
+``features``: attention then works in ``features`` channels (heads must divide them) and
+the MLP's hidden layer is ``mlp_ratio x features`` wide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..layers import make_activation, trace_activation, trace_layer
+from ..skips.base import Connection
+from ..tape import Sym, Tape
+from .base import Family, ShapeError
+
+PLACEMENTS = ("pre", "post")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention, (B, T, in_width) -> (B, T, width) (Vaswani et al.,
+    arXiv 1706.03762, Eq. 1; the causal mask of GPT, Radford et al. 2018)."""
+
+    def __init__(self, in_width: int, width: int, heads: int, context: int, bias: bool):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"CausalSelfAttention: heads ({heads}) must divide the width ({width})")
+        self.width, self.heads = width, heads
+        self.qkv = nn.Linear(in_width, 3 * width, bias=bias)
+        self.proj = nn.Linear(width, width, bias=bias)
+        # True above the diagonal: the future a position may not see. Kept inverted as a buffer
+        # so that slicing it makes a view (a fresh ~mask would be one more saved tensor).
+        self.register_buffer("future", torch.ones(context, context, dtype=torch.bool).triu(1), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B, T, _ = z.shape
+        h, d = self.heads, self.width // self.heads
+        q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in self.qkv(z).split(self.width, dim=-1))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))  # (B, h, T, T)
+        att = att.masked_fill(self.future[:T, :T], float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, self.width)
+        return self.proj(y)
+
+    @staticmethod
+    def trace(tape: Tape, z: Sym, width: int, heads: int, bias: bool) -> Sym:
+        """Measured with saved_tensors_hooks (tests/test_transformer.py): the qkv Linear keeps
+        z; q k^T keeps contiguous copies of q and k (the matmul folds (B, h, T, d) views into
+        a batched product); softmax keeps its output, which att @ v keeps with a copy of v;
+        the output projection keeps the re-laid-out y. The mask and the scale keep nothing
+        that needs a gradient."""
+        T = z.positions
+        qkv = trace_layer(tape, z, 3 * width, 1, bias)
+        del qkv
+        q, k, v = (tape.new(width, T) for _ in range(3))  # the matmuls' contiguous copies
+        tape.save(q, k, v)
+        tape.matmul += 2 * 2 * T * width * T  # q k^T and att v: 2 T C FLOPs per token each, full context
+        probs = tape.new(heads * T, T)  # (h, T, T) per sample
+        tape.save(probs)
+        y = tape.new(width, T)
+        return trace_layer(tape, y, width, 1, bias)
+
+
+class MLPSublayer(nn.Sequential):
+    """Linear(in, r w) -> activation -> Linear(r w, w) (GPT-2's 4x MLP with GELU)."""
+
+    def __init__(self, in_width: int, width: int, ratio: int, activation: str, bias: bool):
+        super().__init__()
+        self.fc = nn.Linear(in_width, ratio * width, bias=bias)
+        self.act = make_activation(activation)
+        self.proj = nn.Linear(ratio * width, width, bias=bias)
+
+    @staticmethod
+    def trace(tape: Tape, z: Sym, width: int, ratio: int, activation: str, bias: bool) -> Sym:
+        a = trace_activation(tape, trace_layer(tape, z, ratio * width, 1, bias), activation)
+        return trace_layer(tape, a, width, 1, bias)
+
+
+class Sublayer(nn.Sequential):
+    """A branch: norm (pre placement) then attention or the MLP."""
+
+    def __init__(self, norm: nn.Module, body: nn.Module):
+        super().__init__()
+        self.norm = norm
+        self.body = body
+
+
+class Stem(nn.Module):
+    """Token embedding (or a Linear from per-step features) plus learned positions."""
+
+    def __init__(self, spec, in_channels: int):
+        super().__init__()
+        self.tokens = spec.vocab > 0
+        if self.tokens:
+            self.embed = nn.Embedding(spec.vocab, spec.width)
+        else:
+            self.embed = nn.Linear(in_channels, spec.width, bias=spec.bias)
+        # A parameter sliced per call, not an Embedding of arange(T): a slice keeps nothing
+        # for backward. N(0, 1) as nn.Embedding's default init.
+        self.positions = nn.Parameter(torch.randn(spec.context, spec.width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x) + self.positions[:x.shape[1]]
+
+
+class Readout(nn.Module):
+    """Final norm (pre placement), then per-position logits or mean-pool -> Linear."""
+
+    def __init__(self, norm: nn.Module, width: int, classes: int, bias: bool, pool: bool):
+        super().__init__()
+        self.norm = norm
+        self.pool = pool
+        self.fc = nn.Linear(width, classes, bias=bias)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        s = self.norm(s)
+        return self.fc(s.mean(dim=1) if self.pool else s)
+
+
+class PostNorm(Connection):
+    """Post-LN placement: ``norm(write(stream, f))``, the original Transformer's
+    ``x <- LN(x + F(x))`` for any single-tensor strategy (Xiong et al., arXiv 2002.04745, Fig. 1)."""
+
+    def __init__(self, inner: Connection, norm: nn.Module):
+        nn.Module.__init__(self)
+        self.inner, self.norm = inner, norm
+        self.channel_dim = inner.channel_dim
+
+    @property
+    def branch(self) -> nn.Module:  # type: ignore[override]
+        return self.inner.branch
+
+    def read(self, stream):
+        return self.inner.read(stream)
+
+    def write(self, stream, f):
+        return self.norm(self.inner.write(stream, f))
+
+    def without_branch(self, stream):
+        return self.norm(self.inner.without_branch(stream))
+
+    def family_parts(self):
+        return [*self.inner.family_parts(), self.norm]
+
+    def kaiming_(self) -> None:
+        self.inner.kaiming_()
+
+
+class Transformer(Family):
+    name = "transformer"
+    summary = "nanoGPT-shaped: blocks of causal self-attention then MLP, each merged by the skip; (B, T, C)"
+    layout = "(B, T, C)"
+    channel_dim = -1
+    sublayers_per_block = 2
+    default_input_shape = (1, 40)  # numeric: MNIST-1D as 40 steps of one feature
+    input_form = "(features, steps) for numeric sequences, or (context,) for tokens"
+    norms = ("layer", "rms", "none")
+    default_norm = "layer"
+    default_activation = "gelu"
+    takes_tokens = True
+    fields = ("heads", "context", "mlp_ratio", "placement", "vocab")
+    sublayer_names = ("attention", "mlp")
+
+    # -- shapes -------------------------------------------------------------------------
+    def check_input_shape(self, shape):
+        if len(shape) not in (1, 2):
+            raise ShapeError(f"transformer takes {self.input_form}")
+        return shape
+
+    def resolve_shape(self, spec) -> tuple[tuple[int, ...], int]:
+        """``(input_shape, context)`` of a spec: tokens are ``(context,)``; a numeric
+        sequence ``(features, steps)`` has ``context = steps``."""
+        if spec.vocab > 0:
+            context = spec.context or 64
+            if spec.input_shape is not None and tuple(spec.input_shape) != (context,):
+                raise ShapeError(f"a token model takes (context,) = ({context},)")
+            return (context,), context
+        shape = tuple(spec.input_shape) if spec.input_shape is not None else self.default_input_shape
+        if len(shape) != 2:
+            raise ShapeError(f"a numeric sequence is (features, steps); tokens need vocab > 0")
+        steps = shape[1]
+        if spec.context is not None and spec.context != steps:
+            longer = "longer than" if spec.context > steps else "shorter than"
+            raise ShapeError(f"context {spec.context} is {longer} the data's {steps} steps; the model reads "
+                             f"whole sequences (leave context out to take the data's)")
+        return shape, steps
+
+    def in_channels(self, shape):
+        return shape[0] if len(shape) == 2 else 0  # tokens: the embedding's vocab, not a width
+
+    def positions(self, shape):
+        return shape[-1]
+
+    def prepare_input(self, x, spec):
+        if spec.vocab > 0:
+            if x.dim() != 2 or x.shape[1] > spec.context:
+                raise ValueError(f"input: expected token ids (batch, <= {spec.context}), got {tuple(x.shape)}")
+            return x
+        x = super().prepare_input(x, spec)
+        return x.transpose(1, 2).contiguous()  # (B, C, T) -> (B, T, C)
+
+    def random_batch(self, spec, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if spec.vocab > 0:
+            x = torch.randint(0, spec.vocab, (batch, spec.context), generator=generator)
+            return x, torch.randint(0, spec.classes, (batch, spec.context), generator=generator)
+        return super().random_batch(spec, batch, generator)
+
+    def check_spec(self, spec) -> None:
+        """The family's own rules, beyond the shape (raises ValueError naming the field)."""
+        if spec.placement not in PLACEMENTS:
+            raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {spec.placement!r}")
+        if spec.placement == "post" and not spec.strategy.single_stream:
+            raise ValueError(f"placement: 'post' normalises the stream after each merge; skip {spec.skip!r} "
+                             f"carries several tensors, so it takes placement 'pre' only")
+        if spec.vocab > 0 and spec.classes != spec.vocab:
+            raise ValueError(f"classes: a token model predicts the next token, so classes must equal vocab "
+                             f"({spec.vocab}), got {spec.classes}")
+        for site in spec.describe_sites():
+            if site.index % 2 == 1 and site.widths.features % spec.heads:
+                what = "the width" if site.widths.features == spec.width else f"sublayer {site.index}'s features"
+                raise ValueError(f"heads: {spec.heads} heads must divide {what} ({site.widths.features})")
+
+    def kind(self, site) -> str:
+        return self.sublayer_names[(site.index - 1) % 2]
+
+    # -- parts --------------------------------------------------------------------------
+    def layer(self, spec, in_width, out_width, bias):
+        return nn.Linear(in_width, out_width, bias=bias)
+
+    def norm(self, spec, width):
+        if spec.norm == "none":
+            return nn.Identity()
+        return nn.RMSNorm(width) if spec.norm == "rms" else nn.LayerNorm(width)
+
+    def stem(self, spec, in_channels):
+        return Stem(spec, in_channels)
+
+    def branch(self, spec, site):
+        w = site.widths
+        pre = self.norm(spec, w.in_width) if spec.placement == "pre" else nn.Identity()
+        if self.kind(site) == "attention":
+            body = CausalSelfAttention(w.in_width, w.features, spec.heads, spec.context, spec.bias)
+        else:
+            body = MLPSublayer(w.in_width, w.features, spec.mlp_ratio, spec.activation, spec.bias)
+        return Sublayer(pre, body)
+
+    def place(self, connection, spec, site):
+        if spec.placement == "post":
+            return PostNorm(connection, self.norm(spec, site.widths.out_width))
+        return connection
+
+    def head(self, spec, width):
+        final = self.norm(spec, width) if spec.placement == "pre" else nn.Identity()
+        return Readout(final, width, spec.classes, spec.bias, pool=spec.vocab == 0)
+
+    # -- traces -------------------------------------------------------------------------
+    def trace_norm(self, tape: Tape, y: Sym, spec) -> Sym:
+        """LayerNorm (one fused op) keeps its input and a mean and rstd per token; RMSNorm,
+        composite in torch 2.13 (x * rsqrt(mean(x^2) + eps) * weight), keeps its input, one
+        rstd per token and the normalised x for the weight's gradient (measured with
+        saved_tensors_hooks: tests/test_transformer.py). Affine: weight and bias (LayerNorm),
+        weight (RMSNorm)."""
+        if spec.norm == "none":
+            return y
+        tape.save(y)
+        if spec.norm == "layer":
+            tape.params += 2 * y.channels
+            tape.saved_per_sample += 2 * y.positions
+        else:
+            tape.params += y.channels
+            tape.saved_per_sample += y.positions
+            tape.save(tape.new(y.channels, y.positions))
+        return tape.new(y.channels, y.positions)
+
+    def trace_stem(self, tape, x, spec):
+        if spec.vocab > 0:  # the lookup keeps the indices (the input): nothing counted
+            tape.params += spec.vocab * spec.width
+        else:  # the Linear keeps the (B, T, C) view of the (B, C, T) input: the input itself for
+            # one feature per step (a size-1 dim needs no re-layout), else a contiguous copy
+            if x.channels > 1:
+                x = tape.new(x.channels, x.positions)
+            trace_layer(tape, x, spec.width, 1, spec.bias)
+        tape.params += spec.context * spec.width
+        return tape.new(spec.width, x.positions)
+
+    def trace_branch(self, tape, z, site, spec):
+        if spec.placement == "pre":
+            z = self.trace_norm(tape, z, spec)
+        if self.kind(site) == "attention":
+            return CausalSelfAttention.trace(tape, z, site.widths.features, spec.heads, spec.bias)
+        return MLPSublayer.trace(tape, z, site.widths.features, spec.mlp_ratio, spec.activation, spec.bias)
+
+    def trace_place(self, tape, stream, site, spec):
+        return self.trace_norm(tape, stream, spec) if spec.placement == "post" else stream
+
+    def trace_head(self, tape, s, spec):
+        if spec.placement == "pre":
+            s = self.trace_norm(tape, s, spec)
+        if spec.vocab == 0:  # the mean keeps nothing; the Linear keeps the pooled (B, C)
+            s = tape.new(s.channels, 1)
+        return trace_layer(tape, s, spec.classes, 1, spec.bias)
+
+
+TRANSFORMER_FAMILY = Transformer()

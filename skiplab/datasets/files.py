@@ -440,7 +440,7 @@ def load_mnist_folder(root: PathLike) -> Dataset:
 
 
 # -- Dispatch -------------------------------------------------------------------------
-_UNDERSTOOD = ("a .npz file (x, y[, x_test, y_test]), a .csv file with a header row, "
+_UNDERSTOOD = ("a .txt file (UTF-8 text), a .npz file (x, y[, x_test, y_test]), a .csv file with a header row, "
                f"a CIFAR-10 folder ({_CIFAR_DIR}) or an MNIST folder (MNIST/raw with IDX files)")
 
 

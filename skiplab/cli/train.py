@@ -9,6 +9,7 @@ from typing import Any
 
 from ..cost import match_budget
 from ..datasets import dataset_ref, load_dataset
+from ..metrics import BPC, metric_of
 from ..progress import ProgressBar
 from ..results import pct
 from ..stats import mean_std
@@ -99,34 +100,48 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
     result = []
     for spec in specs:
         mine = [o for o in out if o["spec"]["model"] == spec.to_dict()]
+        metric = metric_of(mine)  # val_bpc for a language model, else test_accuracy
         accs = [o["result"]["test_accuracy"] for o in mine if o["status"] == "complete"]
         mean, std = mean_std(accs)  # std None with one seed: no spread to show
+        scores = [o["result"].get(metric.key) for o in mine if o["status"] == "complete"]
+        score_mean, score_std = mean_std(scores)
         result.append({
             "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
             "options": dict(spec.options), "params": mine[0]["result"].get("params") if mine else None,
             "runs": [{"seed": o["result"]["seed"], "status": o["status"],
                       "test_accuracy": o["result"].get("test_accuracy"),
                       "train_accuracy": o["result"].get("train_accuracy"),
+                      "val_bpc": o["result"].get("val_bpc"),
+                      "tokens_per_second": o["result"].get("tokens_per_second"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
                       "stored": o["stored"]} for o in mine],
             "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
-                        "complete": len(accs), "seeds": len(mine)},
+                        "complete": len(accs), "seeds": len(mine),
+                        "metric": metric.key, "score_mean": score_mean, "score_std": score_std,
+                        "tokens_per_second_mean": mean_std([r["result"].get("tokens_per_second")
+                                                            for r in mine])[0]},
         })
     return result
 
 
 def render(data: list[dict[str, Any]], out: str) -> str:
     rows = []
+    lm = any(d["summary"]["metric"] == BPC.key for d in data)  # a language model: judged by bpc
     for d in data:
         s = d["summary"]
         statuses = ", ".join(sorted({r["status"] for r in d["runs"]}))
         secs = [r["seconds"] for r in d["runs"] if r["seconds"]]
-        acc = pct(s["test_accuracy_mean"], s["test_accuracy_std"], s["complete"], sign=True)
-        rows.append([d["skip"], d["depth"], d["width"], d["params"], acc, f"{s['complete']}/{s['seeds']}", statuses,
-                     sum(secs) if secs else None])
+        if lm:
+            score = [BPC.text(s["score_mean"], s["score_std"], s["complete"]),
+                     "-" if s["tokens_per_second_mean"] is None else f"{s['tokens_per_second_mean']:,.0f}"]
+        else:
+            score = [pct(s["test_accuracy_mean"], s["test_accuracy_std"], s["complete"], sign=True)]
+        rows.append([d["skip"], d["depth"], d["width"], d["params"], *score, f"{s['complete']}/{s['seeds']}",
+                     statuses, sum(secs) if secs else None])
     notes = [f"{d['skip']} seed {r['seed']}: {r['status']}: {r['message']}" for d in data for r in d["runs"]
              if r["status"] != "complete"]
-    return "\n".join([table(["skip", "depth", "width", "params", "test accuracy (mean +- std)", "seeds ok",
+    score_head = ["val bpc (mean +- std)", "tokens/s"] if lm else ["test accuracy (mean +- std)"]
+    return "\n".join([table(["skip", "depth", "width", "params", *score_head, "seeds ok",
                              "status", "seconds"], rows), *notes, f"results stored in {out}/runs.db"])
 
 

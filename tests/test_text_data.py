@@ -184,3 +184,13 @@ def test_training_a_token_model_reports_bpc(monkeypatch):
     bpc = [(s, v) for s, split, name, v in r.curves if (split, name) == ("test", "bpc")]
     assert len(bpc) == 2 and bpc[-1][1] == pytest.approx(r.val_bpc)
     assert r.steps == 20 * math.ceil(len(w.y_train) / 16)
+
+
+@pytest.mark.parametrize("argv", [["gradients", "--dataset", "pydoc"],
+                                  ["experiment", "degradation", "--quick", "--dataset", "pydoc"]])
+def test_commands_that_take_numeric_data_refuse_text_in_one_line(tmp_path, capsys, argv):
+    out = ["--out", str(tmp_path / "o")] if argv[0] == "experiment" else []
+    assert main(argv + out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skiplab: error: dataset: 'pydoc' is a token sequence") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -25,7 +25,8 @@ _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--dataset", default="mnist1d",
-                   help="mnist1d | digits | a .npz/.csv file | a CIFAR-10 or MNIST folder (default: %(default)s)")
+                   help="mnist1d | digits | pydoc (text) | a .txt/.npz/.csv file | a CIFAR-10 or MNIST folder "
+                        "(default: %(default)s)")
     g.add_argument("--label-column", default="label", help="label column of a .csv dataset (default: %(default)s)")
     g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=_T["epochs"], help="(default: %(default)s)")

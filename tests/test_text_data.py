@@ -194,3 +194,16 @@ def test_commands_that_take_numeric_data_refuse_text_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("skiplab: error: dataset: 'pydoc' is a token sequence") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_classifier_run_also_reports_its_speed_and_no_bpc():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 4, generator=g)
+    y = (x[:, 0, 0] > 0).long()
+    data = Dataset("toy", x[:64], y[:64], x[64:], y[64:], classes=2)
+    spec = RunSpec(ModelSpec(model="mlp", depth=1, width=8, input_shape=(1, 4), classes=2),
+                   TrainConfig(epochs=1, batch_size=32, evals=1), dataset="toy")
+    _, r = train_model(spec, data)
+    assert r.val_bpc is None and r.train_bpc is None  # judged by accuracy
+    assert r.tokens_per_second > 0  # samples per second: one prediction per sample
+    assert not any(name == "bpc" for _, _, name, _ in r.curves)

@@ -349,6 +349,9 @@ class GradientReport:
 def check_inputs(spec: ModelSpec, data: Dataset, config: GradientConfig) -> None:
     """Raise ValueError (naming the field) unless ``spec`` can be measured on ``data``."""
     spec.check_buildable()
+    if not isinstance(data, Dataset):  # a TextDataset: token windows, not yet measured here
+        raise ValueError(f"dataset: {data.name!r} is a token sequence; gradients are measured on numeric "
+                         f"datasets (mnist1d, digits, a file)")
     shape = data.input_shape
     if not spec.family.accepts(shape, spec):  # the family's own rule (an MLP flattens any shape)
         raise ValueError(f"input_shape: {spec.model} expects {tuple(spec.input_shape)} but dataset "

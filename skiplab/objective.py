@@ -9,18 +9,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def flat_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) with one prediction per row: a language model's (B, T, V) logits
+    and (B, T) targets become (B*T, V) and (B*T,), so the loss is the mean over every
+    position; a classifier's (B, C) and (B,) are returned as they are."""
+    return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+
+
 def loss_and_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss of ``model`` (a SkipNet) on ``(x, y)``, and its main head's logits."""
+    """The loss of ``model`` (a SkipNet) on ``(x, y)``, and its main head's logits (as the
+    model returns them: (B, C), or (B, T, V) for a language model, each position a
+    next-token prediction)."""
     logits, aux = model(x, return_aux=True)
-    loss = cross_entropy(logits, y)
+    loss = F.cross_entropy(*flat_logits(logits, y))
     for a in aux:
-        loss = loss + model.spec.aux_weight * cross_entropy(a, y)
+        loss = loss + model.spec.aux_weight * F.cross_entropy(*flat_logits(a, y))
     return loss, logits
-
-
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of class logits (B, K) or of next-token logits at every position
-    (B, T, V) against targets (B,) or (B, T): a language model's loss is the mean over tokens."""
-    if logits.dim() == 3:
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction=reduction)
-    return F.cross_entropy(logits, y, reduction=reduction)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from .metrics import metric_of
 from .skips import STRATEGIES
 from .stats import mean_std, spread_text
 
@@ -16,7 +17,12 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (group, dataset, spec_hash): the configuration, how many seeds finished,
     diverged or failed, and test/train accuracy mean and std over the complete ones.
     ``test_accuracies`` keeps the per-seed values, so a comparison can test them
-    (:func:`skiplab.stats.compare`); the std is None with fewer than two of them."""
+    (:func:`skiplab.stats.compare`); the std is None with fewer than two of them.
+
+    Each row also names the ``metric`` its configuration is judged by
+    (:func:`skiplab.metrics.metric_of`: ``val_bpc`` for a language model, else
+    ``test_accuracy``) with its per-seed ``scores`` and their ``score_mean`` and
+    ``score_std``, so that tables and verdicts compare whichever number it is."""
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         by_key[r["spec_hash"]].append(r)
@@ -29,6 +35,9 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc = [r["result"]["test_accuracy"] for r in done if r["result"].get("test_accuracy") is not None]
         acc_mean, acc_std = mean_std(acc)
         tr_mean, _ = mean_std([r["result"].get("train_accuracy") for r in done])
+        metric = metric_of(rs)
+        scores = [r["result"][metric.key] for r in done if r["result"].get(metric.key) is not None]
+        score_mean, score_std = mean_std(scores)
         rows.append({
             "spec_hash": spec_hash, "group": spec.get("group", ""), "dataset": spec["dataset"],
             "model": m["model"], "skip": m["skip"], "depth": m["depth"], "width": m["width"],
@@ -42,6 +51,8 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_accuracy_std": acc_std,
             "train_accuracy_mean": tr_mean,
             "seconds_mean": mean_std([r["result"]["seconds"] for r in done])[0],
+            "metric": metric.key, "scores": scores, "score_mean": score_mean, "score_std": score_std,
+            "tokens_per_second_mean": mean_std([r["result"].get("tokens_per_second") for r in done])[0],
         })
     order = {name: i for i, name in enumerate(STRATEGIES)}  # registry order, plain first
     rows.sort(key=lambda r: (r["group"], r["dataset"], r["depth"], order.get(r["skip"], 99), r["width"]))

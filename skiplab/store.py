@@ -307,7 +307,7 @@ class Store:
         runs = self.runs()
         fields = ["id", "spec_hash", "seed", "status", "group", "dataset", "model", "skip", "depth", "width",
                   "growth", "norm", "params", "test_accuracy", "train_accuracy", "test_loss", "train_loss",
-                  "steps", "seconds", "started_at", "finished_at"]
+                  "val_bpc", "train_bpc", "tokens_per_second", "steps", "seconds", "started_at", "finished_at"]
         try:
             with open(path, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields)
@@ -316,9 +316,10 @@ class Store:
                     m, res = r["spec"]["model"], r["result"]
                     w.writerow({"id": r["id"], "spec_hash": r["spec_hash"], "seed": r["seed"], "status": r["status"],
                                 "group": r["spec"].get("group", ""), "dataset": r["spec"]["dataset"],
-                                **{k: m[k] for k in ("model", "skip", "depth", "width", "growth", "norm")},
+                                **{k: m.get(k) for k in ("model", "skip", "depth", "width", "growth", "norm")},
                                 **{k: res.get(k) for k in ("params", "test_accuracy", "train_accuracy", "test_loss",
-                                                           "train_loss", "steps", "seconds")},
+                                                           "train_loss", "val_bpc", "train_bpc",
+                                                           "tokens_per_second", "steps", "seconds")},
                                 "started_at": r["started_at"], "finished_at": r["finished_at"]})
         except OSError as e:
             raise StoreError(f"export: cannot write {path}: {e.strerror}") from None

@@ -22,12 +22,12 @@ from typing import Any, Callable
 
 from .cost import analytic_cost, match_budget
 from .cost.budget import sizing_options
-from .datasets import load_dataset
+from .datasets import dataset_ref, is_text_ref, load_dataset
 from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
 from .spec import ModelSpec
 from .store import Store
-from .train import RunSpec, TrainConfig, preflight
+from .train import RunSpec, TrainConfig, model_fields_from, preflight
 
 STUDY_SKIPS = ("plain", "add", "rezero", "highway", "dense", "concat-prev", "concat-half", "dwa", "hyper", "mhc")
 # Trained at the matched budget only. They cost 3.4x (dwa), 6x (hyper) and 11x (mhc) add's
@@ -137,7 +137,13 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
     workers = workers or min(2, os.cpu_count() or 1)
     out = Path(out)
     data = load_dataset(plan.dataset)  # fails early, with a clear message, on a bad dataset
-    plan = dataclasses.replace(plan, model=plan.model.replace(input_shape=data.input_shape))
+    # The data fixes the plan model's input (input_shape, or a text's vocab and so its
+    # outputs); a numeric plan keeps its own classes (Dataset.model_fields).
+    text = is_text_ref(plan.dataset)
+    fields = model_fields_from(data, {"classes": None if text else plan.model.classes})
+    plan = dataclasses.replace(plan, model=plan.model.replace(**fields))
+    if text:  # a text's runs name its sha256 too (skiplab.datasets.text)
+        plan = dataclasses.replace(plan, dataset=dataset_ref(plan.dataset))
     specs = plan.runs()
     preflight(specs, load=lambda *_: data)  # device and fit, before the store is touched
     configs = sorted({s.spec_hash for s in specs})

@@ -57,12 +57,12 @@ else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
 import torch
 
 from .cost import match_budget
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
 from .runner import execute, failed_output, run_all, store_result
 from .skips import STRATEGIES, all_options, sizing_option_names
 from .spec import ModelSpec, SpecError
 from .store import Store, now
-from .train import RunSpec, TrainConfig
+from .train import RunSpec, TrainConfig, model_fields_from
 
 BACKENDS = ("local", "ray")
 VARY = ("width", *sizing_option_names())
@@ -182,16 +182,16 @@ def _choices(table: str, key: str, value: Any, allowed: tuple[str, ...]) -> None
 
 
 def _model_spec(point: dict[str, Any], data: Dataset) -> ModelSpec:
-    """One grid point's model: the dataset fills in input_shape and classes unless given;
+    """One grid point's model: the dataset fills in what it fixes (input_shape and classes,
+    a text's vocab and classes: ``Dataset.model_fields``) unless given;
     a strategy option applies to the strategies that declare it (as on the command line)."""
     fields = {k: v for k, v in point.items() if k in _MODEL_KEYS}
     if "skip" in fields:
         _choices("grid", "skip", fields["skip"], tuple(STRATEGIES))
     declared = {o.name for o in STRATEGIES[fields.get("skip", ModelSpec.skip)].options}
     fields["options"] = {k: v for k, v in point.items() if k in _OPTION_KEYS and k in declared}
-    fields.setdefault("input_shape", data.input_shape)
-    fields.setdefault("classes", data.classes)
-    if isinstance(fields["input_shape"], list):
+    fields.update(model_fields_from(data, fields))
+    if isinstance(fields.get("input_shape"), list):
         fields["input_shape"] = tuple(fields["input_shape"])
     try:
         spec = ModelSpec(**fields)
@@ -255,6 +255,8 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
             except ValueError as e:
                 raise _fail("grid", str(e)) from None
         model = _model_spec(point, datasets[(name, label)])
+        if is_text_ref(name):  # a text's runs name its sha256 too (skiplab.datasets.text)
+            name = dataset_ref(name)
         for cfg in configs:
             for seed in seeds:
                 run = RunSpec(model, cfg, name, seed, group, label)

@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .datasets import Dataset
+from .datasets import Dataset, TextDataset
 from .gradients import stream_gains
 from .model import build_model
-from .objective import loss_and_logits
+from .objective import flat_logits, loss_and_logits
 from .optim import OPTIMIZERS, make_optimizer
 from .spec import ModelSpec
 from .validate import SpecError, choice, integer, number
@@ -101,6 +101,13 @@ class RunResult:
     # hyper-connections and mHC after the last block (skiplab.gradients.stream_gains).
     diagnostics: dict[str, Any] = field(default_factory=dict)
     curves: list[tuple[int, str, str, float]] = field(default_factory=list)  # (step, split, name, value)
+    # Language models (a text dataset): cross-entropy in bits per character, nats / ln 2.
+    # Optional, so results stored before they existed still load.
+    val_bpc: float | None = None
+    train_bpc: float | None = None
+    # Training positions predicted per second of training (evaluations excluded): samples x
+    # positions per sample (a classification sample is one position).
+    tokens_per_second: float | None = None
 
     def summary(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -116,12 +123,42 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def model_fields_from(data: Dataset | TextDataset, given: dict[str, Any]) -> dict[str, Any]:
+    """The model fields ``data`` fixes (``input_shape`` and ``classes``, or a text's ``vocab``
+    and ``classes``) that ``given`` leaves out (absent or None) and ModelSpec has: what a
+    caller fills in; what the user gave is checked later (:func:`check_fits`), not overwritten."""
+    known = {f.name for f in dataclasses.fields(ModelSpec)}
+    return {k: v for k, v in data.model_fields().items() if k in known and given.get(k) is None}
+
+
+def _check_text(model: ModelSpec, data: TextDataset) -> None:
+    # the family says whether its stem embeds tokens (getattr: families before the transformer lack it)
+    vocab = getattr(model, "vocab", 0) or 0
+    if not getattr(model.family, "takes_tokens", False) or vocab == 0:
+        raise SpecError(f"dataset: {data.name!r} is a token sequence; only --model transformer takes it")
+    if vocab != data.vocab:
+        raise SpecError(f"vocab: the model embeds {vocab} symbols, the dataset {data.name!r} has {data.vocab}")
+    if model.classes != data.vocab:
+        raise SpecError(f"classes: the model has {model.classes} outputs, the dataset {data.name!r} has "
+                        f"{data.vocab} symbols to predict")
+    try:
+        data.for_model(model)  # a context longer than the validation text: one line, before training
+    except ValueError as e:
+        raise SpecError(str(e).removeprefix("dataset: ")) from None
+
+
 # -- pre-flight: what would only fail once a run has started, checked before any does ----
-def check_fits(model: ModelSpec, data: Dataset) -> None:
+def check_fits(model: ModelSpec, data: Dataset | TextDataset) -> None:
     """Raise SpecError if ``model`` cannot take ``data``: a sample's shape that its family
     does not accept (asked of the family: an MLP takes the same number of features in any
     shape, it flattens) or fewer outputs than the dataset has classes (more are allowed:
-    the extra logits are never the target)."""
+    the extra logits are never the target). A text needs a model that embeds exactly its
+    symbols, predicts them, and a context its validation text holds."""
+    if isinstance(data, TextDataset):
+        return _check_text(model, data)
+    if getattr(model, "vocab", 0):
+        raise SpecError(f"vocab: the model embeds {model.vocab} symbols, but the dataset {data.name!r} is numeric "
+                        f"(vocab 0 takes numbers)")
     if not model.family.accepts(data.input_shape, model):  # the family's own rule
         raise SpecError(f"input_shape: the model expects {','.join(map(str, model.input_shape))}, the dataset "
                         f"{data.name!r} gives {','.join(map(str, data.input_shape))}")
@@ -154,16 +191,18 @@ def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | Non
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) on ``(x, y)``."""
+    """Mean cross-entropy (nats) and accuracy of ``model`` (in eval mode) on ``(x, y)``,
+    over every prediction: per sample for classification (y of shape (N,)), per position
+    for a language model (y of shape (N, T), logits (N, T, V))."""
     was_training = model.training
     model.eval()
     loss = correct = 0.0
     for i in range(0, len(y), batch):
-        logits = model(x[i:i + batch])
-        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
-        correct += (logits.argmax(1) == y[i:i + batch]).sum().item()
+        logits, yb = flat_logits(model(x[i:i + batch]), y[i:i + batch])
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
     model.train(was_training)
-    return loss / len(y), correct / len(y)
+    return loss / y.numel(), correct / y.numel()
 
 
 def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float], None] | None = None) -> RunResult:
@@ -178,6 +217,8 @@ def train_model(spec: RunSpec, data: Dataset,
     operate on it: equivalence, lesions)."""
     cfg, start = spec.train, time.perf_counter()
     check_fits(spec.model, data)
+    text = isinstance(data, TextDataset)
+    data = data.for_model(spec.model)  # a text: its windows at the model's context
     device = resolve_device(cfg.device)
     model = build_model(spec.model, seed=spec.seed).to(device).train()
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
@@ -193,6 +234,8 @@ def train_model(spec: RunSpec, data: Dataset,
     curves: list[tuple[int, str, str, float]] = []
     run_loss = run_correct = run_count = 0.0
     step, status, message = 0, "complete", ""
+    positions = y_tr[0].numel() if n else 1  # predictions per sample: 1, or a text's context
+    trained_samples, eval_seconds, loop_start = 0, 0.0, time.perf_counter()
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=g).to(device)
         for i in range(0, n, cfg.batch_size):
@@ -210,27 +253,37 @@ def train_model(spec: RunSpec, data: Dataset,
             opt.step()
             sched.step()
             step += 1
-            run_loss += value * len(yb)
-            run_correct += (logits.detach().argmax(1) == yb).sum()  # a tensor: no sync per step
-            run_count += len(yb)
+            trained_samples += len(yb)
+            run_loss += value * yb.numel()
+            run_correct += (logits.detach().argmax(-1) == yb).sum()  # a tensor: no sync per step
+            run_count += yb.numel()
             if on_step:
                 on_step(step, total, value)
             if step in eval_at:
+                eval_start = time.perf_counter()
                 te_loss, te_acc = evaluate(model, x_te, y_te)
                 curves += [(step, "train", "loss", run_loss / run_count),
                            (step, "train", "accuracy", float(run_correct) / run_count),
                            (step, "test", "loss", te_loss), (step, "test", "accuracy", te_acc)]
+                if text:
+                    curves.append((step, "test", "bpc", te_loss / math.log(2)))
                 run_loss = run_correct = run_count = 0.0
+                eval_seconds += time.perf_counter() - eval_start
         if status != "complete":
             break
+    train_seconds = time.perf_counter() - loop_start - eval_seconds
+    tokens_per_second = trained_samples * positions / train_seconds if train_seconds > 0 else None
     params = sum(p.numel() for p in model.parameters())
     if status == "diverged":
         return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,
-                                params, message, curves=curves)
+                                params, message, curves=curves, tokens_per_second=tokens_per_second)
     tr_loss, tr_acc = evaluate(model, x_tr, y_tr)
     te_loss, te_acc = evaluate(model, x_te, y_te)
-    gains = stream_gains(model, x_te[:256])
+    # strategy diagnostics need a SkipNet's description (a stand-in module in tests has none)
+    gains = stream_gains(model, x_te[:256]) if hasattr(model, "description") else None
     diagnostics = {"composite_gain_forward": gains["forward"][-1],
                    "composite_gain_backward": gains["backward"][-1]} if gains else {}
+    bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
     return model, RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step,
-                            time.perf_counter() - start, params, message, diagnostics, curves=curves)
+                            time.perf_counter() - start, params, message, diagnostics, curves=curves,
+                            tokens_per_second=tokens_per_second, **bpc)

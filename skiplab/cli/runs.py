@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..datasets import display_name
+from ..metrics import BPC, metric_of
 from ..report import write_report
 from ..results import aggregate, pct
 from ..store import Store
@@ -11,23 +13,44 @@ from ..textable import table
 from .common import add_json_flag, emit
 
 
+def _tokens(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
 def run_list(args: argparse.Namespace) -> None:
     with Store(args.out, create=False) as store:
         runs = store.runs()
+    # Language-model runs are judged by validation bits per character (skiplab.metrics): a
+    # bpc column, and the dataset and training speed, appear when the store holds any.
+    lm = metric_of(runs) is BPC
     if args.all:
         data = [{"id": r["id"], "spec_hash": r["spec_hash"], "seed": r["seed"], "status": r["status"],
-                 "group": r["spec"].get("group", ""), "skip": r["spec"]["model"]["skip"],
+                 "group": r["spec"].get("group", ""), "dataset": r["spec"]["dataset"],
+                 "skip": r["spec"]["model"]["skip"],
                  "depth": r["spec"]["model"]["depth"], "width": r["spec"]["model"]["width"],
-                 "test_accuracy": r["result"].get("test_accuracy"), "seconds": r["result"].get("seconds")}
+                 "test_accuracy": r["result"].get("test_accuracy"), "val_bpc": r["result"].get("val_bpc"),
+                 "tokens_per_second": r["result"].get("tokens_per_second"),
+                 "seconds": r["result"].get("seconds")}
                 for r in runs]
-        text = table(["id", "group", "skip", "depth", "width", "seed", "status", "test acc", "seconds"],
-                     [[d["id"], d["group"], d["skip"], d["depth"], d["width"], d["seed"], d["status"],
-                       d["test_accuracy"], d["seconds"]] for d in data])
+        head = ["id", "group", "skip", "depth", "width", "seed", "status", "test acc", "seconds"]
+        rows = [[d["id"], d["group"], d["skip"], d["depth"], d["width"], d["seed"], d["status"],
+                 d["test_accuracy"], d["seconds"]] for d in data]
+        if lm:
+            head[1:1], head[-1:-1] = ["dataset"], ["val bpc", "tokens/s"]
+            rows = [[row[0], display_name(d["dataset"]), *row[1:-1], BPC.format(d["val_bpc"]),
+                     _tokens(d["tokens_per_second"]), row[-1]] for row, d in zip(rows, data)]
+        text = table(head, rows)
     else:
         data = aggregate(runs)
-        text = table(["group", "skip", "depth", "width", "params", "seeds", "diverged", "test accuracy %"],
-                     [[d["group"], d["skip"], d["depth"], d["width"], d["params"], d["seeds"], d["diverged"],
-                       pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])] for d in data])
+        head = ["group", "skip", "depth", "width", "params", "seeds", "diverged", "test accuracy %"]
+        rows = [[d["group"], d["skip"], d["depth"], d["width"], d["params"], d["seeds"], d["diverged"],
+                 pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])] for d in data]
+        if lm:
+            head[1:1], head[len(head):] = ["dataset"], ["val bpc", "tokens/s"]
+            rows = [[row[0], display_name(d["dataset"]), *row[1:],
+                     BPC.text(d["score_mean"], d["score_std"], d["complete"]) if d["metric"] == BPC.key else "-",
+                     _tokens(d["tokens_per_second_mean"])] for row, d in zip(rows, data)]
+        text = table(head, rows)
     emit(args, data, text + f"\n{len(runs)} runs in {args.out}/runs.db")
 
 

@@ -7,6 +7,8 @@ import argparse
 import time
 from typing import Any
 
+from ..datasets import display_name
+from ..metrics import BPC
 from ..progress import ProgressBar
 from ..results import aggregate, pct
 from ..skips import options_text
@@ -60,10 +62,14 @@ def run(args: argparse.Namespace) -> None:
     rows = aggregate(stored)
     data = {"backend": args.backend, "runs": len(sweep.runs), "configs": sweep.configs, "counts": counts,
             "seconds": seconds, "store": f"{args.out}/runs.db", "results": rows}
-    text = table(["skip", "model", "depth", "width", "params", "dataset", "seeds ok", "failed", "test accuracy %"],
-                 [[d["skip"], d["model"], d["depth"], d["width"], d["params"], d["dataset"],
+    lm = any(d["metric"] == BPC.key for d in rows)  # language models: a bpc column (skiplab.metrics)
+    text = table(["skip", "model", "depth", "width", "params", "dataset", "seeds ok", "failed", "test accuracy %"]
+                 + (["val bpc"] if lm else []),
+                 [[d["skip"], d["model"], d["depth"], d["width"], d["params"], display_name(d["dataset"]),
                    f"{d['complete']}/{d['seeds']}", d["failed"],
                    pct(d["test_accuracy_mean"], d["test_accuracy_std"], d["complete"])]
+                  + ([BPC.text(d["score_mean"], d["score_std"], d["complete"]) if d["metric"] == BPC.key else "-"]
+                     if lm else [])
                   for d in rows])
     summary = (f"sweep: {len(sweep.runs)} runs on {args.backend}, {counts.get('skipped', 0)} already stored, "
                + ", ".join([f"{v} {COUNT_WORDS.get(k, k)}" for k, v in counts.items() if k != "skipped"]

@@ -9,13 +9,14 @@ from typing import Any
 
 from ..cost import match_budget
 from ..datasets import dataset_ref, load_dataset
+from ..metrics import BPC, metric_of
 from ..progress import ProgressBar
 from ..results import pct
 from ..stats import mean_std
 from ..runner import execute, run_all, store_result
 from ..store import Store
 from ..textable import table
-from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
+from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, model_fields_from, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -24,7 +25,8 @@ _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--dataset", default="mnist1d",
-                   help="mnist1d | digits | a .npz/.csv file | a CIFAR-10 or MNIST folder (default: %(default)s)")
+                   help="mnist1d | digits | pydoc (text) | a .txt/.npz/.csv file | a CIFAR-10 or MNIST folder "
+                        "(default: %(default)s)")
     g.add_argument("--label-column", default="label", help="label column of a .csv dataset (default: %(default)s)")
     g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=_T["epochs"], help="(default: %(default)s)")
@@ -58,11 +60,13 @@ def run(args: argparse.Namespace) -> None:
     dataset = dataset_ref(args.dataset)  # a relative path, made absolute once: resumable from anywhere
     data = load_dataset(dataset, args.label_column)
     # The dataset fills in what the user left out; what the user gave is checked, not overwritten.
-    if args.input_shape is None:
-        args.input_shape = data.input_shape
-    if args.classes is None:
-        args.classes = data.classes
+    fill = model_fields_from(data, vars(args))
+    for key in ("input_shape", "classes"):  # the flags specs_from_args reads
+        if key in fill:
+            setattr(args, key, fill.pop(key))
     specs = specs_from_args(args)
+    if fill:  # fields without a flag here (a text's vocab)
+        specs = [s.replace(**fill) for s in specs]
     if args.params is not None or args.flops is not None:
         specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
     runs = [RunSpec(s, cfg, dataset, seed, "train", args.label_column)
@@ -97,34 +101,48 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
     result = []
     for spec in specs:
         mine = [o for o in out if o["spec"]["model"] == spec.to_dict()]
+        metric = metric_of(mine)  # val_bpc for a language model, else test_accuracy
         accs = [o["result"]["test_accuracy"] for o in mine if o["status"] == "complete"]
         mean, std = mean_std(accs)  # std None with one seed: no spread to show
+        scores = [o["result"].get(metric.key) for o in mine if o["status"] == "complete"]
+        score_mean, score_std = mean_std(scores)
         result.append({
             "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
             "options": dict(spec.options), "params": mine[0]["result"].get("params") if mine else None,
             "runs": [{"seed": o["result"]["seed"], "status": o["status"],
                       "test_accuracy": o["result"].get("test_accuracy"),
                       "train_accuracy": o["result"].get("train_accuracy"),
+                      "val_bpc": o["result"].get("val_bpc"),
+                      "tokens_per_second": o["result"].get("tokens_per_second"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
                       "stored": o["stored"]} for o in mine],
             "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
-                        "complete": len(accs), "seeds": len(mine)},
+                        "complete": len(accs), "seeds": len(mine),
+                        "metric": metric.key, "score_mean": score_mean, "score_std": score_std,
+                        "tokens_per_second_mean": mean_std([r["result"].get("tokens_per_second")
+                                                            for r in mine])[0]},
         })
     return result
 
 
 def render(data: list[dict[str, Any]], out: str) -> str:
     rows = []
+    lm = any(d["summary"]["metric"] == BPC.key for d in data)  # a language model: judged by bpc
     for d in data:
         s = d["summary"]
         statuses = ", ".join(sorted({r["status"] for r in d["runs"]}))
         secs = [r["seconds"] for r in d["runs"] if r["seconds"]]
-        acc = pct(s["test_accuracy_mean"], s["test_accuracy_std"], s["complete"], sign=True)
-        rows.append([d["skip"], d["depth"], d["width"], d["params"], acc, f"{s['complete']}/{s['seeds']}", statuses,
-                     sum(secs) if secs else None])
+        if lm:
+            score = [BPC.text(s["score_mean"], s["score_std"], s["complete"]),
+                     "-" if s["tokens_per_second_mean"] is None else f"{s['tokens_per_second_mean']:,.0f}"]
+        else:
+            score = [pct(s["test_accuracy_mean"], s["test_accuracy_std"], s["complete"], sign=True)]
+        rows.append([d["skip"], d["depth"], d["width"], d["params"], *score, f"{s['complete']}/{s['seeds']}",
+                     statuses, sum(secs) if secs else None])
     notes = [f"{d['skip']} seed {r['seed']}: {r['status']}: {r['message']}" for d in data for r in d["runs"]
              if r["status"] != "complete"]
-    return "\n".join([table(["skip", "depth", "width", "params", "test accuracy (mean +- std)", "seeds ok",
+    score_head = ["val bpc (mean +- std)", "tokens/s"] if lm else ["test accuracy (mean +- std)"]
+    return "\n".join([table(["skip", "depth", "width", "params", *score_head, "seeds ok",
                              "status", "seconds"], rows), *notes, f"results stored in {out}/runs.db"])
 
 

@@ -37,6 +37,14 @@ class Dataset:
         """Shape of one sample, e.g. (1, 40) for MNIST-1D (one channel, length 40)."""
         return tuple(self.x_train.shape[1:])
 
+    def model_fields(self) -> dict:
+        """The model fields this data fixes (a caller fills those the user left out)."""
+        return {"input_shape": self.input_shape, "classes": self.classes}
+
+    def for_model(self, model) -> "Dataset":
+        """What ``model`` trains on: these tensors as they are (a text cuts windows)."""
+        return self
+
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train):,}, test={len(self.y_test):,}, "
                 f"input_shape={self.input_shape}, classes={self.classes})")

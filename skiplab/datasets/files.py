@@ -441,7 +441,8 @@ def load_mnist_folder(root: PathLike) -> Dataset:
 
 # -- Dispatch -------------------------------------------------------------------------
 _UNDERSTOOD = ("a .npz file (x, y[, x_test, y_test]), a .csv file with a header row, "
-               f"a CIFAR-10 folder ({_CIFAR_DIR}) or an MNIST folder (MNIST/raw with IDX files)")
+               f"a CIFAR-10 folder ({_CIFAR_DIR}), an MNIST folder (MNIST/raw with IDX files) "
+               "or a .txt file (UTF-8 text, for a language model)")
 
 
 def load_path(path: PathLike, label: str = "label", *, test_fraction: float = 0.2,

@@ -76,7 +76,7 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
     (default: mnist1d; a name or a path) only where the experiment declares them.
     ``form`` overrides fields of the default (or quick) form, e.g. ``{"seeds": 5}``;
     the form used is stored with the result."""
-    from ..datasets import load_dataset
+    from ..datasets import Dataset, load_dataset
     from ..store import Store, now
     from .context import Context
 
@@ -84,6 +84,9 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
     started, start = now(), time.perf_counter()
     ref = dataset_ref(dataset if dataset is not None else "mnist1d")
     data = load_dataset(ref)
+    if not isinstance(data, Dataset):  # a text: the experiments build numeric (MLP, CNN) models
+        raise ValueError(f"dataset: {data.name!r} is a token sequence; the experiments train numeric models "
+                         f"and take numeric datasets (mnist1d, digits, a file)")
     with Store(out) as store:
         ctx = Context(data, quick, store, workers if workers is not None else default_workers(), progress,
                       dataset=ref, name=name)

@@ -194,7 +194,7 @@ class Transformer(Family):
             return (context,), context
         shape = tuple(spec.input_shape) if spec.input_shape is not None else self.default_input_shape
         if len(shape) != 2:
-            raise ShapeError(f"a numeric sequence is (features, steps); tokens need vocab > 0")
+            raise ShapeError("a numeric sequence is (features, steps); tokens need vocab > 0")
         steps = shape[1]
         if spec.context is not None and spec.context != steps:
             longer = "longer than" if spec.context > steps else "shorter than"

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from ..datasets import display_name
 from ..experiments import EXPERIMENTS
+from ..metrics import Metric, metric_of
 from ..results import stored_options, aggregate
 from ..store import FINISHED, Store
 
@@ -60,6 +62,12 @@ class ReportData:
     curves: dict[str, Curve] = field(default_factory=dict)  # spec_hash -> mean test-accuracy curve
     experiments: list[StoredExperiment] = field(default_factory=list)  # latest per name, in EXPERIMENTS order
 
+    @cached_property
+    def metric(self) -> Metric:
+        """What the report judges runs by: a language model's validation bpc (lower is
+        better) when the store holds any, else test accuracy (skiplab.metrics)."""
+        return metric_of(self.rows)
+
     @property
     def budget(self) -> int | None:
         return self.plan["budget_params"] if self.plan else None
@@ -88,15 +96,17 @@ def _cost_key(d: dict[str, Any]) -> tuple:
 
 
 def _mean_curves(store: Store, runs: list[dict[str, Any]], hashes: set[str]) -> dict[str, Curve]:
-    """Mean test-accuracy curve over the complete seeds of each configuration in ``hashes``."""
+    """Mean curve of each run's metric (test accuracy, or a language model's bpc) over the
+    complete seeds of each configuration in ``hashes``."""
     by_step: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     seeds: Counter[str] = Counter()
     for r in runs:
         if r["status"] != "complete" or r["spec_hash"] not in hashes:
             continue
         seeds[r["spec_hash"]] += 1
+        curve = metric_of(r).curve
         for step, split, name, value in store.metrics(r["id"]):
-            if split == "test" and name == "accuracy":
+            if (split, name) == curve:
                 by_step[r["spec_hash"]][step].append(value)
     out = {}
     for h, steps in by_step.items():
@@ -182,7 +192,7 @@ def _plan_options(plan: dict[str, Any]) -> str:
 
 def describe_plan(plan: dict[str, Any]) -> str:
     m, t = plan["model"], plan["train"]
-    return (f"Data: {plan['dataset']}. Model: {m['model']}, width {m['width']}, norm {m['norm']}, "
+    return (f"Data: {display_name(plan['dataset'])}. Model: {m['model']}, width {m['width']}, norm {m['norm']}, "
             f"activation {m['activation']}, init {m['init']}; strategy options at equal "
             f"width: {_plan_options(plan)}. Training: {t['optimizer']}, lr {t['lr']}, {t['schedule']} schedule, batch {t['batch_size']}, "
             f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}. Matched budget: {plan['budget_params']:,} "

@@ -128,30 +128,33 @@ def gradient_ratio(data: ReportData) -> tuple[Figure, str] | None:
 
 
 def accuracy_vs_depth(data: ReportData) -> tuple[Figure, str] | None:
-    groups = [g for g in GROUPS if any(r["test_accuracy_mean"] is not None for r in data.group_rows(g))]
+    M = data.metric  # test accuracy, or a language model's bpc (skiplab.metrics)
+    groups = [g for g in GROUPS if any(r["score_mean"] is not None for r in data.group_rows(g))]
     if not groups:
         return None
     fig = _figure(5.2 * len(groups) + 1.3, 4.6)
     axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
     for ax, group in zip(axes, groups):
-        rows = [r for r in data.group_rows(group) if r["test_accuracy_mean"] is not None]
+        rows = [r for r in data.group_rows(group) if r["score_mean"] is not None]
         skips = _skips(rows)
         for i, skip in enumerate(skips):
             rs = sorted((r for r in rows if r["skip"] == skip), key=lambda r: r["depth"])
-            ax.errorbar([_dodge(r["depth"], i, len(skips)) for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
-                        yerr=[100 * (r["test_accuracy_std"] or 0) for r in rs], marker=GROUP_MARKERS[group], ms=5, lw=1.8,
+            ax.errorbar([_dodge(r["depth"], i, len(skips)) for r in rs], [M.scale * r["score_mean"] for r in rs],
+                        yerr=[M.scale * (r["score_std"] or 0) for r in rs], marker=GROUP_MARKERS[group], ms=5, lw=1.8,
                         capsize=3, color=color(skip), label=skip)
         _depth_axis(ax, sorted({r["depth"] for r in rows}))
         ax.set_title(f"at {GROUP_NAMES[group]}" + (f" ({data.budget:,} parameters)"
                                                    if group == "matched-params" and data.budget else ""))
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_ylabel(M.label)
     axes[-1].legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig, "Test accuracy against depth; points: mean over seeds, bars: one standard deviation (none with one seed)."
+    return fig, f"{M.name.capitalize()} against depth; points: mean over seeds, bars: one standard deviation (none with one seed)."
 
 
 def accuracy_vs_cost(data: ReportData) -> tuple[Figure, str] | None:
-    rows = [r for g in GROUPS for r in data.group_rows(g) if r["test_accuracy_mean"] is not None and r["params"]]
+    M = data.metric
+    sign = 1 if M.higher_is_better else -1  # the Pareto front keeps the better values
+    rows = [r for g in GROUPS for r in data.group_rows(g) if r["score_mean"] is not None and r["params"]]
     if not rows:
         return None
     flops = {id(r): c["flops"] for r in rows if (c := data.cost_of(r))}
@@ -166,24 +169,24 @@ def accuracy_vs_cost(data: ReportData) -> tuple[Figure, str] | None:
             for skip in _skips(pts):
                 rs = [r for r in pts if r["group"] == group and r["skip"] == skip]
                 if rs:
-                    ax.errorbar([cost(r) for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
-                                yerr=[100 * (r["test_accuracy_std"] or 0) for r in rs], ls="none",
+                    ax.errorbar([cost(r) for r in rs], [M.scale * r["score_mean"] for r in rs],
+                                yerr=[M.scale * (r["score_std"] or 0) for r in rs], ls="none",
                                 marker=GROUP_MARKERS[group], ms=5, color=color(skip), capsize=2, lw=1, alpha=0.9)
-        front = [pts[i] for i in pareto_front([(cost(r), r["test_accuracy_mean"]) for r in pts])]
-        ax.step([cost(r) for r in front], [100 * r["test_accuracy_mean"] for r in front], where="post",
+        front = [pts[i] for i in pareto_front([(cost(r), sign * r["score_mean"]) for r in pts])]
+        ax.step([cost(r) for r in front], [M.scale * r["score_mean"] for r in front], where="post",
                 color="black", lw=1.2, zorder=3)
-        ax.scatter([cost(r) for r in front], [100 * r["test_accuracy_mean"] for r in front], s=90,
+        ax.scatter([cost(r) for r in front], [M.scale * r["score_mean"] for r in front], s=90,
                    facecolors="none", edgecolors="black", lw=1.2, zorder=4)
         ax.set_xscale("log")
         ax.set_xlabel(label + " (log scale)")
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_ylabel(M.label)
     handles = [Line2D([], [], color=color(s), marker="o", ls="", label=s) for s in _skips(rows)]
     handles += [Line2D([], [], color="black", marker=GROUP_MARKERS[g], mfc="none", ls="", label=GROUP_NAMES[g])
                 for g in GROUPS if any(r["group"] == g for r in rows)]
     handles.append(Line2D([], [], color="black", marker="o", mfc="none", ms=9, lw=1.2, label="Pareto front"))
     axes[-1].legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig, ("Each configuration's test accuracy (mean, bars: one standard deviation over seeds) against its "
+    return fig, (f"Each configuration's {M.name} (mean, bars: one standard deviation over seeds) against its "
                  "cost. Ringed and joined: the Pareto front, the configurations no other one beats with "
                  "equal or less cost.")
 
@@ -197,26 +200,27 @@ def training_curves(data: ReportData) -> tuple[Figure, str] | None:
     fig = _figure(4.2 * len(shown) + 1.3, 3.6 * len(groups))
     axes = fig.subplots(len(groups), len(shown), sharex=True, sharey=True, squeeze=False)
     skips_seen: list[str] = []
+    M = data.metric
     for row, group in zip(axes, groups):
         for ax, depth in zip(row, shown):
             for r in data.group_rows(group):
                 curve = data.curves.get(r["spec_hash"])
                 if r["depth"] != depth or curve is None:
                     continue
-                mean = [100 * v for v in curve.mean]
-                std = [100 * v for v in curve.std]
+                mean = [M.scale * v for v in curve.mean]
+                std = [M.scale * v for v in curve.std]
                 ax.plot(curve.steps, mean, marker=".", lw=1.6, color=color(r["skip"]))
                 ax.fill_between(curve.steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                 color=color(r["skip"]), alpha=0.15, lw=0)
                 skips_seen.append(r["skip"])
             ax.set_title(f"{GROUP_NAMES[group]}, depth {depth}", fontsize="medium")
             ax.grid(True, alpha=0.3)
-        row[0].set_ylabel("test accuracy (%)")
+        row[0].set_ylabel(M.label)
     for ax in axes[-1]:
         ax.set_xlabel("training step (batches)")
     handles = [Line2D([], [], color=color(s), lw=2, label=s) for s in dict.fromkeys(skips_seen)]
     axes[0][-1].legend(handles=handles, title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig, (f"Test accuracy during training at depths {', '.join(map(str, shown))}: mean over seeds, band: "
+    return fig, (f"{M.name.capitalize()} during training at depths {', '.join(map(str, shown))}: mean over seeds, band: "
                  "one standard deviation.")
 
 

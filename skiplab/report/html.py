@@ -136,8 +136,11 @@ def _training(data: ReportData, figures: Sequence[RenderedFigure]) -> str:
             out += _note(f"No runs {phrase} are stored.")
             continue
         budget = data.budget if group == "matched-params" else None
-        out += (f"<h3>Test accuracy {esc(phrase)}" + (f" ({budget:,} parameters)" if budget else "") + "</h3>"
-                + "<p>Mean +- std over seeds (%), [n = complete seeds].</p>" + _table(accuracy_table(rows))
+        M = data.metric  # test accuracy, or a language model's bpc (skiplab.metrics)
+        unit = "%" if M.unit == "points" else M.unit
+        out += (f"<h3>{esc(M.name.capitalize())} {esc(phrase)}" + (f" ({budget:,} parameters)" if budget else "")
+                + "</h3>" + f"<p>Mean +- std over seeds ({esc(unit)}), [n = complete seeds].</p>"
+                + _table(accuracy_table(rows))
                 + "<p>Best per depth:</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in best_per_depth(rows))
                 + "</ul><details><summary>Sizes: width, strategy options and parameters of each configuration</summary>"
                 + _table(size_table(rows, budget)) + "</details>")

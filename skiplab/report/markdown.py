@@ -12,6 +12,7 @@ from ..experiments.figures import figure_stem
 from .content import (ReportData, describe_experiment, describe_plan, experiments_note, load_report_data,
                       provenance, status)
 from .figures import RenderedFigure
+from ..metrics import ACCURACY
 from .tables import Table, accuracy_table, cost_table, gradient_table, size_table
 from .verdict import best_per_depth, verdict
 
@@ -73,7 +74,7 @@ def experiment_lines(data: ReportData, figures: Sequence[RenderedFigure], base: 
 
 def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), base: Path = Path(".")) -> str:
     """The report as Markdown; figure links are relative to ``base`` (the report's folder)."""
-    parts = ["# skiplab study report", "", QUESTION]
+    parts = ["# skiplab study report", "", QUESTION.replace("test accuracy", data.metric.name)]
     status = status_lines(data)
     if status:
         parts += ["", *status]
@@ -84,6 +85,8 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
         g = data.group_rows(group)
         if not g:
             continue
+        if data.metric is not ACCURACY:  # a language model's store: "Validation bpc at equal width"
+            title = title.replace("Test accuracy", data.metric.name.capitalize())
         parts += ["", f"## {title}", "", _md_table(accuracy_table(g)), "", "Best per depth:", "",
                   *(f"- {line}" for line in best_per_depth(g)),
                   "", "Sizes (width, strategy options: parameters):", "",

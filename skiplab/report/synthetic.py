@@ -34,11 +34,13 @@ def _accuracy(skip: str, depth: int, rng: random.Random) -> float:
 
 
 def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | None = None, seed: int = 0,
-                    accuracy: Callable[[RunSpec], float] | None = None) -> Store:
+                    accuracy: Callable[[RunSpec], float] | None = None,
+                    bpc: Callable[[RunSpec], float] | None = None) -> Store:
     """Write ``plan``'s runs (only the first ``runs`` of them: a partial store) with fake
     results and curves into a new store at ``directory``; return it, open. ``accuracy``
     sets each run's final test accuracy instead of the made-up law (a store whose answer
-    a test knows: a clear win, a tie, one seed)."""
+    a test knows: a clear win, a tie, one seed). ``bpc`` makes them language-model runs:
+    each run's final validation bits per character (and a bpc curve ending there)."""
     rng = random.Random(seed)
     specs = plan.runs()
     store = Store(directory)
@@ -68,9 +70,13 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
             acc = 0.1 + (final - 0.1) * (1 - math.exp(-3 * i / evals)) / (1 - math.exp(-3))
             curves += [(step, "train", "loss", 2.3 * (1 - acc)), (step, "train", "accuracy", acc + 0.05),
                        (step, "test", "loss", 2.3 * (1 - acc) + 0.1), (step, "test", "accuracy", acc)]
+            if bpc:
+                curves.append((step, "test", "bpc", bpc(spec) + 3 * (1 - i / evals)))
         result = {"status": "complete", "seed": spec.seed, "train_accuracy": final + 0.05, "test_accuracy": final,
                   "train_loss": 2.3 * (1 - final), "test_loss": 2.3 * (1 - final) + 0.1, "steps": steps,
                   "seconds": 1.0 + m.depth / 10, "message": "",
                   "params": params[(spec.group, m.skip, m.depth, m.width, options_text(m.options))]}
+        if bpc:
+            result |= {"val_bpc": bpc(spec), "train_bpc": bpc(spec) - 0.1, "tokens_per_second": 1e4}
         store.add_run(spec.to_dict(), spec.spec_hash, spec.seed, "complete", result, curves, now(), v, hw)
     return store

@@ -7,6 +7,7 @@ from ..skips import options_text
 
 from typing import Any
 
+from ..metrics import ACCURACY, metric_of
 from ..results import stored_options, pct
 
 Table = tuple[list[str], list[list[str]]]
@@ -22,14 +23,18 @@ def _grid(rows: list[dict[str, Any]], fmt) -> Table:
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> Table:
-    """Cells: mean +- std of test accuracy over seeds (%) ("(1 seed)" where there is no spread),
-    what diverged or failed, [n=seeds]."""
+    """Cells: mean +- std of each row's metric over seeds (test accuracy in %, or a language
+    model's bpc: :mod:`skiplab.metrics`) ("(1 seed)" where there is no spread), what
+    diverged or failed, [n=seeds]."""
 
     def fmt(r: dict[str, Any] | None) -> str:
         if r is None:
             return "missing"
         extra = [f"{r[k]} {k}" for k in ("diverged", "failed") if r[k]]
-        return (pct(r["test_accuracy_mean"], r["test_accuracy_std"], r["complete"])
+        M = metric_of(r)
+        score = (pct(r["score_mean"], r["score_std"], r["complete"]) if M is ACCURACY
+                 else M.text(r["score_mean"], r["score_std"], r["complete"]))
+        return (score
                 + (f" ({', '.join(extra)})" if extra else "") + f" [n={r['complete']}]")
 
     return _grid(rows, fmt)

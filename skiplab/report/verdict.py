@@ -8,6 +8,10 @@ difference is a win only when Welch's t-test over seeds separates it at the stat
 otherwise it is "tied"; with one seed there is no test and the sentence says so.
 Differences are in percentage points, with the standard error of the difference of two
 means, sqrt(s_a^2 / n_a + s_b^2 / n_b).
+
+A store of language models is judged by validation bits per character instead (each
+aggregated row names its ``metric``: :mod:`skiplab.metrics`): differences are in bpc and
+the lower bpc wins ("dwa beat add by 0.050 +- 0.010 bpc" means dwa's bpc is lower).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ..metrics import ACCURACY, Metric, metric_of
 from ..results import pct, stored_options
 from ..skips import options_text
 from ..stats import best_of, compare, mean_std, spread_text, test_statement
@@ -32,7 +37,7 @@ def _and(items: list[str]) -> str:
 
 
 def _cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(r["skip"], r["depth"]): r for r in rows if r["test_accuracy_mean"] is not None}
+    return {(r["skip"], r["depth"]): r for r in rows if r["score_mean"] is not None}
 
 
 def _seeds(rows: list[dict[str, Any]]) -> str:
@@ -48,20 +53,28 @@ def _group_phrase(data: ReportData, group: str) -> str:
 
 def _untested(name_a: str, name_b: str, a: dict[str, Any], b: dict[str, Any]) -> str:
     """Two means without a test (a side has one seed): the numbers, and no winner."""
-    d = 100 * (b["test_accuracy_mean"] - a["test_accuracy_mean"])
+    M = metric_of(a)
+    d = M.scale * (b["score_mean"] - a["score_mean"])
     few = min(a["complete"], b["complete"])
     if d == 0:
         return f"{name_a} and {name_b} equal ({few} seed: no test)"
     hi, lo = (name_b, name_a) if d > 0 else (name_a, name_b)
-    return f"{hi} {abs(d):.1f} points above {lo} ({few} seed: no test)"
+    return f"{hi} {abs(d):.{M.digits}f} {M.unit} above {lo} ({few} seed: no test)"
+
+
+def _numbers(c, M: Metric) -> str:
+    return c.numbers(scale=M.scale, unit=M.unit, digits=M.digits)
 
 
 def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """One comparison of two aggregated rows' test accuracies, in words."""
-    c = compare(a["test_accuracies"], b["test_accuracies"])
+    """One comparison of two aggregated rows' scores (test accuracy, or bpc where lower
+    wins), in words."""
+    M = metric_of(a)
+    c = compare(a["scores"], b["scores"])
     if not c.tested:
         return _untested(a["skip"], b["skip"], a, b)
-    return c.sentence(a["skip"], b["skip"], scale=100)
+    return c.sentence(a["skip"], b["skip"], scale=M.scale, unit=M.unit, digits=M.digits,
+                      higher_is_better=M.higher_is_better)
 
 
 def add_vs_dense(data: ReportData, group: str) -> str | None:
@@ -72,17 +85,18 @@ def add_vs_dense(data: ReportData, group: str) -> str | None:
         return None
     parts = [f"at depth {depth}, {compare_rows(cell[(A, depth)], cell[(B, depth)])}" for depth in depths]
     rows = [cell[(s, d)] for d in depths for s in (A, B)]
-    return f"At {_group_phrase(data, group)}, test accuracy over {_seeds(rows)}: " + "; ".join(parts) + "."
+    return f"At {_group_phrase(data, group)}, {data.metric.name} over {_seeds(rows)}: " + "; ".join(parts) + "."
 
 
 def depth_change(lo: dict[str, Any], hi: dict[str, Any]) -> str:
-    """Whether one strategy's accuracy changed from the shallowest to the deepest depth."""
-    c = compare(lo["test_accuracies"], hi["test_accuracies"])
+    """Whether one strategy's score changed from the shallowest to the deepest depth."""
+    M = metric_of(lo)
+    c = compare(lo["scores"], hi["scores"])
     if not c.tested:
         return f"{min(lo['complete'], hi['complete'])} seed: no test"
     if c.winner is None:
-        return f"no clear change, {c.numbers(scale=100)}"
-    return f"{'rose' if c.winner == 'b' else 'fell'} by {c.numbers(scale=100)[len('difference '):]}"
+        return f"no clear change, {_numbers(c, M)}"
+    return f"{'rose' if c.winner == 'b' else 'fell'} by {_numbers(c, M)[len('difference '):]}"
 
 
 def cost_sentence(data: ReportData) -> str | None:
@@ -130,12 +144,18 @@ def depth_sentence(data: ReportData) -> str | None:
         return None
     lo, hi = depths[0], depths[-1]
     skips = list(dict.fromkeys(s for (s, _) in cell))
-    moves = [f"{s} {100 * cell[(s, lo)]['test_accuracy_mean']:.1f}% -> {100 * cell[(s, hi)]['test_accuracy_mean']:.1f}%"
-             f" ({depth_change(cell[(s, lo)], cell[(s, hi)])})"
+    M = data.metric
+    pc = "%" if M is ACCURACY else ""
+
+    def at(s: str, d: int) -> str:
+        return f"{M.format(cell[(s, d)]['score_mean'])}{pc}"
+
+    moves = [f"{s} {at(s, lo)} -> {at(s, hi)} ({depth_change(cell[(s, lo)], cell[(s, hi)])})"
              for s in skips if (s, lo) in cell and (s, hi) in cell]
     if not moves:
         return None
-    return (f"From depth {lo} to depth {hi} (at {_group_phrase(data, group)}), mean test accuracy went: "
+    better = "" if M.higher_is_better else " (lower is better)"
+    return (f"From depth {lo} to depth {hi} (at {_group_phrase(data, group)}), mean {M.name}{better} went: "
             + ", ".join(moves) + ".")
 
 
@@ -188,7 +208,7 @@ def verdict(data: ReportData) -> list[str]:
                  f"{A}-versus-{B} verdict."]
     lines += [depth_sentence(data), cost_sentence(data), budget_sentence(data), gradient_sentence(data),
               stream_gain_sentence(data)]
-    if any(r["test_accuracy_mean"] is not None for r in data.rows):
+    if any(r["score_mean"] is not None for r in data.rows):
         lines.append(how_decided())
     return [line for line in lines if line]
 
@@ -200,19 +220,24 @@ def how_decided() -> str:
 
 
 def _acc(r: dict[str, Any]) -> str:
-    return f"{r['skip']} {pct(r['test_accuracy_mean'], r['test_accuracy_std'], r['complete'], sign=True)}"
+    M = metric_of(r)
+    if M is ACCURACY:
+        return f"{r['skip']} {pct(r['score_mean'], r['score_std'], r['complete'], sign=True)}"
+    return f"{r['skip']} {M.text(r['score_mean'], r['score_std'], r['complete'])} {M.unit}"
 
 
 def best_per_depth(rows: list[dict[str, Any]]) -> list[str]:
-    """Per depth: the best strategy by test accuracy if the test separates it from every
-    other; otherwise the leaders the test cannot tell apart. Then the last by mean."""
+    """Per depth: the best strategy by its score (test accuracy, or the lowest bpc) if the
+    test separates it from every other; otherwise the leaders the test cannot tell apart.
+    Then the last by mean."""
     out = []
     by_depth: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["test_accuracy_mean"] is not None:
+        if r["score_mean"] is not None:
             by_depth[r["depth"]].append(r)
+    sign = -1 if metric_of(rows).higher_is_better else 1
     for depth in sorted(by_depth):
-        ranked = sorted(by_depth[depth], key=lambda r: -r["test_accuracy_mean"])
+        ranked = sorted(by_depth[depth], key=lambda r: sign * r["score_mean"])  # best first
         if len(ranked) == 1:
             out.append(f"depth {depth}: {_acc(ranked[0])} (the only strategy with results)")
             continue
@@ -220,7 +245,7 @@ def best_per_depth(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"depth {depth}: one seed, so no test; by mean: " + ", ".join(_acc(r) for r in ranked))
             continue
         named = {r["skip"]: r for r in ranked}
-        best, tied = best_of({s: r["test_accuracies"] for s, r in named.items()})
+        best, tied = best_of({s: r["scores"] for s, r in named.items()}, higher_is_better=sign < 0)
         if not tied:
             line = f"depth {depth}: best {_acc(named[best])}, ahead of every other strategy by the test"
         else:

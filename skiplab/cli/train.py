@@ -16,6 +16,7 @@ from ..stats import mean_std
 from ..runner import execute, run_all, store_result
 from ..store import Store
 from ..textable import table
+from ..families import FAMILIES
 from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, model_fields_from, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
 
@@ -61,12 +62,11 @@ def run(args: argparse.Namespace) -> None:
     data = load_dataset(dataset, args.label_column)
     # The dataset fills in what the user left out; what the user gave is checked, not overwritten.
     fill = model_fields_from(data, vars(args))
-    for key in ("input_shape", "classes"):  # the flags specs_from_args reads
-        if key in fill:
-            setattr(args, key, fill.pop(key))
+    if not FAMILIES[args.model].takes_tokens:
+        fill.pop("vocab", None)  # check_fits says why a text needs another family
+    for key, value in fill.items():  # the flags specs_from_args reads
+        setattr(args, key, value)
     specs = specs_from_args(args)
-    if fill:  # fields without a flag here (a text's vocab)
-        specs = [s.replace(**fill) for s in specs]
     if args.params is not None or args.flops is not None:
         specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
     runs = [RunSpec(s, cfg, dataset, seed, "train", args.label_column)

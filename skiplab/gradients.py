@@ -46,7 +46,7 @@ from torch import nn
 
 from .datasets import Dataset, load_mnist1d
 from .model import build_model
-from .objective import loss_and_logits
+from .objective import flat_logits, loss_and_logits
 from .optim import make_optimizer
 from .spec import ModelSpec
 from .validate import choice, integer, number
@@ -349,9 +349,9 @@ class GradientReport:
 def check_inputs(spec: ModelSpec, data: Dataset, config: GradientConfig) -> None:
     """Raise ValueError (naming the field) unless ``spec`` can be measured on ``data``."""
     spec.check_buildable()
-    if not isinstance(data, Dataset):  # a TextDataset: token windows, not yet measured here
-        raise ValueError(f"dataset: {data.name!r} is a token sequence; gradients are measured on numeric "
-                         f"datasets (mnist1d, digits, a file)")
+    from .train import check_fits  # train imports this module: a late import, no cycle
+    check_fits(spec, data)  # a text: the model must embed its symbols; then its windows are measured
+    data = data.for_model(spec)
     shape = data.input_shape
     if not spec.family.accepts(shape, spec):  # the family's own rule (an MLP flattens any shape)
         raise ValueError(f"input_shape: {spec.model} expects {tuple(spec.input_shape)} but dataset "
@@ -383,7 +383,7 @@ def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
             model.zero_grad(set_to_none=True)
             loss, logits = loss_and_logits(model, x, y)
             loss.backward()
-            out["weight"].append([_norm(b.branch.layer.weight.grad) for b in model.blocks])
+            out["weight"].append([_norm(d.family.branch_weight(b.branch).grad) for b in model.blocks])
             out["feature"].append([p.feature_grad for p in probes])
             out["rms"].append([p.rms for p in probes])
             out["share"].append([p.branch_share for p in probes])
@@ -392,7 +392,8 @@ def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]])
                 out["gain_f"].append(forward)
                 out["gain_b"].append(backward)
             out["loss"].append(loss.item())
-            out["accuracy"].append(float((logits.argmax(1) == y).double().mean()))
+            flat, targets = flat_logits(logits, y)  # a language model: every position
+            out["accuracy"].append(float((flat.argmax(1) == targets).double().mean()))
     finally:
         for p in probes:
             p.remove()
@@ -474,6 +475,7 @@ def measure_gradients(spec: ModelSpec, data: Dataset | None = None,
     config = config or GradientConfig()
     data = load_mnist1d() if data is None else data
     check_inputs(spec, data, config)
+    data = data.for_model(spec)  # a text: windows of the model's context
     per_seed = []
     for seed in range(config.seeds):
         def measured(step: int, seed: int = seed) -> None:

@@ -25,6 +25,7 @@ from .cost.budget import sizing_options
 from .datasets import dataset_ref, is_text_ref, load_dataset
 from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
+from .skips import ADD
 from .spec import ModelSpec
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from, preflight
@@ -55,11 +56,13 @@ class StudyPlan:
     model: ModelSpec = field(default_factory=lambda: ModelSpec(model="mlp", width=64, norm="batch",
                                                                input_shape=(1, 40)))
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(STUDY_OPTIONS))
-    budget_params: int = 100_000  # matched budget, all strategies and depths
+    # matched budget, all strategies and depths; None: per depth, the add model's size at the plan's width
+    budget_params: int | None = 100_000
     # 10 epochs of Adam (320 steps of 128 samples); round 1's study ran 15 with 7 strategies.
     # 10 keeps the default within its time with 10 strategies.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=3e-3, evals=5))
     dataset: str = "mnist1d"
+    gradient_batch: int = 256  # samples per gradient measurement at init (a text's: windows of its context)
 
     def model_specs(self) -> list[tuple[str, ModelSpec]]:
         """(group, spec) for every configuration: equal width, then matched budget. A
@@ -68,10 +71,15 @@ class StudyPlan:
         their width."""
         bases = [self.model.replace(skip=skip, depth=depth, options=self.options.get(skip, {}))
                  for depth in self.depths for skip in self.skips]
-        matched = [match_budget(b, params=self.budget_params, vary=(sizing_options(b) or ["width"])[0]).spec
+        matched = [match_budget(b, params=self.budget_for(b.depth), vary=(sizing_options(b) or ["width"])[0]).spec
                    for b in bases]
         return ([("equal-width", b) for b in bases if b.skip not in self.budget_only]
                 + [("matched-params", m) for m in matched])
+
+    def budget_for(self, depth: int) -> int:
+        if self.budget_params is not None:
+            return self.budget_params
+        return analytic_cost(self.model.replace(skip=ADD.name, depth=depth, options={}))["params"]["total"]
 
     def runs(self) -> list[RunSpec]:
         return [RunSpec(spec, self.train, self.dataset, seed, group)
@@ -86,6 +94,42 @@ class StudyPlan:
 def quick_plan() -> StudyPlan:
     """Every strategy, two depths, two seeds, a few epochs: a smoke test of the whole job."""
     return StudyPlan(depths=(2, 8), seeds=2, train=TrainConfig(epochs=3, lr=3e-3, evals=3))
+
+
+# The transformer study (DESIGN.md, "The transformer family"): the residual-stream designs
+# a practitioner weighs today, on a character language model of the text every Python ships.
+TRANSFORMER_SKIPS = ("plain", "add", "rezero", "dense", "dwa", "hyper", "mhc")
+
+
+def transformer_plan(quick: bool = False) -> StudyPlan:
+    """Width 64, context 64, 4 heads, pre-norm; depths 2, 6, 12 blocks; every strategy at a
+    matched parameter budget per depth (the add model's size at width 64: DWA and
+    hyper-connections add almost nothing, so they keep width 64; mHC's projections cost it
+    a little width, dense meets it through its growth); a fixed token budget (epochs over
+    the training text). Sized to the time stated in the README ("The transformer study")."""
+    from .datasets.text import load_pydoc
+    from .families import TRANSFORMER_FAMILY
+
+    vocab = load_pydoc().vocab  # the runs' model embeds the text's symbols (checked again at run time)
+    model = ModelSpec(model=TRANSFORMER_FAMILY.name, width=64, context=64, heads=4, vocab=vocab, classes=vocab)
+    if quick:
+        return StudyPlan(skips=TRANSFORMER_SKIPS, budget_only=TRANSFORMER_SKIPS, depths=(1, 2), seeds=2,
+                         model=model.replace(width=32), options={}, budget_params=None, dataset="pydoc", gradient_batch=16,
+                         train=TrainConfig(epochs=0.25, batch_size=64, lr=3e-3, evals=2))
+    return StudyPlan(skips=TRANSFORMER_SKIPS, budget_only=TRANSFORMER_SKIPS, depths=(2, 6, 12), seeds=2,
+                     model=model, options={}, budget_params=None, dataset="pydoc", gradient_batch=32,
+                     train=TrainConfig(epochs=1, batch_size=32, lr=3e-3, evals=4))
+
+
+def plan_for(model: str, quick: bool = False) -> StudyPlan:
+    """The default study of a model family (``skiplab study --model NAME``)."""
+    from .families import MLP_FAMILY, TRANSFORMER_FAMILY
+
+    plans = {MLP_FAMILY.name: lambda: quick_plan() if quick else StudyPlan(),
+             TRANSFORMER_FAMILY.name: lambda: transformer_plan(quick)}
+    if model not in plans:
+        raise ValueError(f"model: the study has a default plan for {', '.join(plans)}, not {model!r}")
+    return plans[model]()
 
 
 def on_device(plan: StudyPlan, device: str) -> StudyPlan:
@@ -110,7 +154,7 @@ def gradient_summaries(plan: StudyPlan, data, progress: Callable[[str], None] | 
     strategies trained only there): first/last block weight-gradient ratio, min/max over
     seeds, and for hyper/mhc the composite residual gain after the last block."""
     out, seen = [], set()
-    config = GradientConfig(seeds=min(plan.seeds, 3), batches=1, batch_size=256)
+    config = GradientConfig(seeds=min(plan.seeds, 3), batches=1, batch_size=plan.gradient_batch)
     for group, spec in plan.model_specs():
         if (spec.skip, spec.depth) in seen:
             continue

@@ -39,7 +39,7 @@ class TrainConfig:
     lr: float = 3e-3  # peak learning rate
     schedule: str = "cosine"  # constant | cosine (decay to 0 over the run, Loshchilov & Hutter 1608.03983)
     batch_size: int = 128
-    epochs: int = 30  # passes over the training set
+    epochs: float = 30  # passes over the training set; a fraction trains on that share of one pass's steps
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     evals: int = 10  # evaluations on the test set over the run (curves)
@@ -49,8 +49,11 @@ class TrainConfig:
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
         choice("device", self.device, DEVICES)
-        for name in ("batch_size", "epochs", "evals"):
+        for name in ("batch_size", "evals"):
             integer(name, getattr(self, name), 1)
+        number("epochs", self.epochs, 0.0, strict=True)
+        if isinstance(self.epochs, float) and self.epochs.is_integer():  # 3.0 and 3 name the same run
+            object.__setattr__(self, "epochs", int(self.epochs))
         number("lr", self.lr, 0.0, strict=True)
         number("weight_decay", self.weight_decay)
         number("grad_clip", self.grad_clip)
@@ -225,7 +228,7 @@ def train_model(spec: RunSpec, data: Dataset,
     x_te, y_te = data.x_test.to(device), data.y_test.to(device)
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    total = max(1, math.ceil(steps_per_epoch * cfg.epochs))  # a fractional epoch: its share of the steps
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
@@ -236,9 +239,11 @@ def train_model(spec: RunSpec, data: Dataset,
     step, status, message = 0, "complete", ""
     positions = y_tr[0].numel() if n else 1  # predictions per sample: 1, or a text's context
     trained_samples, eval_seconds, loop_start = 0, 0.0, time.perf_counter()
-    for _ in range(cfg.epochs):
+    for _ in range(math.ceil(cfg.epochs)):
         order = torch.randperm(n, generator=g).to(device)
         for i in range(0, n, cfg.batch_size):
+            if step == total:
+                break
             idx = order[i:i + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
             loss, logits = loss_and_logits(model, xb, yb)
@@ -277,10 +282,15 @@ def train_model(spec: RunSpec, data: Dataset,
     if status == "diverged":
         return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,
                                 params, message, curves=curves, tokens_per_second=tokens_per_second)
-    tr_loss, tr_acc = evaluate(model, x_tr, y_tr)
-    te_loss, te_acc = evaluate(model, x_te, y_te)
+    # A text's training score is taken on its first windows, as many as the validation
+    # has: a full pass over the training text would cost a third of an epoch of training.
+    n_eval = min(n, len(y_te)) if text else n
+    tr_loss, tr_acc = evaluate(model, x_tr[:n_eval], y_tr[:n_eval])
+    if step not in eval_at:  # the last evaluation in the loop was at the last step: the same model
+        te_loss, te_acc = evaluate(model, x_te, y_te)
     # strategy diagnostics need a SkipNet's description (a stand-in module in tests has none)
-    gains = stream_gains(model, x_te[:256]) if hasattr(model, "description") else None
+    probe = x_te[:32] if text else x_te[:256]  # 32 windows are 2,048 tokens at context 64
+    gains = stream_gains(model, probe) if hasattr(model, "description") else None
     diagnostics = {"composite_gain_forward": gains["forward"][-1],
                    "composite_gain_backward": gains["backward"][-1]} if gains else {}
     bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}

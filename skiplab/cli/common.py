@@ -139,6 +139,19 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
             for skip in args.skip]
 
 
+def specs_for_data(args: argparse.Namespace, data: Any) -> list[ModelSpec]:
+    """As :func:`specs_from_args`, with what the user left out filled in from ``data``
+    (input shape and classes, or a text's vocabulary); what the user gave is checked later
+    against the data (``skiplab.train.check_fits``), never overwritten."""
+    from ..train import model_fields_from
+    fill = model_fields_from(data, vars(args))
+    if not FAMILIES[args.model].takes_tokens:
+        fill.pop("vocab", None)  # check_fits says why a text needs another family
+    for key, value in fill.items():  # the flags specs_from_args reads
+        setattr(args, key, value)
+    return specs_from_args(args)
+
+
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
 

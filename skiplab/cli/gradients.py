@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from ..datasets import DATASETS, load_dataset
+from ..datasets import DATASETS, dataset_ref, load_dataset
 from ..gradient_plot import check_plot_path, plot_gradients
 from ..gradients import DEFAULT_LR, OPTIMIZERS, GradientConfig, GradientReport, check_inputs, measure_gradients
 from ..progress import ProgressBar
 from ..textable import table
-from .common import add_json_flag, add_model_args, emit, specs_from_args
+from .common import add_json_flag, add_model_args, emit, specs_for_data
 
 # Seconds of silence before the progress bar appears: quick runs print only their answer.
 QUIET_SECONDS = 2.0
@@ -18,13 +18,13 @@ QUIET_SECONDS = 2.0
 
 def run(args: argparse.Namespace) -> None:
     # Validate everything before the first (possibly long) measurement.
-    specs = specs_from_args(args)
+    data = load_dataset(dataset_ref(args.dataset))
+    specs = specs_for_data(args, data)
     config = GradientConfig(seeds=args.seeds, batches=args.batches, batch_size=args.batch_size,
                             steps=args.steps, checkpoints=args.checkpoints, optimizer=args.optimizer,
                             lr=args.lr)
     if args.plot is not None:
         check_plot_path(args.plot)
-    data = load_dataset(args.dataset)
     for spec in specs:
         check_inputs(spec, data, config)
     bar = ProgressBar(len(specs) * config.seeds * len(config.checkpoint_steps()), label="gradients",

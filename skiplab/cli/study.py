@@ -6,7 +6,8 @@ import argparse
 
 from ..progress import ProgressBar
 from ..report import write_report_locked
-from ..study import StudyPlan, on_device, quick_plan, run_study
+from ..families import FAMILIES
+from ..study import on_device, plan_for, run_study
 from ..train import DEVICES
 from .common import UsageError, add_json_flag, emit
 
@@ -15,16 +16,16 @@ COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "r
 
 
 def run(args: argparse.Namespace) -> None:
-    plan = on_device(quick_plan() if args.quick else StudyPlan(), args.device)
+    plan = on_device(plan_for(args.model, args.quick), args.device)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     bar = ProgressBar(len(plan.runs()), "study", enabled=not args.json)
 
     def on_run(done: int, total: int, out: dict) -> None:
         m, r = out["spec"]["model"], out["result"]
-        acc = r.get("test_accuracy")
+        acc, bpc = r.get("test_accuracy"), r.get("val_bpc")
         note = f"{m['skip']} depth {m['depth']} seed {out['seed']}: " + (
-            f"{100 * acc:.1f}%" if acc is not None else out["status"])
+            f"{bpc:.3f} bpc" if bpc is not None else f"{100 * acc:.1f}%" if acc is not None else out["status"])
         bar.total = total
         bar.update(done, note)
 
@@ -48,7 +49,10 @@ def add_parser(sub) -> None:
                        description="Compare the skip strategies on MNIST-1D at equal width and at a matched "
                                    "parameter budget, over seeds; results go to DIR/runs.db, the report to "
                                    "DIR/report.html, DIR/report.md and DIR/figures/. Re-running resumes.")
-    p.add_argument("--quick", action="store_true", help="a small study (under a minute)")
+    p.add_argument("--quick", action="store_true", help="a small study (a smoke test: about a minute)")
+    p.add_argument("--model", choices=tuple(FAMILIES), default="mlp",
+                   help="mlp: the MLP study on MNIST-1D; transformer: the residual-stream study, a character "
+                        "language model on Python's documentation text (default: %(default)s)")
     p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(2, cores))")
     p.add_argument("--device", choices=DEVICES, default="cpu",

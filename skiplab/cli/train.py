@@ -16,9 +16,8 @@ from ..stats import mean_std
 from ..runner import execute, run_all, store_result
 from ..store import Store
 from ..textable import table
-from ..families import FAMILIES
-from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, model_fields_from, preflight
-from .common import UsageError, add_json_flag, add_model_args, emit, specs_from_args
+from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
+from .common import UsageError, add_json_flag, add_model_args, emit, specs_for_data
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -30,7 +29,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     g.add_argument("--label-column", default="label", help="label column of a .csv dataset (default: %(default)s)")
     g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
-    g.add_argument("--epochs", type=int, default=_T["epochs"], help="(default: %(default)s)")
+    g.add_argument("--epochs", type=float, default=_T["epochs"],
+                   help="passes over the training set; a fraction trains on that share of one pass (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=_T["batch_size"], help="(default: %(default)s)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=_T["optimizer"], help="(default: %(default)s)")
     g.add_argument("--lr", type=float, default=_T["lr"], help="peak learning rate (default: %(default)s)")
@@ -61,12 +61,7 @@ def run(args: argparse.Namespace) -> None:
     dataset = dataset_ref(args.dataset)  # a relative path, made absolute once: resumable from anywhere
     data = load_dataset(dataset, args.label_column)
     # The dataset fills in what the user left out; what the user gave is checked, not overwritten.
-    fill = model_fields_from(data, vars(args))
-    if not FAMILIES[args.model].takes_tokens:
-        fill.pop("vocab", None)  # check_fits says why a text needs another family
-    for key, value in fill.items():  # the flags specs_from_args reads
-        setattr(args, key, value)
-    specs = specs_from_args(args)
+    specs = specs_for_data(args, data)
     if args.params is not None or args.flops is not None:
         specs = [match_budget(s, params=args.params, flops=args.flops).spec for s in specs]
     runs = [RunSpec(s, cfg, dataset, seed, "train", args.label_column)

@@ -3,6 +3,7 @@ parameter or FLOP count at a given depth, so strategies can be compared at equal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..spec import ModelSpec
@@ -50,26 +51,30 @@ def match_budget(spec: ModelSpec, *, params: int | None = None, flops: int | Non
     if vary != "width" and vary not in sizing:
         allowed = ", ".join(["width", *sizing])
         raise ValueError(f"vary: skip {spec.skip!r} can vary {allowed}, not {vary!r}")
+    # Sizes come in steps: concat-half needs even widths, the transformer multiples of its
+    # heads (each attention sublayer splits its features among them).
+    unit = spec.family.size_step(spec)
     if vary == "width":
-        step = spec.strategy.width_step  # concat-half needs even widths
+        step = math.lcm(spec.strategy.width_step, unit)
         return _closest(lambda n: spec.replace(width=n * step), metric, target, spec, "width", step)
     opts = dict(spec.options)
 
     def with_option(value: int, **changes):
-        return spec.replace(options={**opts, vary: value}, **changes)
+        return spec.replace(options={**opts, vary: value * unit}, **changes)
 
     # The option first (DenseNet's knob is its growth); its steps are coarse when it is
     # small (at depth 50 one more channel of growth adds ~10% of the parameters), so if
     # that misses by more than the tolerance, the width is refined around the best values.
-    match = _closest(with_option, metric, target, spec, vary, 1)
+    match = _closest(with_option, metric, target, spec, vary, unit)
     if match.within_tolerance:
         return match
-    k = match.spec.opts[vary]
+    k = match.spec.opts[vary] // unit
     tries = [match]
     for g in (k - 1, k, k + 1):
         if g >= 1:
             try:
-                tries.append(_closest(lambda n, g=g: with_option(g, width=n), metric, target, spec, "width", 1))
+                tries.append(_closest(lambda n, g=g: with_option(g, width=n * unit), metric, target, spec, "width",
+                                      unit))
             except ValueError:
                 continue
     return min(tries, key=lambda m: abs(m.achieved - target))

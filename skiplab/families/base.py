@@ -79,6 +79,10 @@ class Family:
         x = torch.randn(batch, *spec.input_shape, generator=generator)
         return x, torch.randint(0, spec.classes, (batch,), generator=generator)
 
+    def size_step(self, spec: "ModelSpec") -> int:
+        """Widths and sizing options (dense's growth) come in multiples of this."""
+        return 1
+
     def check_spec(self, spec: "ModelSpec") -> None:
         """The family's own rules for a spec, beyond its input shape (ValueError naming the field)."""
 
@@ -89,6 +93,11 @@ class Family:
     def branch(self, spec: "ModelSpec", site: Site) -> nn.Module:
         """Sublayer ``site``'s branch: its input width to its features."""
         return self.transform(spec, site.widths.in_width, site.widths.features)
+
+    def branch_weight(self, branch: nn.Module) -> torch.Tensor:
+        """The weight whose gradient norm the diagnostics report per sublayer: the
+        transform's layer."""
+        return branch.layer.weight
 
     def place(self, connection: nn.Module, spec: "ModelSpec", site: Site) -> nn.Module:
         """The connection as the family places it (the transformer's post-norm wraps it)."""

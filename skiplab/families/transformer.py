@@ -237,6 +237,9 @@ class Transformer(Family):
                 what = "the width" if site.widths.features == spec.width else f"sublayer {site.index}'s features"
                 raise ValueError(f"heads: {spec.heads} heads must divide {what} ({site.widths.features})")
 
+    def size_step(self, spec) -> int:
+        return spec.heads  # every attention sublayer's features split among the heads
+
     def kind(self, site) -> str:
         return self.sublayer_names[(site.index - 1) % 2]
 
@@ -260,6 +263,11 @@ class Transformer(Family):
         else:
             body = MLPSublayer(w.in_width, w.features, spec.mlp_ratio, spec.activation, spec.bias)
         return Sublayer(pre, body)
+
+    def branch_weight(self, branch):
+        """The sublayer's input projection: attention's qkv, the MLP's first Linear."""
+        body = branch.body
+        return (body.qkv if isinstance(body, CausalSelfAttention) else body.fc).weight
 
     def place(self, connection, spec, site):
         if spec.placement == "post":

@@ -190,13 +190,18 @@ def _plan_options(plan: dict[str, Any]) -> str:
     return "; ".join(f"{skip} {options_text(o)}" for skip, o in opts.items()) or "none"
 
 
+def _budget_text(plan: dict[str, Any]) -> str:
+    if plan.get("budget_params") is None:  # per depth: the add model's size at the plan's width
+        return f"per depth, the parameters of add at width {plan['model']['width']}"
+    return f"{plan['budget_params']:,} parameters"
+
+
 def describe_plan(plan: dict[str, Any]) -> str:
     m, t = plan["model"], plan["train"]
     return (f"Data: {display_name(plan['dataset'])}. Model: {m['model']}, width {m['width']}, norm {m['norm']}, "
             f"activation {m['activation']}, init {m['init']}; strategy options at equal "
             f"width: {_plan_options(plan)}. Training: {t['optimizer']}, lr {t['lr']}, {t['schedule']} schedule, batch {t['batch_size']}, "
-            f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}. Matched budget: {plan['budget_params']:,} "
-            f"parameters. Depths: {', '.join(map(str, plan['depths']))}. Seeds: {plan['seeds']}.")
+            f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}. Matched budget: {_budget_text(plan)}. Depths: {', '.join(map(str, plan['depths']))}. Seeds: {plan['seeds']}.")
 
 
 def describe_experiment(e: StoredExperiment) -> str:

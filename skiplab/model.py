@@ -71,8 +71,9 @@ class SkipNet(nn.Module):
         params = {"stem": count(self.stem), "blocks": sum(count(b) for b in self.blocks),
                   "head": count(self.head), "aux": count(self.aux_heads)}
         params["total"] = sum(params.values())
-        per_block = [{"block": l, "params": count(b), "in_width": s.widths.in_width, "features": s.widths.features,
-                      "out_width": s.widths.out_width}
+        family = self.description.family
+        per_block = [{"block": l, "name": family.sublayer_name(s), "params": count(b), "in_width": s.widths.in_width,
+                      "features": s.widths.features, "out_width": s.widths.out_width}
                      for l, (b, s) in enumerate(zip(self.blocks, self.description.sites), start=1)]
         return {**self.spec.to_dict(), "state_width": self.spec.state_width, "params": params,
                 "per_block": per_block}

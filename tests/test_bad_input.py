@@ -85,6 +85,8 @@ Y = np.arange(40) % 4
 TRAIN = ["train", "--model", "mlp", "--depth", "1", "--width", "8", "--epochs", "1", "--seeds", "1",
          "--workers", "1", "--out", "{d}/out"]
 SWEEP = ["sweep", "{d}/s.toml", "--out", "{d}/out"]
+TRAIN_T = ["train", "--model", "transformer", "--depth", "1", "--width", "8", "--heads", "2", "--epochs", "1",
+           "--seeds", "1", "--workers", "1", "--out", "{d}/out"]
 CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
     # -- the command itself
     ("no-command", [], None),
@@ -201,6 +203,24 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
     ("sweep-address-without-ray", SWEEP + ["--address", "auto"], _sweep(GOOD_SWEEP)),
     ("sweep-unknown-backend", SWEEP + ["--backend", "slurm"], _sweep(GOOD_SWEEP)),
     ("sweep-corrupt-store", SWEEP, _both(_sweep(GOOD_SWEEP), _corrupt_store)),
+    # -- the transformer family (issue 13): each refused before any training
+    ("transformer-heads-not-dividing-width", ["build", "--model", "transformer", "--width", "30", "--heads", "4"], None),
+    ("transformer-dense-growth-not-divisible", ["build", "--model", "transformer", "--skip", "dense",
+                                                "--growth", "6"], None),
+    ("transformer-post-norm-with-hyper", ["cost", "--model", "transformer", "--skip", "hyper",
+                                          "--placement", "post"], None),
+    ("transformer-heads-on-mlp", ["build", "--model", "mlp", "--heads", "2"], None),
+    ("transformer-context-longer-than-text", TRAIN_T + ["--dataset", "{d}/short.txt", "--context", "4096"],
+     _write("short.txt", "the quick brown fox jumps over the lazy dog. " * 60)),
+    ("transformer-context-longer-than-sequence", TRAIN_T + ["--dataset", "mnist1d", "--context", "64"], None),
+    ("transformer-vocab-mismatch", TRAIN_T + ["--dataset", "pydoc", "--vocab", "50"], None),
+    ("transformer-classes-not-vocab", TRAIN_T + ["--dataset", "pydoc", "--classes", "7"], None),
+    ("text-dataset-without-sequence-model", TRAIN + ["--dataset", "pydoc"], None),
+    ("transformer-on-images", TRAIN_T + ["--dataset", "digits"], None),
+    ("text-empty-file", TRAIN_T + ["--dataset", "{d}/empty.txt"], _write("empty.txt", "")),
+    ("text-binary-file", TRAIN_T + ["--dataset", "{d}/bin.txt"], _write("bin.txt", bytes(range(256)) * 20)),
+    ("text-too-short", TRAIN_T + ["--dataset", "{d}/tiny.txt"], _write("tiny.txt", "hello world")),
+    ("study-unknown-family-plan", ["study", "--model", "cnn2d", "--out", "{d}/out"], None),
     # -- experiment
     ("experiment-unknown-name", ["experiment", "nope", "--out", "{d}/out"], None),
     ("experiment-zero-workers", ["experiment", "rezero", "--workers", "0", "--out", "{d}/out"], None),

@@ -36,7 +36,7 @@ def test_build_json_for_the_questions_example(capsys):
     assert [data[s]["params"]["blocks"] for s in ("plain", "add", "dense")] == [90_000, 90_000, 450_000]
     dense = data["dense"]
     assert set(dense["params"]) == {"stem", "blocks", "head", "aux", "total"}
-    assert dense["per_block"][8] == {"block": 9, "params": 90_000, "in_width": 900, "features": 100,
+    assert dense["per_block"][8] == {"block": 9, "name": "block 9", "params": 90_000, "in_width": 900, "features": 100,
                                      "out_width": 1000}
 
 

@@ -15,6 +15,7 @@ from skiplab.cli import main
 from skiplab.datasets import Dataset, TextDataset, dataset_ref, load_dataset, load_pydoc, load_text
 from skiplab.datasets.text import MIN_CHARACTERS, from_text, pydoc_text
 from skiplab.spec import SpecError
+from skiplab.store import Store
 from skiplab.train import RunSpec, TrainConfig, check_fits, evaluate, model_fields_from, train_model
 
 
@@ -122,9 +123,8 @@ def test_a_numeric_model_on_text_is_refused_before_training(tmp_path, capsys, py
 
 
 def _lm_spec(vocab, context=16):
-    """A ModelSpec-like description of a token model (the stand-in for the transformer)."""
-    return SimpleNamespace(context=context, vocab=vocab, classes=vocab, aux_weight=0.3,
-                           family=SimpleNamespace(takes_tokens=True), to_dict=lambda: {"stand-in": vocab})
+    """A small character language model of the transformer family."""
+    return ModelSpec(model="transformer", depth=1, width=16, heads=2, context=context, vocab=vocab, classes=vocab)
 
 
 def test_check_fits_on_text(pydoc):
@@ -167,11 +167,10 @@ def test_uniform_predictor_has_log2_v_bpc(pydoc):
     assert acc == pytest.approx((w.y_test == 0).float().mean().item())
 
 
-def test_training_a_token_model_reports_bpc(monkeypatch):
+def test_training_a_token_model_reports_bpc():
     text = ("the cat sat on the mat. " * 60 + "a dog ran to the log. " * 60)[:2600]
     data = from_text("tiny", text)
-    monkeypatch.setattr("skiplab.train.build_model", lambda spec, seed: StandIn(spec, seed))
-    spec = RunSpec(_lm_spec(data.vocab), TrainConfig(epochs=20, batch_size=16, evals=2, lr=3e-2),
+    spec = RunSpec(_lm_spec(data.vocab), TrainConfig(epochs=20, batch_size=16, evals=2, lr=1e-2),
                    dataset="tiny", seed=0)
     model, r = train_model(spec, data)
     assert r.status == "complete"
@@ -179,7 +178,7 @@ def test_training_a_token_model_reports_bpc(monkeypatch):
     te_loss, te_acc = evaluate(model, w.x_test, w.y_test)
     assert r.val_bpc == pytest.approx(te_loss / math.log(2)) and r.test_accuracy == pytest.approx(te_acc)
     assert r.train_bpc == pytest.approx(r.train_loss / math.log(2))
-    assert r.val_bpc < 0.5 * math.log2(data.vocab)  # a bigram model learns this repetitive text
+    assert r.val_bpc < 0.5 * math.log2(data.vocab)  # the model learns this repetitive text
     assert r.tokens_per_second > 0
     bpc = [(s, v) for s, split, name, v in r.curves if (split, name) == ("test", "bpc")]
     assert len(bpc) == 2 and bpc[-1][1] == pytest.approx(r.val_bpc)
@@ -207,3 +206,19 @@ def test_a_classifier_run_also_reports_its_speed_and_no_bpc():
     assert r.val_bpc is None and r.train_bpc is None  # judged by accuracy
     assert r.tokens_per_second > 0  # samples per second: one prediction per sample
     assert not any(name == "bpc" for _, _, name, _ in r.curves)
+
+
+def test_train_a_transformer_on_a_text_file_from_the_command_line(tmp_path, capsys):
+    text = tmp_path / "story.txt"
+    text.write_text("once upon a time a small model read a short story. " * 40)
+    argv = ["train", "--model", "transformer", "--dataset", str(text), "--depth", "1", "--width", "8", "--heads", "2",
+            "--context", "16", "--epochs", "1", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "o"),
+            "--json"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    with Store(tmp_path / "o") as store:
+        rows = store.runs()
+    assert len(rows) == 2 and all(r["result"]["val_bpc"] > 0 for r in rows)
+    assert rows[0]["spec"]["dataset"].endswith("story.txt@" + hashlib.sha256(text.read_bytes()).hexdigest()[:16])
+    assert main(["runs", "list", "--out", str(tmp_path / "o")]) == 0
+    assert "val bpc" in capsys.readouterr().out

@@ -23,7 +23,7 @@ def render(data: list[dict[str, Any]]) -> str:
         head = (f"{d['skip']}: {d['model']}, depth {d['depth']}, width {d['width']}, norm {d['norm']}, "
                 f"bias {'on' if d['bias'] else 'off'}, init {d['init']}")
         rows = [["stem", f"{shape} -> {d['width']}", p["stem"]]]
-        rows += [[f"block {b['block']}", f"{b['in_width']} -> {b['out_width']}"
+        rows += [[b["name"], f"{b['in_width']} -> {b['out_width']}"
                   + ("" if b["features"] == b["out_width"] else f" (+{b['features']} new)"), b["params"]]
                  for b in d["per_block"]]
         rows.append(["head", f"{d['state_width']} -> {d['classes']}", p["head"]])

@@ -147,6 +147,8 @@ def specs_for_data(args: argparse.Namespace, data: Any) -> list[ModelSpec]:
     fill = model_fields_from(data, vars(args))
     if not FAMILIES[args.model].takes_tokens:
         fill.pop("vocab", None)  # check_fits says why a text needs another family
+    if getattr(args, "vocab", None) is not None:
+        fill.pop("classes", None)  # the outputs follow the vocabulary given; check_fits compares it with the data's
     for key, value in fill.items():  # the flags specs_from_args reads
         setattr(args, key, value)
     return specs_from_args(args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..families import FAMILIES
 from ..cost import cost_summary, parse_depths, plot_growth
 from ..cost.budget import sizing_options
 from ..skips import options_text, sizing_option_names
@@ -31,11 +32,13 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
     spec = d0["spec"]
     out = [f"{spec['model']}, depth {d0['depth']}, norm {spec['norm']}, bias {'on' if spec['bias'] else 'off'}: "
            f"FLOPs per sample (forward), memory for a batch of {d0['batch']}"]
+    tokens = FAMILIES[spec["model"]].takes_tokens  # a sequence model: its cost per token too
     rows = [[d["skip"], d["width"], d["params"]["total"], d["params"]["blocks"], d["flops"]["matmul"] / 1e6,
+             *([d["flops_per_token"] / 1e3] if tokens else []),
              d["flops"]["merge"] / 1e6, d["activation_bytes"] / MiB, d["concat_bytes"] / MiB,
              (d["block_flops_ratio"][-1] if d["block_flops_ratio"] else None)] for d in data]
-    out.append(table(["skip", "width", "params", "blocks", "MFLOPs", "merge MFLOPs", "act MiB", "concat MiB",
-                      "last block ratio"], rows))
+    out.append(table(["skip", "width", "params", "blocks", "MFLOPs", *(["kFLOPs/token"] if tokens else []),
+                      "merge MFLOPs", "act MiB", "concat MiB", "last block ratio"], rows))
     if any("budget" in d for d in data):
         b0 = d0["budget"]
         rows = [[d["skip"], d["budget"]["width"], options_text(d["budget"]["options"]), d["budget"]["achieved"],

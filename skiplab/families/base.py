@@ -94,6 +94,10 @@ class Family:
         """Sublayer ``site``'s branch: its input width to its features."""
         return self.transform(spec, site.widths.in_width, site.widths.features)
 
+    def sublayer_name(self, site: Site) -> str:
+        """How tables name a sublayer: ``block 3``, or ``block 3 attention`` for the transformer."""
+        return f"block {site.block}"
+
     def branch_weight(self, branch: nn.Module) -> torch.Tensor:
         """The weight whose gradient norm the diagnostics report per sublayer: the
         transform's layer."""

@@ -194,7 +194,8 @@ class Transformer(Family):
             return (context,), context
         shape = tuple(spec.input_shape) if spec.input_shape is not None else self.default_input_shape
         if len(shape) != 2:
-            raise ShapeError("a numeric sequence is (features, steps); tokens need vocab > 0")
+            raise ShapeError(f"the transformer reads a sequence: (features, steps) of numbers, or token ids "
+                             f"with vocab > 0; {','.join(map(str, shape))} has no single sequence axis")
         steps = shape[1]
         if spec.context is not None and spec.context != steps:
             longer = "longer than" if spec.context > steps else "shorter than"
@@ -236,6 +237,9 @@ class Transformer(Family):
             if site.index % 2 == 1 and site.widths.features % spec.heads:
                 what = "the width" if site.widths.features == spec.width else f"sublayer {site.index}'s features"
                 raise ValueError(f"heads: {spec.heads} heads must divide {what} ({site.widths.features})")
+
+    def sublayer_name(self, site) -> str:
+        return f"block {site.block} {self.kind(site)}"
 
     def size_step(self, spec) -> int:
         return spec.heads  # every attention sublayer's features split among the heads

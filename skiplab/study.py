@@ -114,10 +114,10 @@ def transformer_plan(quick: bool = False) -> StudyPlan:
     model = ModelSpec(model=TRANSFORMER_FAMILY.name, width=64, context=64, heads=4, vocab=vocab, classes=vocab)
     if quick:
         return StudyPlan(skips=TRANSFORMER_SKIPS, budget_only=TRANSFORMER_SKIPS, depths=(1, 2), seeds=2,
-                         model=model.replace(width=32), options={}, budget_params=None, dataset="pydoc", gradient_batch=16,
+                         model=model.replace(width=32), options={}, budget_params=None, dataset="pydoc", gradient_batch=8,
                          train=TrainConfig(epochs=0.25, batch_size=64, lr=3e-3, evals=2))
     return StudyPlan(skips=TRANSFORMER_SKIPS, budget_only=TRANSFORMER_SKIPS, depths=(2, 6, 12), seeds=2,
-                     model=model, options={}, budget_params=None, dataset="pydoc", gradient_batch=32,
+                     model=model, options={}, budget_params=None, dataset="pydoc", gradient_batch=16,
                      train=TrainConfig(epochs=1, batch_size=32, lr=3e-3, evals=4))
 
 

@@ -196,3 +196,16 @@ def test_transformer_fields_refused_elsewhere_and_absent_from_identity():
     assert ModelSpec(model="transformer", vocab=5, classes=5).to_dict()["context"] == 64
     assert math.isfinite(analytic_cost(ModelSpec(model="transformer", depth=40, width=64, skip="concat-double",
                                                  vocab=5, classes=5))["flops"]["total"])
+
+
+def test_a_sweep_file_takes_the_transformer_keys():
+    from skiplab.sweep import parse_sweep
+
+    sweep = parse_sweep({"sweep": {"seeds": 1},
+                         "grid": {"model": "transformer", "skip": ["add", "mhc"], "depth": 2, "width": 16,
+                                  "heads": [2, 4], "context": 32, "mlp_ratio": 2, "dataset": "pydoc"},
+                         "train": {"epochs": 0.5}})
+    specs = [r.model for r in sweep.runs]
+    assert len(specs) == 4 and {s.heads for s in specs} == {2, 4}
+    assert all(s.vocab == s.classes == 103 and s.context == 32 and s.mlp_ratio == 2 for s in specs)
+    assert all(r.dataset.startswith("pydoc@") and r.train.epochs == 0.5 for r in sweep.runs)

@@ -1,18 +1,10 @@
-"""One colour per strategy, used by every figure (Okabe & Ito's colour-blind-safe set,
-https://jfly.uni-koeln.de/color/, plus a grey for the baseline)."""
+"""One colour per strategy, used by every figure: each strategy declares its own
+(``Strategy.color``, in its file under ``skiplab/skips/``)."""
 
-STRATEGY_COLORS = {
-    "plain": "#7f7f7f",
-    "add": "#0072B2",
-    "rezero": "#56B4E9",
-    "layerscale": "#009E73",
-    "highway": "#CC79A7",
-    "dense": "#D55E00",
-    "concat-prev": "#E69F00",
-    "concat-double": "#000000",
-    "concat-half": "#999933",  # olive (Tol): Okabe-Ito yellow is too faint on white
-}
+from .skips import STRATEGIES
+
+UNKNOWN = "#333333"  # a name no strategy has (a store from elsewhere)
 
 
 def color(skip: str) -> str:
-    return STRATEGY_COLORS.get(skip, "#333333")
+    return STRATEGIES[skip].color if skip in STRATEGIES else UNKNOWN

@@ -254,6 +254,8 @@ def write_figures(data: ReportData, folder: str | os.PathLike) -> list[RenderedF
             continue
         fig, caption = drawn
         save_png_and_svg(fig, png, svg)
+        # the study's metric names the figure: test accuracy, or a language model's bpc
+        title = title.replace("Test accuracy", data.metric.name.capitalize())
         out.append(RenderedFigure(name, section, title, caption, png, svg))
     drawn_experiments = set()
     for e in data.experiments:

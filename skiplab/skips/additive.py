@@ -93,6 +93,7 @@ def _added(tape: Tape, f: Sym) -> Sym:
 
 class PlainStrategy(Strategy):
     name = "plain"
+    color = "#7f7f7f"
     summary = "no skip: s_l = f(s_{l-1}); the baseline"
     rule = "s_l = f_l(s_{l-1})"
     source = "baseline (no skip connection)"
@@ -106,6 +107,7 @@ class PlainStrategy(Strategy):
 
 class AddStrategy(Strategy):
     name = "add"
+    color = "#0072B2"
     summary = "ResNet: s_l = s_{l-1} + f(s_{l-1})"
     rule = "s_l = s_{l-1} + f_l(s_{l-1})"
     source = "He et al., ResNet, arXiv 1512.03385"
@@ -120,6 +122,7 @@ class AddStrategy(Strategy):
 
 class ReZeroStrategy(Strategy):
     name = "rezero"
+    color = "#56B4E9"
     summary = "ReZero: s_l = s_{l-1} + a_l f(s_{l-1}), scalar a_l = 0 at init"
     rule = "s_l = s_{l-1} + a_l * f_l(s_{l-1}), a_l = 0 at init"
     source = "Bachlechner et al., ReZero, arXiv 2003.04887"
@@ -136,6 +139,7 @@ class ReZeroStrategy(Strategy):
 
 class LayerScaleStrategy(Strategy):
     name = "layerscale"
+    color = "#009E73"
     summary = "LayerScale: s_l = s_{l-1} + g_l * f(s_{l-1}), per-channel g_l small at init"
     rule = "s_l = s_{l-1} + g_l (.) f_l(s_{l-1}), g_l = 0.1 (depth<=18), 1e-5 (<=24), 1e-6"
     source = "Touvron et al., CaiT, arXiv 2103.17239"

@@ -137,6 +137,9 @@ class Strategy:
     rule: ClassVar[str]  # the update rule, in DESIGN.md's notation
     source: ClassVar[str]  # paper or answer the strategy comes from
     options: ClassVar[tuple[Option, ...]] = ()
+    # Its colour in every figure: Okabe & Ito's colour-blind-safe set
+    # (https://jfly.uni-koeln.de/color/), a grey for the baseline, then Paul Tol's.
+    color: ClassVar[str] = "#333333"
     width_step: ClassVar[int] = 1  # widths must be multiples of this (concat-half: 2) ...
     width_reason: ClassVar[str] = ""  # ... because of this
     # Is the stream a composite of residual mixing matrices whose gain is worth reporting

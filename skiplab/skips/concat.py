@@ -66,6 +66,7 @@ class _ConcatStrategy(Strategy):
 
 class DenseStrategy(_ConcatStrategy):
     name = "dense"
+    color = "#D55E00"
     summary = "DenseNet: s_l = concat(s_{l-1}, f(s_{l-1})), state grows by k per block"
     rule = "s_l = concat(s_{l-1}, f_l(s_{l-1})), |f_l| = k (growth), |s_{l-1}| = w + (l-1) k"
     source = "Huang et al., DenseNet, arXiv 1608.06993"
@@ -82,6 +83,7 @@ class DenseStrategy(_ConcatStrategy):
 
 class ConcatPrevStrategy(_ConcatStrategy):
     name = "concat-prev"
+    color = "#E69F00"
     summary = "the question's proposal: each block sees concat(h_{l-1}, h_{l-2}), not the whole stack"
     rule = "z_l = concat(h_{l-2}, h_{l-1}) (block 1: h_0 = s_0), h_l = f_l(z_l), head sees concat(h_{L-1}, h_L)"
     source = "the question in shared/seed/question-and-answers.txt"
@@ -96,6 +98,7 @@ class ConcatPrevStrategy(_ConcatStrategy):
 
 class ConcatDoubleStrategy(_ConcatStrategy):
     name = "concat-double"
+    color = "#000000"
     summary = "concatenate the input and double the channels every block: cost x4 per block"
     rule = "s_l = concat(s_{l-1}, f_l(s_{l-1})), |f_l| = |s_{l-1}| = 2^(l-1) w"
     source = "seed answer 1 (conv cost O(N^2) in channels; doubling grows exponentially)"
@@ -109,6 +112,7 @@ class ConcatDoubleStrategy(_ConcatStrategy):
 
 class ConcatHalfStrategy(_ConcatStrategy):
     name = "concat-half"
+    color = "#999933"  # olive (Tol): Okabe-Ito yellow is too faint on white
     summary = "produce w/2 new channels and carry the last w/2: constant cost per block"
     rule = "s_l = concat(last w/2 of s_{l-1}, f_l(s_{l-1})), |f_l| = w/2 (w even)"
     source = "seed answer 1 (halve the channels, carry half: constant cost per layer)"

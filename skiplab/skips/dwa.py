@@ -85,6 +85,7 @@ class DWA(Connection):
 
 class DWAStrategy(Strategy):
     name = "dwa"
+    color = "#882255"  # Tol's wine
     summary = "DenseFormer: residual blocks, each followed by a learned weighted average of all earlier block outputs"
     rule = "X_i = Y_{i-1} + f_i(Y_{i-1}), Y_i = sum_{j<=i} alpha_ij X_j, alpha_ii = 1 and the rest 0 at init"
     source = "Pagliardini et al., DenseFormer, arXiv 2402.02622"

@@ -42,6 +42,7 @@ class Highway(Connection):
 
 class HighwayStrategy(Strategy):
     name = "highway"
+    color = "#CC79A7"
     summary = "Highway: s_l = T f(s_{l-1}) + (1 - T) s_{l-1}, T a sigmoid gate with negative bias"
     rule = ("s_l = T (.) f_l + (1 - T) (.) s_{l-1} = s_{l-1} + T (.) (f_l - s_{l-1}), "
             "T = sigmoid(gate(s_{l-1})), gate bias -2 at init")

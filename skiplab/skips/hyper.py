@@ -168,6 +168,7 @@ class CopiesStrategy(Strategy):
 
 class HyperStrategy(CopiesStrategy):
     name = "hyper"
+    color = "#44AA99"  # Tol's teal
     summary = "hyper-connections: n copies of the stream, read and written with learned (dynamic) weights"
     rule = "h = A_m^T H, H <- A_r^T H + B^T f(h); A_m = e_{k mod n}, A_r = I, B = 1 at init; copies averaged at the end"
     source = "Zhu et al., Hyper-Connections, ICLR 2025, arXiv 2409.19606"

@@ -148,6 +148,7 @@ class MHC(Connection):
 
 class MHCStrategy(CopiesStrategy):
     name = "mhc"
+    color = "#332288"  # Tol's indigo
     summary = "mHC: hyper-connections with H_res projected to doubly stochastic (Sinkhorn-Knopp), H_pre, H_post >= 0"
     rule = ("x <- H_res x + H_post^T f(H_pre x), maps from RMSNorm(vec x); H_res = Sinkhorn-Knopp(exp(.)), "
             "H_pre = sigmoid, H_post = 2 sigmoid")

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from .datasets import Dataset, load_mnist1d
+from .fit import check_fits
 from .model import build_model
 from .objective import flat_logits, loss_and_logits
 from .optim import make_optimizer
@@ -349,7 +350,6 @@ class GradientReport:
 def check_inputs(spec: ModelSpec, data: Dataset, config: GradientConfig) -> None:
     """Raise ValueError (naming the field) unless ``spec`` can be measured on ``data``."""
     spec.check_buildable()
-    from .train import check_fits  # train imports this module: a late import, no cycle
     check_fits(spec, data)  # a text: the model must embed its symbols; then its windows are measured
     data = data.for_model(spec)
     shape = data.input_shape

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import Dataset, TextDataset
+from .fit import check_fits, model_fields_from
 from .gradients import stream_gains
 from .model import build_model
 from .objective import flat_logits, loss_and_logits
@@ -124,50 +125,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise SpecError("device: cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
     return torch.device(device)
-
-
-def model_fields_from(data: Dataset | TextDataset, given: dict[str, Any]) -> dict[str, Any]:
-    """The model fields ``data`` fixes (``input_shape`` and ``classes``, or a text's ``vocab``
-    and ``classes``) that ``given`` leaves out (absent or None) and ModelSpec has: what a
-    caller fills in; what the user gave is checked later (:func:`check_fits`), not overwritten."""
-    known = {f.name for f in dataclasses.fields(ModelSpec)}
-    return {k: v for k, v in data.model_fields().items() if k in known and given.get(k) is None}
-
-
-def _check_text(model: ModelSpec, data: TextDataset) -> None:
-    # the family says whether its stem embeds tokens (getattr: families before the transformer lack it)
-    vocab = getattr(model, "vocab", 0) or 0
-    if not getattr(model.family, "takes_tokens", False) or vocab == 0:
-        raise SpecError(f"dataset: {data.name!r} is a token sequence; only --model transformer takes it")
-    if vocab != data.vocab:
-        raise SpecError(f"vocab: the model embeds {vocab} symbols, the dataset {data.name!r} has {data.vocab}")
-    if model.classes != data.vocab:
-        raise SpecError(f"classes: the model has {model.classes} outputs, the dataset {data.name!r} has "
-                        f"{data.vocab} symbols to predict")
-    try:
-        data.for_model(model)  # a context longer than the validation text: one line, before training
-    except ValueError as e:
-        raise SpecError(str(e).removeprefix("dataset: ")) from None
-
-
-# -- pre-flight: what would only fail once a run has started, checked before any does ----
-def check_fits(model: ModelSpec, data: Dataset | TextDataset) -> None:
-    """Raise SpecError if ``model`` cannot take ``data``: a sample's shape that its family
-    does not accept (asked of the family: an MLP takes the same number of features in any
-    shape, it flattens) or fewer outputs than the dataset has classes (more are allowed:
-    the extra logits are never the target). A text needs a model that embeds exactly its
-    symbols, predicts them, and a context its validation text holds."""
-    if isinstance(data, TextDataset):
-        return _check_text(model, data)
-    if getattr(model, "vocab", 0):
-        raise SpecError(f"vocab: the model embeds {model.vocab} symbols, but the dataset {data.name!r} is numeric "
-                        f"(vocab 0 takes numbers)")
-    if not model.family.accepts(data.input_shape, model):  # the family's own rule
-        raise SpecError(f"input_shape: the model expects {','.join(map(str, model.input_shape))}, the dataset "
-                        f"{data.name!r} gives {','.join(map(str, data.input_shape))}")
-    if model.classes < data.classes:
-        raise SpecError(f"classes: the model has {model.classes} outputs, the dataset {data.name!r} has "
-                        f"{data.classes} classes")
 
 
 def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | None = None,
@@ -297,3 +254,7 @@ def train_model(spec: RunSpec, data: Dataset,
     return model, RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step,
                             time.perf_counter() - start, params, message, diagnostics, curves=curves,
                             tokens_per_second=tokens_per_second, **bpc)
+
+
+__all__ = ["TrainConfig", "RunSpec", "RunResult", "train_run", "train_model", "evaluate", "preflight", "check_fits",
+           "model_fields_from", "resolve_device", "SCHEDULES", "DEVICES", "OPTIMIZERS"]

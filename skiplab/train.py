@@ -44,6 +44,11 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     evals: int = 10  # evaluations on the test set over the run (curves)
     device: str = "cpu"  # cpu | cuda | auto; not part of a run's identity
+    # Linear learning-rate warm-up over this many steps (from lr / warmup up to lr), then the
+    # schedule over the remaining steps (Xiong et al., arXiv 2002.04745: Post-LN needs it).
+    # 0 = none; then it is left out of a run's identity, so runs stored before it existed
+    # keep their spec hash.
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -51,6 +56,7 @@ class TrainConfig:
         choice("device", self.device, DEVICES)
         for name in ("batch_size", "epochs", "evals"):
             integer(name, getattr(self, name), 1)
+        integer("warmup", self.warmup, 0)
         number("lr", self.lr, 0.0, strict=True)
         number("weight_decay", self.weight_decay)
         number("grad_clip", self.grad_clip)
@@ -68,7 +74,10 @@ class RunSpec:
     label: str = "label"  # label column, for .csv datasets
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train),
+        train = dataclasses.asdict(self.train)
+        if not train["warmup"]:  # the default: absent, as in every run stored before warm-up existed
+            del train["warmup"]
+        return {"model": self.model.to_dict(), "train": train,
                 "dataset": self.dataset, "seed": self.seed, "group": self.group, "label": self.label}
 
     @classmethod
@@ -185,8 +194,41 @@ def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | Non
         if fit not in checked:  # a sweep repeats each model over seeds and configs
             checked.add(fit)
             check_fits(run.model, data[key])
+        if run.train.warmup:
+            check_warmup(run.train, steps_of(run.train, data[key], run.model))
         if device:
             resolve_device(run.train.device)
+
+
+def check_warmup(cfg: TrainConfig, total: int) -> None:
+    """A warm-up must end before the run does (it would never reach the peak rate)."""
+    if cfg.warmup and cfg.warmup >= total:
+        raise SpecError(f"warmup: {cfg.warmup} steps is not shorter than the run ({total} steps: "
+                        f"{cfg.epochs} epochs of {total // cfg.epochs}); use fewer warm-up steps or more epochs")
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule over ``total`` steps. Without warm-up, exactly the
+    schedulers runs used before warm-up existed (so their results repeat); with ``warmup``
+    = w steps, step s < w gets lr (s + 1) / w, then the schedule runs over the remaining
+    ``total - w`` steps (cosine: from lr down to 0)."""
+    if not cfg.warmup:
+        return (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
+                else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    w, rest = cfg.warmup, max(1, total - cfg.warmup)
+    cosine = cfg.schedule == "cosine"
+
+    def factor(s: int) -> float:
+        if s < w:
+            return (s + 1) / w
+        return 0.5 * (1 + math.cos(math.pi * min(s - w, rest) / rest)) if cosine else 1.0
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def steps_of(cfg: TrainConfig, data: Dataset | TextDataset, model: ModelSpec) -> int:
+    """The optimiser steps a run of ``cfg`` makes on ``data`` (a text: cut at the model's context)."""
+    n = len((data.for_model(model) if isinstance(data, TextDataset) else data).y_train)
+    return math.ceil(n / cfg.batch_size) * cfg.epochs
 
 
 @torch.no_grad()
@@ -226,9 +268,9 @@ def train_model(spec: RunSpec, data: Dataset,
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    check_warmup(cfg, total)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    sched = make_schedule(opt, cfg, total)
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     g = torch.Generator().manual_seed(spec.seed)  # data order: a function of the seed alone
     curves: list[tuple[int, str, str, float]] = []

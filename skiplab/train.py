@@ -247,6 +247,20 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return loss / y.numel(), correct / y.numel()
 
 
+GAIN_BATCH = 256  # test samples the composite residual gain is measured on
+
+
+def _gain_curves(step: int, model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, str, str, float]]:
+    """At an evaluation, the composite residual gain after the last sublayer of a strategy
+    that mixes streams (hyper, mhc; :func:`skiplab.gradients.stream_gains`) as two curves,
+    ``gain_forward`` and ``gain_backward``, so that its growth over training is stored;
+    nothing for other strategies."""
+    gains = stream_gains(model, x) if hasattr(model, "description") else None
+    if not gains:
+        return []
+    return [(step, "test", "gain_forward", gains["forward"][-1]), (step, "test", "gain_backward", gains["backward"][-1])]
+
+
 def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float], None] | None = None) -> RunResult:
     """Train ``spec.model`` on ``data``; ``on_step(step, total, loss)`` is called every
     step (for progress bars). Returns the result, ``diverged`` included."""
@@ -309,6 +323,7 @@ def train_model(spec: RunSpec, data: Dataset,
                            (step, "test", "loss", te_loss), (step, "test", "accuracy", te_acc)]
                 if text:
                     curves.append((step, "test", "bpc", te_loss / math.log(2)))
+                curves += _gain_curves(step, model, x_te[:GAIN_BATCH])
                 run_loss = run_correct = run_count = 0.0
                 eval_seconds += time.perf_counter() - eval_start
         if status != "complete":
@@ -322,7 +337,7 @@ def train_model(spec: RunSpec, data: Dataset,
     tr_loss, tr_acc = evaluate(model, x_tr, y_tr)
     te_loss, te_acc = evaluate(model, x_te, y_te)
     # strategy diagnostics need a SkipNet's description (a stand-in module in tests has none)
-    gains = stream_gains(model, x_te[:256]) if hasattr(model, "description") else None
+    gains = stream_gains(model, x_te[:GAIN_BATCH]) if hasattr(model, "description") else None
     diagnostics = {"composite_gain_forward": gains["forward"][-1],
                    "composite_gain_backward": gains["backward"][-1]} if gains else {}
     bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}

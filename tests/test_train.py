@@ -141,3 +141,13 @@ def test_cli_warmup_flag_and_a_warmup_too_long_for_the_run(tmp_path, capsys):
     assert main(args + ["--warmup", "3"]) == 0
     with Store(tmp_path) as s:
         assert [r["spec"]["train"]["warmup"] for r in s.runs()] == [3]
+
+
+def test_stream_mixing_runs_store_their_gain_at_each_evaluation(tiny):
+    r = train_run(dataclasses.replace(_spec(epochs=2, evals=2), model=ModelSpec(
+        model="mlp", depth=3, width=16, skip="hyper", input_shape=(1, 8), classes=4)), tiny)
+    gains = [(step, name, v) for step, split, name, v in r.curves if name.startswith("gain_")]
+    assert [(step, name) for step, name, _ in gains] == [(7, "gain_forward"), (7, "gain_backward"),
+                                                         (14, "gain_forward"), (14, "gain_backward")]
+    assert gains[-2][2] == r.diagnostics["composite_gain_forward"] and gains[-1][2] == r.diagnostics["composite_gain_backward"]
+    assert not any(name.startswith("gain_") for _, _, name, _ in train_run(_spec(epochs=1), tiny).curves)

@@ -11,6 +11,10 @@ STRATEGY_COLORS = {
     "concat-prev": "#E69F00",
     "concat-double": "#000000",
     "concat-half": "#999933",  # olive (Tol): Okabe-Ito yellow is too faint on white
+    # the residual streams of round 2, from Tol's muted set (Okabe-Ito's are used up)
+    "dwa": "#882255",  # wine
+    "hyper": "#44AA99",  # teal
+    "mhc": "#332288",  # indigo
 }
 
 

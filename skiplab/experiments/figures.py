@@ -413,7 +413,7 @@ def hyper_gain(result: Result) -> Figure:
     handles += [Line2D([], [], color="black", ls="-", marker="o", label="forward (max row sum)"),
                 Line2D([], [], color="black", ls="--", marker="s", label="backward (max column sum)"),
                 Line2D([], [], color="black", ls=":", label="forward, at init")]
-    a.legend(handles=handles, fontsize="small", loc="upper left")
+    a.legend(handles=handles, fontsize="small", loc="best")
     deep = depths[-1] if depths else None
     shown = [t for t in table if t["depth"] == deep]
     _curves(b, [(t.get("curve_forward"), color(t["skip"]), "-", f"{t['skip']} forward") for t in shown]
@@ -441,12 +441,11 @@ def norm_placement(result: Result) -> Figure:
             if t.get("diverged"):
                 a.annotate(f"{t['diverged']} diverged", (t["depth"], _num(t.get("val_bpc_mean"))), xytext=(4, 4),
                            textcoords="offset points", fontsize="small", color=PLACEMENT_COLORS[p])
-    for key, label in (("unigram_bpc", "unigram"), ):
-        if result.get(key) is not None:
-            a.axhline(_num(result[key]), color="#999999", ls=":", lw=1, label=f"{label} ({_num(result[key]):.2f})")
     _depth_axis(a, depths)
     a.set_ylabel("validation bpc, mean +- std over seeds\n(diverged = uniform guess); lower is better")
-    a.set_title("after training", fontsize="medium")
+    # the unigram bpc in words: a line that far above the runs would squash their differences
+    unigram = f"; unigram {_num(result['unigram_bpc']):.2f}" if result.get("unigram_bpc") is not None else ""
+    a.set_title(f"after training{unigram}", fontsize="medium")
     _grid(a)
     a.legend(fontsize="small", loc="upper left")
     deep = depths[-1] if depths else None
@@ -498,8 +497,8 @@ FIGURES: dict[str, tuple[str, str, Callable[[Result], Figure]]] = {
     "norm-placement": ("Norm placement: Pre-LN vs Post-LN, with and without warm-up", (
         "Left: validation bits per character (lower is better) of Pre-LN and Post-LN residual transformers against "
         "depth, without (solid) and with (dashed) a linear learning-rate warm-up, mean +- std over seeds; a "
-        "diverged run counts as the uniform guess. Dotted: the text's unigram bpc. Right: validation bpc during "
-        "training at the deepest depth."), norm_placement),
+        "diverged run counts as the uniform guess; the panel's title gives the text's unigram bpc (a context-free "
+        "model's). Right: validation bpc during training at the deepest depth."), norm_placement),
     "seed-costs": ("Seed costs: the answers' cost arithmetic", (
         "Left: forward FLOPs of each block of a 1-D conv network whose concatenation doubles the channels, halves "
         "and carries half, or adds (log scale: a constant factor per block is a straight line). Right: block "

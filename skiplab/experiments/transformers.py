@@ -170,7 +170,7 @@ def denseformer(ctx: Context, **form) -> dict[str, Any]:
 # -- hyper-gain --------------------------------------------------------------------------------
 GAIN_CLAIM = ("hyper-connections' composite residual gain grows in training while mHC's stays near 1 "
               "(2512.24880, Fig. 3: about 3000 vs 1 to 1.6 in a 27B model)")
-GAIN_DEFAULT = dict(depths=(2, 4, 8), width=32, heads=4, context=32, epochs=1, batch_size=32, lr=3e-3, evals=8,
+GAIN_DEFAULT = dict(depths=(2, 4), width=32, heads=4, context=32, epochs=1, batch_size=32, lr=3e-3, evals=8,
                     seeds=3)
 GAIN_QUICK = dict(depths=(1, 2), width=16, heads=2, context=16, epochs=1, batch_size=256, lr=3e-3, evals=2, seeds=2)
 GAIN_BATCH = 256  # validation windows the gain at init is measured on (as training does after)

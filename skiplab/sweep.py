@@ -17,7 +17,7 @@ value or a list of values, and the sweep is the product of the lists::
     dataset = "mnist1d"        # also: label_column, params | flops (a budget), vary
 
     [train]
-    epochs = 10                # any TrainConfig field: lr, optimizer, batch_size, ...
+    epochs = 10                # any TrainConfig field: lr, optimizer, batch_size, warmup, ...
 
     [resources]                # what each run gets
     num_cpus = 1               # its CPUs = torch threads, on both backends

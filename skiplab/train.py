@@ -45,6 +45,11 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     evals: int = 10  # evaluations on the test set over the run (curves)
     device: str = "cpu"  # cpu | cuda | auto; not part of a run's identity
+    # Linear learning-rate warm-up over this many steps (from lr / warmup up to lr), then the
+    # schedule over the remaining steps (Xiong et al., arXiv 2002.04745: Post-LN needs it).
+    # 0 = none; then it is left out of a run's identity, so runs stored before it existed
+    # keep their spec hash.
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -55,6 +60,7 @@ class TrainConfig:
         number("epochs", self.epochs, 0.0, strict=True)
         if isinstance(self.epochs, float) and self.epochs.is_integer():  # 3.0 and 3 name the same run
             object.__setattr__(self, "epochs", int(self.epochs))
+        integer("warmup", self.warmup, 0)
         number("lr", self.lr, 0.0, strict=True)
         number("weight_decay", self.weight_decay)
         number("grad_clip", self.grad_clip)
@@ -72,7 +78,10 @@ class RunSpec:
     label: str = "label"  # label column, for .csv datasets
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train),
+        train = dataclasses.asdict(self.train)
+        if not train["warmup"]:  # the default: absent, as in every run stored before warm-up existed
+            del train["warmup"]
+        return {"model": self.model.to_dict(), "train": train,
                 "dataset": self.dataset, "seed": self.seed, "group": self.group, "label": self.label}
 
     @classmethod
@@ -145,8 +154,41 @@ def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | Non
         if fit not in checked:  # a sweep repeats each model over seeds and configs
             checked.add(fit)
             check_fits(run.model, data[key])
+        if run.train.warmup:
+            check_warmup(run.train, steps_of(run.train, data[key], run.model))
         if device:
             resolve_device(run.train.device)
+
+
+def check_warmup(cfg: TrainConfig, total: int) -> None:
+    """A warm-up must end before the run does (it would never reach the peak rate)."""
+    if cfg.warmup and cfg.warmup >= total:
+        raise SpecError(f"warmup: {cfg.warmup} steps is not shorter than the run ({total} steps: "
+                        f"{cfg.epochs:g} epochs of {math.ceil(total / cfg.epochs)}); use fewer warm-up steps or more epochs")
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule over ``total`` steps. Without warm-up, exactly the
+    schedulers runs used before warm-up existed (so their results repeat); with ``warmup``
+    = w steps, step s < w gets lr (s + 1) / w, then the schedule runs over the remaining
+    ``total - w`` steps (cosine: from lr down to 0)."""
+    if not cfg.warmup:
+        return (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
+                else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    w, rest = cfg.warmup, max(1, total - cfg.warmup)
+    cosine = cfg.schedule == "cosine"
+
+    def factor(s: int) -> float:
+        if s < w:
+            return (s + 1) / w
+        return 0.5 * (1 + math.cos(math.pi * min(s - w, rest) / rest)) if cosine else 1.0
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def steps_of(cfg: TrainConfig, data: Dataset | TextDataset, model: ModelSpec) -> int:
+    """The optimiser steps a run of ``cfg`` makes on ``data`` (a text: cut at the model's context)."""
+    n = len((data.for_model(model) if isinstance(data, TextDataset) else data).y_train)
+    return max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))
 
 
 @torch.no_grad()
@@ -165,6 +207,21 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return loss / y.numel(), correct / y.numel()
 
 
+GAIN_BATCH = 256  # test samples the composite residual gain is measured on
+TEXT_GAIN_BATCH = 32  # ... or a text's windows: 2,048 tokens at context 64
+
+
+def _gain_curves(step: int, model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, str, str, float]]:
+    """At an evaluation, the composite residual gain after the last sublayer of a strategy
+    that mixes streams (hyper, mhc; :func:`skiplab.gradients.stream_gains`) as two curves,
+    ``gain_forward`` and ``gain_backward``, so that its growth over training is stored;
+    nothing for other strategies."""
+    gains = stream_gains(model, x) if hasattr(model, "description") else None
+    if not gains:
+        return []
+    return [(step, "test", "gain_forward", gains["forward"][-1]), (step, "test", "gain_backward", gains["backward"][-1])]
+
+
 def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float], None] | None = None) -> RunResult:
     """Train ``spec.model`` on ``data``; ``on_step(step, total, loss)`` is called every
     step (for progress bars). Returns the result, ``diverged`` included."""
@@ -178,6 +235,7 @@ def train_model(spec: RunSpec, data: Dataset,
     cfg, start = spec.train, time.perf_counter()
     check_fits(spec.model, data)
     text = isinstance(data, TextDataset)
+    gain_batch = TEXT_GAIN_BATCH if text else GAIN_BATCH  # composite gains of hyper/mhc are measured on these
     data = data.for_model(spec.model)  # a text: its windows at the model's context
     device = resolve_device(cfg.device)
     model = build_model(spec.model, seed=spec.seed).to(device).train()
@@ -186,9 +244,9 @@ def train_model(spec: RunSpec, data: Dataset,
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = max(1, math.ceil(steps_per_epoch * cfg.epochs))  # a fractional epoch: its share of the steps
+    check_warmup(cfg, total)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cfg.schedule == "cosine"
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    sched = make_schedule(opt, cfg, total)
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     g = torch.Generator().manual_seed(spec.seed)  # data order: a function of the seed alone
     curves: list[tuple[int, str, str, float]] = []
@@ -229,6 +287,7 @@ def train_model(spec: RunSpec, data: Dataset,
                            (step, "test", "loss", te_loss), (step, "test", "accuracy", te_acc)]
                 if text:
                     curves.append((step, "test", "bpc", te_loss / math.log(2)))
+                curves += _gain_curves(step, model, x_te[:gain_batch])
                 run_loss = run_correct = run_count = 0.0
                 eval_seconds += time.perf_counter() - eval_start
         if status != "complete":
@@ -246,8 +305,7 @@ def train_model(spec: RunSpec, data: Dataset,
     if step not in eval_at:  # the last evaluation in the loop was at the last step: the same model
         te_loss, te_acc = evaluate(model, x_te, y_te)
     # strategy diagnostics need a SkipNet's description (a stand-in module in tests has none)
-    probe = x_te[:32] if text else x_te[:256]  # 32 windows are 2,048 tokens at context 64
-    gains = stream_gains(model, probe) if hasattr(model, "description") else None
+    gains = stream_gains(model, x_te[:gain_batch]) if hasattr(model, "description") else None
     diagnostics = {"composite_gain_forward": gains["forward"][-1],
                    "composite_gain_backward": gains["backward"][-1]} if gains else {}
     bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}

@@ -43,6 +43,19 @@ MINIMAL = {
     "long-skips": {"noisy_mse": 0.25, "summary": {
         m: {"test_mse": 0.12 + i / 100, "test_mse_std": 0.001, "params": 22385 + 1000 * i, "flops": 744960 * (i + 1)}
         for i, m in enumerate(("none", "add", "concat"))}},
+    "denseformer": {"table": [{"skip": s, "depth": d, "val_bpc_mean": 2.5 - 0.01 * i, "val_bpc_std": 0.01,
+                               "curve": {"steps": [10, 20], "mean": [3.0, 2.5 - 0.01 * i]}}
+                              for i, (s, d) in enumerate((("add", 4), ("dwa", 4), ("add", 6)))]},
+    "hyper-gain": {"table": [{"skip": s, "depth": d, "init_forward": 1.0, "gain_forward_mean": g * d,
+                              "gain_forward_std": 0.1, "gain_backward_mean": g * d + 0.1, "gain_backward_std": None,
+                              "curve_forward": {"steps": [5, 10], "mean": [1.0, g * d]},
+                              "curve_backward": {"steps": [5, 10], "mean": [1.0, g * d + 0.1]}}
+                             for s, g in (("hyper", 1.5), ("mhc", 1.0 / 2)) for d in (2, 4)]},
+    "norm-placement": {"unigram_bpc": 4.7, "table": [
+        {"placement": p, "depth": d, "warmup": w, "val_bpc_mean": 2.5 + 0.1 * d * (p == "post") - 0.05 * bool(w),
+         "val_bpc_std": 0.02, "diverged": int(p == "post" and d == 12 and not w),
+         "curve": {"steps": [10, 20], "mean": [3.0, 2.5]}}
+        for w in (0, 100) for p in ("pre", "post") for d in (2, 12)]},
     "seed-costs": {"ten_layer_blocks": {"plain": 90_000, "add": 90_000, "dense": 450_000},
                    "per_block_flops": {"concat-double": [1e6, 4e6, 1.6e7], "concat-half": [5e5] * 3,
                                        "add": [1e6] * 3}},
@@ -78,7 +91,13 @@ def test_missing_numbers_are_gaps_not_errors():
                                                      for t in MINIMAL["rezero"]["table"]]},
             "parameter-efficiency": {"table": [dict(t, params=None, test_accuracy=None)
                                                for t in MINIMAL["parameter-efficiency"]["table"]]},
-            "deep-supervision": {"table": [dict(t, test_accuracy=None) for t in MINIMAL["deep-supervision"]["table"]]}}
+            "deep-supervision": {"table": [dict(t, test_accuracy=None) for t in MINIMAL["deep-supervision"]["table"]]},
+            "denseformer": {"table": [dict(t, val_bpc_mean=None, val_bpc_std=None, curve={"steps": [], "mean": []})
+                                      for t in MINIMAL["denseformer"]["table"]]},
+            "hyper-gain": {"table": [dict(t, gain_forward_mean=None, gain_forward_std=None, curve_forward=None)
+                                     for t in MINIMAL["hyper-gain"]["table"]]},
+            "norm-placement": {"table": [dict(t, val_bpc_mean=None, val_bpc_std=None)
+                                         for t in MINIMAL["norm-placement"]["table"]]}}
     for name, result in gaps.items():
         experiment_figure(name, result).savefig(io.BytesIO(), format="png", dpi=30)
 

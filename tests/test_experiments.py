@@ -275,6 +275,95 @@ def test_long_skips_direction(tmp_path):
         assert len([x for x in store.runs() if x["spec"]["group"] == "exp:long-skips"]) == 6
 
 
+# -- the language-model experiments (transformers on a text) -------------------------------------
+TEXT_EXPERIMENTS = ("denseformer", "hyper-gain", "norm-placement")
+
+
+def tiny_txt(path, n=6000, seed=0):
+    """A small learnable text: words from a short list, so characters follow each other."""
+    r = np.random.default_rng(seed)
+    words = ["skip", "add", "concat", "dense", "residual", "stream", "norm", "layer", "the", "a", "of"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = ""
+    while len(text) < n:
+        text += " ".join(r.choice(words, 12)) + ".\n"
+    path.write_text(text)
+    return path
+
+
+def test_each_experiment_declares_its_default_data():
+    assert {n for n, e in EXPERIMENTS.items() if e.takes_text} == set(TEXT_EXPERIMENTS)
+    assert {EXPERIMENTS[n].default_dataset for n in TEXT_EXPERIMENTS} == {"pydoc"}
+    assert {e.default_dataset for n, e in EXPERIMENTS.items() if n not in TEXT_EXPERIMENTS} == {"mnist1d"}
+
+
+@pytest.mark.parametrize("name", TEXT_EXPERIMENTS)
+def test_language_model_experiments_refuse_numeric_data_in_one_line(tmp_path, capsys, name):
+    assert main(["experiment", name, "--quick", "--dataset", "digits", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"skiplab: error: dataset: 'digits' is numeric; experiment {name} trains character "
+                          "language models and takes a text") and err.count("\n") == 1
+    assert not (tmp_path / "o" / "runs.db").exists() or Store(tmp_path / "o").experiments() == []
+
+
+def test_a_users_text_file_from_another_cwd_names_its_runs_by_path_and_hash(tmp_path, monkeypatch):
+    txt = tiny_txt(tmp_path / "d" / "my.txt")
+    monkeypatch.chdir(tmp_path / "d")
+    form = dict(depth=1, deeper=2, width=16, heads=2, context=16, epochs=1, batch_size=64, evals=1, seeds=1)
+    r = run_experiment("denseformer", str(tmp_path / "out"), workers=2, dataset="my.txt", form=form)
+    from skiplab.datasets import dataset_ref
+    ref = dataset_ref(str(txt))
+    assert r["dataset"] == ref and ref.startswith(str(txt) + "@") and r["failed_runs"] == 0
+    with Store(tmp_path / "out") as s:
+        runs = s.runs()
+    assert len(runs) == 3 and {x["spec"]["dataset"] for x in runs} == {ref}
+    assert {x["status"] for x in runs} == {"complete"} and all(x["result"]["val_bpc"] > 0 for x in runs)
+    assert {(t["skip"], t["depth"]) for t in r["table"]} == {("add", 1), ("dwa", 1), ("add", 2)}
+    # 1 seed: no test, so no verdict, and the outcome says so with the stored numbers
+    assert r["verdict"] == INCONCLUSIVE and "1 seed: no test" in r["outcome"]
+    bpc = {(t["skip"], t["depth"]): t["val_bpc_mean"] for t in r["table"]}
+    assert f"dwa depth 1 {bpc[('dwa', 1)]:.3f} bpc" in r["outcome"]
+    with pytest.raises(ValueError, match="^experiment denseformer: deeper"):
+        run_experiment("denseformer", str(tmp_path / "out"), workers=1, dataset="my.txt", form={**form, "deeper": 1})
+
+
+def test_norm_placement_trains_each_placement_with_and_without_warmup(tmp_path):
+    txt = tiny_txt(tmp_path / "my.txt")
+    form = dict(depths=(1,), width=16, heads=2, context=16, epochs=2, batch_size=64, evals=1, warmup=3, seeds=2)
+    r = run_experiment("norm-placement", str(tmp_path / "out"), workers=2, dataset=str(txt), form=form)
+    with Store(tmp_path / "out") as s:
+        runs = s.runs()
+    got = sorted((x["spec"]["model"]["placement"], x["spec"]["train"].get("warmup", 0), x["seed"]) for x in runs)
+    assert got == sorted((p, w, seed) for p in ("pre", "post") for w in (0, 3) for seed in (0, 1))
+    assert all("warmup" not in x["spec"]["train"] for x in runs if x["spec"]["train"].get("warmup", 0) == 0)
+    assert len(r["gaps"]["without_warmup"]) == len(r["gaps"]["with_warmup"]) == 2
+    assert r["uniform_bpc"] == pytest.approx(np.log2(len(set(txt.read_text()))))
+    assert r["unigram_bpc"] < r["uniform_bpc"]  # a text's character frequencies carry information
+    assert r["verdict"] in (SUPPORTS, CONTRADICTS, INCONCLUSIVE) and "Verdict: " in r["outcome"]
+
+
+def test_unigram_bpc_is_the_entropy_of_character_frequencies():
+    from skiplab.datasets.text import TextDataset
+    from skiplab.experiments.transformers import unigram_bpc
+    tokens = torch.tensor([0, 1] * 500)  # two symbols, equally frequent: 1 bit each (smoothing aside)
+    data = TextDataset("t", tokens[:900], tokens[900:], "ab", "0" * 64)
+    assert unigram_bpc(data) == pytest.approx(1.0, abs=1e-2)
+
+
+@pytest.mark.slow
+def test_hyper_gain_direction(tmp_path):
+    """Trained hyper-connections' composite gain moves away from 1 (its init); mHC's
+    doubly stochastic mixing keeps its forward gain at 1 (mHC, Fig. 3)."""
+    r = _run(tmp_path, "hyper-gain", depths=(2,), width=16, heads=2, context=64, epochs=1, batch_size=128,
+             evals=2, seeds=2)
+    cell = {t["skip"]: t for t in r["table"]}
+    assert cell["hyper"]["init_forward"] == pytest.approx(1.0) and cell["mhc"]["init_forward"] == pytest.approx(1.0)
+    assert cell["hyper"]["gain_forward_mean"] > 1.1 > cell["mhc"]["gain_forward_mean"]
+    assert abs(cell["mhc"]["gain_forward_mean"] - 1) < 1e-4
+    assert len(cell["hyper"]["curve_forward"]["steps"]) == 2  # the gain at each evaluation, from the store
+    assert "by construction" in r["outcome"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_quick_form_runs_and_is_stored(tmp_path, name):
@@ -303,7 +392,6 @@ def _job_dies(spec):
 
 @pytest.mark.slow
 def test_a_worker_that_dies_is_retried_then_stored_as_failed(tmp_path):
-    from skiplab.datasets import load_dataset
     from skiplab.experiments.context import Context
     spec = {"model": {"skip": "x", "depth": 1}, "seed": 0}
     with Store(tmp_path) as store:

@@ -306,3 +306,12 @@ def test_strategy_options_go_to_the_strategies_that_declare_them():
                    ("hyper", (("static", True), ("streams", 3))), ("mhc", (("streams", 2),)), ("mhc", (("streams", 3),))]
     with pytest.raises(SweepError, match="streams"):
         parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": "hyper", "streams": 0}})
+
+
+def test_warmup_is_a_train_key_and_zero_keeps_the_identity():
+    runs = parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": "add", "depth": 2},
+                        "train": {"warmup": [0, 50]}}).runs
+    assert [r.train.warmup for r in runs] == [0, 50]
+    assert "warmup" not in runs[0].to_dict()["train"] and runs[1].to_dict()["train"]["warmup"] == 50
+    with pytest.raises(SweepError, match=r"^sweep: \[train\] warmup: must be an integer >= 0"):
+        parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": "add"}, "train": {"warmup": -5}})

@@ -84,3 +84,70 @@ def test_cli_train_stores_a_relative_dataset_path_as_absolute(tmp_path, monkeypa
     with Store(tmp_path / "out") as store:
         (run,) = store.runs()
     assert run["status"] == "complete" and run["spec"]["dataset"] == str(tmp_path / "sub" / "my.npz")
+
+
+# -- learning-rate warm-up --------------------------------------------------------------------
+def test_runs_without_warmup_keep_their_identity():
+    """Warm-up is left out of a run's identity when it is 0, so every run stored before it
+    existed keeps its spec hash. The hashes below were printed by the code before warm-up
+    was added (commit 1af4c26: ``RunSpec(...).spec_hash`` of these two specs)."""
+    assert RunSpec(ModelSpec()).spec_hash == "b97e7b0b2b66ec3f"
+    text = RunSpec(ModelSpec(model="transformer", vocab=103, classes=103, depth=2, width=64),
+                   TrainConfig(epochs=1, batch_size=32, lr=1e-3), "pydoc@0123456789abcdef", seed=1, group="g")
+    assert text.spec_hash == "1dfb5da8a268404e"
+    assert "warmup" not in RunSpec(ModelSpec()).to_dict()["train"]
+    warm = RunSpec(ModelSpec(), TrainConfig(warmup=10))
+    assert warm.to_dict()["train"]["warmup"] == 10 and warm.spec_hash != RunSpec(ModelSpec()).spec_hash
+    assert RunSpec.from_dict(warm.to_dict()) == warm and RunSpec.from_dict(RunSpec(ModelSpec()).to_dict()).train.warmup == 0
+
+
+def _rates(cfg, total):
+    from skiplab.train import make_schedule
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, rates = make_schedule(opt, cfg, total), []
+    for _ in range(total):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+def test_warmup_rises_linearly_then_follows_the_schedule():
+    cos = _rates(TrainConfig(lr=1.0, warmup=4), 12)
+    assert cos[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert cos[4] == pytest.approx(1.0) and cos[4:] == sorted(cos[4:], reverse=True) and cos[-1] < 0.05
+    assert _rates(TrainConfig(lr=1.0, warmup=3, schedule="constant"), 6) == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1])
+    # no warm-up: the scheduler runs used before warm-up existed (cosine from the first step)
+    assert _rates(TrainConfig(lr=1.0), 8)[0] == 1.0 and _rates(TrainConfig(lr=1.0), 8)[1] < 1.0
+
+
+def test_warmup_changes_training_and_is_checked(tiny):
+    plain, warm = train_run(_spec(), tiny), train_run(_spec(warmup=20), tiny)
+    assert warm.status == "complete" and warm.test_loss != plain.test_loss
+    with pytest.raises(SpecError, match="^warmup: must be an integer >= 0"):
+        TrainConfig(warmup=-1)
+    with pytest.raises(SpecError, match=r"^warmup: 175 steps is not shorter than the run \(175 steps"):
+        train_run(_spec(warmup=175), tiny)
+
+
+def test_cli_warmup_flag_and_a_warmup_too_long_for_the_run(tmp_path, capsys):
+    from skiplab.cli import main
+    from skiplab.store import Store
+    args = ["train", "--model", "mlp", "--dataset", "digits", "--skip", "add", "--depth", "1", "--width", "8",
+            "--epochs", "1", "--seeds", "1", "--workers", "1", "--out", str(tmp_path)]
+    assert main(args + ["--warmup", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skiplab: error: warmup: 1000 steps is not shorter than the run") and err.count("\n") == 1
+    assert main(args + ["--warmup", "3"]) == 0
+    with Store(tmp_path) as s:
+        assert [r["spec"]["train"]["warmup"] for r in s.runs()] == [3]
+
+
+def test_stream_mixing_runs_store_their_gain_at_each_evaluation(tiny):
+    r = train_run(dataclasses.replace(_spec(epochs=2, evals=2), model=ModelSpec(
+        model="mlp", depth=3, width=16, skip="hyper", input_shape=(1, 8), classes=4)), tiny)
+    gains = [(step, name, v) for step, split, name, v in r.curves if name.startswith("gain_")]
+    assert [(step, name) for step, name, _ in gains] == [(7, "gain_forward"), (7, "gain_backward"),
+                                                         (14, "gain_forward"), (14, "gain_backward")]
+    assert gains[-2][2] == r.diagnostics["composite_gain_forward"] and gains[-1][2] == r.diagnostics["composite_gain_backward"]
+    assert not any(name.startswith("gain_") for _, _, name, _ in train_run(_spec(epochs=1), tiny).curves)

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="parallel training runs, for experiments that train (default: one per core)")
     p.add_argument("--dataset", default=None,
-                   help="a dataset name or path, for experiments that train (default: mnist1d)")
+                   help="a dataset name or path, for experiments that train (default: the experiment's own: "
+                        "mnist1d; pydoc, a text, for denseformer, hyper-gain and norm-placement, which take "
+                        "a .txt file)")
     add_json_flag(p)
     p.set_defaults(run=run)

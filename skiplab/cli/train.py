@@ -37,6 +37,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=SCHEDULES, default=_T["schedule"], help="(default: %(default)s)")
     g.add_argument("--weight-decay", type=float, default=_T["weight_decay"], help="(default: %(default)s)")
     g.add_argument("--grad-clip", type=float, default=_T["grad_clip"], help="max grad norm, 0 = off (default: 0)")
+    g.add_argument("--warmup", type=int, default=_T["warmup"],
+                   help="linear learning-rate warm-up steps, then the schedule; 0 = off (default: 0)")
     g.add_argument("--device", choices=DEVICES, default=_T["device"], help="(default: %(default)s)")
     b = p.add_argument_group("matched budget")
     b.add_argument("--params", type=int, help="size each strategy's width to this many parameters")
@@ -49,7 +51,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
                        epochs=args.epochs, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                       device=args.device)
+                       warmup=args.warmup, device=args.device)
 
 
 def run(args: argparse.Namespace) -> None:

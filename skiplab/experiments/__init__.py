@@ -32,6 +32,15 @@ class Experiment:
     uses_data: bool  # trains on a dataset: --dataset applies
     uses_workers: bool  # trains more than one run: --workers applies
     why_not: str = ""  # for an option that does not apply, the reason given
+    # The data it trains on unless --dataset says otherwise: a numeric dataset (mnist1d) for
+    # the MLP and CNN experiments, a text (pydoc) for the transformer ones, which then take
+    # only texts (pydoc or a .txt file), as the others take only numeric data.
+    default_dataset: str = "mnist1d"
+
+    @property
+    def takes_text(self) -> bool:
+        from ..datasets import is_text_ref
+        return is_text_ref(self.default_dataset)
 
     @property
     def run(self) -> Callable[..., dict[str, Any]]:
@@ -46,6 +55,12 @@ EXPERIMENTS: dict[str, Experiment] = {
     "deep-supervision": Experiment("trainability", "deep_supervision", uses_data=True, uses_workers=True),
     "parameter-efficiency": Experiment("trainability", "parameter_efficiency", uses_data=True, uses_workers=True),
     "long-skips": Experiment("long_skips", "run", uses_data=True, uses_workers=True),
+    "denseformer": Experiment("transformers", "denseformer", uses_data=True, uses_workers=True,
+                              default_dataset="pydoc"),
+    "hyper-gain": Experiment("transformers", "hyper_gain", uses_data=True, uses_workers=True,
+                             default_dataset="pydoc"),
+    "norm-placement": Experiment("transformers", "norm_placement", uses_data=True, uses_workers=True,
+                                 default_dataset="pydoc"),
     "seed-costs": Experiment("seed_costs", "run", uses_data=False, uses_workers=False,
                              why_not="it is the cost model's arithmetic: it trains nothing"),
 }
@@ -73,7 +88,8 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
                    dataset: str | None = None, progress: Callable[[str], None] | None = None,
                    form: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run experiment ``name``; ``workers`` (default: one per core) and ``dataset``
-    (default: mnist1d; a name or a path) only where the experiment declares them.
+    (default: the experiment's ``default_dataset``; a name or a path) only where the
+    experiment declares them.
     ``form`` overrides fields of the default (or quick) form, e.g. ``{"seeds": 5}``;
     the form used is stored with the result."""
     from ..datasets import Dataset, load_dataset
@@ -82,11 +98,14 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
 
     exp = check_options(name, workers, dataset)
     started, start = now(), time.perf_counter()
-    ref = dataset_ref(dataset if dataset is not None else "mnist1d")
+    ref = dataset_ref(dataset if dataset is not None else exp.default_dataset)
     data = load_dataset(ref)
-    if not isinstance(data, Dataset):  # a text: the experiments build numeric (MLP, CNN) models
-        raise ValueError(f"dataset: {data.name!r} is a token sequence; the experiments train numeric models "
-                         f"and take numeric datasets (mnist1d, digits, a file)")
+    if exp.takes_text and isinstance(data, Dataset):  # a language-model experiment given numbers
+        raise ValueError(f"dataset: {data.name!r} is numeric; experiment {name} trains character language models "
+                         f"and takes a text (pydoc or a .txt file)")
+    if not exp.takes_text and not isinstance(data, Dataset):  # an MLP/CNN experiment given a text
+        raise ValueError(f"dataset: {data.name!r} is a token sequence; experiment {name} trains numeric models "
+                         f"and takes numeric datasets (mnist1d, digits, a file)")
     with Store(out) as store:
         ctx = Context(data, quick, store, workers if workers is not None else default_workers(), progress,
                       dataset=ref, name=name)

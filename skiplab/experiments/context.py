@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..datasets import Dataset, load_dataset
+from ..datasets import Dataset, TextDataset, load_dataset
 from ..model import build_model
 from ..provenance import hardware, versions
 from ..runner import run_all, store_result
@@ -38,12 +38,12 @@ POOL_ATTEMPTS = 3  # pools to try before the runs a dying worker took with it ar
 
 @dataclass
 class Context:
-    data: Dataset
+    data: Dataset | TextDataset  # a text for the language-model experiments
     quick: bool
     store: Store
     workers: int = 1
     progress: Callable[[str], None] | None = None
-    dataset: str = "mnist1d"  # what specs name: a registry name or an absolute path
+    dataset: str = "mnist1d"  # what specs name: a registry name, an absolute path or a text's name@sha
     name: str = "experiment"
     runs: int = 0  # training runs this experiment asked for, so far
     failed: list[str] = field(default_factory=list)  # the reason of each that failed

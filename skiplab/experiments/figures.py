@@ -330,6 +330,133 @@ def seed_costs(result: Result) -> Figure:
     return fig
 
 
+PLACEMENT_COLORS = {"pre": color("add"), "post": color("dense")}  # Pre-LN, Post-LN
+
+
+def _curves(ax: Axes, curves: list[tuple[dict[str, Any], str, str, str]]) -> None:
+    """Mean curves over training steps: (curve {"steps", "mean"}, colour, line style, label),
+    with their legend; a panel without any says so."""
+    drawn = 0
+    for curve, c, ls, label in curves:
+        if curve and curve.get("steps"):
+            ax.plot(curve["steps"], [_num(v) for v in curve["mean"]], color=c, ls=ls, lw=1.8, marker="o", ms=3,
+                    label=label)
+            drawn += 1
+    ax.set_xlabel("training step")
+    _grid(ax)
+    if drawn:
+        _legend(ax)
+    else:
+        ax.text(0.5, 0.5, "no curves stored", transform=ax.transAxes, ha="center", va="center")
+
+
+def _log_plain(ax: Axes) -> None:
+    """A log y axis labelled 1, 1.5, 2, ... rather than 10^0 (gains span little here)."""
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+
+
+def denseformer(result: Result) -> Figure:
+    table = result["table"]
+    fig = _figure(11.5, 4.4, result, "validation bpc, DenseFormer (dwa) vs add")
+    a, b = fig.subplots(1, 2)
+    labels = [f"{t['skip']}\ndepth {t['depth']}" for t in table]
+    x = list(range(len(table)))
+    bars = a.bar(x, [_num(t.get("val_bpc_mean")) for t in table], 0.6, color=[color(t["skip"]) for t in table],
+                 yerr=[_num(t.get("val_bpc_std")) if t.get("val_bpc_std") is not None else 0 for t in table],
+                 capsize=4)
+    for bar, t in zip(bars, table):  # above the error bar
+        if t.get("val_bpc_mean") is not None:
+            top = _num(t["val_bpc_mean"]) + (_num(t["val_bpc_std"]) if t.get("val_bpc_std") is not None else 0)
+            a.annotate(f"{_num(t['val_bpc_mean']):.3f}", (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 3),
+                       textcoords="offset points", ha="center", va="bottom", fontsize="small")
+    finite = [v for v in (_num(t.get("val_bpc_mean")) for t in table) if math.isfinite(v)]
+    if finite:  # bpc differences are small against the value: zoom to them
+        lo, hi = min(finite), max(finite)
+        pad = max(hi - lo, 0.01)
+        a.set_ylim(lo - 1.5 * pad, hi + 1.5 * pad)
+    a.set_xticks(x, labels)
+    a.set_ylabel("validation bpc (bits per character)\nmean +- std over seeds; lower is better")
+    a.set_title("after training (y axis zoomed)", fontsize="medium")
+    _grid(a)
+    _curves(b, [(t.get("curve"), color(t["skip"]), "-" if t["skip"] == "dwa" else ("--" if i else "-"),
+                 f"{t['skip']} depth {t['depth']}") for i, t in enumerate(table)])
+    b.set_ylabel("validation bpc, mean over seeds")
+    b.set_title("during training", fontsize="medium")
+    return fig
+
+
+def hyper_gain(result: Result) -> Figure:
+    table = result["table"]
+    skips = _unique(t["skip"] for t in table)
+    depths = sorted({t["depth"] for t in table})
+    fig = _figure(12, 4.6, result, "composite residual gain of prod H_res")
+    a, b = fig.subplots(1, 2)
+    for i, skip in enumerate(skips):
+        ts = sorted((t for t in table if t["skip"] == skip), key=lambda t: t["depth"])
+        for k, (key, ls, marker) in enumerate((("forward", "-", "o"), ("backward", "--", "s"))):
+            a.errorbar([_dodge(t["depth"], 2 * i + k, 2 * len(skips)) for t in ts],
+                       [_positive(t.get(f"gain_{key}_mean")) for t in ts],
+                       yerr=[_num(t.get(f"gain_{key}_std")) if t.get(f"gain_{key}_std") is not None else 0
+                             for t in ts],
+                       color=color(skip), ls=ls, marker=marker, ms=5, lw=1.8, capsize=3)
+        a.plot([t["depth"] for t in ts], [_positive(t.get("init_forward")) for t in ts], color=color(skip), ls=":",
+               lw=1.2)
+    _log_plain(a)
+    _depth_axis(a, depths, "depth (blocks; 2 sublayers each)")
+    a.set_ylabel("gain after the last sublayer (log scale)\nmean +- std over seeds")
+    a.set_title("after training; dotted: at init", fontsize="medium")
+    _grid(a)
+    handles = [Line2D([], [], color=color(s), lw=2, label=s) for s in skips]
+    handles += [Line2D([], [], color="black", ls="-", marker="o", label="forward (max row sum)"),
+                Line2D([], [], color="black", ls="--", marker="s", label="backward (max column sum)"),
+                Line2D([], [], color="black", ls=":", label="forward, at init")]
+    a.legend(handles=handles, fontsize="small", loc="best")
+    deep = depths[-1] if depths else None
+    shown = [t for t in table if t["depth"] == deep]
+    _curves(b, [(t.get("curve_forward"), color(t["skip"]), "-", f"{t['skip']} forward") for t in shown]
+            + [(t.get("curve_backward"), color(t["skip"]), "--", f"{t['skip']} backward") for t in shown])
+    _log_plain(b)
+    b.set_ylabel("gain (log scale), mean over seeds")
+    b.set_title(f"during training, depth {deep}", fontsize="medium")
+    return fig
+
+
+def norm_placement(result: Result) -> Figure:
+    table = result["table"]
+    depths = sorted({t["depth"] for t in table})
+    warmups = sorted({t["warmup"] for t in table})
+    fig = _figure(12, 4.6, result, "validation bpc, Pre-LN vs Post-LN, with and without warm-up")
+    a, b = fig.subplots(1, 2)
+    series = [(p, w) for w in warmups for p in ("pre", "post")]
+    for i, (p, w) in enumerate(series):
+        ts = sorted((t for t in table if t["placement"] == p and t["warmup"] == w), key=lambda t: t["depth"])
+        a.errorbar([_dodge(t["depth"], i, len(series)) for t in ts], [_num(t.get("val_bpc_mean")) for t in ts],
+                   yerr=[_num(t.get("val_bpc_std")) if t.get("val_bpc_std") is not None else 0 for t in ts],
+                   color=PLACEMENT_COLORS[p], ls="--" if w else "-", marker="s" if w else "o", ms=5, lw=1.8,
+                   capsize=3, label=f"{p}-LN, " + (f"warm-up {w} steps" if w else "no warm-up"))
+        for t in ts:
+            if t.get("diverged"):
+                a.annotate(f"{t['diverged']} diverged", (t["depth"], _num(t.get("val_bpc_mean"))), xytext=(4, 4),
+                           textcoords="offset points", fontsize="small", color=PLACEMENT_COLORS[p])
+    _depth_axis(a, depths)
+    a.set_ylabel("validation bpc, mean +- std over seeds\n(diverged = uniform guess); lower is better")
+    # the unigram bpc in words: a line that far above the runs would squash their differences
+    unigram = f"; unigram {_num(result['unigram_bpc']):.2f}" if result.get("unigram_bpc") is not None else ""
+    a.set_title(f"after training{unigram}", fontsize="medium")
+    _grid(a)
+    a.legend(fontsize="small", loc="upper left")
+    deep = depths[-1] if depths else None
+    _curves(b, [(t.get("curve"), PLACEMENT_COLORS[t["placement"]], "--" if t["warmup"] else "-",
+                 f"{t['placement']}-LN" + (f", warm-up {t['warmup']}" if t["warmup"] else ""))
+                for t in table if t["depth"] == deep])
+    b.set_ylabel("validation bpc, mean over complete seeds")
+    b.set_title(f"during training, depth {deep}", fontsize="medium")
+    return fig
+
+
 # name -> (title, caption, drawing function), one per experiment of skiplab.experiments.EXPERIMENTS
 FIGURES: dict[str, tuple[str, str, Callable[[Result], Figure]]] = {
     "equivalence": ("Equivalence: concatenation emulating addition", (
@@ -358,6 +485,20 @@ FIGURES: dict[str, tuple[str, str, Callable[[Result], Figure]]] = {
         "Denoising error (MSE over the signal's variance; lower is better) of a small 1-D U-Net whose long skips "
         "add, concatenate, or are absent, against its parameters and FLOPs; bars: one standard deviation over "
         "seeds."), long_skips),
+    "denseformer": ("DenseFormer: depth-weighted averages against depth", (
+        "Left: validation bits per character (lower is better) of residual transformers (add) at depth d and 1.5d "
+        "and a DenseFormer (dwa) at depth d, mean +- std over seeds (the y axis is zoomed to the differences). "
+        "Right: validation bpc during training, mean over seeds."), denseformer),
+    "hyper-gain": ("Hyper-connections vs mHC: the composite residual gain", (
+        "Left: the gain of the product of the residual mixing matrices H_res after the last sublayer (forward: "
+        "largest absolute row sum, solid; backward: column sum, dashed) after training, against depth, log scale; "
+        "dotted: at init. mHC's doubly stochastic matrices keep the forward gain at 1 by construction. Right: the "
+        "gain during training at the deepest depth, mean over seeds."), hyper_gain),
+    "norm-placement": ("Norm placement: Pre-LN vs Post-LN, with and without warm-up", (
+        "Left: validation bits per character (lower is better) of Pre-LN and Post-LN residual transformers against "
+        "depth, without (solid) and with (dashed) a linear learning-rate warm-up, mean +- std over seeds; a "
+        "diverged run counts as the uniform guess; the panel's title gives the text's unigram bpc (a context-free "
+        "model's). Right: validation bpc during training at the deepest depth."), norm_placement),
     "seed-costs": ("Seed costs: the answers' cost arithmetic", (
         "Left: forward FLOPs of each block of a 1-D conv network whose concatenation doubles the channels, halves "
         "and carries half, or adds (log scale: a constant factor per block is a straight line). Right: block "

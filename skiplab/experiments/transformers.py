@@ -1,0 +1,347 @@
+"""The residual stream of a transformer: three 2020-25 claims, on a character language model
+(default: the ``pydoc`` text every Python ships; ``--dataset`` takes a ``.txt`` file).
+Every run is judged by validation bits per character (bpc, lower is better).
+
+* ``denseformer`` (Pagliardini et al., arXiv 2402.02622): a transformer whose blocks read a
+  learned depth-weighted average of all earlier block outputs (``dwa``) is better than the
+  residual one (``add``) at the same depth, and matches a deeper one: their 48-block
+  DenseFormer matched a 72-block transformer's perplexity (1.5x the depth).
+* ``hyper-gain`` (mHC, arXiv 2512.24880, Fig. 3): the composite residual mapping prod H_res
+  of hyper-connections (``hyper``, arXiv 2409.19606) grows during training (its gain
+  reached about 3000 in a 27B model), while mHC's (``mhc``), projected to doubly
+  stochastic matrices, stays near 1 (1 to 1.6 there).
+* ``norm-placement`` (Xiong et al., arXiv 2002.04745): Post-LN (norm after each merge)
+  needs a learning-rate warm-up and trains worse as depth grows; Pre-LN (norm before each
+  branch) trains without one.
+
+Each function's docstring states the regime its default form must reach; the regime is
+checked on the runs and reported, and the verdict (:mod:`.outcome`, Welch's t-test over
+seeds) cannot be better than inconclusive where it is not met. Several regimes use the
+text's **unigram bpc**: the validation bpc of a model that ignores context and predicts
+every character with its training-text frequency (add-one smoothed), measured on the data.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from ..datasets import TextDataset
+from ..gradients import stream_gains
+from ..model import build_model
+from ..spec import ModelSpec
+from ..stats import compare, mean_std
+from ..train import TrainConfig
+from .context import Context
+from .outcome import closing, decide, predict, regime, signed
+
+
+# -- shared --------------------------------------------------------------------------------
+def _lm(ctx: Context, f: dict[str, Any], **fields) -> ModelSpec:
+    """A character language model on this experiment's text."""
+    return ModelSpec(model="transformer", vocab=ctx.data.vocab, classes=ctx.data.classes, width=f["width"],
+                     context=f["context"], heads=f["heads"], **fields)
+
+
+def _train(f: dict[str, Any], **fields) -> TrainConfig:
+    return TrainConfig(epochs=f["epochs"], batch_size=f["batch_size"], lr=f["lr"], evals=f["evals"], **fields)
+
+
+def _where(rows, **match) -> list[dict[str, Any]]:
+    return [r for r in rows if all(r["spec"]["model"].get(k) == v for k, v in match.items())]
+
+
+def _bpc(rows) -> list[float]:
+    return [r["result"]["val_bpc"] for r in rows if r["status"] == "complete"]
+
+
+def _text(values, digits: int = 3) -> str:
+    """``1.812 +- 0.004 bpc`` over seeds, ``1.812 bpc (1 seed)``, or ``-``."""
+    v = [x for x in values if x is not None]
+    m, s = mean_std(v)
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f} bpc" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+
+
+def _stats(values) -> dict[str, Any]:
+    v = [x for x in values if x is not None]
+    return {"mean": statistics.fmean(v) if v else None, "std": statistics.stdev(v) if len(v) > 1 else None,
+            "seeds": len(v)}
+
+
+def unigram_bpc(data: TextDataset) -> float:
+    """Validation bpc of a context-free model: each character predicted with its (add-one
+    smoothed) frequency in the training text."""
+    counts = Counter(data.train_tokens.tolist())
+    total = len(data.train_tokens) + data.vocab
+    bits = [-math.log2((counts.get(t, 0) + 1) / total) for t in data.test_tokens.tolist()]
+    return statistics.fmean(bits)
+
+
+def _curve(ctx: Context, rows, name: str) -> dict[str, list[float]]:
+    """A stored curve (split ``test``), the mean over the complete runs at each step."""
+    by_step: dict[int, list[float]] = {}
+    for r in rows:
+        if r["status"] != "complete":
+            continue
+        for step, split, n, value in ctx.store.metrics(r["id"]):
+            if split == "test" and n == name:
+                by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return {"steps": steps, "mean": [statistics.fmean(by_step[s]) for s in steps]}
+
+
+def _setting(f: dict[str, Any], seeds: int) -> str:
+    return (f"transformer width {f['width']}, {f['heads']} heads, context {f['context']}, Adam {f['lr']:g}, "
+            f"batch {f['batch_size']}, {f['epochs']} epoch{'s' if f['epochs'] != 1 else ''}, {seeds} seeds")
+
+
+# -- denseformer ------------------------------------------------------------------------------
+DENSE_CLAIM = ("a DenseFormer (depth-weighted averages, dwa) beats the residual transformer (add) at equal depth and "
+               "matches one 1.5x deeper (2402.02622: 48 DWA blocks match 72 blocks)")
+DENSE_DEFAULT = dict(depth=4, deeper=6, width=64, heads=4, context=64, epochs=4, batch_size=32, lr=3e-3, evals=8,
+                     seeds=3)
+DENSE_QUICK = dict(depth=2, deeper=3, width=32, heads=2, context=32, epochs=1, batch_size=64, lr=3e-3, evals=2,
+                   seeds=2)
+
+
+def denseformer(ctx: Context, **form) -> dict[str, Any]:
+    """add at depths d and 1.5d, dwa at depth d (pre-LN, layer norm), validation bpc.
+
+    Regime criterion (checked and reported): **at this budget the deeper add is better than
+    the shallower one** (Welch's test separates them, lower bpc at 1.5d), so that
+    "matching a deeper net" is a target that means something: where depth buys nothing,
+    any model matches a deeper one. Verdict: dwa at depth d has lower bpc than add at
+    depth d; dwa significantly worse than add at 1.5d contradicts the matching claim (a
+    tie with it is what the claim predicts, so it counts for neither)."""
+    f = {**(DENSE_QUICK if ctx.quick else DENSE_DEFAULT), **form}
+    d, deep, seeds = f["depth"], f["deeper"], f["seeds"]
+    if deep <= d:
+        raise ValueError(f"experiment denseformer: deeper ({deep}) must exceed depth ({d})")
+    train = _train(f)
+    variants = [("add", d), ("dwa", d), ("add", deep)]
+    specs = [ctx.run_spec(_lm(ctx, f, depth=depth, skip=skip), train, seed)
+             for skip, depth in variants for seed in range(seeds)]
+    rows = ctx.train(specs)
+    bpc = {(s, dd): _bpc(_where(rows, skip=s, depth=dd)) for s, dd in variants}
+    table = []
+    for s, dd in variants:
+        mine = _where(rows, skip=s, depth=dd)
+        done = [r for r in mine if r["status"] == "complete"]
+        table.append({"skip": s, "depth": dd, **{f"val_bpc_{k}": v for k, v in _stats(bpc[(s, dd)]).items()},
+                      "diverged": sum(r["status"] == "diverged" for r in mine),
+                      "params": done[0]["result"]["params"] if done else None,
+                      "tokens_per_second": statistics.fmean(r["result"]["tokens_per_second"] for r in done)
+                      if done else None,
+                      "curve": _curve(ctx, mine, "bpc")})
+    better = predict(bpc[("add", d)], bpc[("dwa", d)], higher=False)  # dwa: lower bpc at equal depth
+    match = predict(bpc[("add", deep)], bpc[("dwa", d)], higher=False)  # significantly worse: contradicts
+    depth_buys = compare(bpc[("add", d)], bpc[("add", deep)])
+    predictions = [better] + ([match] if match.direction < 0 else [])
+    reg = regime(f"add at depth {deep} has lower validation bpc than add at depth {d} (Welch, 0.05)",
+                 depth_buys is not None and depth_buys.winner == "a",  # the winner is the larger mean
+                 signed(depth_buys, f"add {deep} minus add {d}", unit="bpc", digits=3))
+    verdict = decide(predictions, reg["met"])
+    cells = {(t["skip"], t["depth"]): t for t in table}
+    cost = ""
+    if cells[("dwa", d)]["params"] and cells[("add", d)]["params"]:
+        cost = (f"; dwa adds {cells[('dwa', d)]['params'] - cells[('add', d)]['params']} parameters to add's "
+                f"{cells[('add', d)]['params']:,}")
+        if cells[("dwa", d)]["tokens_per_second"] and cells[("add", d)]["tokens_per_second"]:
+            cost += (f" and trains at {cells[('dwa', d)]['tokens_per_second'] / cells[('add', d)]['tokens_per_second']:.2f}x "
+                     f"its tokens per second")
+    outcome = (f"Validation bpc: add depth {d} {_text(bpc[('add', d)])}, dwa depth {d} {_text(bpc[('dwa', d)])}, "
+               f"add depth {deep} {_text(bpc[('add', deep)])}; "
+               f"{signed(better.comparison, f'dwa {d} minus add {d}', unit='bpc', digits=3)}; "
+               f"{signed(match.comparison, f'dwa {d} minus add {deep}', unit='bpc', digits=3)}; "
+               f"{signed(depth_buys, f'add {deep} minus add {d}', unit='bpc', digits=3)}{cost} "
+               f"({_setting(f, seeds)})." + closing(verdict, reg))
+    return {"claim": DENSE_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "table": table,
+            "comparisons": {k: None if c is None else asdict(c) for k, c in (
+                ("dwa_minus_add", better.comparison), ("dwa_minus_deeper_add", match.comparison),
+                ("deeper_add_minus_add", depth_buys))},
+            "form": f}
+
+
+# -- hyper-gain --------------------------------------------------------------------------------
+GAIN_CLAIM = ("hyper-connections' composite residual gain grows in training while mHC's stays near 1 "
+              "(2512.24880, Fig. 3: about 3000 vs 1 to 1.6 in a 27B model)")
+GAIN_DEFAULT = dict(depths=(2, 4), width=32, heads=4, context=32, epochs=1, batch_size=32, lr=3e-3, evals=8,
+                    seeds=3)
+GAIN_QUICK = dict(depths=(1, 2), width=16, heads=2, context=16, epochs=1, batch_size=256, lr=3e-3, evals=2, seeds=2)
+GAIN_BATCH = 256  # validation windows the gain at init is measured on (as training does after)
+
+
+def hyper_gain(ctx: Context, **form) -> dict[str, Any]:
+    """hyper and mhc (4 streams, pre-LN) at a few depths: the composite residual gain
+    (max absolute row sum of prod H_res after the last sublayer, forward; column sum,
+    backward; :func:`skiplab.gradients.stream_gains`, on validation windows) at init, at
+    every evaluation during training, and after training.
+
+    mHC's H_res are doubly stochastic (non-negative, rows and columns summing to 1 after
+    Sinkhorn-Knopp), so the product is too and its forward gain is 1 up to the Sinkhorn
+    tolerance whatever training does: that is the design, and the outcome says so; the
+    measurement is what hyper's gain does beside it.
+
+    Regime criterion (checked and reported): **every hyper and mhc run at the deepest
+    depth ends below the text's unigram bpc**, so the streams were trained in a model that
+    learned to use context, not stopped at character frequencies. Verdict: at the deepest
+    depth, hyper's gain after training exceeds mhc's, forward and backward."""
+    f = {**(GAIN_QUICK if ctx.quick else GAIN_DEFAULT), **form}
+    depths, seeds = tuple(f["depths"]), f["seeds"]
+    train = _train(f)
+    skips = ("hyper", "mhc")
+    specs = [ctx.run_spec(_lm(ctx, f, depth=d, skip=s), train, seed)
+             for s in skips for d in depths for seed in range(seeds)]
+    rows = ctx.train(specs)
+    x = ctx.data.for_model(specs[0].model).x_test[:GAIN_BATCH]
+    init: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for spec in specs:  # at init: the same models, built here (a run's weights start from its seed)
+        g = stream_gains(build_model(spec.model, seed=spec.seed), x)
+        init.setdefault((spec.model.skip, spec.model.depth), []).append(
+            {"forward": g["forward"][-1], "backward": g["backward"][-1]})
+    table, after = [], {}
+    for s in skips:
+        for d in depths:
+            mine = _where(rows, skip=s, depth=d)
+            done = [r for r in mine if r["status"] == "complete"]
+            after[(s, d)] = {k: [r["result"]["diagnostics"][f"composite_gain_{k}"] for r in done]
+                             for k in ("forward", "backward")}
+            table.append({"skip": s, "depth": d, "sublayers": 2 * d, "seeds": len(done),
+                          "diverged": sum(r["status"] == "diverged" for r in mine),
+                          **{f"init_{k}": statistics.fmean(g[k] for g in init[(s, d)]) for k in ("forward", "backward")},
+                          **{f"gain_{k}_{stat}": v for k in ("forward", "backward")
+                             for stat, v in _stats(after[(s, d)][k]).items() if stat != "seeds"},
+                          "val_bpc": _stats(_bpc(mine))["mean"],
+                          "curve_forward": _curve(ctx, mine, "gain_forward"),
+                          "curve_backward": _curve(ctx, mine, "gain_backward")})
+    deep = depths[-1]
+    predictions = [predict(after[("mhc", deep)][k], after[("hyper", deep)][k], higher=True)
+                   for k in ("forward", "backward")]
+    unigram = unigram_bpc(ctx.data)
+    deep_bpc = _bpc(_where(rows, depth=deep))
+    reg = regime(f"every hyper and mhc run at depth {deep} ends below the text's unigram bpc ({unigram:.2f})",
+                 len(deep_bpc) == 2 * seeds and max(deep_bpc) < unigram,
+                 f"highest {max(deep_bpc):.3f} bpc over {len(deep_bpc)} complete runs" if deep_bpc
+                 else "no complete run")
+    verdict = decide(predictions, reg["met"])
+    cells = {(t["skip"], t["depth"]): t for t in table}
+
+    def gains(s: str, k: str) -> str:
+        return ", ".join(f"depth {d} {_plain(after[(s, d)][k])}" for d in depths)
+
+    mhc_dev = max((abs(v - 1) for d in depths for v in after[("mhc", d)]["forward"]), default=None)
+    outcome = (f"Composite residual gain of prod H_res after the last of 2 x depth sublayers, after training "
+               f"(forward = max row sum; backward = max column sum): hyper forward {gains('hyper', 'forward')}, "
+               f"backward {gains('hyper', 'backward')}; mhc forward {gains('mhc', 'forward')}, backward "
+               f"{gains('mhc', 'backward')}; at init hyper's is {cells[('hyper', deep)]['init_forward']:.3f} and "
+               f"mhc's {cells[('mhc', deep)]['init_forward']:.3f} forward at depth {deep}. At depth {deep}: "
+               f"{signed(predictions[0].comparison, 'hyper minus mhc forward', unit='', digits=3)}; "
+               f"{signed(predictions[1].comparison, 'hyper minus mhc backward', unit='', digits=3)}. "
+               f"mhc's forward gain is 1 by construction (doubly stochastic H_res; largest deviation measured "
+               + ("-" if mhc_dev is None else f"{mhc_dev:.1e}")
+               + "), so the finding is hyper's gain, not mhc's; validation bpc at depth "
+               f"{deep}: hyper {_text(_bpc(_where(rows, skip='hyper', depth=deep)))}, mhc "
+               f"{_text(_bpc(_where(rows, skip='mhc', depth=deep)))} ({_setting(f, seeds)})." + closing(verdict, reg))
+    return {"claim": GAIN_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "unigram_bpc": unigram,
+            "table": table, "form": {**f, "depths": list(depths)}}
+
+
+def _plain(values, digits: int = 3) -> str:
+    v = [x for x in values if x is not None]
+    m, s = mean_std(v)
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+
+
+# -- norm-placement ----------------------------------------------------------------------------
+NORM_CLAIM = ("Post-LN transformers need a learning-rate warm-up and train worse as depth grows; Pre-LN ones train "
+              "without (Xiong et al., 2002.04745)")
+NORM_DEFAULT = dict(depths=(2, 6, 12), width=32, heads=4, context=32, epochs=1, batch_size=32, lr=3e-3, evals=4,
+                    warmup=100, seeds=3)
+NORM_QUICK = dict(depths=(1, 3), width=16, heads=2, context=16, epochs=1, batch_size=128, lr=3e-3, evals=2,
+                  warmup=20, seeds=2)
+
+
+def norm_placement(ctx: Context, **form) -> dict[str, Any]:
+    """add with layer norm, placement pre and post, over depth, without warm-up and with a
+    linear warm-up of ``warmup`` steps (then cosine), the same peak learning rate.
+
+    A diverged run has no validation bpc; in the comparisons it counts as the uniform
+    guess, log2(vocab) bpc (a model that learned nothing; a diverged one is no better),
+    and the outcome says how many diverged.
+
+    Regime criterion (checked and reported): **Pre-LN without warm-up at the deepest depth
+    ends below the text's unigram bpc in every seed**, so the learning rate is one a
+    transformer of that depth can train at, and Post-LN's trouble is its own. Verdict: at
+    the deepest depth, Post-LN without warm-up has higher bpc than Pre-LN without warm-up,
+    and warm-up narrows the gap (Post minus Pre, paired by seed, is smaller with warm-up
+    than without)."""
+    f = {**(NORM_QUICK if ctx.quick else NORM_DEFAULT), **form}
+    depths, seeds, w = tuple(f["depths"]), f["seeds"], f["warmup"]
+    if w < 1:
+        raise ValueError(f"experiment norm-placement: warmup must be >= 1 step, got {w!r}")
+    configs = {0: _train(f), w: _train(f, warmup=w)}
+    specs = [ctx.run_spec(_lm(ctx, f, depth=d, skip="add", placement=p), configs[wu], seed)
+             for wu in configs for p in ("pre", "post") for d in depths for seed in range(seeds)]
+    rows = ctx.train(specs)
+    uniform = math.log2(ctx.data.vocab)
+
+    def cell(p: str, d: int, wu: int) -> list[dict[str, Any]]:
+        return sorted((r for r in _where(rows, placement=p, depth=d) if r["spec"]["train"].get("warmup", 0) == wu),
+                      key=lambda r: r["seed"])
+
+    def scores(p: str, d: int, wu: int) -> list[float]:  # by seed; diverged -> the uniform guess
+        return [r["result"]["val_bpc"] if r["status"] == "complete" else uniform
+                for r in cell(p, d, wu) if r["status"] in ("complete", "diverged")]
+
+    table = []
+    for wu in configs:
+        for p in ("pre", "post"):
+            for d in depths:
+                mine = cell(p, d, wu)
+                table.append({"placement": p, "depth": d, "warmup": wu,
+                              **{f"val_bpc_{k}": v for k, v in _stats(scores(p, d, wu)).items()},
+                              "diverged": sum(r["status"] == "diverged" for r in mine),
+                              "curve": _curve(ctx, mine, "bpc")})
+    deep = depths[-1]
+
+    def gaps(wu: int) -> list[float]:  # Post minus Pre, seed by seed
+        pre = {r["seed"]: s for r, s in zip([r for r in cell("pre", deep, wu) if r["status"] != "failed"],
+                                            scores("pre", deep, wu))}
+        post = {r["seed"]: s for r, s in zip([r for r in cell("post", deep, wu) if r["status"] != "failed"],
+                                             scores("post", deep, wu))}
+        return [post[k] - pre[k] for k in sorted(set(pre) & set(post))]
+
+    worse = predict(scores("pre", deep, 0), scores("post", deep, 0), higher=True)  # post: higher bpc
+    narrows = predict(gaps(0), gaps(w), higher=False)  # the gap is smaller with warm-up
+    pre_deep = _bpc(cell("pre", deep, 0))
+    unigram = unigram_bpc(ctx.data)
+    reg = regime(f"Pre-LN without warm-up at depth {deep} ends below the text's unigram bpc ({unigram:.2f}) in every "
+                 f"seed", len(pre_deep) == seeds and max(pre_deep) < unigram,
+                 f"highest {max(pre_deep):.3f} bpc over {len(pre_deep)} complete runs" if pre_deep
+                 else "no complete run")
+    verdict = decide([worse, narrows], reg["met"])
+    cells = {(t["placement"], t["depth"], t["warmup"]): t for t in table}
+
+    def line(p: str, wu: int) -> str:
+        parts = []
+        for d in depths:
+            t = cells[(p, d, wu)]
+            parts.append(f"{d}: {_text(scores(p, d, wu))}" + (f" ({t['diverged']} diverged)" if t["diverged"] else ""))
+        return ", ".join(parts)
+
+    outcome = (f"Validation bpc by depth, without warm-up: Pre-LN {line('pre', 0)}; Post-LN {line('post', 0)}. "
+               f"With {w} warm-up steps: Pre-LN {line('pre', w)}; Post-LN {line('post', w)}. At depth {deep}: "
+               f"{signed(worse.comparison, 'Post minus Pre without warm-up', unit='bpc', digits=3)}; "
+               f"{signed(narrows.comparison, 'the gap with warm-up minus without', unit='bpc', digits=3)} "
+               f"(gaps paired by seed; a diverged run counts as the uniform guess, {uniform:.2f} bpc; "
+               f"{_setting(f, seeds)}, cosine schedule)." + closing(verdict, reg))
+    return {"claim": NORM_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "unigram_bpc": unigram,
+            "uniform_bpc": uniform, "table": table,
+            "gaps": {"without_warmup": gaps(0), "with_warmup": gaps(w)}, "form": {**f, "depths": list(depths)}}

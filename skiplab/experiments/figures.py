@@ -381,8 +381,14 @@ def denseformer(result: Result) -> Figure:
     a.set_ylabel("validation bpc (bits per character)\nmean +- std over seeds; lower is better")
     a.set_title("after training (y axis zoomed)", fontsize="medium")
     _grid(a)
-    _curves(b, [(t.get("curve"), color(t["skip"]), "-" if t["skip"] == "dwa" else ("--" if i else "-"),
-                 f"{t['skip']} depth {t['depth']}") for i, t in enumerate(table)])
+    # the first configuration of each strategy drawn solid, a deeper one of the same strategy dashed
+    seen: set[str] = set()
+    styles = []
+    for t in table:
+        styles.append("--" if t["skip"] in seen else "-")
+        seen.add(t["skip"])
+    _curves(b, [(t.get("curve"), color(t["skip"]), style, f"{t['skip']} depth {t['depth']}")
+                for t, style in zip(table, styles)])
     b.set_ylabel("validation bpc, mean over seeds")
     b.set_title("during training", fontsize="medium")
     return fig

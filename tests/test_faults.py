@@ -40,7 +40,7 @@ from skiplab.cli.main import main
 from skiplab.study import StudyPlan
 from skiplab.train import TrainConfig
 if __name__ == "__main__":
-    cli.quick_plan = lambda: {PLAN}
+    cli.plan_for = lambda model, quick: {PLAN}
     sys.exit(main(sys.argv[1:]))
 """
 STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN).runs()}
@@ -169,7 +169,7 @@ def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, caps
         s.add_run({"model": {}}, "h", 0, "complete", {}, [], "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(runner, "execute", interrupted)
     monkeypatch.setattr(cli_train, "execute", interrupted)  # train's own in-process path
-    monkeypatch.setattr(cli_study, "quick_plan", lambda: eval(PLAN))
+    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
     args = {"study": ["study", "--quick"], "train": ["train", "--model", "mlp", "--depth", "1", "--epochs", "1"],

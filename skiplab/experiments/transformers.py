@@ -105,7 +105,7 @@ DENSE_CLAIM = ("a DenseFormer (depth-weighted averages, dwa) beats the residual 
                "matches one 1.5x deeper (2402.02622: 48 DWA blocks match 72 blocks)")
 DENSE_DEFAULT = dict(depth=4, deeper=6, width=64, heads=4, context=64, epochs=4, batch_size=32, lr=3e-3, evals=8,
                      seeds=3)
-DENSE_QUICK = dict(depth=2, deeper=3, width=32, heads=2, context=32, epochs=1, batch_size=64, lr=3e-3, evals=2,
+DENSE_QUICK = dict(depth=2, deeper=3, width=32, heads=2, context=32, epochs=0.3, batch_size=64, lr=3e-3, evals=2,
                    seeds=2)
 
 
@@ -172,7 +172,7 @@ GAIN_CLAIM = ("hyper-connections' composite residual gain grows in training whil
               "(2512.24880, Fig. 3: about 3000 vs 1 to 1.6 in a 27B model)")
 GAIN_DEFAULT = dict(depths=(2, 4), width=32, heads=4, context=32, epochs=1, batch_size=32, lr=3e-3, evals=8,
                     seeds=3)
-GAIN_QUICK = dict(depths=(1, 2), width=16, heads=2, context=16, epochs=1, batch_size=256, lr=3e-3, evals=2, seeds=2)
+GAIN_QUICK = dict(depths=(1, 2), width=16, heads=2, context=16, epochs=0.3, batch_size=256, lr=3e-3, evals=2, seeds=2)
 GAIN_BATCH = 256  # validation windows the gain at init is measured on (as training does after)
 
 
@@ -264,7 +264,7 @@ NORM_CLAIM = ("Post-LN transformers need a learning-rate warm-up and train worse
               "without (Xiong et al., 2002.04745)")
 NORM_DEFAULT = dict(depths=(2, 6, 12), width=32, heads=4, context=32, epochs=1, batch_size=32, lr=3e-3, evals=4,
                     warmup=100, seeds=3)
-NORM_QUICK = dict(depths=(1, 3), width=16, heads=2, context=16, epochs=1, batch_size=128, lr=3e-3, evals=2,
+NORM_QUICK = dict(depths=(1, 3), width=16, heads=2, context=16, epochs=0.3, batch_size=128, lr=3e-3, evals=2,
                   warmup=20, seeds=2)
 
 

@@ -207,8 +207,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return loss / y.numel(), correct / y.numel()
 
 
-GAIN_BATCH = 256  # test samples the composite residual gain is measured on
-TEXT_GAIN_BATCH = 32  # ... or a text's windows: 2,048 tokens at context 64
+GAIN_BATCH = 256  # test samples (a text's: windows) the composite residual gain is measured on
 
 
 def _gain_curves(step: int, model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, str, str, float]]:
@@ -235,7 +234,6 @@ def train_model(spec: RunSpec, data: Dataset,
     cfg, start = spec.train, time.perf_counter()
     check_fits(spec.model, data)
     text = isinstance(data, TextDataset)
-    gain_batch = TEXT_GAIN_BATCH if text else GAIN_BATCH  # composite gains of hyper/mhc are measured on these
     data = data.for_model(spec.model)  # a text: its windows at the model's context
     device = resolve_device(cfg.device)
     model = build_model(spec.model, seed=spec.seed).to(device).train()
@@ -287,7 +285,7 @@ def train_model(spec: RunSpec, data: Dataset,
                            (step, "test", "loss", te_loss), (step, "test", "accuracy", te_acc)]
                 if text:
                     curves.append((step, "test", "bpc", te_loss / math.log(2)))
-                curves += _gain_curves(step, model, x_te[:gain_batch])
+                curves += _gain_curves(step, model, x_te[:GAIN_BATCH])
                 run_loss = run_correct = run_count = 0.0
                 eval_seconds += time.perf_counter() - eval_start
         if status != "complete":
@@ -305,7 +303,7 @@ def train_model(spec: RunSpec, data: Dataset,
     if step not in eval_at:  # the last evaluation in the loop was at the last step: the same model
         te_loss, te_acc = evaluate(model, x_te, y_te)
     # strategy diagnostics need a SkipNet's description (a stand-in module in tests has none)
-    gains = stream_gains(model, x_te[:gain_batch]) if hasattr(model, "description") else None
+    gains = stream_gains(model, x_te[:GAIN_BATCH]) if hasattr(model, "description") else None
     diagnostics = {"composite_gain_forward": gains["forward"][-1],
                    "composite_gain_backward": gains["backward"][-1]} if gains else {}
     bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}

@@ -80,8 +80,11 @@ def _consistent(out) -> None:
 def _interrupt(cmd: list[str], out: Path, runs: int = 1, timeout: float = 120) -> tuple[int, str, str]:
     """Start ``cmd``, wait until ``runs`` runs are stored, Ctrl-C its process group; return
     (exit code, stdout, stderr)."""
+    # SIGINT at its default in the command, as in a terminal's foreground: a shell that runs
+    # the tests in the background (`.ci/run &`) starts them with SIGINT ignored, and Python
+    # keeps an inherited SIG_IGN, so the Ctrl-C below would never arrive.
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + timeout
     try:
         while len(_rows(out)) < runs:

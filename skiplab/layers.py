@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .skips.shared_storage import Pieces, run_on_pieces
 from .tape import Sym, Tape
 
 NORMS = ("none", "batch", "layer")
@@ -46,10 +47,10 @@ def trace_norm(tape: Tape, y: Sym, norm: str) -> Sym:
     tape.params += 2 * y.channels
     tape.save(y)
     if norm == "batch":
-        tape.saved_per_batch += 2 * y.channels
+        tape.keep(y, per_batch=2 * y.channels)
     else:
-        tape.saved_per_sample += 2
-    return tape.new(y.channels, y.positions)
+        tape.keep(y, per_sample=2)
+    return tape.derived(y)
 
 
 # Activations whose backward is computed from their output (so they keep the output, and
@@ -67,7 +68,7 @@ def trace_activation(tape: Tape, y: Sym, activation: str) -> Sym:
         return y
     if activation in KEEPS_INPUT:
         tape.save(y)
-    a = tape.new(y.channels, y.positions)
+    a = tape.derived(y)
     if activation in KEEPS_OUTPUT:
         tape.save(a)
     return a
@@ -82,6 +83,18 @@ class Transform(nn.Sequential):
         self.layer = layer
         self.norm = norm
         self.act = make_activation(activation)
+
+    takes_pieces = True  # forward accepts Pieces (below)
+
+    def memory_split(self):
+        """For memory-efficient concatenation (skips/shared_storage.py): nothing to
+        recompute before the layer; the norm and activation follow it."""
+        return (), self.layer, lambda y: self.act(self.norm(y))
+
+    def forward(self, z):
+        if isinstance(z, Pieces):  # a dense state kept as its features (memory="efficient")
+            return run_on_pieces(self, z, z.dim)
+        return super().forward(z)
 
     @staticmethod
     def trace(tape: Tape, z: Sym, out_width: int, *, kernel_volume: int, norm: str, activation: str,

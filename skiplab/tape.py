@@ -21,11 +21,17 @@ from typing import NamedTuple
 
 @dataclass(frozen=True)
 class Sym:
-    """A symbolic activation of shape (B, channels, *spatial) with ``positions`` = prod(spatial)."""
+    """A symbolic activation of shape (B, channels, *spatial) with ``positions`` = prod(spatial).
+
+    A ``recomputed`` tensor is one the memory-efficient concatenation rebuilds in backward
+    (the concatenated input and the cheap norm/activation on it, Pleiss et al., arXiv
+    1707.06990): autograd keeps nothing of it, so saving it, or statistics of it, counts
+    nothing, and what a norm or activation makes of it is recomputed too."""
 
     channels: int
     positions: int
     id: int
+    recomputed: bool = False
 
     @property
     def elements(self) -> int:  # per sample
@@ -57,10 +63,22 @@ class Tape:
         self._external: set[int] = set()
         self._next_id = 0
 
-    def new(self, channels: int, positions: int) -> Sym:
+    def new(self, channels: int, positions: int, recomputed: bool = False) -> Sym:
         """A fresh tensor (its own storage)."""
         self._next_id += 1
-        return Sym(channels, positions, self._next_id)
+        return Sym(channels, positions, self._next_id, recomputed)
+
+    def derived(self, y: Sym) -> Sym:
+        """A fresh tensor of ``y``'s shape computed from it by a cheap op (a norm, an
+        activation): recomputed in backward when ``y`` is."""
+        return self.new(y.channels, y.positions, y.recomputed)
+
+    def keep(self, of: Sym, per_sample: int = 0, per_batch: int = 0) -> None:
+        """Autograd keeps statistics of ``of`` (a norm's mean and rstd): nothing when ``of``
+        is recomputed in backward."""
+        if not of.recomputed:
+            self.saved_per_sample += per_sample
+            self.saved_per_batch += per_batch
 
     def input(self, channels: int, positions: int) -> Sym:
         """The model's input: it needs no gradient, so what keeps it is not counted."""
@@ -71,7 +89,7 @@ class Tape:
     def save(self, *tensors: Sym) -> None:
         """Autograd keeps these tensors; each storage is counted once."""
         for t in tensors:
-            if t.id not in self._saved and t.id not in self._external:
+            if t.id not in self._saved and t.id not in self._external and not t.recomputed:
                 self._saved.add(t.id)
                 self.saved_per_sample += t.elements
 

@@ -104,6 +104,9 @@ def add_option_args(p: argparse.ArgumentParser) -> None:
         if o.kind is bool:
             g.add_argument(flag, dest=f"option_{name}", action="store_true", default=None,
                            help=f"{who}: {o.help}")
+        elif o.kind is str:
+            g.add_argument(flag, dest=f"option_{name}", choices=o.choices, default=None,
+                           help=f"{who}: {o.help} (default {o.default})")
         else:
             g.add_argument(flag, dest=f"option_{name}", type=int, default=None, help=f"{who}: {o.help}")
 

@@ -72,7 +72,7 @@ def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
         # per position of the sequence (per token for the transformer; = per sample for the MLP)
         "flops_per_token": (inference.matmul + inference.merge) / d.positions,
         "activation_bytes": total.saved_bytes(batch, DTYPE_BYTES),
-        "concat_bytes": DTYPE_BYTES * batch * total.concat,
+        "concat_bytes": DTYPE_BYTES * batch * inference.concat,  # one inference forward, as measured
         "per_block": per_block,
         "block_flops_ratio": [b / a if a else None for a, b in zip(block_flops, block_flops[1:])],
     }

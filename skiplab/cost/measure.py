@@ -10,7 +10,8 @@
   connection that did it. The rule (mirrored by every strategy's trace): one FLOP per
   output element of an out-of-place add, sub, mul or div (two for addcmul); one per input element less one
   per output element of a sum; element-wise functions (sigmoid, exp, ...) are not
-  counted, as activations are not; bytes written by ``cat``/``stack``;
+  counted, as activations are not; bytes written by ``cat``/``stack`` (anywhere in a
+  connection, its branch included: the memory-efficient concatenation copies there);
 * activation memory: ``torch.autograd.graph.saved_tensors_hooks`` on a training forward
   (aux heads included): each storage once, parameters, buffers and the input excluded;
 * wall time: median of repeated forward+backward passes.
@@ -58,14 +59,16 @@ class _MergeCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func in _COPIES:  # counted even inside a branch: the memory-efficient concatenation
+            # builds the branch's input there (no family's own layers concatenate)
+            self.cat_bytes[self.current] = self.cat_bytes.get(self.current, 0) + out.numel() * out.element_size()
+            return out
         if self.off:
             return out
         if func in _ARITHMETIC or func in _FUSED:
             self.merge[self.current] = self.merge.get(self.current, 0) + _FUSED.get(func, 1) * out.numel()
         elif func in _REDUCTIONS:
             self.merge[self.current] = self.merge.get(self.current, 0) + args[0].numel() - out.numel()
-        elif func in _COPIES:
-            self.cat_bytes[self.current] = self.cat_bytes.get(self.current, 0) + out.numel() * out.element_size()
         return out
 
     def hooks(self, model: SkipNet) -> list:

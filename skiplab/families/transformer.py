@@ -29,6 +29,7 @@ from torch import nn
 
 from ..layers import make_activation, trace_activation, trace_layer
 from ..skips.base import Connection
+from ..skips.shared_storage import Pieces, run_on_pieces
 from ..tape import Sym, Tape
 from .base import Family, ShapeError
 
@@ -51,9 +52,17 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("future", torch.ones(context, context, dtype=torch.bool).triu(1), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        B, T, _ = z.shape
+        return self.after_first(self.qkv(z))
+
+    @property
+    def first_layer(self) -> nn.Linear:
+        return self.qkv
+
+    def after_first(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Everything after the input projection, on its output (B, T, 3 width)."""
+        B, T, _ = qkv.shape
         h, d = self.heads, self.width // self.heads
-        q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in self.qkv(z).split(self.width, dim=-1))
+        q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in qkv.split(self.width, dim=-1))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))  # (B, h, T, T)
         att = att.masked_fill(self.future[:T, :T], float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, self.width)
@@ -87,6 +96,13 @@ class MLPSublayer(nn.Sequential):
         self.act = make_activation(activation)
         self.proj = nn.Linear(ratio * width, width, bias=bias)
 
+    @property
+    def first_layer(self) -> nn.Linear:
+        return self.fc
+
+    def after_first(self, y: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(y))
+
     @staticmethod
     def trace(tape: Tape, z: Sym, width: int, ratio: int, activation: str, bias: bool) -> Sym:
         a = trace_activation(tape, trace_layer(tape, z, ratio * width, 1, bias), activation)
@@ -100,6 +116,18 @@ class Sublayer(nn.Sequential):
         super().__init__()
         self.norm = norm
         self.body = body
+
+    takes_pieces = True  # forward accepts Pieces (below)
+
+    def memory_split(self):
+        """For memory-efficient concatenation (skips/shared_storage.py): the pre-norm is
+        recomputed in backward, the body's input projection is not."""
+        return (self.norm,), self.body.first_layer, self.body.after_first
+
+    def forward(self, z):
+        if isinstance(z, Pieces):  # a dense state kept as its features (memory="efficient")
+            return run_on_pieces(self, z, z.dim)
+        return super().forward(z)
 
 
 class Stem(nn.Module):
@@ -227,9 +255,10 @@ class Transformer(Family):
         """The family's own rules, beyond the shape (raises ValueError naming the field)."""
         if spec.placement not in PLACEMENTS:
             raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {spec.placement!r}")
-        if spec.placement == "post" and not spec.strategy.single_stream:
+        if spec.placement == "post" and not spec.strategy.single_tensor(spec.opts):
             raise ValueError(f"placement: 'post' normalises the stream after each merge; skip {spec.skip!r} "
-                             f"carries several tensors, so it takes placement 'pre' only")
+                             f"carries several tensors{' (with these options)' if spec.strategy.single_stream else ''}, "
+                             f"so it takes placement 'pre' only")
         if spec.vocab > 0 and spec.classes != spec.vocab:
             raise ValueError(f"classes: a token model predicts the next token, so classes must equal vocab "
                              f"({spec.vocab}), got {spec.classes}")
@@ -294,12 +323,12 @@ class Transformer(Family):
         tape.save(y)
         if spec.norm == "layer":
             tape.params += 2 * y.channels
-            tape.saved_per_sample += 2 * y.positions
+            tape.keep(y, per_sample=2 * y.positions)
         else:
             tape.params += y.channels
-            tape.saved_per_sample += y.positions
-            tape.save(tape.new(y.channels, y.positions))
-        return tape.new(y.channels, y.positions)
+            tape.keep(y, per_sample=y.positions)
+            tape.save(tape.derived(y))
+        return tape.derived(y)
 
     def trace_stem(self, tape, x, spec):
         if spec.vocab > 0:  # the lookup keeps the indices (the input): nothing counted

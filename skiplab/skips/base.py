@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..tape import Sym, Tape
-from ..validate import SpecError, boolean, integer
+from ..validate import SpecError, boolean, choice, integer
 
 
 class OptionError(SpecError):
@@ -52,14 +52,17 @@ class Option:
     and in ``ModelSpec.options``."""
 
     name: str
-    kind: type  # int or bool
+    kind: type  # int, bool or str (one of ``choices``)
     default: Any  # a value, or None when ``default_from_width`` gives it
     help: str
     minimum: int = 1  # for ints
     sizes: bool = False  # a budget may resize it (dense's growth) as it resizes the width
     default_from_width: bool = False  # the default is the model's width (dense's growth k = w)
+    choices: tuple[str, ...] = ()  # for str options
 
     def check(self, value: Any) -> Any:
+        if self.kind is str:
+            return choice(self.name, value, self.choices)
         return boolean(self.name, value) if self.kind is bool else integer(self.name, value, self.minimum)
 
 
@@ -148,6 +151,11 @@ class Strategy:
     # Is the stream one tensor (so a family may normalise it after each merge, the
     # transformer's post-norm placement)? DenseFormer's list and hyper's copies are not.
     single_stream: ClassVar[bool] = True
+
+    def single_tensor(self, opts: Mapping[str, Any]) -> bool:
+        """Is the stream one tensor with these options (dense with memory="efficient"
+        carries its features as pieces)?"""
+        return self.single_stream
 
     # -- options -----------------------------------------------------------------------
     def resolve(self, given: Mapping[str, Any], width: int) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 All four share one merge, ``Concat``: keep the last ``keep`` channels of the state (all
 of them when ``keep`` is None) and append the branch's new features. They differ only in
 their width rule, which is where their cost lives.
+
+Each takes ``memory``: ``naive`` materialises the state with ``torch.cat`` after every
+sublayer, and the next branch's first layer keeps it for backward (quadratic in depth for
+dense); ``efficient`` carries the features as :class:`~.shared_storage.Pieces`, stores each
+once and rebuilds the concatenation in backward (``shared_storage.py``, Pleiss et al.,
+arXiv 1707.06990). Same outputs and gradients (tests/test_dense_memory.py).
 """
 
 from __future__ import annotations
@@ -10,7 +16,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..tape import Sym, Tape
 from .base import BlockWidths, Connection, Option, Strategy
+from .shared_storage import Pieces, concat, run_on_pieces
+
+MEMORIES = ("naive", "efficient")
+
+
+def _last_channels(pieces: tuple, keep: int | None, width_of, narrow) -> tuple:
+    """The pieces holding the last ``keep`` channels of their concatenation (all when None);
+    a piece cut in two becomes a view of its last channels."""
+    if keep is None:
+        return tuple(pieces)
+    out, have = [], 0
+    for p in reversed(pieces):
+        if have >= keep:
+            break
+        w = width_of(p)
+        out.append(p if have + w <= keep else narrow(p, keep - have))
+        have += w
+    return tuple(reversed(out))
 
 
 class Concat(Connection):
@@ -18,49 +43,127 @@ class Concat(Connection):
 
     ``keep=None`` carries the whole state (DenseNet, Huang et al., arXiv 1608.06993,
     Eq. 2); a fixed ``keep`` carries only the most recent channels, so the state stops
-    growing.
+    growing. ``memory="efficient"`` runs the branch on the pieces of the state without
+    keeping their concatenation for backward (see the module's docstring); the branch must
+    start with norms/activations then a Linear or Conv. Given a tensor it returns a tensor;
+    given :class:`Pieces` (inside a :class:`DenseBlock` or a skiplab model) it returns Pieces.
     """
 
-    def __init__(self, branch: nn.Module | None = None, keep: int | None = None, channel_dim: int = 1):
+    def __init__(self, branch: nn.Module | None = None, keep: int | None = None, channel_dim: int = 1,
+                 memory: str = "naive"):
         super().__init__(branch)
         if keep is not None and keep < 1:
             raise ValueError(f"Concat: keep must be >= 1 or None, got {keep}")
+        if memory not in MEMORIES:
+            raise ValueError(f"Concat: memory must be one of {', '.join(MEMORIES)}, got {memory!r}")
         self.keep = keep
         self.channel_dim = channel_dim
+        self.memory = memory
 
-    def write(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def write(self, s, f: torch.Tensor):
+        if isinstance(s, Pieces):
+            dim = self.channel_dim
+            kept = _last_channels(s, self.keep, lambda p: p.shape[dim],
+                                  lambda p, k: p.narrow(dim, p.shape[dim] - k, k))
+            return Pieces(kept + (f,), dim)
         carried = s if self.keep is None else s.narrow(self.channel_dim, s.shape[self.channel_dim] - self.keep,
                                                        self.keep)
         return torch.cat([carried, f], dim=self.channel_dim)  # (B, carried + features, *S)
 
+    def run_branch(self, z):
+        """The branch on the state ``z``: on its pieces, storing each once, when it is Pieces."""
+        if isinstance(z, Pieces) and not getattr(self.branch, "takes_pieces", False):
+            return run_on_pieces(self.branch, z, self.channel_dim)
+        return self.branch(z)
+
+    def without_branch(self, stream):
+        f = self.run_branch(self.read(stream))
+        return self.write(stream, torch.zeros_like(f))
+
+    def forward(self, stream):
+        if self.branch is None:
+            return super().forward(stream)
+        if self.memory == "efficient" and isinstance(stream, torch.Tensor):
+            return concat(self.forward(Pieces((stream,))))
+        return self.write(stream, self.run_branch(self.read(stream)))
+
     def extra_repr(self) -> str:
-        return f"keep={'all' if self.keep is None else self.keep}"
+        return f"keep={'all' if self.keep is None else self.keep}, memory={self.memory}"
 
 
 class DenseBlock(nn.Sequential):
     """A DenseNet block over a list of layers: layer ``i`` sees the block input
     concatenated with the outputs of layers ``0..i-1``, and the block returns all of
     them concatenated. Layer ``i`` must accept ``in_width + i * growth`` channels.
+    ``memory="efficient"`` stores every layer's output once instead of each layer's
+    concatenated input (linear instead of quadratic in the number of layers, Pleiss et
+    al., arXiv 1707.06990); each layer must then start with norms/activations, then a
+    Linear or Conv (DenseNet-BC's BN-ReLU-Conv does).
 
     >>> block = DenseBlock([nn.Linear(8 + 4 * i, 4) for i in range(3)])  # 8 -> 20 wide
     """
 
-    def __init__(self, layers):
-        super().__init__(*[Concat(layer) for layer in layers])
+    def __init__(self, layers, memory: str = "naive", channel_dim: int = 1):
+        super().__init__(*[Concat(layer, channel_dim=channel_dim, memory=memory) for layer in layers])
+        self.memory, self.channel_dim = memory, channel_dim
+
+    def forward(self, x):
+        if self.memory != "efficient":
+            return super().forward(x)
+        return concat(super().forward(Pieces((x,))))
+
+
+MEMORY = Option("memory", str, "naive", "naive: cat the state after every sublayer; efficient: store each "
+                 "feature once and recompute the concatenation in backward (Pleiss et al., arXiv 1707.06990)",
+                 choices=MEMORIES)
 
 
 class _ConcatStrategy(Strategy):
     """Shared by the four: the merge, its trace, and the carried width ``keep``."""
 
+    options = (MEMORY,)
+
     def keep(self, w: BlockWidths) -> int | None:
         return None  # carry everything
 
+    def single_tensor(self, opts) -> bool:
+        return opts["memory"] == "naive"
+
     def connection(self, branch, site, opts, make_gate):
-        return Concat(branch, keep=self.keep(site.widths), channel_dim=site.channel_dim)
+        return Concat(branch, keep=self.keep(site.widths), channel_dim=site.channel_dim, memory=opts["memory"])
+
+    def init(self, x0, opts):
+        return Pieces((x0,)) if opts["memory"] == "efficient" else x0
+
+    def readout(self, stream, opts):
+        return concat(stream) if isinstance(stream, Pieces) else stream
+
+    # -- traces: efficient memory keeps each feature once; cat's copies are counted where made
+    def trace_init(self, tape, x0, opts):
+        return Pieces((x0,)) if opts["memory"] == "efficient" else x0
+
+    def trace_read(self, tape, stream, site, opts):
+        if not isinstance(stream, Pieces):
+            return stream
+        tape.save(*stream)  # the Function keeps the features (each storage once) ...
+        z = tape.new(site.widths.in_width, stream[0].positions, recomputed=True)  # ... and rebuilds their cat
+        if len(stream) > 1:
+            tape.concat += z.elements  # the forward's cat, freed after the first layer
+        return z
 
     def trace_write(self, tape, s, f, site, opts, trace_gate):
+        if isinstance(s, Pieces):
+            kept = _last_channels(s, self.keep(site.widths), lambda p: p.channels, lambda p, k: p)
+            return Pieces(kept + (f,))  # a cut piece stays one storage (a view)
         out = tape.new(site.widths.out_width, f.positions)  # slicing and cat keep nothing for backward
         tape.concat += out.elements  # ... but cat writes every carried and new element
+        return out
+
+    def trace_readout(self, tape: Tape, stream, opts) -> Sym:
+        if not isinstance(stream, Pieces) or len(stream) == 1:
+            return stream[0] if isinstance(stream, Pieces) else stream
+        out = tape.new(sum(p.channels for p in stream), stream[0].positions)
+        tape.concat += out.elements
         return out
 
 
@@ -71,7 +174,7 @@ class DenseStrategy(_ConcatStrategy):
     rule = "s_l = concat(s_{l-1}, f_l(s_{l-1})), |f_l| = k (growth), |s_{l-1}| = w + (l-1) k"
     source = "Huang et al., DenseNet, arXiv 1608.06993"
     options = (Option("growth", int, None, "new channels per sublayer k (default: the width)",
-                      sizes=True, default_from_width=True),)
+                      sizes=True, default_from_width=True), MEMORY)
 
     def widths(self, width, opts, l):
         # Sublayer l sees the stem's w channels plus (l - 1) growths of k (DenseNet's

@@ -62,13 +62,17 @@ def _bpc(rows) -> list[float]:
     return [r["result"]["val_bpc"] for r in rows if r["status"] == "complete"]
 
 
-def _text(values, digits: int = 3) -> str:
-    """``1.812 +- 0.004 bpc`` over seeds, ``1.812 bpc (1 seed)``, or ``-``."""
-    v = [x for x in values if x is not None]
-    m, s = mean_std(v)
+def _mean_text(values, digits: int = 3, unit: str = "") -> str:
+    """``1.812<unit> +- 0.004`` over seeds, ``1.812<unit> (1 seed)``, or ``-`` (Nones left out)."""
+    m, s = mean_std([x for x in values if x is not None])
     if m is None:
         return "-"
-    return f"{m:.{digits}f} bpc" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+    return f"{m:.{digits}f}{unit}" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+
+
+def _text(values, digits: int = 3) -> str:
+    """``1.812 bpc +- 0.004`` over seeds, ``1.812 bpc (1 seed)``, or ``-``."""
+    return _mean_text(values, digits, " bpc")
 
 
 def _stats(values) -> dict[str, Any]:
@@ -256,11 +260,8 @@ def hyper_gain(ctx: Context, **form) -> dict[str, Any]:
 
 
 def _plain(values, digits: int = 3) -> str:
-    v = [x for x in values if x is not None]
-    m, s = mean_std(v)
-    if m is None:
-        return "-"
-    return f"{m:.{digits}f}" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+    """``_text`` without the unit."""
+    return _mean_text(values, digits)
 
 
 # -- norm-placement ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ verdict's numbers checked against a hand computation from the stored runs, parti
 empty stores, escaping, nothing external in the page, one-line errors from the command.
 No timing here: benchmarks/report_render.py measures the render time."""
 
+import dataclasses
 import json
 import math
 import re
@@ -59,6 +60,30 @@ def test_page_is_self_contained_with_every_section(full):
     assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)
     assert '<link rel="icon" href="data:,">' in page  # no favicon request either
     assert "Partial results" not in page and "no runs" not in page
+
+
+BOTH = "at equal width and at a matched parameter budget"
+
+
+def test_the_question_says_both_groups_when_the_study_trained_both(full):
+    out = full[0]
+    for text in (_html(out), (out / "report.md").read_text()):
+        assert f"{BOTH}." in text or f"{BOTH};" in text
+
+
+def test_a_matched_budget_only_study_does_not_claim_equal_width(tmp_path):
+    """A plan that trains every strategy at the matched budget only (as the transformer
+    study does): the report's first sentence says so, and nothing of equal width."""
+    plan = dataclasses.replace(PLAN, budget_only=PLAN.skips)
+    with synthetic_store(tmp_path, plan) as store:
+        assert {r["spec"]["group"] for r in store.runs()} == {"matched-params"}
+        write_report(store, tmp_path)
+    page, md = _html(tmp_path), (tmp_path / "report.md").read_text()
+    question = page.split('<section id="question">', 1)[1].split("<p>", 1)[1].split("</p>", 1)[0]
+    first = md.split("\n\n", 2)[1]  # after the title: the question (the plan's description follows)
+    for text in (question, first):
+        assert "at a matched parameter budget" in text
+        assert "equal width" not in text and BOTH not in text
 
 
 def _mean_sd(runs, group, skip, depth):

@@ -20,6 +20,8 @@ import statistics
 from dataclasses import asdict
 from typing import Any
 
+from ..families import MLP_FAMILY
+from ..skips import ADD, PLAIN
 from ..spec import ModelSpec
 from ..train import TrainConfig
 from .context import Context
@@ -27,6 +29,7 @@ from .outcome import closing, decide, pct, predict, regime, signed
 
 CLAIM = "deeper plain networks train worse (higher training error); residual ones do not (ResNet, Fig. 1)"
 FIT = 0.95  # the regime: training accuracy the shallowest nets must reach
+SKIPS = (PLAIN.name, ADD.name)  # the baseline and the residual net it is compared with
 
 # Deepest depth 30, not 20: in a measured run at depth 20 a norm-free plain net fitted the
 # training set in some seeds and stayed near chance in others (training error 63.4 +- 45.7%
@@ -39,9 +42,9 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     f = {**(QUICK if ctx.quick else DEFAULT), **form}
     depths, seeds, norms = tuple(f["depths"]), f["seeds"], tuple(f["norms"])
     train = TrainConfig(epochs=f["epochs"], evals=2)
-    specs = [ctx.run_spec(ModelSpec(model="mlp", depth=d, width=f["width"], skip=skip, norm=norm,
+    specs = [ctx.run_spec(ModelSpec(model=MLP_FAMILY.name, depth=d, width=f["width"], skip=skip, norm=norm,
                                     input_shape=ctx.data.input_shape, classes=ctx.data.classes), train, seed)
-             for norm in norms for skip in ("plain", "add") for d in depths for seed in range(seeds)]
+             for norm in norms for skip in SKIPS for d in depths for seed in range(seeds)]
     rows = ctx.train(specs)
 
     def errors(norm: str, skip: str, d: int, split: str = "train") -> list[float]:
@@ -51,7 +54,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
 
     table = []
     for norm in norms:
-        for skip in ("plain", "add"):
+        for skip in SKIPS:
             for d in depths:
                 tr, te = errors(norm, skip, d), errors(norm, skip, d, "test")
                 table.append({"norm": norm, "skip": skip, "depth": d, "seeds": len(tr),
@@ -67,8 +70,8 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     lo, hi = depths[0], depths[-1]
     predictions, parts, comparisons = [], [], {}
     for norm in norms:
-        p_lo, p_hi, a_lo, a_hi = (errors(norm, "plain", lo), errors(norm, "plain", hi), errors(norm, "add", lo),
-                                  errors(norm, "add", hi))
+        p_lo, p_hi, a_lo, a_hi = (errors(norm, PLAIN.name, lo), errors(norm, PLAIN.name, hi),
+                                  errors(norm, ADD.name, lo), errors(norm, ADD.name, hi))
         degrade = predict(p_lo, p_hi, higher=True)  # plain: deeper -> higher training error
         gap = predict(p_hi, a_hi, higher=False)  # add beats plain at the deepest depth
         add_rise = predict(a_lo, a_hi, higher=False)  # add does not get worse with depth
@@ -83,9 +86,10 @@ def run(ctx: Context, **form) -> dict[str, Any]:
             f"norm {norm}: plain's training error {pct(p_lo)} at depth {lo} -> {pct(p_hi)} at depth {hi} "
             f"({signed(c_deg, 'deep minus shallow', 100)}); add's {pct(a_lo)} -> {pct(a_hi)} "
             f"({signed(c_add, 'deep minus shallow', 100)}); at depth {hi} "
-            + ("no runs to compare" if c_gap is None else c_gap.sentence("plain", "add", 100, higher_is_better=False)
+            + ("no runs to compare" if c_gap is None
+               else c_gap.sentence(PLAIN.name, ADD.name, 100, higher_is_better=False)
                .replace("beat", "has lower training error than")))
-    shallow = [1 - e for norm in norms for skip in ("plain", "add") for e in errors(norm, skip, lo)]
+    shallow = [1 - e for norm in norms for skip in SKIPS for e in errors(norm, skip, lo)]
     reg = regime(f"the depth-{lo} nets reach >= {100 * FIT:.0f}% training accuracy",
                  bool(shallow) and min(shallow) >= FIT,
                  f"lowest {100 * min(shallow):.1f}%" if shallow else "no complete run")

@@ -111,16 +111,17 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     data = ctx.data
     specs = []
     for depth, width in configs:
-        spec = ModelSpec(model="mlp", depth=depth, width=width, skip="add", norm="batch",
+        spec = ModelSpec(model=MLP_FAMILY.name, depth=depth, width=width, skip=ADD.name, norm="batch",
                          input_shape=data.input_shape, classes=data.classes)
-        specs += [ctx.run_spec(spec.replace(skip=s), train, seed) for s in ("add", "dense") for seed in range(seeds)]
+        specs += [ctx.run_spec(spec.replace(skip=s.name), train, seed) for s in (ADD, DENSE) for seed in range(seeds)]
     ctx.say(f"equivalence: training {len(specs)} networks")
     trained = {(s.model.skip, s.model.depth, s.model.width, s.seed): (out, model)
                for s, (out, model) in zip(specs, ctx.train_models(specs))}
     rows, chance = [], 1 / data.classes
     for depth, width in configs:
         for seed in range(seeds):
-            (add_out, add), (_, own) = trained[("add", depth, width, seed)], trained[("dense", depth, width, seed)]
+            add_out, add = trained[(ADD.name, depth, width, seed)]
+            own = trained[(DENSE.name, depth, width, seed)][1]
             if add is None:
                 continue  # failed or diverged: counted by the context
             dense = dense_from_add(add)

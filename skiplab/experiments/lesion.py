@@ -16,7 +16,8 @@ import statistics
 from typing import Any
 
 
-from ..skips import ADD, PLAIN
+from ..families import MLP_FAMILY
+from ..skips import ADD, DENSE, PLAIN
 from ..spec import ModelSpec
 from ..study import STUDY_OPTIONS
 from ..train import TrainConfig, evaluate
@@ -24,7 +25,7 @@ from .context import Context
 from .outcome import closing, decide, pct, predict, regime, signed
 
 CLAIM = "removing one block barely hurts a residual network but breaks a plain one (Veit et al., 1605.06431)"
-SKIPS = ("plain", "add", "dense")
+SKIPS = (PLAIN.name, ADD.name, DENSE.name)
 FIT = 0.90
 
 DEFAULT = dict(depth=10, width=128, epochs=40, seeds=3, skips=SKIPS)
@@ -37,7 +38,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     if not {PLAIN.name, ADD.name} <= set(skips):
         raise ValueError(f"skips: the lesion study compares {PLAIN.name} with {ADD.name}; both must be among them")
     train = TrainConfig(epochs=f["epochs"], evals=2)
-    specs = [ctx.run_spec(ModelSpec(model="mlp", depth=depth, width=f["width"], skip=skip, norm="batch",
+    specs = [ctx.run_spec(ModelSpec(model=MLP_FAMILY.name, depth=depth, width=f["width"], skip=skip, norm="batch",
                                     options=STUDY_OPTIONS.get(skip, {}),
                                     input_shape=ctx.data.input_shape, classes=ctx.data.classes), train, seed)
              for skip in skips for seed in range(seeds)]
@@ -65,7 +66,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
                              "mean_drop_std": statistics.stdev(drops[skip]) if len(mine) > 1 else None,
                              "max_drop": max(r["test_accuracy"] - a for r in mine for a in r["lesioned_accuracy"]),
                              "seeds": len(mine)}
-    worse = predict(drops["add"], drops["plain"], higher=True)  # plain's drop is the larger
+    worse = predict(drops[ADD.name], drops[PLAIN.name], higher=True)  # plain's drop is the larger
     trained = [r["train_accuracy"] for r in rows]
     reg = regime(f"every network reaches >= {100 * FIT:.0f}% training accuracy before it is lesioned",
                  len(rows) == len(specs) and min(trained, default=0) >= FIT,

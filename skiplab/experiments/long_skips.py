@@ -33,7 +33,11 @@ from .context import Context, dataset_for, run_output
 from .outcome import closing, decide, predict, regime, signed
 
 CLAIM = "U-Net's long skips help a dense prediction task; concatenating them costs more than adding them"
-MERGES = ("none", "add", "concat")
+# How a decoder level joins the encoder's features of its resolution: the U-Net's own merge
+# modes (not skip strategies); "none" is the U-Net without long skips.
+NO_JOIN, ADD_JOIN, CONCAT_JOIN = "none", "add", "concat"
+MERGES = (NO_JOIN, ADD_JOIN, CONCAT_JOIN)
+LONG_SKIPS = (ADD_JOIN, CONCAT_JOIN)
 SIGMA = 0.5  # noise, in units of the signal's standard deviation
 DEFAULT = dict(epochs=20, seeds=3, channels=16)
 PLATEAU = 0.05  # the regime: relative change of the training error over the last epochs
@@ -44,12 +48,10 @@ def _conv(cin: int, cout: int) -> nn.Module:
     return nn.Sequential(nn.Conv1d(cin, cout, 5, padding=2), nn.BatchNorm1d(cout), nn.ReLU())
 
 
-# How a decoder level joins the encoder's features of its resolution, and the factor by
-# which that multiplies the channels its next conv sees.
-ADD_JOIN, CONCAT_JOIN = "add", "concat"  # the U-Net's own merge modes (not skip strategies)
-JOINS = {"none": lambda up, skip: up, ADD_JOIN: lambda up, skip: up + skip,
+# How each join merges, and the factor by which it multiplies the channels its next conv sees.
+JOINS = {NO_JOIN: lambda up, skip: up, ADD_JOIN: lambda up, skip: up + skip,
          CONCAT_JOIN: lambda up, skip: torch.cat([up, skip], dim=1)}
-WIDTH_FACTOR = {"none": 1, ADD_JOIN: 1, CONCAT_JOIN: 2}
+WIDTH_FACTOR = {NO_JOIN: 1, ADD_JOIN: 1, CONCAT_JOIN: 2}
 
 
 class UNet1d(nn.Module):
@@ -179,7 +181,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
                               "params": mine[0]["params"], "flops": mine[0]["flops"], "seeds": len(mine)}
     noisy_mse = float(F.mse_loss(_noisy_test(ctx.data.x_test, ctx.data.x_train.std()), ctx.data.x_test)
                       / ctx.data.x_train.std() ** 2)
-    helps = [predict(errs["none"], errs[m], higher=False) for m in ("add", "concat")]
+    helps = [predict(errs[NO_JOIN], errs[m], higher=False) for m in LONG_SKIPS]
     changes = [_plateau(o["id"], ctx) for o in outs if o["status"] == "complete"]
     changes = [c for c in changes if c is not None]
     reg = regime(f"every U-Net's training error over its last 3 epochs is within {100 * PLATEAU:.0f}% of the 3 before",
@@ -202,7 +204,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     outcome = (f"Denoising (noisy input {noisy_mse:.3f}, relative MSE, lower is better): "
                + ", ".join(mse(m) for m in MERGES) + "; "
                + ", ".join(signed(p.comparison, f"{m} minus none", unit="", digits=4)
-                           for m, p in zip(("add", "concat"), helps))
+                           for m, p in zip(LONG_SKIPS, helps))
                + cost + f" ({seeds} seeds, {epochs} epochs)." + closing(verdict, reg))
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "noisy_mse": noisy_mse,
             "summary": summary, "rows": rows, "form": f}

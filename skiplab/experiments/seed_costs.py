@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..cost import analytic_cost, growth_over_depths
+from ..families import CNN1D_FAMILY, MLP_FAMILY
+from ..skips import ADD, CONCAT_DOUBLE, CONCAT_HALF, DENSE, PLAIN
 from ..spec import ModelSpec
 from .outcome import CONTRADICTS, SUPPORTS
 
@@ -21,25 +23,30 @@ CLAIM = ("concatenating every layer costs 5x the parameters of the 10-layer exam
 
 def run(ctx) -> dict[str, Any]:  # no form to vary: the counts are the answers' own examples
     quick = ctx.quick
-    ten = {s: analytic_cost(ModelSpec(model="mlp", depth=9, width=100, skip=s, norm="none", bias=False,
-                                      input_shape=(100,)))["params"]["blocks"] for s in ("plain", "add", "dense")}
-    conv = dict(model="cnn1d", width=64, norm="none", kernel_size=3, input_shape=(1, 40))
+    ten = {s.name: analytic_cost(ModelSpec(model=MLP_FAMILY.name, depth=9, width=100, skip=s.name, norm="none",
+                                           bias=False, input_shape=(100,)))["params"]["blocks"]
+           for s in (PLAIN, ADD, DENSE)}
+    conv = dict(model=CNN1D_FAMILY.name, width=64, norm="none", kernel_size=3, input_shape=(1, 40))
     depth = 6 if quick else 10
-    per_block = {s: [b["flops"] for b in analytic_cost(ModelSpec(skip=s, depth=depth, **conv))["per_block"]]
-                 for s in ("concat-double", "concat-half", "add")}
+    per_block = {s.name: [b["flops"] for b in analytic_cost(ModelSpec(skip=s.name, depth=depth, **conv))["per_block"]]
+                 for s in (CONCAT_DOUBLE, CONCAT_HALF, ADD)}
     ratios = {s: [b / a for a, b in zip(v, v[1:])] for s, v in per_block.items()}
     depths = list(range(1, 17 if quick else 33))
-    laws = {s: growth_over_depths(ModelSpec(skip=s, **conv), depths)["flops"] for s in ("concat-double", "concat-half", "dense")}
-    holds = (ten["dense"] == 5 * ten["add"] == 5 * ten["plain"]
-             and all(abs(r - 4) < 1e-9 for r in ratios["concat-double"])
-             and all(abs(r - 1) < 1e-9 for r in ratios["concat-half"]))
+    laws = {s.name: growth_over_depths(ModelSpec(skip=s.name, **conv), depths)["flops"]
+            for s in (CONCAT_DOUBLE, CONCAT_HALF, DENSE)}
+    plain, add, dense = ten[PLAIN.name], ten[ADD.name], ten[DENSE.name]
+    doubling, halving = ratios[CONCAT_DOUBLE.name], ratios[CONCAT_HALF.name]
+    doubling_law, halving_law = laws[CONCAT_DOUBLE.name], laws[CONCAT_HALF.name]
+    holds = (dense == 5 * add == 5 * plain
+             and all(abs(r - 4) < 1e-9 for r in doubling)
+             and all(abs(r - 1) < 1e-9 for r in halving))
     verdict = SUPPORTS if holds else CONTRADICTS
-    outcome = (f"The cost model gives {ten['plain']:,} / {ten['add']:,} / {ten['dense']:,} block parameters for "
-               f"plain / add / dense in the 10-layer example ({ten['dense'] / ten['add']:.1f}x for concatenation); "
-               f"a same-padding conv that doubles its channels costs {min(ratios['concat-double']):.2f}x to "
-               f"{max(ratios['concat-double']):.2f}x its predecessor (growth law: {laws['concat-double']['law']}, "
-               f"base {laws['concat-double']['coefficients'].get('base', float('nan')):.2f}), one that halves and "
-               f"carries half costs {min(ratios['concat-half']):.2f}x (law of the total: {laws['concat-half']['law']}). "
+    outcome = (f"The cost model gives {plain:,} / {add:,} / {dense:,} block parameters for "
+               f"{PLAIN.name} / {ADD.name} / {DENSE.name} in the 10-layer example ({dense / add:.1f}x for "
+               f"concatenation); a same-padding conv that doubles its channels costs {min(doubling):.2f}x to "
+               f"{max(doubling):.2f}x its predecessor (growth law: {doubling_law['law']}, "
+               f"base {doubling_law['coefficients'].get('base', float('nan')):.2f}), one that halves and "
+               f"carries half costs {min(halving):.2f}x (law of the total: {halving_law['law']}). "
                f"Verdict: {verdict} the claim (exact counts: the claimed 5x, 4x and 1x "
                f"{'hold' if holds else 'do not all hold'}; no noise, so no test).")
     return {"claim": CLAIM, "outcome": outcome, "verdict": verdict, "regime": None, "ten_layer_blocks": ten, "per_block_flops": per_block,

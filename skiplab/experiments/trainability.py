@@ -22,6 +22,8 @@ from typing import Any
 
 from ..cost import match_budget
 from ..cost.budget import sizing_options
+from ..families import MLP_FAMILY
+from ..skips import ADD, CONCAT_HALF, DENSE, PLAIN, REZERO
 from ..spec import ModelSpec
 from ..study import STUDY_OPTIONS
 from ..train import TrainConfig
@@ -44,7 +46,7 @@ def _done(rows):
 
 
 def _mlp(ctx: Context, **fields) -> ModelSpec:
-    return ModelSpec(model="mlp", input_shape=ctx.data.input_shape, classes=ctx.data.classes, **fields)
+    return ModelSpec(model=MLP_FAMILY.name, input_shape=ctx.data.input_shape, classes=ctx.data.classes, **fields)
 
 
 # -- rezero --------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def rezero(ctx: Context, **form) -> dict[str, Any]:
     depths, seeds = tuple(f["depths"]), f["seeds"]
     target = round(f["target"] * math.log(ctx.data.classes), 2)  # a training loss, from the chance loss
     train = TrainConfig(epochs=f["epochs"], evals=20, lr=f["lr"])
-    skips = ("plain", "add", "rezero")
+    skips = (PLAIN.name, ADD.name, REZERO.name)
     specs = [ctx.run_spec(_mlp(ctx, depth=d, width=f["width"], skip=s, norm="none"), train, seed)
              for s in skips for d in depths for seed in range(seeds)]
     rows = ctx.train(specs)
@@ -95,8 +97,8 @@ def rezero(ctx: Context, **form) -> dict[str, Any]:
                           "final_train_loss": _mean([r["result"].get("train_loss") for r in _done(mine)])})
     deep = depths[-1]
     cells = {(t["skip"], t["depth"]): t for t in table}
-    vs_add = predict(censored[("add", deep)], censored[("rezero", deep)], higher=False)
-    vs_plain = predict(censored[("plain", deep)], censored[("rezero", deep)], higher=False)
+    vs_add = predict(censored[(ADD.name, deep)], censored[(REZERO.name, deep)], higher=False)
+    vs_plain = predict(censored[(PLAIN.name, deep)], censored[(REZERO.name, deep)], higher=False)
 
     def say(s: str) -> str:
         t = cells[(s, deep)]
@@ -147,7 +149,7 @@ def deep_supervision(ctx: Context, **form) -> dict[str, Any]:
     f = {**(DEEP_QUICK if ctx.quick else DEEP_DEFAULT), **form}
     depth, seeds, k = f["depth"], f["seeds"], f["aux_every"]
     train = TrainConfig(epochs=f["epochs"], evals=2)
-    variants = [("plain", 0), ("plain", k), ("add", 0)]
+    variants = [(PLAIN.name, 0), (PLAIN.name, k), (ADD.name, 0)]
     specs = [ctx.run_spec(_mlp(ctx, depth=depth, width=f["width"], skip=s, norm="batch", aux_every=a), train, seed)
              for s, a in variants for seed in range(seeds)]
     rows = ctx.train(specs)
@@ -161,19 +163,20 @@ def deep_supervision(ctx: Context, **form) -> dict[str, Any]:
                       "test_accuracy_std": statistics.stdev(acc[(s, a)]["test"]) if len(mine) > 1 else None,
                       "train_accuracy_std": statistics.stdev(acc[(s, a)]["train"]) if len(mine) > 1 else None,
                       "seeds": len(mine)})
-    helps = predict(acc[("plain", 0)]["train"], acc[("plain", k)]["train"], higher=True)
-    test = compare(acc[("plain", 0)]["test"], acc[("plain", k)]["test"])
-    add_train = acc[("add", 0)]["train"]
+    plain, heads, resnet = acc[(PLAIN.name, 0)], acc[(PLAIN.name, k)], acc[(ADD.name, 0)]
+    helps = predict(plain["train"], heads["train"], higher=True)
+    test = compare(plain["test"], heads["test"])
+    add_train = resnet["train"]
     reg = regime(f"add at depth {depth} reaches >= {100 * ADD_FITS:.0f}% training accuracy",
                  bool(add_train) and min(add_train) >= ADD_FITS,
                  f"add's lowest {100 * min(add_train):.1f}%" if add_train else "no complete add run")
     verdict = decide([helps], reg["met"])
     c = helps.comparison
     outcome = (f"At depth {depth} (MLP width {f['width']}, batch norm): training accuracy plain "
-               f"{pct(acc[('plain', 0)]['train'])}, plain with an auxiliary head every {k} blocks "
-               f"{pct(acc[('plain', k)]['train'])}, add {pct(add_train)} "
+               f"{pct(plain['train'])}, plain with an auxiliary head every {k} blocks "
+               f"{pct(heads['train'])}, add {pct(add_train)} "
                f"({signed(c, 'heads minus none', 100)}); test accuracy "
-               f"{pct(acc[('plain', 0)]['test'])}, {pct(acc[('plain', k)]['test'])}, {pct(acc[('add', 0)]['test'])} "
+               f"{pct(plain['test'])}, {pct(heads['test'])}, {pct(resnet['test'])} "
                f"({signed(test, 'heads minus none', 100)}); {seeds} seeds, "
                f"{train.epochs} epochs." + closing(verdict, reg))
     return {"claim": DEEP_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "table": table, "form": f}
@@ -198,7 +201,7 @@ def parameter_efficiency(ctx: Context, **form) -> dict[str, Any]:
     f = {**(PARAM_QUICK if ctx.quick else PARAM_DEFAULT), **form}
     budgets, seeds = tuple(f["budgets"]), f["seeds"]
     train = TrainConfig(epochs=f["epochs"], evals=2)
-    skips = ("add", "dense", "concat-half")
+    skips = (ADD.name, DENSE.name, CONCAT_HALF.name)
     specs = []
     for b in budgets:
         for s in skips:
@@ -217,7 +220,7 @@ def parameter_efficiency(ctx: Context, **form) -> dict[str, Any]:
                           "test_accuracy_std": statistics.stdev(acc[(b, s)]) if len(mine) > 1 else None,
                           "train_accuracy": _mean(train_acc), "min_train_accuracy": min(train_acc, default=None),
                           "seeds": len(mine)})
-    predictions = [predict(acc[(b, "add")], acc[(b, "dense")], higher=True) for b in budgets]
+    predictions = [predict(acc[(b, ADD.name)], acc[(b, DENSE.name)], higher=True) for b in budgets]
     top = [t["min_train_accuracy"] for t in table if t["budget"] == budgets[-1]]
     reg = regime(f"every strategy at {budgets[-1]:,} parameters reaches >= {100 * PARAM_FIT:.0f}% training accuracy",
                  all(v is not None and v >= PARAM_FIT for v in top),

@@ -31,18 +31,22 @@ from typing import Any
 
 from ..datasets import TextDataset
 from ..gradients import stream_gains
+from ..families import TRANSFORMER_FAMILY
 from ..model import build_model
+from ..skips import ADD, DWA_STRATEGY, HYPER, MHC_STRATEGY
 from ..spec import ModelSpec
 from ..stats import compare, mean_std
 from ..train import TrainConfig
 from .context import Context
 from .outcome import closing, decide, predict, regime, signed
 
+_ADD, _DWA, _HYPER, _MHC = (s.name for s in (ADD, DWA_STRATEGY, HYPER, MHC_STRATEGY))  # the strategies compared here
+
 
 # -- shared --------------------------------------------------------------------------------
 def _lm(ctx: Context, f: dict[str, Any], **fields) -> ModelSpec:
     """A character language model on this experiment's text."""
-    return ModelSpec(model="transformer", vocab=ctx.data.vocab, classes=ctx.data.classes, width=f["width"],
+    return ModelSpec(model=TRANSFORMER_FAMILY.name, vocab=ctx.data.vocab, classes=ctx.data.classes, width=f["width"],
                      context=f["context"], heads=f["heads"], **fields)
 
 
@@ -58,13 +62,17 @@ def _bpc(rows) -> list[float]:
     return [r["result"]["val_bpc"] for r in rows if r["status"] == "complete"]
 
 
-def _text(values, digits: int = 3) -> str:
-    """``1.812 +- 0.004 bpc`` over seeds, ``1.812 bpc (1 seed)``, or ``-``."""
-    v = [x for x in values if x is not None]
-    m, s = mean_std(v)
+def _mean_text(values, digits: int = 3, unit: str = "") -> str:
+    """``1.812<unit> +- 0.004`` over seeds, ``1.812<unit> (1 seed)``, or ``-`` (Nones left out)."""
+    m, s = mean_std([x for x in values if x is not None])
     if m is None:
         return "-"
-    return f"{m:.{digits}f} bpc" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+    return f"{m:.{digits}f}{unit}" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+
+
+def _text(values, digits: int = 3) -> str:
+    """``1.812 bpc +- 0.004`` over seeds, ``1.812 bpc (1 seed)``, or ``-``."""
+    return _mean_text(values, digits, " bpc")
 
 
 def _stats(values) -> dict[str, Any]:
@@ -123,7 +131,7 @@ def denseformer(ctx: Context, **form) -> dict[str, Any]:
     if deep <= d:
         raise ValueError(f"experiment denseformer: deeper ({deep}) must exceed depth ({d})")
     train = _train(f)
-    variants = [("add", d), ("dwa", d), ("add", deep)]
+    variants = [(_ADD, d), (_DWA, d), (_ADD, deep)]
     specs = [ctx.run_spec(_lm(ctx, f, depth=depth, skip=skip), train, seed)
              for skip, depth in variants for seed in range(seeds)]
     rows = ctx.train(specs)
@@ -138,9 +146,9 @@ def denseformer(ctx: Context, **form) -> dict[str, Any]:
                       "tokens_per_second": statistics.fmean(r["result"]["tokens_per_second"] for r in done)
                       if done else None,
                       "curve": _curve(ctx, mine, "bpc")})
-    better = predict(bpc[("add", d)], bpc[("dwa", d)], higher=False)  # dwa: lower bpc at equal depth
-    match = predict(bpc[("add", deep)], bpc[("dwa", d)], higher=False)  # significantly worse: contradicts
-    depth_buys = compare(bpc[("add", d)], bpc[("add", deep)])
+    better = predict(bpc[(_ADD, d)], bpc[(_DWA, d)], higher=False)  # dwa: lower bpc at equal depth
+    match = predict(bpc[(_ADD, deep)], bpc[(_DWA, d)], higher=False)  # significantly worse: contradicts
+    depth_buys = compare(bpc[(_ADD, d)], bpc[(_ADD, deep)])
     predictions = [better] + ([match] if match.direction < 0 else [])
     reg = regime(f"add at depth {deep} has lower validation bpc than add at depth {d} (Welch, 0.05)",
                  depth_buys is not None and depth_buys.winner == "a",  # the winner is the larger mean
@@ -148,14 +156,14 @@ def denseformer(ctx: Context, **form) -> dict[str, Any]:
     verdict = decide(predictions, reg["met"])
     cells = {(t["skip"], t["depth"]): t for t in table}
     cost = ""
-    if cells[("dwa", d)]["params"] and cells[("add", d)]["params"]:
-        cost = (f"; dwa adds {cells[('dwa', d)]['params'] - cells[('add', d)]['params']} parameters to add's "
-                f"{cells[('add', d)]['params']:,}")
-        if cells[("dwa", d)]["tokens_per_second"] and cells[("add", d)]["tokens_per_second"]:
-            cost += (f" and trains at {cells[('dwa', d)]['tokens_per_second'] / cells[('add', d)]['tokens_per_second']:.2f}x "
+    if cells[(_DWA, d)]["params"] and cells[(_ADD, d)]["params"]:
+        cost = (f"; dwa adds {cells[(_DWA, d)]['params'] - cells[(_ADD, d)]['params']} parameters to add's "
+                f"{cells[(_ADD, d)]['params']:,}")
+        if cells[(_DWA, d)]["tokens_per_second"] and cells[(_ADD, d)]["tokens_per_second"]:
+            cost += (f" and trains at {cells[(_DWA, d)]['tokens_per_second'] / cells[(_ADD, d)]['tokens_per_second']:.2f}x "
                      f"its tokens per second")
-    outcome = (f"Validation bpc: add depth {d} {_text(bpc[('add', d)])}, dwa depth {d} {_text(bpc[('dwa', d)])}, "
-               f"add depth {deep} {_text(bpc[('add', deep)])}; "
+    outcome = (f"Validation bpc: add depth {d} {_text(bpc[(_ADD, d)])}, dwa depth {d} {_text(bpc[(_DWA, d)])}, "
+               f"add depth {deep} {_text(bpc[(_ADD, deep)])}; "
                f"{signed(better.comparison, f'dwa {d} minus add {d}', unit='bpc', digits=3)}; "
                f"{signed(match.comparison, f'dwa {d} minus add {deep}', unit='bpc', digits=3)}; "
                f"{signed(depth_buys, f'add {deep} minus add {d}', unit='bpc', digits=3)}{cost} "
@@ -194,7 +202,7 @@ def hyper_gain(ctx: Context, **form) -> dict[str, Any]:
     f = {**(GAIN_QUICK if ctx.quick else GAIN_DEFAULT), **form}
     depths, seeds = tuple(f["depths"]), f["seeds"]
     train = _train(f)
-    skips = ("hyper", "mhc")
+    skips = (_HYPER, _MHC)
     specs = [ctx.run_spec(_lm(ctx, f, depth=d, skip=s), train, seed)
              for s in skips for d in depths for seed in range(seeds)]
     rows = ctx.train(specs)
@@ -220,7 +228,7 @@ def hyper_gain(ctx: Context, **form) -> dict[str, Any]:
                           "curve_forward": _curve(ctx, mine, "gain_forward"),
                           "curve_backward": _curve(ctx, mine, "gain_backward")})
     deep = depths[-1]
-    predictions = [predict(after[("mhc", deep)][k], after[("hyper", deep)][k], higher=True)
+    predictions = [predict(after[(_MHC, deep)][k], after[(_HYPER, deep)][k], higher=True)
                    for k in ("forward", "backward")]
     unigram = unigram_bpc(ctx.data)
     deep_bpc = _bpc(_where(rows, depth=deep))
@@ -234,29 +242,26 @@ def hyper_gain(ctx: Context, **form) -> dict[str, Any]:
     def gains(s: str, k: str) -> str:
         return ", ".join(f"depth {d} {_plain(after[(s, d)][k])}" for d in depths)
 
-    mhc_dev = max((abs(v - 1) for d in depths for v in after[("mhc", d)]["forward"]), default=None)
+    mhc_dev = max((abs(v - 1) for d in depths for v in after[(_MHC, d)]["forward"]), default=None)
     outcome = (f"Composite residual gain of prod H_res after the last of 2 x depth sublayers, after training "
-               f"(forward = max row sum; backward = max column sum): hyper forward {gains('hyper', 'forward')}, "
-               f"backward {gains('hyper', 'backward')}; mhc forward {gains('mhc', 'forward')}, backward "
-               f"{gains('mhc', 'backward')}; at init hyper's is {cells[('hyper', deep)]['init_forward']:.3f} and "
-               f"mhc's {cells[('mhc', deep)]['init_forward']:.3f} forward at depth {deep}. At depth {deep}: "
+               f"(forward = max row sum; backward = max column sum): hyper forward {gains(_HYPER, 'forward')}, "
+               f"backward {gains(_HYPER, 'backward')}; mhc forward {gains(_MHC, 'forward')}, backward "
+               f"{gains(_MHC, 'backward')}; at init hyper's is {cells[(_HYPER, deep)]['init_forward']:.3f} and "
+               f"mhc's {cells[(_MHC, deep)]['init_forward']:.3f} forward at depth {deep}. At depth {deep}: "
                f"{signed(predictions[0].comparison, 'hyper minus mhc forward', unit='', digits=3)}; "
                f"{signed(predictions[1].comparison, 'hyper minus mhc backward', unit='', digits=3)}. "
                f"mhc's forward gain is 1 by construction (doubly stochastic H_res; largest deviation measured "
                + ("-" if mhc_dev is None else f"{mhc_dev:.1e}")
                + "), so the finding is hyper's gain, not mhc's; validation bpc at depth "
-               f"{deep}: hyper {_text(_bpc(_where(rows, skip='hyper', depth=deep)))}, mhc "
-               f"{_text(_bpc(_where(rows, skip='mhc', depth=deep)))} ({_setting(f, seeds)})." + closing(verdict, reg))
+               f"{deep}: hyper {_text(_bpc(_where(rows, skip=_HYPER, depth=deep)))}, mhc "
+               f"{_text(_bpc(_where(rows, skip=_MHC, depth=deep)))} ({_setting(f, seeds)})." + closing(verdict, reg))
     return {"claim": GAIN_CLAIM, "outcome": outcome, "verdict": verdict, "regime": reg, "unigram_bpc": unigram,
             "table": table, "form": {**f, "depths": list(depths)}}
 
 
 def _plain(values, digits: int = 3) -> str:
-    v = [x for x in values if x is not None]
-    m, s = mean_std(v)
-    if m is None:
-        return "-"
-    return f"{m:.{digits}f}" + (" (1 seed)" if s is None else f" +- {s:.{digits}f}")
+    """``_text`` without the unit."""
+    return _mean_text(values, digits)
 
 
 # -- norm-placement ----------------------------------------------------------------------------
@@ -287,7 +292,7 @@ def norm_placement(ctx: Context, **form) -> dict[str, Any]:
     if w < 1:
         raise ValueError(f"experiment norm-placement: warmup must be >= 1 step, got {w!r}")
     configs = {0: _train(f), w: _train(f, warmup=w)}
-    specs = [ctx.run_spec(_lm(ctx, f, depth=d, skip="add", placement=p), configs[wu], seed)
+    specs = [ctx.run_spec(_lm(ctx, f, depth=d, skip=_ADD, placement=p), configs[wu], seed)
              for wu in configs for p in ("pre", "post") for d in depths for seed in range(seeds)]
     rows = ctx.train(specs)
     uniform = math.log2(ctx.data.vocab)

@@ -76,6 +76,21 @@ class ReportData:
     def partial(self) -> bool:
         return bool(self.expected) and self.finished < self.expected
 
+    @property
+    def groups(self) -> list[str]:
+        """The study's groups (GROUPS, in order) that this store's plan plans or its runs
+        hold: a plan that trains every strategy at the matched budget only has no
+        equal-width group."""
+        present = {r["group"] for r in self.rows}
+        if self.plan:
+            present |= {group for group, _, _ in planned_cells(self.plan)}
+        return [g for g in GROUPS if g in present]
+
+    def trained_where(self) -> str:
+        """How the study trained, from its groups: "at equal width and at a matched parameter
+        budget", either one alone, or both where the store says neither (no plan, no runs)."""
+        return " and ".join(GROUPS[g] for g in (self.groups or GROUPS))
+
     def group_rows(self, group: str) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["group"] == group]
 

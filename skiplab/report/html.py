@@ -32,7 +32,7 @@ QUESTION = ("Why do skip connections add the earlier activations (ResNet) instea
             "could emulate addition anyway, and that addition passes the gradient straight through to the first "
             "layers. This report measures each claim on one study: every strategy built at several depths, its "
             "cost counted exactly, its gradient flow measured at initialisation, and trained over several seeds "
-            "at equal width and at a matched parameter budget.")
+            "{where}.")  # where: ReportData.trained_where()
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1a1a1a;
@@ -100,7 +100,7 @@ def _figures(figures: Sequence[RenderedFigure], section: str) -> str:
 
 # -- sections ---------------------------------------------------------------------------
 def _question(data: ReportData) -> str:
-    out = f"<p>{esc(QUESTION)}</p>"
+    out = f"<p>{esc(QUESTION.format(where=data.trained_where()))}</p>"
     if data.plan:
         out += f"<p>{esc(describe_plan(data.plan))}</p>"
     return out

@@ -19,8 +19,8 @@ from .verdict import best_per_depth, verdict
 GROUP_TITLES = {"equal-width": "Test accuracy at equal width",
                 "matched-params": "Test accuracy at a matched parameter budget"}
 QUESTION = ("Should a skip connection add the earlier activations (ResNet) or concatenate them (DenseNet)? "
-            "Each strategy was trained on the same data at several depths, at equal width and at a matched "
-            "parameter budget; mean +- std of test accuracy over seeds.")
+            "Each strategy was trained on the same data at several depths, {where}; mean +- std of test accuracy "
+            "over seeds.")  # where: ReportData.trained_where()
 MISSING_SHOWN = 20  # list at most this many missing configurations, then a count
 
 
@@ -74,7 +74,7 @@ def experiment_lines(data: ReportData, figures: Sequence[RenderedFigure], base: 
 
 def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), base: Path = Path(".")) -> str:
     """The report as Markdown; figure links are relative to ``base`` (the report's folder)."""
-    parts = ["# skiplab study report", "", QUESTION.replace("test accuracy", data.metric.name)]
+    parts = ["# skiplab study report", "", QUESTION.format(where=data.trained_where()).replace("test accuracy", data.metric.name)]
     status = status_lines(data)
     if status:
         parts += ["", *status]

@@ -61,12 +61,18 @@ class Tape:
         self.saved_per_sample = self.saved_per_batch = self.concat = 0
         self._saved: set[int] = set()
         self._external: set[int] = set()
+        self._elements: dict[int, int] = {}  # per storage (a view shares its tensor's id)
         self._next_id = 0
 
     def new(self, channels: int, positions: int, recomputed: bool = False) -> Sym:
         """A fresh tensor (its own storage)."""
         self._next_id += 1
+        self._elements[self._next_id] = channels * positions
         return Sym(channels, positions, self._next_id, recomputed)
+
+    def view(self, t: Sym, channels: int) -> Sym:
+        """The last ``channels`` channels of ``t``: a view, so saving it keeps all of ``t``."""
+        return Sym(channels, t.positions, t.id, t.recomputed)
 
     def derived(self, y: Sym) -> Sym:
         """A fresh tensor of ``y``'s shape computed from it by a cheap op (a norm, an
@@ -91,7 +97,7 @@ class Tape:
         for t in tensors:
             if t.id not in self._saved and t.id not in self._external and not t.recomputed:
                 self._saved.add(t.id)
-                self.saved_per_sample += t.elements
+                self.saved_per_sample += self._elements[t.id]
 
     def counts(self) -> Counts:
         return Counts(self.params, self.matmul, self.merge, self.saved_per_sample,

@@ -60,6 +60,10 @@ class Concat(Connection):
         self.channel_dim = channel_dim
         self.memory = memory
 
+    def read(self, s):
+        # Pieces rebuilt by someone else (the gradient probes' tapped views) get the layout's dim back.
+        return Pieces(s, self.channel_dim) if isinstance(s, Pieces) else s
+
     def write(self, s, f: torch.Tensor):
         if isinstance(s, Pieces):
             dim = self.channel_dim
@@ -153,7 +157,7 @@ class _ConcatStrategy(Strategy):
 
     def trace_write(self, tape, s, f, site, opts, trace_gate):
         if isinstance(s, Pieces):
-            kept = _last_channels(s, self.keep(site.widths), lambda p: p.channels, lambda p, k: p)
+            kept = _last_channels(s, self.keep(site.widths), lambda p: p.channels, tape.view)
             return Pieces(kept + (f,))  # a cut piece stays one storage (a view)
         out = tape.new(site.widths.out_width, f.positions)  # slicing and cat keep nothing for backward
         tape.concat += out.elements  # ... but cat writes every carried and new element

@@ -127,18 +127,18 @@ class _ConcatLayer(torch.autograd.Function):
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_(g) for p, g in zip(pieces, need_pieces)]
             z = torch.cat(leaves, ctx.dim) if n > 1 else leaves[0]
-            # Recompute the prefix; batch norm's running statistics are restored so that the
-            # step updates them once, as the naive path does.
+            # Recompute the prefix. Batch norm's running statistics are put back once its
+            # gradient is taken (its op keeps them), so the step updates them once, as naive.
             saved = [b.clone() for b in _buffers(prefix)]
             p = _run_prefix(prefix, z, hooks=False)
-            with torch.no_grad():
-                for b, old in zip(_buffers(prefix), saved):
-                    b.copy_(old)
         gp, gw, gb = _layer_backward(layer, p.detach(), weight, dy, need_w, need_b)
         inputs = [t for t, g in zip(leaves, need_pieces) if g]
         params = [q for m_ in prefix for q in m_.parameters() if q.requires_grad]
         inputs += [q for q, g in zip(params, need_prefix) if g]
         grads = iter(torch.autograd.grad(p, inputs, gp, allow_unused=True) if inputs and p.requires_grad else ())
+        with torch.no_grad():
+            for b, old in zip(_buffers(prefix), saved):
+                b.copy_(old)
         g_pieces = [next(grads) if g else None for g in need_pieces]
         g_prefix = [next(grads) if g else None for g in need_prefix]
         tail = [gw] + ([gb] if layer.bias is not None else [])

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..tape import Sym, Tape
 from .base import BlockWidths, Connection, Option, Strategy
-from .shared_storage import Pieces, concat, run_on_pieces
+from .shared_storage import Pieces, Shared, concat, run_on_pieces
 
 MEMORIES = ("naive", "efficient")
 
@@ -62,14 +62,14 @@ class Concat(Connection):
 
     def read(self, s):
         # Pieces rebuilt by someone else (the gradient probes' tapped views) get the layout's dim back.
-        return Pieces(s, self.channel_dim) if isinstance(s, Pieces) else s
+        return Pieces(s, self.channel_dim, s.shared) if isinstance(s, Pieces) else s
 
     def write(self, s, f: torch.Tensor):
         if isinstance(s, Pieces):
             dim = self.channel_dim
             kept = _last_channels(s, self.keep, lambda p: p.shape[dim],
                                   lambda p, k: p.narrow(dim, p.shape[dim] - k, k))
-            return Pieces(kept + (f,), dim)
+            return Pieces(kept + (f,), dim, s.shared if self.keep is None else None)
         carried = s if self.keep is None else s.narrow(self.channel_dim, s.shape[self.channel_dim] - self.keep,
                                                        self.keep)
         return torch.cat([carried, f], dim=self.channel_dim)  # (B, carried + features, *S)
@@ -88,8 +88,16 @@ class Concat(Connection):
         if self.branch is None:
             return super().forward(stream)
         if self.memory == "efficient" and isinstance(stream, torch.Tensor):
-            return concat(self.forward(Pieces((stream,))))
-        return self.write(stream, self.run_branch(self.read(stream)))
+            return concat(self.forward(Pieces((stream,), shared=Shared() if self.keep is None else None)))
+        shared = getattr(stream, "shared", None)
+        if shared is None:
+            return self.write(stream, self.run_branch(self.read(stream)))
+        # The last concatenation lives on the stream between sublayers (never in a
+        # backward's context), so the next one is a two-input cat and nothing outlives forward.
+        shared.last = stream.hold
+        out = self.write(stream, self.run_branch(self.read(stream)))
+        out.hold, shared.last = shared.last, None
+        return out
 
     def extra_repr(self) -> str:
         return f"keep={'all' if self.keep is None else self.keep}, memory={self.memory}"
@@ -114,7 +122,7 @@ class DenseBlock(nn.Sequential):
     def forward(self, x):
         if self.memory != "efficient":
             return super().forward(x)
-        return concat(super().forward(Pieces((x,))))
+        return concat(super().forward(Pieces((x,), shared=Shared())))
 
 
 MEMORY = Option("memory", str, "naive", "naive: cat the state after every sublayer; efficient: store each "
@@ -127,6 +135,8 @@ class _ConcatStrategy(Strategy):
 
     options = (MEMORY,)
 
+    keep_all = True  # the state carries everything (``keep`` is None): it grows, sublayers share one buffer
+
     def keep(self, w: BlockWidths) -> int | None:
         return None  # carry everything
 
@@ -137,7 +147,9 @@ class _ConcatStrategy(Strategy):
         return Concat(branch, keep=self.keep(site.widths), channel_dim=site.channel_dim, memory=opts["memory"])
 
     def init(self, x0, opts):
-        return Pieces((x0,)) if opts["memory"] == "efficient" else x0
+        if opts["memory"] != "efficient":
+            return x0
+        return Pieces((x0,), shared=Shared() if self.keep_all else None)
 
     def readout(self, stream, opts):
         return concat(stream) if isinstance(stream, Pieces) else stream
@@ -199,6 +211,8 @@ class ConcatPrevStrategy(_ConcatStrategy):
         # State (h_{l-1}, h_l) of width 2w; block 1 sees h_0 = s_0 alone.
         return BlockWidths(width if l == 1 else 2 * width, width, 2 * width)
 
+    keep_all = False
+
     def keep(self, w):
         return w.features
 
@@ -227,6 +241,8 @@ class ConcatHalfStrategy(_ConcatStrategy):
 
     def widths(self, width, opts, l):
         return BlockWidths(width, width // 2, width)
+
+    keep_all = False
 
     def keep(self, w):
         return w.out_width - w.features

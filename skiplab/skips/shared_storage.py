@@ -48,10 +48,77 @@ class Pieces(tuple):
     connection holds."""
 
     dim: int | None
+    shared: "Shared | None"  # one per forward pass of a growing (dense) state, else None
 
-    def __new__(cls, items=(), dim: int | None = None):
+    def __new__(cls, items=(), dim: int | None = None, shared: "Shared | None" = None):
         out = super().__new__(cls, items)
-        out.dim = dim
+        out.dim, out.shared = dim, shared
+        out.hold = None  # the concatenation of all but the newest piece, if one was built
+        return out
+
+
+class Shared:
+    """What the sublayers of one forward pass of a dense state share (Pleiss et al.'s
+    shared storage, Sec. 3): in forward, the last concatenation built (the next one is
+    it plus one piece: a two-input cat, as naive, not an l-input one); in backward, the
+    whole concatenation rebuilt once (every earlier sublayer's input is a prefix of it)
+    and one gradient buffer for it, which each sublayer adds its input's gradient into
+    (one add per sublayer, as naive's chain of cats; per-piece gradients would be
+    quadratic in ops). A piece's gradient is complete, and handed on, when the sublayer
+    it was newest in runs backward: every later sublayer has run by then, since they all
+    consume that piece's successors. Both buffers are dropped when the first sublayer's
+    backward is done."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None  # forward, during one sublayer: the previous concatenation
+        self.values: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+
+    def forward_cat(self, pieces: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        last = self.last
+        width = sum(p.shape[dim] for p in pieces[:-1])
+        if last is not None and last.shape[dim] == width:
+            z = torch.cat([last, pieces[-1]], dim)
+        else:
+            z = torch.cat(list(pieces), dim) if len(pieces) > 1 else pieces[0]
+        self.last = z
+        return z
+
+    def backward_cat(self, pieces: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        width = sum(p.shape[dim] for p in pieces)
+        if self.values is None or self.values.shape[dim] < width:
+            self.values = torch.cat(list(pieces), dim) if len(pieces) > 1 else pieces[0]
+        return self.values.narrow(dim, 0, width)
+
+    def _add(self, g: torch.Tensor, dim: int) -> torch.Tensor:
+        """Add ``g`` into the first channels of the gradient buffer; the region added to."""
+        width = g.shape[dim]
+        if self.grad is None:
+            self.grad = g.clone()  # the first to arrive (the head's, in naive's order too)
+            return self.grad
+        if self.grad.shape[dim] < width:  # a wider gradient than any so far: grow the buffer
+            wider = torch.zeros_like(g)
+            wider.narrow(dim, 0, self.grad.shape[dim]).copy_(self.grad)
+            self.grad = wider
+        region = self.grad.narrow(dim, 0, width)
+        region += g
+        return region
+
+    def add_readout_grad(self, g: torch.Tensor, pieces, dim: int) -> list:
+        """A readout's gradient: the newest piece's is handed on now (no sublayer has it as
+        its newest input); the rest waits in the buffer for the sublayers."""
+        newest = pieces[-1].shape[dim]
+        width = g.shape[dim] - newest
+        self._add(g.narrow(dim, 0, width), dim)
+        return [None] * (len(pieces) - 1) + [g.narrow(dim, width, newest).clone()]
+
+    def add_grad(self, gz: torch.Tensor, pieces, dim: int, need) -> list:
+        width = gz.shape[dim]
+        g = self._add(gz, dim)
+        newest = pieces[-1].shape[dim]
+        out = [None] * (len(pieces) - 1) + [g.narrow(dim, width - newest, newest).clone() if need[-1] else None]
+        if len(pieces) == 1:
+            self.values = self.grad = None  # the first sublayer: this pass is done
         return out
 
 
@@ -91,7 +158,8 @@ def first_layer_on_pieces(pieces: Sequence[torch.Tensor], dim: int, prefix: Sequ
         raise ValueError(f"memory='efficient': the first layer must be a Linear or Conv, got {type(layer).__name__}")
     prefix_params = [p for m in prefix for p in m.parameters() if p.requires_grad]
     weights = [layer.weight] + ([layer.bias] if layer.bias is not None else [])
-    return _ConcatLayer.apply(dim, tuple(prefix), layer, len(pieces), len(prefix_params), *pieces,
+    shared = getattr(pieces, "shared", None)
+    return _ConcatLayer.apply((dim, tuple(prefix), layer, shared), len(pieces), len(prefix_params), *pieces,
                               *prefix_params, *weights)
 
 
@@ -109,40 +177,66 @@ def _buffers(prefix: Sequence[nn.Module]) -> list[torch.Tensor]:
 
 class _ConcatLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dim, prefix, layer, n, m, *tensors):
+    def forward(ctx, how, n, m, *tensors):
+        dim, prefix, layer, shared = how
         pieces = tensors[:n]
-        z = torch.cat(pieces, dim) if n > 1 else pieces[0]
+        if shared is not None:
+            z = shared.forward_cat(pieces, dim)
+        else:
+            z = torch.cat(pieces, dim) if n > 1 else pieces[0]
         y = layer(_run_prefix(prefix, z))  # batch norm in the prefix updates its running stats here, once
-        ctx.dim, ctx.prefix, ctx.layer, ctx.n, ctx.m = dim, prefix, layer, n, m
+        ctx.how, ctx.n, ctx.m = how, n, m
         ctx.save_for_backward(*pieces, layer.weight)
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
         *pieces, weight = ctx.saved_tensors
-        n, m, layer, prefix = ctx.n, ctx.m, ctx.layer, ctx.prefix
-        need = ctx.needs_input_grad[5:]
+        (dim, prefix, layer, shared), n, m = ctx.how, ctx.n, ctx.m
+        need = ctx.needs_input_grad[3:]
         need_pieces, need_prefix = need[:n], need[n:n + m]
         need_w, need_b = need[n + m], layer.bias is not None and need[n + m + 1]
-        with torch.enable_grad():
-            leaves = [p.detach().requires_grad_(g) for p, g in zip(pieces, need_pieces)]
-            z = torch.cat(leaves, ctx.dim) if n > 1 else leaves[0]
-            # Recompute the prefix. Batch norm's running statistics are put back once its
-            # gradient is taken (its op keeps them), so the step updates them once, as naive.
-            saved = [b.clone() for b in _buffers(prefix)]
-            p = _run_prefix(prefix, z, hooks=False)
-        gp, gw, gb = _layer_backward(layer, p.detach(), weight, dy, need_w, need_b)
-        inputs = [t for t, g in zip(leaves, need_pieces) if g]
-        params = [q for m_ in prefix for q in m_.parameters() if q.requires_grad]
-        inputs += [q for q, g in zip(params, need_prefix) if g]
-        grads = iter(torch.autograd.grad(p, inputs, gp, allow_unused=True) if inputs and p.requires_grad else ())
-        with torch.no_grad():
-            for b, old in zip(_buffers(prefix), saved):
-                b.copy_(old)
-        g_pieces = [next(grads) if g else None for g in need_pieces]
-        g_prefix = [next(grads) if g else None for g in need_prefix]
+        if shared is not None:
+            z = shared.backward_cat(pieces, dim)
+        else:
+            z = torch.cat(pieces, dim) if n > 1 else pieces[0]
+        g_prefix = [None] * m
+        if not prefix:  # the common case (the layer comes first)
+            gz, gw, gb = _layer_backward(layer, z, weight, dy, need_w, need_b)
+        else:
+            with torch.enable_grad():
+                leaf = z.detach().requires_grad_(any(need_pieces))
+                # Recompute the prefix. Batch norm's running statistics are put back once its
+                # gradient is taken (its op keeps them), so the step updates them once, as naive.
+                saved = [b.clone() for b in _buffers(prefix)]
+                p = _run_prefix(prefix, leaf, hooks=False)
+            gp, gw, gb = _layer_backward(layer, p.detach(), weight, dy, need_w, need_b)
+            params = [q for m_ in prefix for q in m_.parameters() if q.requires_grad]
+            inputs = ([leaf] if leaf.requires_grad else []) + [q for q, g in zip(params, need_prefix) if g]
+            grads = iter(torch.autograd.grad(p, inputs, gp, allow_unused=True) if inputs and p.requires_grad else ())
+            with torch.no_grad():
+                for b, old in zip(_buffers(prefix), saved):
+                    b.copy_(old)
+            gz = next(grads) if leaf.requires_grad else None
+            g_prefix = [next(grads) if g else None for g in need_prefix]
+        if gz is None:
+            g_pieces = [None] * n
+        elif shared is not None:
+            g_pieces = shared.add_grad(gz, pieces, dim, need_pieces)
+        else:
+            g_pieces = _split(gz, pieces, dim, need_pieces)
         tail = [gw] + ([gb] if layer.bias is not None else [])
-        return (None, None, None, None, None, *g_pieces, *g_prefix, *tail)
+        return (None, None, None, *g_pieces, *g_prefix, *tail)
+
+
+def _split(gz: torch.Tensor, pieces, dim: int, need) -> list:
+    """The concatenation's gradient cut into its pieces' gradients, each a fresh tensor
+    (a view would keep all of ``gz`` alive until that piece's own backward)."""
+    if len(pieces) == 1:
+        return [gz if need[0] else None]
+    parts = gz.split([p.shape[dim] for p in pieces], dim)
+    return [g.clone() if want else None for g, want in zip(parts, need)]
 
 
 def _layer_backward(layer, x, weight, dy, need_w, need_b):
@@ -176,7 +270,29 @@ def _same_padding(conv) -> tuple[int, ...]:
 
 def concat(pieces: Pieces) -> torch.Tensor:
     """The materialised state (what the head reads): one copy, or the piece itself."""
-    return torch.cat(list(pieces), pieces.dim) if len(pieces) > 1 else pieces[0]
+    if len(pieces) == 1:
+        return pieces[0]
+    if pieces.shared is not None:
+        return _Readout.apply((pieces.dim, pieces.shared), *pieces)
+    return torch.cat(list(pieces), pieces.dim)
+
+
+class _Readout(torch.autograd.Function):
+    """``cat(pieces)`` for a head, whose gradient joins the shared buffer (so a piece's
+    gradient is summed in the order naive's chain of cats sums it)."""
+
+    @staticmethod
+    def forward(ctx, how, *pieces):
+        ctx.how = how
+        ctx.widths = [p.shape[how[0]] for p in pieces]
+        return torch.cat(pieces, how[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        dim, shared = ctx.how
+        pieces = [g.narrow(dim, 0, w) for w in ctx.widths]  # only their widths are read
+        return (None, *shared.add_readout_grad(g, pieces, dim))
 
 
 __all__ = ["Pieces", "split_branch", "run_on_pieces", "first_layer_on_pieces", "concat"]

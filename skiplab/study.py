@@ -25,7 +25,8 @@ from .cost.budget import sizing_options
 from .datasets import dataset_ref, is_text_ref, load_dataset
 from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
-from .skips import ADD
+from .skips import ADD, get_strategy
+from .skips.concat import MEMORY
 from .spec import ModelSpec
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from, preflight
@@ -132,6 +133,19 @@ def plan_for(model: str, quick: bool = False) -> StudyPlan:
     return plans[model]()
 
 
+def with_memory(plan: StudyPlan, memory: str) -> StudyPlan:
+    """``plan`` with every strategy that has a ``memory`` option (the concatenating ones)
+    set to ``memory`` (naive | efficient: the same numbers, different activation memory;
+    a non-default value is part of each run's identity, so the two are stored apart)."""
+    options = {k: dict(v) for k, v in plan.options.items()}
+    for skip in plan.skips:
+        strategy = get_strategy(skip)
+        if strategy.declares(MEMORY.name):
+            options[skip] = {**options.get(skip, {}), MEMORY.name: memory}
+            strategy.resolve(options[skip], plan.model.width)  # a bad value raises here
+    return dataclasses.replace(plan, options=options)
+
+
 def on_device(plan: StudyPlan, device: str) -> StudyPlan:
     """``plan`` with its runs trained on ``device`` (cpu | cuda | auto). The device is not
     part of a run's identity (``RunSpec.spec_hash``), so a study resumed on another device
@@ -146,6 +160,10 @@ def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
         out.append({"group": group, "skip": spec.skip, "depth": spec.depth, "width": spec.width,
                     "options": dict(spec.options), "params": c["params"]["total"], "flops": c["flops"]["total"],
                     "activation_bytes": c["activation_bytes"], "concat_bytes": c["concat_bytes"]})
+        if spec.strategy.declares(MEMORY.name):  # both bills: what each memory path keeps for backward
+            out[-1]["activation_bytes_by_memory"] = {
+                m: analytic_cost(spec.replace(options={**dict(spec.options), MEMORY.name: m}), batch)["activation_bytes"]
+                for m in MEMORY.choices}
     return out
 
 

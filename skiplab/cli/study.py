@@ -7,7 +7,8 @@ import argparse
 from ..progress import ProgressBar
 from ..report import write_report_locked
 from ..families import FAMILIES
-from ..study import on_device, plan_for, run_study
+from ..skips.concat import MEMORIES
+from ..study import on_device, plan_for, run_study, with_memory
 from ..train import DEVICES
 from .common import UsageError, add_json_flag, emit
 
@@ -17,6 +18,8 @@ COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "r
 
 def run(args: argparse.Namespace) -> None:
     plan = on_device(plan_for(args.model, args.quick), args.device)
+    if args.memory:
+        plan = with_memory(plan, args.memory)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     bar = ProgressBar(len(plan.runs()), "study", enabled=not args.json)
@@ -54,6 +57,9 @@ def add_parser(sub) -> None:
                    help="mlp: the MLP study on MNIST-1D; transformer: the residual-stream study, a character "
                         "language model on Python's documentation text (default: %(default)s)")
     p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
+    p.add_argument("--memory", choices=MEMORIES, default=None,
+                   help="the concatenating strategies' activation memory: naive (default) or efficient "
+                        "(each feature stored once; the same results; see README, \"Dense at linear memory\")")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(2, cores))")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where runs train; not part of a run's identity, so resuming elsewhere keeps them "

@@ -85,18 +85,26 @@ def cost_vs_depth(data: ReportData) -> tuple[Figure, str] | None:
                 continue
             ax.plot([c["depth"] for c in cs], ys, marker="o", ms=4, lw=1.8, color=color(skip), label=skip)
             drawn.append(skip)
+            if label.startswith("activation") and all("activation_bytes_by_memory" in c for c in cs):
+                # the concatenations' other bill: each feature stored once (memory="efficient")
+                other = [_positive(c["activation_bytes_by_memory"]["efficient"] / 2**20) for c in cs]
+                ax.plot([c["depth"] for c in cs], other, marker="o", ms=3, lw=1.4, ls="--", color=color(skip),
+                        label=f"{skip}, memory=efficient")
         _depth_axis(ax, depths)
         ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
         if len(drawn) < len(_skips(costs)):
             ax.set_title("strategies that copy nothing are not drawn", fontsize="small")
-    axes[1].legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[1].legend(*axes[2].get_legend_handles_labels(), title="skip", fontsize="small", loc="upper left",
+                   bbox_to_anchor=(1.01, 1.0))  # the activation panel draws every strategy and bill
     width = data.plan["model"]["width"] if data.plan else costs[0]["width"]
     fig.suptitle(f"Analytic cost against depth at equal width ({width}), log-log axes")
     return fig, ("Analytic cost of each strategy at equal width, from the cost model (exact counts, nothing "
                  "trained). On log-log axes a cost linear in depth is a line of slope 1, a quadratic one slope 2. "
-                 "Strategies with equal costs lie on top of each other.")
+                 "Strategies with equal costs lie on top of each other. Dashed: a concatenating strategy's "
+                 "activation memory with memory=\"efficient\" (each feature stored once, the concatenation "
+                 "recomputed in backward), beside its naive bill.")
 
 
 def gradient_ratio(data: ReportData) -> tuple[Figure, str] | None:

@@ -58,9 +58,19 @@ def size_table(rows: list[dict[str, Any]], budget: int | None = None) -> Table:
 
 
 def cost_table(costs: list[dict[str, Any]]) -> Table:
-    return (["group", "skip", "depth", "width", "options", "params", "MFLOPs", "activation MiB", "concat MiB"],
+    """One row per configuration; for the concatenating strategies both activation bills
+    (``memory`` naive and efficient, README "Dense at linear memory"), when stored."""
+    both = any("activation_bytes_by_memory" in c for c in costs)
+
+    def bills(c: dict[str, Any]) -> list[str]:
+        by = c.get("activation_bytes_by_memory")
+        return [f"{by['naive'] / 2**20:.3g}", f"{by['efficient'] / 2**20:.3g}"] if by else ["", ""]
+
+    return (["group", "skip", "depth", "width", "options", "params", "MFLOPs", "activation MiB",
+             *(["naive MiB", "efficient MiB"] if both else []), "concat MiB"],
             [[c["group"], c["skip"], str(c["depth"]), str(c["width"]), options_text(stored_options(c)) if stored_options(c) else "", f"{c['params']:,}",
-              f"{c['flops'] / 1e6:.3g}", f"{c['activation_bytes'] / 2**20:.3g}", f"{c['concat_bytes'] / 2**20:.3g}"]
+              f"{c['flops'] / 1e6:.3g}", f"{c['activation_bytes'] / 2**20:.3g}", *(bills(c) if both else []),
+              f"{c['concat_bytes'] / 2**20:.3g}"]
              for c in costs])
 
 

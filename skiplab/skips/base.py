@@ -158,6 +158,10 @@ class Strategy:
         return self.single_stream
 
     # -- options -----------------------------------------------------------------------
+    def declares(self, option: str) -> bool:
+        """Does this strategy take ``option`` (dense's ``growth``, the concatenations' ``memory``)?"""
+        return any(o.name == option for o in self.options)
+
     def resolve(self, given: Mapping[str, Any], width: int) -> dict[str, Any]:
         """Every option's value: ``given`` checked, defaults filled in. Raises OptionError
         for an unknown option or a bad value."""

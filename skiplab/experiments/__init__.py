@@ -61,6 +61,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                              default_dataset="pydoc"),
     "norm-placement": Experiment("transformers", "norm_placement", uses_data=True, uses_workers=True,
                                  default_dataset="pydoc"),
+    "dense-memory": Experiment("dense_memory", "run", uses_data=True, uses_workers=True),
     "seed-costs": Experiment("seed_costs", "run", uses_data=False, uses_workers=False,
                              why_not="it is the cost model's arithmetic: it trains nothing"),
 }

@@ -463,6 +463,42 @@ def norm_placement(result: Result) -> Figure:
     return fig
 
 
+def dense_memory(result: Result) -> Figure:
+    table, curves, budget = result["table"], result["curves"], result["budget_bytes"]
+    fig = _figure(11, 4.6, result, "the deepest net within one activation-memory budget")
+    left, right = fig.subplots(1, 2)
+    styles = {0: "-", 1: "--", 2: "-"}
+    shown = min(len(next(iter(curves.values()))), max(12, round(1.5 * max(t["depth"] for t in table))))
+    for i, t in enumerate(table):
+        ys = [b / 2**20 for b in curves[t["config"]][:shown]]
+        left.plot(range(1, len(ys) + 1), ys, color=color(t["skip"]), ls=styles.get(i, "-"), lw=1.8, label=t["config"])
+        if t["depth"]:
+            left.plot([t["depth"]], [ys[t["depth"] - 1]], "o", color=color(t["skip"]), ms=7)
+    left.axhline(budget / 2**20, color="black", ls=":", lw=1.2, label="budget")
+    left.set_yscale("log")
+    left.set_xlabel("depth (blocks)")
+    left.set_ylabel(f"activation memory (MiB, batch {result['batch']})")
+    left.set_title("memory against depth; dots: the deepest within budget", fontsize="medium")
+    _grid(left)
+    left.legend(fontsize="small", loc="lower right")
+    xs = range(len(table))
+    bars = right.bar(xs, [_pct(t["test_accuracy"]) for t in table],
+                     yerr=[0 if t["test_accuracy_std"] is None else _pct(t["test_accuracy_std"]) for t in table],
+                     color=[color(t["skip"]) for t in table], capsize=4,
+                     hatch=None, edgecolor="black", linewidth=0.6)
+    for bar, t in zip(bars, table):
+        if t["memory"] == "efficient":
+            bar.set_hatch("//")
+    right.set_xticks(list(xs), [f"{t['config']}\ndepth {t['depth']}" for t in table], fontsize="small")
+    accs = [_pct(t["test_accuracy"]) for t in table if t["test_accuracy"] is not None]
+    if accs:
+        right.set_ylim(max(0.0, min(accs) - 10), min(100.0, max(accs) + 5))
+    right.set_ylabel("test accuracy (%), mean +- std over seeds")
+    right.set_title("accuracy at the same memory", fontsize="medium")
+    _grid(right)
+    return fig
+
+
 # name -> (title, caption, drawing function), one per experiment of skiplab.experiments.EXPERIMENTS
 FIGURES: dict[str, tuple[str, str, Callable[[Result], Figure]]] = {
     "equivalence": ("Equivalence: concatenation emulating addition", (
@@ -505,6 +541,11 @@ FIGURES: dict[str, tuple[str, str, Callable[[Result], Figure]]] = {
         "depth, without (solid) and with (dashed) a linear learning-rate warm-up, mean +- std over seeds; a "
         "diverged run counts as the uniform guess; the panel's title gives the text's unigram bpc (a context-free "
         "model's). Right: validation bpc during training at the deepest depth."), norm_placement),
+    "dense-memory": ("Dense memory: the deepest net within one memory budget", (
+        "Left: activation memory for one training batch against depth (log scale) of a dense MLP whose "
+        "concatenation is naive (solid) or stores each feature once (dashed, memory=\"efficient\"), and of add; "
+        "dotted: the budget, the naive dense net's at its depth; dots: each kind's deepest net within it. Right: "
+        "their test accuracy, mean +- std over seeds (hatched: efficient)."), dense_memory),
     "seed-costs": ("Seed costs: the answers' cost arithmetic", (
         "Left: forward FLOPs of each block of a 1-D conv network whose concatenation doubles the channels, halves "
         "and carries half, or adds (log scale: a constant factor per block is a straight line). Right: block "

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .cost import analytic_cost, match_budget
 from .cost.budget import sizing_options
+from .cost.summary import memory_bills
 from .datasets import dataset_ref, is_text_ref, load_dataset
 from .gradients import GradientConfig, measure_gradients
 from .runner import run_all
@@ -160,10 +161,9 @@ def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
         out.append({"group": group, "skip": spec.skip, "depth": spec.depth, "width": spec.width,
                     "options": dict(spec.options), "params": c["params"]["total"], "flops": c["flops"]["total"],
                     "activation_bytes": c["activation_bytes"], "concat_bytes": c["concat_bytes"]})
-        if spec.strategy.declares(MEMORY.name):  # both bills: what each memory path keeps for backward
-            out[-1]["activation_bytes_by_memory"] = {
-                m: analytic_cost(spec.replace(options={**dict(spec.options), MEMORY.name: m}), batch)["activation_bytes"]
-                for m in MEMORY.choices}
+        bills = memory_bills(spec, batch)  # both bills, for the strategies with a memory option
+        if bills:
+            out[-1]["activation_bytes_by_memory"] = bills
     return out
 
 

@@ -192,3 +192,31 @@ def test_post_placement_is_refused_with_efficient_memory():
     with pytest.raises(ValueError, match="placement: 'post'.*with these options"):
         ModelSpec(model="transformer", skip="dense", placement="post", options={"memory": "efficient"},
                   vocab=11, classes=11).describe()
+
+
+def test_study_sweeps_and_the_command_line_take_memory(capsys):
+    from skiplab.cli import main
+    from skiplab.study import plan_for, with_memory
+    from skiplab.sweep import SweepError, parse_sweep
+
+    plan = with_memory(plan_for("mlp", quick=True), "efficient")
+    trained = {(s.skip, dict(s.options).get("memory")) for _, s in plan.model_specs()}
+    assert ("dense", "efficient") in trained and ("add", None) in trained  # add has no memory option
+    assert all(dict(s.options)["growth"] for _, s in plan.model_specs() if s.skip == "dense")
+    sweep = parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": ["add", "dense"], "depth": 3,
+                                                         "memory": ["naive", "efficient"]}})
+    assert sorted((r.model.skip, dict(r.model.options).get("memory", "-")) for r in sweep.runs) == \
+        [("add", "-"), ("dense", "-"), ("dense", "efficient")]  # naive is the default: left out of the identity
+    with pytest.raises(SweepError, match="memory: 'fast' is not one of naive, efficient"):
+        parse_sweep({"grid": {"skip": "dense", "memory": "fast"}})
+    assert main(["cost", "--skip", "dense", "--memory", "efficient", "--depths", "1..8", "--json"]) == 0
+    assert '"law": "linear"' in capsys.readouterr().out.replace("\n", "").replace('"law":"', '"law": "')
+    for argv in (["cost", "--skip", "dense", "--memory", "fast"], ["cost", "--skip", "add", "--memory", "efficient"],
+                 ["study", "--memory", "fast", "--quick"]):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own refusal of a choice
+            code = e.code
+        assert code == 2, argv
+        err = capsys.readouterr().err
+        assert "memory" in err and "Traceback" not in err

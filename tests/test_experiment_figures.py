@@ -56,6 +56,13 @@ MINIMAL = {
          "val_bpc_std": 0.02, "diverged": int(p == "post" and d == 12 and not w),
          "curve": {"steps": [10, 20], "mean": [3.0, 2.5]}}
         for w in (0, 100) for p in ("pre", "post") for d in (2, 12)]},
+    "dense-memory": {"budget_bytes": 3 * 2**20, "batch": 128, "table": [
+        {"config": c, "skip": s, "memory": m, "depth": d, "test_accuracy": a, "test_accuracy_std": 0.01}
+        for c, s, m, d, a in (("dense, naive", "dense", "naive", 4, 0.5), ("dense, efficient", "dense", "efficient",
+                                                                           9, 0.55), ("add", "add", None, 3, 0.5))],
+        "curves": {"dense, naive": [2**20 * d * d / 5 for d in range(1, 20)],
+                   "dense, efficient": [2**20 * d / 3 for d in range(1, 20)],
+                   "add": [2**20 * d for d in range(1, 20)]}},
     "seed-costs": {"ten_layer_blocks": {"plain": 90_000, "add": 90_000, "dense": 450_000},
                    "per_block_flops": {"concat-double": [1e6, 4e6, 1.6e7], "concat-half": [5e5] * 3,
                                        "add": [1e6] * 3}},

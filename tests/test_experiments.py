@@ -225,6 +225,18 @@ def test_equivalence_direction(tmp_path):
     assert r["verdict"] != CONTRADICTS
 
 
+def test_dense_memory_fits_a_deeper_efficient_net_in_the_same_memory(tmp_path):
+    """The depths come from the exact cost model and the measured saves of the built
+    models stay within the budget (the experiment's regime); accuracies are reported."""
+    r = _run(tmp_path, "dense-memory", naive_depth=3, width=32, growth=8, epochs=1, seeds=2, max_depth=30)
+    depth = {t["config"]: t for t in r["table"]}
+    assert depth["dense, efficient"]["depth"] >= 2 * depth["dense, naive"]["depth"] == 6
+    assert all(t["measured_bytes"] <= r["budget_bytes"] for t in r["table"])
+    assert depth["dense, naive"]["activation_bytes"] == r["budget_bytes"]
+    assert r["regime"]["met"] and all(t["seeds"] == 2 for t in r["table"])
+    assert "efficient dense" in r["outcome"] and r["verdict"] in (SUPPORTS, INCONCLUSIVE, CONTRADICTS)
+
+
 @pytest.mark.slow
 def test_rezero_direction(tmp_path):
     """At depth 60 without a norm, rezero reaches the loss target within 4 epochs; add's

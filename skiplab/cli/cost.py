@@ -27,18 +27,31 @@ def _law(g: dict[str, Any]) -> str:
     return g["law"]
 
 
+def _name(d: dict[str, Any]) -> str:
+    """The strategy, marked when it keeps a non-default memory path."""
+    memory = d["options"].get("memory")
+    return d["skip"] + (f" ({memory})" if memory not in (None, "naive") else "")
+
+
 def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
     d0 = data[0]
     spec = d0["spec"]
     out = [f"{spec['model']}, depth {d0['depth']}, norm {spec['norm']}, bias {'on' if spec['bias'] else 'off'}: "
            f"FLOPs per sample (forward), memory for a batch of {d0['batch']}"]
     tokens = FAMILIES[spec["model"]].takes_tokens  # a sequence model: its cost per token too
-    rows = [[d["skip"], d["width"], d["params"]["total"], d["params"]["blocks"], d["flops"]["matmul"] / 1e6,
+    both = any("activation_bytes_by_memory" in d for d in data)  # a concatenation's two bills side by side
+
+    def bills(d: dict[str, Any]) -> list:
+        by = d.get("activation_bytes_by_memory")
+        return [by["naive"] / MiB, by["efficient"] / MiB] if by else [None, None]
+
+    rows = [[_name(d), d["width"], d["params"]["total"], d["params"]["blocks"], d["flops"]["matmul"] / 1e6,
              *([d["flops_per_token"] / 1e3] if tokens else []),
-             d["flops"]["merge"] / 1e6, d["activation_bytes"] / MiB, d["concat_bytes"] / MiB,
-             (d["block_flops_ratio"][-1] if d["block_flops_ratio"] else None)] for d in data]
+             d["flops"]["merge"] / 1e6, d["activation_bytes"] / MiB, *(bills(d) if both else []),
+             d["concat_bytes"] / MiB, (d["block_flops_ratio"][-1] if d["block_flops_ratio"] else None)] for d in data]
     out.append(table(["skip", "width", "params", "blocks", "MFLOPs", *(["kFLOPs/token"] if tokens else []),
-                      "merge MFLOPs", "act MiB", "concat MiB", "last block ratio"], rows))
+                      "merge MFLOPs", "act MiB", *(["naive MiB", "efficient MiB"] if both else []), "concat MiB",
+                      "last block ratio"], rows))
     if any("budget" in d for d in data):
         b0 = d0["budget"]
         rows = [[d["skip"], d["budget"]["width"], options_text(d["budget"]["options"]), d["budget"]["achieved"],
@@ -60,7 +73,7 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 notes.append(f"{d['skip']}: {d['measured_skipped']}")
                 continue
             r = d["ratios"]
-            rows.append([d["skip"], m["params"]["total"], r["params"], m["flops"]["matmul"] / 1e6, r["flops"],
+            rows.append([_name(d), m["params"]["total"], r["params"], m["flops"]["matmul"] / 1e6, r["flops"],
                          m["flops"]["backward"] / m["flops"]["matmul"] if m["flops"]["matmul"] else None,
                          m["activation_bytes"] / MiB, r["activation_bytes"], m["concat_bytes"] / MiB,
                          1e3 * m["seconds_forward_backward"] if m["seconds_forward_backward"] else None])
@@ -71,7 +84,7 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
         out.extend(notes)
     if "growth" in d0:
         depths = d0["growth"]["depths"]
-        rows = [[d["skip"], _law(d["growth"]["params"]), _law(d["growth"]["flops"]),
+        rows = [[_name(d), _law(d["growth"]["params"]), _law(d["growth"]["flops"]),
                  _law(d["growth"]["activation_bytes"])] for d in data]
         out.append(f"\ngrowth with depth over {depths[0]}..{depths[-1]} ({len(depths)} depths)\n"
                    + table(["skip", "params", "FLOPs", "activation memory"], rows))

@@ -22,6 +22,16 @@ def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
     return d
 
 
+def memory_bills(spec: ModelSpec, batch: int) -> dict[str, int] | None:
+    """For a strategy with a ``memory`` option (the concatenations): the activation bytes
+    of one training batch with each memory path, side by side; None for the others."""
+    option = next((o for o in spec.strategy.options if o.name == "memory"), None)
+    if option is None:
+        return None
+    return {m: analytic_cost(spec.replace(options={**dict(spec.options), option.name: m}), batch)["activation_bytes"]
+            for m in option.choices}
+
+
 def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
                  depths: Sequence[int] | None = None, params: int | None = None,
                  flops: int | None = None, vary: str = "width") -> dict[str, Any]:
@@ -31,7 +41,8 @@ def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
     * ``measured`` and ``ratios`` (analytic / measured) when ``measure``; when the model
       cannot be built or would not fit in memory, ``measured`` is None and
       ``measured_skipped`` says why and what it would need;
-    * ``growth`` over ``depths``.
+    * ``growth`` over ``depths``;
+    * ``activation_bytes_by_memory`` for the strategies with a ``memory`` option: both bills.
     """
     budget = None
     if params is not None or flops is not None:
@@ -41,6 +52,9 @@ def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
                   "relative_error": match.relative_error, "within_tolerance": match.within_tolerance,
                   "width": spec.width, "options": spec.opts}
     out = analytic_cost(spec, batch)
+    bills = memory_bills(spec, batch)
+    if bills:
+        out["activation_bytes_by_memory"] = bills
     if budget:
         out["budget"] = budget
     if measure:

@@ -3,6 +3,7 @@ verdict's numbers checked against a hand computation from the stored runs, parti
 empty stores, escaping, nothing external in the page, one-line errors from the command.
 No timing here: benchmarks/report_render.py measures the render time."""
 
+import html
 import json
 import math
 import re
@@ -59,6 +60,15 @@ def test_page_is_self_contained_with_every_section(full):
     assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)
     assert '<link rel="icon" href="data:,">' in page  # no favicon request either
     assert "Partial results" not in page and "no runs" not in page
+
+
+def test_error_edf_figure_with_its_reading_guide_in_both_forms(full):
+    out = full[0]
+    page, md = _html(out), (out / "report.md").read_text()
+    assert (out / "figures" / "error-edf.svg").stat().st_size > 0
+    assert '<figure id="fig-error-edf">' in page and "![Error distribution per strategy (EDF)](figures/error-edf.png)" in md
+    guide = "Reading guide: a point (x, y) on a strategy's curve says that a share y of its runs reached test error x"
+    assert html.escape(guide) in page and guide in md
 
 
 def _mean_sd(runs, group, skip, depth):

@@ -3,8 +3,8 @@
 Setup: a synthetic store (``skiplab.report.synthetic``: the real plan, spec hashes and
 analytic costs, made-up accuracies and curves) of 5 strategies x 5 depths (2 to 100) x 2
 budgets x 4 seeds = 200 runs, 5 curve points each; then the whole report: the store read,
-5 figures drawn as PNG and SVG, report.html with the PNGs inlined, report.md. Building the
-store is not timed. The first render of a process also pays for matplotlib's first text
+6 figures drawn as PNG and SVG (5 before the error EDF), report.html with the PNGs
+inlined, report.md. Building the store is not timed. The first render of a process also pays for matplotlib's first text
 layout; each repeat renders into a fresh folder in the same process, and the first one is
 shown apart.
 

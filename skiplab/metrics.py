@@ -33,6 +33,17 @@ class Metric:
     def format(self, value: float | None) -> str:
         return "-" if value is None else f"{self.scale * value:.{self.digits}f}"
 
+    @property
+    def error_label(self) -> str:
+        """The axis of its error: ``test error (%)`` for accuracy; a lower-is-better metric
+        (bpc) is its own error."""
+        return self.label.replace("accuracy", "error") if self.higher_is_better else self.label
+
+    def error(self, value: float) -> float:
+        """A stored value as an error, lower is better: ``1 - accuracy`` (a fraction), or a
+        lower-is-better metric (bpc) as it is."""
+        return 1.0 - value if self.higher_is_better else value
+
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is better than ``b``."""
         return a > b if self.higher_is_better else a < b

@@ -14,7 +14,7 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    from . import __version__
+    from .version import __version__
 
     return {"skiplab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__}

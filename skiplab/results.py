@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 from .metrics import metric_of
-from .skips import STRATEGIES
+from .skips import STRATEGIES, options_text
 from .stats import mean_std, spread_text
 
 
@@ -64,6 +64,12 @@ def stored_options(d: dict[str, Any]) -> dict[str, Any]:
     if d.get("options"):
         return dict(d["options"])
     return {"growth": d["growth"]} if d.get("growth") else {}
+
+
+def cost_key(d: dict[str, Any]) -> tuple:
+    """What ties a run or an aggregated row to the analytic cost summary a study stored
+    for its configuration: group, strategy, depth, width and strategy options."""
+    return d["group"], d["skip"], d["depth"], d["width"], options_text(stored_options(d))
 
 
 def pct(mean: float | None, std: float | None, n: int, sign: bool = False) -> str:

@@ -4,6 +4,7 @@ empty stores, escaping, nothing external in the page, one-line errors from the c
 No timing here: benchmarks/report_render.py measures the render time."""
 
 import dataclasses
+import html
 import json
 import math
 import re
@@ -84,6 +85,15 @@ def test_a_matched_budget_only_study_does_not_claim_equal_width(tmp_path):
     for text in (question, first):
         assert "at a matched parameter budget" in text
         assert "equal width" not in text and BOTH not in text
+
+
+def test_error_edf_figure_with_its_reading_guide_in_both_forms(full):
+    out = full[0]
+    page, md = _html(out), (out / "report.md").read_text()
+    assert (out / "figures" / "error-edf.svg").stat().st_size > 0
+    assert '<figure id="fig-error-edf">' in page and "![Error distribution per strategy (EDF)](figures/error-edf.png)" in md
+    guide = "Reading guide: a point (x, y) on a strategy's curve says that a share y of its runs reached test error x"
+    assert html.escape(guide) in page and guide in md
 
 
 def _mean_sd(runs, group, skip, depth):

@@ -13,6 +13,7 @@ import threading
 from typing import Sequence
 
 from . import build, cost, experiment, gradients, runs, strategies, study, sweep, train
+from ..export.extras import MissingExtra
 from ..store import begin_command, interrupted_note
 from .common import Parser, UsageError
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         args.run(args)
-    except (UsageError, ValueError) as e:
+    except (UsageError, ValueError, MissingExtra) as e:  # MissingExtra: an optional library, named
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"skiplab: error: {message}", file=sys.stderr)
         return 2

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ..datasets import display_name
+from ..export import export_mlflow, export_tensorboard
 from ..metrics import BPC, metric_of
 from ..report import write_report
 from ..results import aggregate, pct
 from ..store import Store
 from ..textable import table
-from .common import add_json_flag, emit
+from .common import UsageError, add_json_flag, emit
 
 
 def _tokens(v: float | None) -> str:
@@ -55,9 +56,30 @@ def run_list(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    with Store(args.out, create=False) as store:
-        n = store.export_csv(args.csv)
-    emit(args, {"rows": n, "csv": args.csv}, f"{n} runs written to {args.csv}")
+    """Each export asked for, in turn: CSV, TensorBoard, MLflow (skiplab.export)."""
+    if not (args.csv or args.tensorboard or args.mlflow):
+        raise UsageError("say where to export: --csv FILE, --tensorboard DIR and/or --mlflow URI")
+    if args.experiment and not args.mlflow:
+        raise UsageError("--experiment names the MLflow experiment; give --mlflow URI too")
+    data: dict = {}
+    lines = []
+    if args.csv:
+        with Store(args.out, create=False) as store:
+            n = store.export_csv(args.csv)
+        data.update({"rows": n, "csv": args.csv})
+        lines.append(f"{n} runs written to {args.csv}")
+    if args.tensorboard:
+        tb = export_tensorboard(args.out, args.tensorboard)
+        data["tensorboard"] = tb
+        lines.append(f"TensorBoard: {tb['runs']} runs ({tb['scalars']:,} scalar points) in {tb['logdir']}; "
+                     f"view: tensorboard --logdir {tb['logdir']}")
+    if args.mlflow:
+        ml = export_mlflow(args.out, args.mlflow, args.experiment)
+        data["mlflow"] = ml
+        lines.append(f"MLflow: experiment {ml['experiment']!r}: {ml['added']} runs added, {ml['unchanged']} unchanged, "
+                     f"{ml['replaced']} replaced; report: {ml['report']}; "
+                     f"view: mlflow ui --backend-store-uri {ml['tracking_uri']}")
+    emit(args, data, "\n".join(lines))
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -76,9 +98,21 @@ def add_parser(sub) -> None:
     lp.add_argument("--all", action="store_true", help="one line per run")
     add_json_flag(lp)
     lp.set_defaults(run=run_list)
-    ep = rs.add_parser("export", help="write every run to a CSV file")
+    ep = rs.add_parser("export", help="write every run to a CSV file, TensorBoard and/or MLflow",
+                       description="Export every stored run: a CSV file (one row per run), TensorBoard event "
+                                   "files (curves as scalars, the spec as hparams) and/or an MLflow store "
+                                   "(params, metric histories, provenance tags, the report as an artifact). "
+                                   "Give one or more of --csv, --tensorboard, --mlflow.")
     ep.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
-    ep.add_argument("--csv", required=True, metavar="FILE", help="CSV file to write")
+    ep.add_argument("--csv", metavar="FILE", help="CSV file to write")
+    ep.add_argument("--tensorboard", metavar="DIR",
+                    help="TensorBoard log folder: one run per stored run, DIR/GROUP/SKIP-depthD-widthW-HASH-seedS "
+                         "(needs skiplab[tensorboard])")
+    ep.add_argument("--mlflow", metavar="URI",
+                    help="local MLflow store: sqlite:///FILE.db, or a folder (gets FOLDER/mlflow.db and "
+                         "FOLDER/mlartifacts); exporting again adds only what is new (needs skiplab[mlflow])")
+    ep.add_argument("--experiment", metavar="NAME",
+                    help="MLflow experiment to write into (default: the results folder's name)")
     add_json_flag(ep)
     ep.set_defaults(run=run_export)
 

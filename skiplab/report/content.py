@@ -19,7 +19,7 @@ from typing import Any
 from ..datasets import display_name
 from ..experiments import EXPERIMENTS
 from ..metrics import Metric, metric_of
-from ..results import stored_options, aggregate
+from ..results import aggregate, cost_key
 from ..store import FINISHED, Store
 
 # The study's two comparisons, in the order the report shows them.
@@ -61,6 +61,11 @@ class ReportData:
     study_seconds: float | None  # wall time of the last `skiplab study` invocation
     curves: dict[str, Curve] = field(default_factory=dict)  # spec_hash -> mean test-accuracy curve
     experiments: list[StoredExperiment] = field(default_factory=list)  # latest per name, in EXPERIMENTS order
+    in_plan: frozenset[str] = frozenset()  # spec hashes of the current plan (every stored one without a plan)
+
+    def current_runs(self) -> list[dict[str, Any]]:
+        """The stored runs of the current plan's configurations (all runs without a plan)."""
+        return [r for r in self.runs if not self.in_plan or r["spec_hash"] in self.in_plan]
 
     @cached_property
     def metric(self) -> Metric:
@@ -99,15 +104,11 @@ class ReportData:
 
     def cost_of(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """The stored analytic cost of an aggregated row's configuration, if there is one."""
-        return self._costs_by_key.get(_cost_key(row))
+        return self._costs_by_key.get(cost_key(row))
 
     @cached_property
     def _costs_by_key(self) -> dict[tuple, dict[str, Any]]:
-        return {_cost_key(c): c for c in self.costs}
-
-
-def _cost_key(d: dict[str, Any]) -> tuple:
-    return d["group"], d["skip"], d["depth"], d["width"], options_text(stored_options(d))
+        return {cost_key(c): c for c in self.costs}
 
 
 def _mean_curves(store: Store, runs: list[dict[str, Any]], hashes: set[str]) -> dict[str, Curve]:
@@ -178,7 +179,8 @@ def load_report_data(store: Store) -> ReportData:
                       gradients=store.meta("gradients") or [], expected=expected, finished=finished,
                       missing=_missing(plan, rows) if plan else [],
                       study_seconds=store.meta("last_study_seconds"),
-                      curves=_mean_curves(store, runs, curve_hashes), experiments=latest_experiments(store))
+                      curves=_mean_curves(store, runs, curve_hashes), experiments=latest_experiments(store),
+                      in_plan=frozenset(in_plan))
 
 
 # -- provenance -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..experiments.figures import experiment_figure, figure_stem
 from ..palette import color
 from ..plotting import depth_axis, dodge, positive, save_png_and_svg
 from .content import GROUPS, ReportData
+from .edf import bin_weights, edf
 
 GROUP_MARKERS = {"equal-width": "o", "matched-params": "s"}
 GROUP_NAMES = {"equal-width": "equal width", "matched-params": "matched budget"}
@@ -232,6 +233,49 @@ def training_curves(data: ReportData) -> tuple[Figure, str] | None:
                  "one standard deviation.")
 
 
+def error_edf(data: ReportData) -> tuple[Figure, str] | None:
+    """Per strategy, the complexity-normalised EDF of the error over its runs
+    (Radosavovic et al., arXiv 1905.13214; :mod:`skiplab.report.edf`)."""
+    M = data.metric
+    points: dict[str, list[tuple[float, float]]] = {}
+    left_out: dict[str, int] = {}
+    for r in data.current_runs():
+        skip, value, params = r["spec"]["model"]["skip"], r["result"].get(M.key), r["result"].get("params")
+        if r["status"] == "complete" and value is not None and params:
+            points.setdefault(skip, []).append((M.error(value), params))
+        else:
+            left_out[skip] = left_out.get(skip, 0) + 1
+    if not points:
+        return None
+    skips = [s for s in dict.fromkeys([*_skips(data.rows), *points]) if s in points]
+    every = [M.scale * e for pts in points.values() for e, _ in pts]
+    margin = 0.03 * (max(every) - min(every)) or 0.5
+    right = max(every) + margin  # every curve is drawn on to 1 past its last run
+    fig = _figure(8.5, 4.8)
+    ax = fig.add_subplot()
+    for skip in skips:
+        errors, sizes = zip(*points[skip])
+        xs, ys = edf(errors, bin_weights(sizes))
+        xs = [M.scale * x for x in xs]
+        note = f", {left_out[skip]} not finished or diverged" if left_out.get(skip) else ""
+        ax.step([xs[0], *xs, right], [0.0, *ys, ys[-1]], where="post", lw=1.8, color=color(skip),
+                label=f"{skip} ({len(errors)} runs{note})")
+    ax.set_xlim(min(every) - margin, right)
+    ax.set_xlabel(M.error_label)
+    ax.set_ylabel("share of runs with lower error\n(each parameter bin weighted equally)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="skip", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"{M.error_label.split(' (')[0].capitalize()} EDF, complexity-normalised "
+                 "(Radosavovic et al. 2019)", fontsize="medium")
+    return fig, (f"Reading guide: a point (x, y) on a strategy's curve says that a share y of its runs reached "
+                 f"{M.error_label.split(' (')[0]} x or better; a curve further up and to the left is the better "
+                 "strategy across model sizes. Each strategy's runs are weighted so that every complexity bin "
+                 "counts equally: complexity is trainable parameters, binned half a decade wide on a log scale "
+                 "(edges at 10^(j/2)); a bin's m runs get weight 1/(k m) each, k the strategy's occupied bins. "
+                 "Complete runs only (Radosavovic et al., On Network Design Spaces, arXiv 1905.13214).")
+
+
 # name -> (section, title, drawing function), in the order the report shows them
 FIGURES: dict[str, tuple[str, str, Callable[[ReportData], tuple[Figure, str] | None]]] = {
     "cost-vs-depth": ("cost", "Cost against depth", cost_vs_depth),
@@ -239,6 +283,7 @@ FIGURES: dict[str, tuple[str, str, Callable[[ReportData], tuple[Figure, str] | N
     "accuracy-vs-depth": ("training", "Test accuracy against depth", accuracy_vs_depth),
     "accuracy-vs-cost": ("training", "Test accuracy against parameters and FLOPs", accuracy_vs_cost),
     "training-curves": ("training", "Test accuracy during training", training_curves),
+    "error-edf": ("training", "Error distribution per strategy (EDF)", error_edf),
 }
 
 

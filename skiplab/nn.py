@@ -27,11 +27,14 @@ Single-stream merges (the stream is one tensor):
 * :class:`Highway` ``(branch, gate, gate_bias=-2)``: ``s' = T f + (1 - T) s``,
   ``T = sigmoid(gate(s))``; ``gate`` maps ``s`` to the branch's width and must have a bias
   (Srivastava et al., Highway Networks, arXiv 1505.00387). Same shape in and out.
-* :class:`Concat` ``(branch, keep=None, channel_dim=1)``: ``s' = concat(s[-keep:], f)`` along
-  the channels (Huang et al., DenseNet, arXiv 1608.06993): ``(B, C, *S) -> (B, C + K, *S)``
+* :class:`Concat` ``(branch, keep=None, channel_dim=1, memory="naive")``: ``s' = concat(s[-keep:], f)``
+  along the channels (Huang et al., DenseNet, arXiv 1608.06993): ``(B, C, *S) -> (B, C + K, *S)``
   for a branch of ``K`` output channels, or ``(B, keep + K, *S)`` with ``keep``.
-* :class:`DenseBlock` ``([layer_0, ..., layer_{m-1}])``: a DenseNet block; layer ``i`` takes
-  ``C + i K`` channels and makes ``K``: ``(B, C, *S) -> (B, C + m K, *S)``.
+* :class:`DenseBlock` ``([layer_0, ..., layer_{m-1}], memory="naive", channel_dim=1)``: a DenseNet
+  block; layer ``i`` takes ``C + i K`` channels and makes ``K``: ``(B, C, *S) -> (B, C + m K, *S)``.
+  ``memory="efficient"`` keeps each layer's output once instead of each layer's concatenated
+  input (linear, not quadratic, in ``m``; Pleiss et al., arXiv 1707.06990); each layer must then
+  start with norms/activations, then a Linear or Conv (DenseNet-BC's BN -> ReLU -> conv does).
 
 Multi-stream merges (the stream is more than one tensor; make it before the first layer
 and reduce it after the last):

@@ -139,7 +139,7 @@ def test_report_and_command_line_read_experiment_names_without_their_training_co
     import sys
     code = ("import sys, skiplab.report, skiplab.cli\n"
             "from skiplab.experiments import EXPERIMENTS\n"
-            "assert len(EXPERIMENTS) == 11\n"
+            "assert len(EXPERIMENTS) == 12\n"
             "print(sorted(m for m in sys.modules if m.startswith('skiplab.experiments')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "['skiplab.experiments', 'skiplab.experiments.figures']"

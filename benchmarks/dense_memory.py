@@ -46,9 +46,12 @@ def _rss(field: str) -> int:
     return 0
 
 
-def run_one(family: str, depth: int, memory: str, steps: int, device: str) -> dict:
+def run_one(family: str, depth: int, memory: str, steps: int, device: str, threads: int | None = None) -> dict:
     """One configuration, in this process (the parent starts a fresh one for each)."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from skiplab import ModelSpec, build_model
     from skiplab.cost.analytic import analytic_cost
@@ -98,7 +101,7 @@ def run_one(family: str, depth: int, memory: str, steps: int, device: str) -> di
     return out
 
 
-def _machine(device: str) -> str:
+def _machine(device: str, threads: int | None = None) -> str:
     import torch
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
@@ -108,7 +111,7 @@ def _machine(device: str) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {threads or torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -118,13 +121,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each pair; the faster kept (default 2)")
     p.add_argument("--families", default="mlp,cnn1d")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default: torch's); 1 is steadier on a busy machine, where "
+                        "OpenMP threads that wait for a descheduled sibling make a step many times slower")
     p.add_argument("--one", help=argparse.SUPPRESS)  # family,depth,memory: run in this process, print JSON
     args = p.parse_args()
     if args.one:
         family, depth, memory = args.one.split(",")
-        print(json.dumps(run_one(family, int(depth), memory, args.steps, args.device)))
+        print(json.dumps(run_one(family, int(depth), memory, args.steps, args.device, args.threads)))
         return
-    print(f"dense_memory benchmark on {_machine(args.device)}; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"dense_memory benchmark on {_machine(args.device, args.threads)}; load average {os.getloadavg()[0]:.2f} at start")
     rows = []
     for family in args.families.split(","):
         for depth in (int(d) for d in args.depths.split(",")):
@@ -136,7 +142,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for memory in ("naive", "efficient"):
                     cmd = [sys.executable, __file__, "--one", f"{family},{depth},{memory}", "--steps",
-                           str(args.steps), "--device", args.device]
+                           str(args.steps), "--device", args.device, *(["--threads", str(args.threads)] if args.threads else [])]
                     got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
                     if memory not in pair or got["step"] < pair[memory]["step"]:
                         pair[memory] = got

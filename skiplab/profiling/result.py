@@ -97,7 +97,7 @@ class Profile:
         head = f"profile of one forward on {shapes}: modules grouped at depth {depth_group}"
         foot = [f"backward MFLOPs (measured): {t['backward_flops'] / 1e6:,.4g}"]
         if t.get("seconds_forward_backward") is not None:
-            foot.append(f"forward+backward: {t['seconds_forward_backward'] * 1e3:,.3g} ms (median)")
+            foot.append(f"forward+backward: {t['seconds_forward_backward'] * 1e3:,.1f} ms (median)")
         foot.append("FLOPs: 2 x multiply-adds of matmul/conv (torch.utils.flop_counter); merge: element-wise "
                     "ops combining activations (skiplab.profiling.merge_rule); saved: bytes autograd keeps "
                     "for backward, each storage once, parameters and inputs excluded")

@@ -166,8 +166,6 @@ def add_parser(sub) -> None:
                         "within one name, e.g. 'transformer.h.*' or 'stages.*.*'")
     u.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                    help="input dtype; an integer dtype draws token ids in [0, --vocab) (default: float32)")
-    u.add_argument("--token-vocab", dest="vocab_ids", type=int, default=None,
-                   help="token ids are drawn from [0, V) (integer dtypes)")
     g = p.add_argument_group("measurement")
     g.add_argument("--dataset", default="mnist1d",
                    help=f"data whose train set feeds the batches: {', '.join(DATASETS)} (default: mnist1d)")

@@ -41,6 +41,8 @@ ELEMENTWISE = {_aten.add.Tensor: 1, _aten.sub.Tensor: 1, _aten.mul.Tensor: 1, _a
                _aten.lerp.Tensor: 1, _aten.lerp.Scalar: 1, _aten.addcmul.default: 2}
 REDUCTIONS = {_aten.sum.dim_IntList, _aten.sum.default}
 PRODUCTS = {_aten.mul.Tensor, _aten.div.Tensor}
+# CPU dropout in training mode draws its mask with bernoulli_, then computes x * mask
+RANDOM_FILLS = {_aten.bernoulli_.float, _aten.bernoulli_.Tensor}
 COPIES = {_aten.cat.default, _aten.stack.default}
 
 
@@ -52,12 +54,17 @@ class Weights:
         self.storages = {t.untyped_storage().data_ptr() for t in tensors}
         self.derived = WeakTensorKeyDictionary()
         self.reduced = WeakTensorKeyDictionary()  # outputs of counted sums over a dimension
+        self.masks = WeakTensorKeyDictionary()  # tensors filled at random (dropout's mask)
 
     def holds(self, t: torch.Tensor) -> bool:
         return t in self.derived or t.untyped_storage().data_ptr() in self.storages
 
-    def note(self, args, out) -> None:
-        """Mark ``out`` as a weight when every tensor ``args`` holds is one."""
+    def note(self, func, args, out) -> None:
+        """Mark ``out`` as a weight when every tensor ``args`` holds is one; mark a tensor
+        filled at random as a mask."""
+        if func in RANDOM_FILLS:
+            self.masks[args[0][0]] = True
+            return
         tensors = [a for a in _flat(args) if isinstance(a, torch.Tensor)]
         if tensors and all(self.holds(t) for t in tensors):
             for o in _flat(out):
@@ -96,7 +103,7 @@ def merge_flops(func, args, out: torch.Tensor, weights: Weights) -> int:
     else:
         summed, factors = operands[:2], []
     kinds = [_kind(a, weights) for a in summed + factors]
-    if "activation" not in kinds:
+    if "activation" not in kinds or "mask" in kinds:
         return 0
     if "number" in kinds:  # a scaling or shift: counted only on a statistic of a counted sum
         if not any(isinstance(a, torch.Tensor) and a in weights.reduced for a in summed + factors):
@@ -113,4 +120,6 @@ def _kind(a, weights: Weights) -> str:
         return "number"
     if weights.holds(a):
         return "weight"
+    if a in weights.masks:
+        return "mask"
     return "number" if a.dim() == 0 else "activation"

@@ -48,5 +48,5 @@ class Recorder(TorchDispatchMode):
             n = merge_flops(func, args, out, self.weights)
             if n:
                 self.merge_flops[where] += n
-        self.weights.note((args, kwargs), out)
+        self.weights.note(func, (args, kwargs), out)
         return out

@@ -163,7 +163,7 @@ def test_gpt2_against_pytorch_counters():
     config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
                                      bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel._from_config(config, attn_implementation="eager").train()
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").train()
     ids = torch.randint(0, 100, (2, 16))
     p = profile(model, ids, use_cache=False)  # use_cache: no key/value cache, so no cat into it
 

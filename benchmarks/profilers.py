@@ -159,7 +159,7 @@ def main() -> None:
     print(f"torch {versions['torch']} on {platform.machine()} ({torch.get_num_threads()} threads), batch {BATCH}, "
           f"train mode; " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "torch"))
     for name, model, x in models():
-        print(f"\n{name}, input {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}")
+        print(f"\n**{name}**, input {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}\n")
         print("| tool | params | forward FLOPs | merge FLOPs | concat bytes | activation bytes | notes |")
         print("|---|---:|---:|---:|---:|---:|---|")
         for tool, (row, dist) in TOOLS.items():

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gradients import Spread, _norm, _ratio
+from .profiling.profiler import tensors_of
 
 
 def match_blocks(model: nn.Module, pattern: str) -> list[str]:
@@ -44,23 +45,12 @@ def _loss(output: Any, generator: torch.Generator) -> torch.Tensor:
     own = getattr(output, "loss", None)
     if isinstance(own, torch.Tensor):
         return own
-    logits = next((t for t in _tensors(output) if t.is_floating_point() and t.requires_grad), None)
+    logits = next((t for t in tensors_of(output) if t.is_floating_point() and t.requires_grad), None)
     if logits is None:
         raise ValueError("the model's output has no floating-point tensor to take a loss of")
     flat = logits.reshape(-1, logits.shape[-1]) if logits.dim() > 1 else logits.reshape(1, -1)
     labels = torch.randint(0, flat.shape[-1], (flat.shape[0],), generator=generator)
     return F.cross_entropy(flat.float(), labels)
-
-
-def _tensors(x: Any):
-    if isinstance(x, torch.Tensor):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _tensors(v)
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            yield from _tensors(v)
 
 
 @dataclass(frozen=True)

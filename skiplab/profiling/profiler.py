@@ -31,21 +31,23 @@ def scalar_of(output: Any) -> torch.Tensor | None:
     loss = getattr(output, "loss", None)
     if isinstance(loss, torch.Tensor) and loss.requires_grad:
         return loss
-    for t in _tensors(output):
+    for t in tensors_of(output):
         if t.is_floating_point() and t.requires_grad:
             return t.sum()
     return None
 
 
-def _tensors(x: Any):
+def tensors_of(x: Any):
+    """The tensors in a model's inputs or output: a tensor, dicts (a transformers ModelOutput)
+    and sequences of them, in order."""
     if isinstance(x, torch.Tensor):
         yield x
-    elif isinstance(x, dict):  # also a transformers ModelOutput
+    elif isinstance(x, dict):
         for v in x.values():
-            yield from _tensors(v)
+            yield from tensors_of(v)
     elif isinstance(x, (list, tuple)):
         for v in x:
-            yield from _tensors(v)
+            yield from tensors_of(v)
 
 
 def _own_params(model: nn.Module) -> dict[str, int]:
@@ -95,7 +97,7 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     buffers = list(model.buffers())
     kept_buffers = [b.detach().clone() for b in buffers]
     kept_grads = [p.grad for p in params]
-    example = [t for t in _tensors((inputs, kwargs))]
+    example = list(tensors_of((inputs, kwargs)))
 
     stack = ModuleStack().attach(model)
     recorder = Recorder(stack, Weights(params + buffers))

@@ -9,14 +9,21 @@ from ..datasets import DATASETS, dataset_ref, load_dataset
 from ..gradient_plot import check_plot_path, plot_gradients
 from ..gradients import DEFAULT_LR, OPTIMIZERS, GradientConfig, GradientReport, check_inputs, measure_gradients
 from ..progress import ProgressBar
+from ..block_gradients import BlockGradients, block_gradients
 from ..textable import table
-from .common import add_json_flag, add_model_args, emit, specs_for_data
+from ..user_model import DTYPES, check_accepts, example_input, load_model
+from .common import UsageError, add_json_flag, add_model_args, emit, specs_for_data
 
 # Seconds of silence before the progress bar appears: quick runs print only their answer.
 QUIET_SECONDS = 2.0
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.target is not None:
+        return run_user_model(args)
+    if args.blocks is not None or args.dtype is not None:
+        flag = "--blocks" if args.blocks is not None else "--dtype"
+        raise UsageError(f"{flag}: applies to a model from a file; give FILE.py:FACTORY before the flags")
     # Validate everything before the first (possibly long) measurement.
     data = load_dataset(dataset_ref(args.dataset))
     specs = specs_for_data(args, data)
@@ -44,6 +51,41 @@ def run(args: argparse.Namespace) -> None:
     if args.plot is not None:
         plot_gradients(reports, args.plot)
     emit(args, [r.to_dict() for r in reports], render(reports, data.name))
+
+
+def run_user_model(args: argparse.Namespace) -> None:
+    """``skiplab gradients FILE.py:FACTORY --blocks PATTERN --input-shape ...``."""
+    if args.blocks is None:
+        raise UsageError("--blocks: say which modules are the blocks, e.g. --blocks 'layers.*' "
+                         "(a dotted-name pattern; * stays within one name)")
+    if args.input_shape is None:
+        raise UsageError("--input-shape: give the per-sample input shape of the model, e.g. 3,32,32")
+    if args.steps or args.plot is not None:
+        raise UsageError(f"{'--steps' if args.steps else '--plot'}: only for skiplab's own models; "
+                         f"a model from a file is measured at init")
+    dtype = args.dtype or "float32"
+    example_input(args.input_shape, args.batch_size, dtype, args.vocab)  # bad shapes fail here, once
+    check_accepts(load_model(args.target), example_input(args.input_shape, 2 if args.batch_size > 1 else 1, dtype,
+                                                         args.vocab))
+    result = block_gradients(
+        lambda seed: load_model(args.target, seed=seed),
+        lambda seed, i: example_input(args.input_shape, args.batch_size, dtype, args.vocab,
+                                      seed=1000 * seed + i),
+        args.blocks, seeds=args.seeds, batches=args.batches)
+    emit(args, {"target": args.target, "seeds": args.seeds, "batches": args.batches,
+                "batch_size": args.batch_size, **result.to_dict()}, render_blocks(args, result))
+
+
+def render_blocks(args: argparse.Namespace, r: BlockGradients) -> str:
+    head = (f"gradients at init: {args.target}, blocks {args.blocks!r} ({len(r.blocks)} modules); random inputs "
+            f"{tuple(args.input_shape)}, {args.seeds} seeds x {args.batches} batches of {args.batch_size}, "
+            f"loss = the model's own or cross-entropy on random labels, train mode")
+    w = r.weight_grad_norm
+    rows = [[name, w.mean[i], w.min[i], w.max[i]] for i, name in enumerate(r.blocks)]
+    return "\n".join([head, table(["block", "||dL/dW|| mean", "min", "max"], rows),
+                      f"first/last = {'-' if r.first_last_ratio is None else format(r.first_last_ratio, '.4g')} "
+                      f"(block {r.blocks[0]}'s weight-gradient norm over {r.blocks[-1]}'s; the norm of all "
+                      f"of a block's parameter gradients together)"])
 
 
 # -- the readable table -----------------------------------------------------------------
@@ -115,7 +157,15 @@ def add_parser(sub) -> None:
                     "of the block's new features, the state's RMS and (additive skips) the share of "
                     "the gradient that flows through the branch rather than the identity; mean and "
                     "min..max over seeds and batches.")
+    p.add_argument("target", metavar="FILE.py:FACTORY", nargs="?", default=None,
+                   help="measure your own model instead: FACTORY() from FILE.py, with --blocks and --input-shape")
     add_model_args(p)
+    u = p.add_argument_group("your own model (FILE.py:FACTORY)")
+    u.add_argument("--blocks", metavar="PATTERN", default=None,
+                   help="the modules whose weight-gradient norms are reported, by dotted name; * matches "
+                        "within one name, e.g. 'transformer.h.*' or 'stages.*.*'")
+    u.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                   help="input dtype; an integer dtype draws token ids in [0, --vocab) (default: float32)")
     g = p.add_argument_group("measurement")
     g.add_argument("--dataset", default="mnist1d",
                    help=f"data whose train set feeds the batches: {', '.join(DATASETS)} (default: mnist1d)")

@@ -12,12 +12,12 @@ import sys
 import threading
 from typing import Sequence
 
-from . import build, cost, experiment, gradients, runs, strategies, study, sweep, train
+from . import build, cost, experiment, gradients, profile, runs, strategies, study, sweep, train
 from ..export.extras import MissingExtra
 from ..store import begin_command, interrupted_note
 from .common import Parser, UsageError
 
-COMMANDS = [strategies, build, cost, gradients, train, study, experiment, sweep, runs]
+COMMANDS = [strategies, build, cost, gradients, profile, train, study, experiment, sweep, runs]
 
 
 def make_parser() -> Parser:

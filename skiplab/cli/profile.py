@@ -1,0 +1,54 @@
+"""``skiplab profile FILE.py:FACTORY``: the skip-connection bill of the user's own model,
+per module (see :mod:`skiplab.profiling`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..profiling import profile
+from ..user_model import DTYPES, check_accepts, example_input, load_model
+from .common import UsageError, add_json_flag, emit, shape_arg
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.depth_group < 0:
+        raise UsageError(f"--depth-group: must be >= 0, got {args.depth_group}")
+    if args.top is not None and args.top < 1:
+        raise UsageError(f"--top: must be >= 1, got {args.top}")
+    if args.repeats < 1:
+        raise UsageError(f"--repeats: must be >= 1, got {args.repeats}")
+    x = example_input(args.input_shape, args.batch, args.dtype, args.vocab, seed=args.seed)
+    model = load_model(args.target, seed=args.seed)
+    check_accepts(model, x)
+    result = profile(model, x, timed=args.time, repeats=args.repeats)
+    emit(args, {"target": args.target, **result.to_dict()},
+         f"{args.target}\n" + result.table(depth_group=args.depth_group, top=args.top))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "profile", help="parameters, FLOPs, merge FLOPs, concatenation bytes and saved activations of your model",
+        description="Profile one forward and backward of the model FACTORY() from FILE.py on a random batch: "
+                    "per module, parameters, matmul/conv FLOPs, the FLOPs of element-wise merges (skip "
+                    "connections), bytes written by cat/stack and bytes autograd saves for backward.")
+    p.add_argument("target", metavar="FILE.py:FACTORY",
+                   help="a Python file and the name of a callable in it that takes no arguments and returns "
+                        "a torch.nn.Module")
+    g = p.add_argument_group("input")
+    g.add_argument("--input-shape", type=shape_arg, required=True,
+                   help="per-sample input shape, e.g. 3,32,32 (an image) or 64 (64 token ids)")
+    g.add_argument("--batch", type=int, default=32, help="samples in the example batch (default: %(default)s)")
+    g.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="input dtype; an integer dtype draws token ids in [0, --vocab) (default: %(default)s)")
+    g.add_argument("--vocab", type=int, default=None, help="token ids are drawn from [0, V) (integer dtypes)")
+    g.add_argument("--seed", type=int, default=0, help="seeds the factory's init and the batch (default: %(default)s)")
+    o = p.add_argument_group("output")
+    o.add_argument("--depth-group", type=int, default=2,
+                   help="one row per module at this depth of the module tree, its children included "
+                        "(1 = the model's children; default: %(default)s)")
+    o.add_argument("--top", type=int, default=20, help="rows shown, largest forward FLOPs first; the rest "
+                                                         "are summed in one row (default: %(default)s)")
+    o.add_argument("--time", action="store_true", help="also time forward+backward (median of --repeats)")
+    o.add_argument("--repeats", type=int, default=5, help="timed passes after one warm-up (default: %(default)s)")
+    add_json_flag(o)
+    p.set_defaults(run=run)

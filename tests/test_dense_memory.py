@@ -220,3 +220,19 @@ def test_study_sweeps_and_the_command_line_take_memory(capsys):
         assert code == 2, argv
         err = capsys.readouterr().err
         assert "memory" in err and "Traceback" not in err
+
+
+def test_the_report_shows_both_bills_for_the_concatenations():
+    from skiplab.report.tables import cost_table
+    from skiplab.study import cost_summaries, plan_for, with_memory
+
+    for memory in ("naive", "efficient"):
+        costs = cost_summaries(with_memory(plan_for("mlp", quick=True), memory), batch=128)
+        head, rows = cost_table(costs)
+        assert head[7:10] == ["activation MiB", "naive MiB", "efficient MiB"]
+        for c, row in zip(costs, rows):
+            by = c.get("activation_bytes_by_memory")
+            if c["skip"] in CONCATS:  # the trained bill is one of the two, the other beside it
+                assert by and c["activation_bytes"] == by[memory] and row[8] and row[9]
+            else:
+                assert by is None and row[8] == row[9] == ""

@@ -183,8 +183,8 @@ def test_local_in_process_then_resume_skips_finished(tmp_path, capsys):
 
 def test_local_in_process_runs_with_num_cpus_threads(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(runner, "execute", lambda spec: seen.append(torch.get_num_threads()) or runner.failed_output(
-        runner.RunSpec.from_dict(spec), "not run", "now"))
+    monkeypatch.setattr(runner, "execute_group", lambda specs: [seen.append(torch.get_num_threads()) or runner.failed_output(
+        runner.RunSpec.from_dict(spec), "not run", "now") for spec in specs])
     sweep = parse_sweep({"sweep": {"seeds": 2}, "grid": {"model": "mlp", "depth": 1}})
     torch.set_num_threads(2)
     try:

@@ -173,7 +173,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
                     losses, logits = batched_loss(params, buffers, xb, yb)
                 except Exception as e:  # noqa: BLE001 - any vmap failure: the loop trains these instead
                     raise Unbatchable(f"vmap cannot run this model ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:120]})") from e
+                                      f"{str(e).splitlines()[0][:200]})") from e
             else:
                 losses, logits = batched_loss(params, buffers, xb, yb)
             values = losses.detach().tolist()  # one sync per step, as the loop's loss.item()

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from skiplab import ModelSpec
-from skiplab.datasets import Dataset
+from skiplab.datasets import Dataset, load_dataset
 from skiplab.engine import train_seeds, why_not_batched
 from skiplab.runner import run_all
 from skiplab.skips import STRATEGIES
 from skiplab.store import Store
-from skiplab.train import RunSpec, TrainConfig, train_model
+from skiplab.train import RunSpec, TrainConfig, model_fields_from, train_model
 
 RTOL = 1e-4
 SEEDS = (0, 1, 2)
@@ -70,7 +70,7 @@ def assert_same_as_loop(runs: list[RunSpec], data: Dataset, engine: str = "batch
         assert _rel(_flat(list(model.parameters())), _flat(list(ref_model.parameters()))) <= RTOL
         floats = lambda m: [b for b in m.buffers() if b.is_floating_point()]  # noqa: E731
         assert _rel(_flat(floats(model)), _flat(floats(ref_model))) <= RTOL
-        for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "val_bpc", "train_bpc"):
             a, b = getattr(result, key), getattr(ref, key)
             assert (a is None) == (b is None) and (a is None or _close(a, b)), key
         assert [c[:3] for c in result.curves] == [c[:3] for c in ref.curves]
@@ -105,6 +105,14 @@ def test_other_families_batched_equal_loop(tiny, family, skip, train):
     model = ModelSpec(model=family, depth=2, width=8, input_shape=(1, 8), classes=4, skip=skip,
                       **({"norm": "batch", "bias": False} if family == "cnn1d" else {"heads": 2}))
     assert_same_as_loop(_runs(model, seeds=(0, 1), **train), tiny)
+
+
+def test_a_language_model_batched_equals_loop():
+    """The character model on pydoc's text: (B, T) targets, bits per character."""
+    data = load_dataset("pydoc")
+    model = ModelSpec(model="transformer", depth=1, width=16, heads=2, **model_fields_from(data, {}))
+    cfg = TrainConfig(epochs=0.002, batch_size=16, evals=2, optimizer="sgd", lr=0.05)
+    assert_same_as_loop([RunSpec(model, cfg, "pydoc", seed=s) for s in (0, 1)], data)
 
 
 @pytest.mark.parametrize("train", [{"optimizer": "adamw", "weight_decay": 0.1},
@@ -154,6 +162,12 @@ def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     assert why_not_batched([*_runs(model, seeds=(0,)), other]) == "the runs differ in more than their seed"
     assert [r.engine for _, r in train_seeds(_runs(model, seeds=(0,)), tiny)] == ["loop: one seed: nothing to batch"]
     assert [r.engine for _, r in train_seeds(_runs(model, engine="loop"), tiny)] == ["loop"] * 3
+    # memory-efficient concatenation: its shared-storage autograd Functions are not vmappable
+    dense = model.replace(skip="dense", options={"memory": "efficient"})
+    runs = _runs(dense, seeds=(0, 1))
+    out = train_seeds(runs, tiny)
+    assert all(r.engine.startswith("loop: vmap cannot run this model (RuntimeError: ") for _, r in out)
+    assert [r.test_loss for _, r in out] == [train_model(run, tiny)[1].test_loss for run in runs]
 
 
 def test_engine_is_not_part_of_a_runs_identity():

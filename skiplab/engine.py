@@ -28,8 +28,9 @@ Each seed keeps what it would have alone:
 The two engines agree to floating-point reassociation (a batched matmul sums in another
 order): ``tests/test_engine.py`` checks final parameters, buffers and metrics within 1e-4
 relative for every strategy. Where batching cannot apply (one seed, runs that differ in
-more than their seed, ``engine="loop"``, or a model vmap cannot run), the loop trains them
-and each result's ``engine`` says why.
+more than their seed, ``engine="loop"``, a family that batches slower than it loops on the
+CPU (the CNNs: ``Family.batches_on_cpu``), or a model vmap cannot run), the loop trains
+them and each result's ``engine`` says why.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from .datasets import Dataset, TextDataset
+from .families import get_family
 from .fit import check_fits
 from .gradients import stream_gains
 from .model import build_model
@@ -69,6 +71,10 @@ def why_not_batched(specs: Sequence[RunSpec]) -> str | None:
         return "the runs differ in more than their seed"
     if len({s.seed for s in specs}) < len(specs):
         return "a seed appears twice"
+    family = get_family(specs[0].model.model)
+    device = specs[0].train.device
+    if not family.batches_on_cpu and (device == "cpu" or device == "auto" and not torch.cuda.is_available()):
+        return f"{family.name} trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
     return None
 
 

@@ -18,6 +18,7 @@ import torch
 from skiplab import ModelSpec
 from skiplab.datasets import Dataset, load_dataset
 from skiplab.engine import train_seeds, why_not_batched
+from skiplab.families import get_family
 from skiplab.runner import run_all
 from skiplab.skips import STRATEGIES
 from skiplab.store import Store
@@ -101,7 +102,8 @@ def test_every_strategy_batched_equals_loop(tiny, skip, norm):
 @pytest.mark.parametrize("family, skip, train", [("cnn1d", "add", {}), ("cnn1d", "dense", {}), ("cnn1d", "hyper", {}),
                                                  ("transformer", "add", {"optimizer": "sgd", "lr": 0.05}),
                                                  ("transformer", "mhc", {"optimizer": "sgd", "lr": 0.05})])
-def test_other_families_batched_equal_loop(tiny, family, skip, train):
+def test_other_families_batched_equal_loop(tiny, family, skip, train, monkeypatch):
+    monkeypatch.setattr(get_family(family), "batches_on_cpu", True)  # the CNNs loop on a CPU unless made to batch
     model = ModelSpec(model=family, depth=2, width=8, input_shape=(1, 8), classes=4, skip=skip,
                       **({"norm": "batch", "bias": False} if family == "cnn1d" else {"heads": 2}))
     assert_same_as_loop(_runs(model, seeds=(0, 1), **train), tiny)
@@ -160,6 +162,8 @@ def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     assert why_not_batched(_runs(model, seeds=(0, 0))) == "a seed appears twice"
     other = dataclasses.replace(_runs(model, seeds=(1,))[0], model=model.replace(width=16))
     assert why_not_batched([*_runs(model, seeds=(0,)), other]) == "the runs differ in more than their seed"
+    cnn = ModelSpec(model="cnn1d", depth=1, width=8, input_shape=(1, 8), classes=4)
+    assert why_not_batched(_runs(cnn)) == "cnn1d trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
     assert [r.engine for _, r in train_seeds(_runs(model, seeds=(0,)), tiny)] == ["loop: one seed: nothing to batch"]
     assert [r.engine for _, r in train_seeds(_runs(model, engine="loop"), tiny)] == ["loop"] * 3
     # memory-efficient concatenation: its shared-storage autograd Functions are not vmappable

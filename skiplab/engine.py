@@ -61,20 +61,28 @@ class Unbatchable(Exception):
     """This configuration cannot be trained batched; the message says why."""
 
 
+def why_not_batched_alone(spec: RunSpec) -> str | None:
+    """Why a run could not join a batch whatever its company, or None: the loop engine
+    was asked for, or its family trains slower batched on the CPU it runs on."""
+    if spec.train.engine == "loop":
+        return "engine loop was asked for"
+    family, device = get_family(spec.model.model), spec.train.device
+    if not family.batches_on_cpu and (device == "cpu" or device == "auto" and not torch.cuda.is_available()):
+        return f"{family.name} trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
+    return None
+
+
 def why_not_batched(specs: Sequence[RunSpec]) -> str | None:
     """Why ``specs`` cannot be trained as one batched computation, or None if they can."""
-    if any(s.train.engine == "loop" for s in specs):
-        return "engine loop was asked for"
+    alone = next((r for r in map(why_not_batched_alone, specs) if r), None)
+    if alone:
+        return alone
     if len(specs) < 2:
         return "one seed: nothing to batch"
     if len({s.spec_hash for s in specs}) > 1:
         return "the runs differ in more than their seed"
     if len({s.seed for s in specs}) < len(specs):
         return "a seed appears twice"
-    family = get_family(specs[0].model.model)
-    device = specs[0].train.device
-    if not family.batches_on_cpu and (device == "cpu" or device == "auto" and not torch.cuda.is_available()):
-        return f"{family.name} trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
     return None
 
 
@@ -253,4 +261,4 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     return out
 
 
-__all__ = ["ENGINES", "Unbatchable", "why_not_batched", "train_seeds"]
+__all__ = ["ENGINES", "Unbatchable", "why_not_batched", "why_not_batched_alone", "train_seeds"]

@@ -40,7 +40,7 @@ import torch
 from .datasets import Dataset, load_dataset
 from .provenance import hardware, versions
 from .store import Store, now
-from .engine import OnStep, train_seeds, why_not_batched
+from .engine import OnStep, train_seeds, why_not_batched, why_not_batched_alone
 from .train import RunSpec
 
 _DATA: dict[tuple[str, str], Dataset] = {}  # per process: each dataset is loaded once
@@ -94,8 +94,9 @@ def execute_group(spec_dicts: list[dict[str, Any]], on_step: OnStep | None = Non
 
 def group_key(spec: RunSpec) -> tuple[str, ...]:
     """Runs with the same key train as one task: the seeds of one configuration, unless
-    the loop engine was asked for (then each run is its own)."""
-    return (spec.spec_hash,) if spec.train.engine == "batched" else (spec.spec_hash, str(spec.seed))
+    they would train with the loop anyway (``engine="loop"``, or a family that batches
+    slower on the CPU): then each run is its own task, and runs go in parallel."""
+    return (spec.spec_hash,) if why_not_batched_alone(spec) is None else (spec.spec_hash, str(spec.seed))
 
 
 RETRIES = 2  # a run whose worker process dies is started again this many times, then stored failed

@@ -19,7 +19,7 @@ from skiplab import ModelSpec
 from skiplab.datasets import Dataset, load_dataset
 from skiplab.engine import train_seeds, why_not_batched
 from skiplab.families import get_family
-from skiplab.runner import run_all
+from skiplab.runner import group_key, run_all
 from skiplab.skips import STRATEGIES
 from skiplab.store import Store
 from skiplab.train import RunSpec, TrainConfig, model_fields_from, train_model
@@ -172,6 +172,16 @@ def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     out = train_seeds(runs, tiny)
     assert all(r.engine.startswith("loop: vmap cannot run this model (RuntimeError: ") for _, r in out)
     assert [r.test_loss for _, r in out] == [train_model(run, tiny)[1].test_loss for run in runs]
+
+
+def test_runs_that_would_loop_anyway_are_tasks_of_their_own():
+    """The runner batches a configuration's seeds into one task only where they will train
+    batched; else each seed is its own task, and seeds run in parallel as before."""
+    mlp = ModelSpec(model="mlp", depth=1, width=8, input_shape=(1, 8), classes=4)
+    cnn = ModelSpec(model="cnn1d", depth=1, width=8, input_shape=(1, 8), classes=4)
+    assert len({group_key(r) for r in _runs(mlp)}) == 1
+    assert len({group_key(r) for r in _runs(mlp, engine="loop")}) == 3
+    assert len({group_key(r) for r in _runs(cnn)}) == 3
 
 
 def test_engine_is_not_part_of_a_runs_identity():

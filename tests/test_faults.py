@@ -25,6 +25,7 @@ from skiplab import runner
 from skiplab.cli import main
 from skiplab.spec import ModelSpec
 from skiplab.store import HOST, Store
+from skiplab.study import StudyPlan
 from skiplab.train import RunSpec, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ if __name__ == "__main__":
     cli.plan_for = lambda model, quick: {PLAN}
     sys.exit(main(sys.argv[1:]))
 """
-STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN).runs()}
+STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN, {"StudyPlan": StudyPlan, "TrainConfig": TrainConfig}).runs()}
 
 
 def _model(**kw) -> ModelSpec:
@@ -170,7 +171,8 @@ def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, caps
     with Store(out) as s:  # one run stored before, by another command
         s.add_run({"model": {}}, "h", 0, "complete", {}, [], "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(runner, "execute", interrupted)
-    monkeypatch.setattr(cli_train, "execute", interrupted)  # train's own in-process path
+    monkeypatch.setattr(runner, "execute_group", interrupted)  # a configuration's seeds, batched
+    monkeypatch.setattr(cli_train, "execute_group", interrupted)  # train's own in-process path
     monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")

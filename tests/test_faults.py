@@ -347,8 +347,8 @@ class WorkerKiller(threading.Thread):
 @pytest.mark.slow
 @LINUX
 def test_sweep_survives_a_worker_killed_from_outside(tmp_path):
-    """`skiplab sweep` (local pool) with a worker SIGKILLed mid-run: the run is retried,
-    every run stored once, exit 0."""
+    """`skiplab sweep` (local pool) with a worker SIGKILLed mid-run: its task (a
+    configuration's 3 seeds, batched) is retried, every run stored once, exit 0."""
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 3\n[grid]\nmodel = 'mlp'\nskip = ['plain', 'add']\ndepth = 2\nwidth = 16\n"
                      "[train]\nepochs = 20\nevals = 1\n")
@@ -362,7 +362,7 @@ def test_sweep_survives_a_worker_killed_from_outside(tmp_path):
     assert len(killer.killed) == 1
     assert proc.returncode == 0 and stderr == "", stderr
     counts = json.loads(stdout)["counts"]
-    assert counts == {"skipped": 0, "complete": 6, "retried": 1}, counts
+    assert counts == {"skipped": 0, "complete": 6, "retried": 3}, counts
     final = _rows(tmp_path / "o")
     assert len(final) == 6 and {st for _, _, st, _ in final} == {"complete"}
     _consistent(tmp_path / "o")

@@ -184,6 +184,22 @@ def test_runs_that_would_loop_anyway_are_tasks_of_their_own():
     assert len({group_key(r) for r in _runs(cnn)}) == 3
 
 
+def test_experiments_models_are_trained_batched_and_returned_per_seed(tmp_path):
+    """Context.train_models (equivalence, lesion): a configuration's seeds train as one
+    batch, each stored, and each seed's model comes back as the loop would train it."""
+    from skiplab.datasets import load_mnist1d
+    from skiplab.experiments.context import Context
+    model = ModelSpec(model="mlp", depth=2, width=8, input_shape=(40,), classes=10, norm="batch", bias=False)
+    runs = [RunSpec(model, TrainConfig(epochs=0.1, evals=1), "mnist1d", seed=s) for s in (0, 1)]
+    with Store(tmp_path) as store:
+        out = Context(None, False, store, workers=1, name="t").train_models(runs)
+        assert sorted(r["seed"] for r in store.runs()) == [0, 1]
+    assert [o["result"]["engine"] for o, _ in out] == ["batched"] * 2
+    for run, (_, m) in zip(runs, out):
+        ref = train_model(run, load_mnist1d())[0]
+        assert _rel(_flat(list(m.parameters())), _flat(list(ref.parameters()))) <= RTOL
+
+
 def test_engine_is_not_part_of_a_runs_identity():
     model = ModelSpec(model="mlp", depth=1, width=8, input_shape=(1, 8), classes=4)
     batched, loop = _runs(model)[0], _runs(model, engine="loop")[0]

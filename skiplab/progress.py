@@ -50,3 +50,23 @@ class ProgressBar:
         if self.enabled and self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class StepRate:
+    """Steps per second for a progress note: ``tick(steps)`` with a running count of steps
+    since ``reset()``, or ``add(steps)`` with steps just finished; the rate is over the time
+    since the reset (seed-steps/s when each seed's step counts)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps = time.monotonic(), 0
+
+    def tick(self, steps: int) -> float:
+        self.steps = steps
+        elapsed = time.monotonic() - self.start
+        return steps / elapsed if elapsed > 0 else 0.0
+
+    def add(self, steps: int) -> float:
+        return self.tick(self.steps + steps)

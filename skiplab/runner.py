@@ -14,6 +14,10 @@ writes the store. Faults:
 * Ctrl-C: workers ignore SIGINT (a terminal sends it to the whole process group); the
   parent stops them, keeps what it stored, drops its claims and re-raises
   KeyboardInterrupt for the command line to report in one line.
+* Seeds of one configuration (runs that differ only by seed) go to one worker as one
+  task and train as one batched computation (:mod:`skiplab.engine`); each seed is still
+  claimed, stored and resumed on its own, so a finished seed is never run again. A worker
+  that dies costs its task's runs, each retried as above.
 * Several commands on one store: each run is claimed in the store before it is trained
   (:meth:`skiplab.store.Store.claim`), so no two commands train the same run; a run
   another command holds is waited for, then counted as ``elsewhere``.
@@ -36,7 +40,8 @@ import torch
 from .datasets import Dataset, load_dataset
 from .provenance import hardware, versions
 from .store import Store, now
-from .train import RunSpec, train_run
+from .engine import OnStep, train_seeds, why_not_batched, why_not_batched_alone
+from .train import RunSpec
 
 _DATA: dict[tuple[str, str], Dataset] = {}  # per process: each dataset is loaded once
 
@@ -55,20 +60,43 @@ def failed_output(spec: RunSpec, message: str, started: str, tb: str = "") -> di
                    [], started)
 
 
+def _dataset(spec: RunSpec) -> Dataset:
+    key = (spec.dataset, spec.label)
+    if key not in _DATA:
+        _DATA[key] = load_dataset(spec.dataset, spec.label)
+    return _DATA[key]
+
+
 def execute(spec_dict: dict[str, Any], on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Train one run; never raises: an error becomes status ``failed`` with its message.
     ``on_step(step, total, loss)`` reports progress (in-process use only)."""
+    return execute_group([spec_dict], None if on_step is None else
+                         lambda step, total, loss, seeds: on_step(step, total, loss))[0]
+
+
+def execute_group(spec_dicts: list[dict[str, Any]], on_step: OnStep | None = None) -> list[dict[str, Any]]:
+    """Train runs that differ only by seed as one batched computation
+    (:func:`skiplab.engine.train_seeds`), or one by one where batching does not apply;
+    never raises: an error becomes status ``failed`` with its message, for the run that
+    raised (the loop) or for every run of the batch. ``on_step(step, total, loss,
+    seeds)`` reports progress (in-process use only). Returns one output per run, in order."""
     started = now()
-    spec = RunSpec.from_dict(spec_dict)
+    specs = [RunSpec.from_dict(d) for d in spec_dicts]
+    if len(specs) > 1 and why_not_batched(specs) is not None:  # each alone: one failure costs one run
+        return [execute_group([d], on_step)[0] for d in spec_dicts]
     try:
-        key = (spec.dataset, spec.label)
-        if key not in _DATA:
-            _DATA[key] = load_dataset(spec.dataset, spec.label)
-        result = train_run(spec, _DATA[key], on_step)
-        status, summary, curves = result.status, result.summary(), result.curves
+        results = [r for _, r in train_seeds(specs, _dataset(specs[0]), on_step)]
     except Exception as e:  # noqa: BLE001 - a failed run is stored, the rest go on
-        return failed_output(spec, f"{type(e).__name__}: {e}", started, traceback.format_exc(limit=5))
-    return _output(spec, status, summary, curves, started)
+        tb = traceback.format_exc(limit=5)
+        return [failed_output(s, f"{type(e).__name__}: {e}", started, tb) for s in specs]
+    return [_output(s, r.status, r.summary(), r.curves, started) for s, r in zip(specs, results)]
+
+
+def group_key(spec: RunSpec) -> tuple[str, ...]:
+    """Runs with the same key train as one task: the seeds of one configuration, unless
+    they would train with the loop anyway (``engine="loop"``, or a family that batches
+    slower on the CPU): then each run is its own task, and runs go in parallel."""
+    return (spec.spec_hash,) if why_not_batched_alone(spec) is None else (spec.spec_hash, str(spec.seed))
 
 
 RETRIES = 2  # a run whose worker process dies is started again this many times, then stored failed
@@ -94,8 +122,8 @@ def _test_die(seed: int, attempt: int) -> None:
 
 
 def _worker(conn: Any, threads: int, parent: int) -> None:
-    """A worker process: runs what the parent sends ((spec dict, attempt) or None to
-    stop), sends each result back."""
+    """A worker process: runs what the parent sends ((spec dicts, attempt) or None to
+    stop), sends each task's results back."""
     # Ctrl-C is the parent's to handle: a terminal sends SIGINT to every process in the
     # group, and a worker raising KeyboardInterrupt would print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -109,13 +137,14 @@ def _worker(conn: Any, threads: int, parent: int) -> None:
             return
         if task is None:
             return
-        spec_dict, attempt = task
-        _test_die(spec_dict["seed"], attempt)
-        conn.send(execute(spec_dict))
+        spec_dicts, attempt = task
+        for d in spec_dicts:
+            _test_die(d["seed"], attempt)
+        conn.send(execute_group(spec_dicts))
 
 
 class _Proc:
-    """One worker process, its pipe, and the run it was given (index, attempt)."""
+    """One worker process, its pipe, and the task it was given (run indices, attempt)."""
 
     def __init__(self, ctx: Any, threads: int):
         self.conn, child = ctx.Pipe()
@@ -128,12 +157,12 @@ class _Proc:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
-        self.task: tuple[int, int] | None = None
+        self.task: tuple[list[int], int] | None = None
 
-    def send(self, index: int, spec: RunSpec, attempt: int) -> None:
-        self.task = (index, attempt)
+    def send(self, indices: list[int], specs: list[RunSpec], attempt: int) -> None:
+        self.task = (indices, attempt)
         try:
-            self.conn.send((spec.to_dict(), attempt))
+            self.conn.send(([s.to_dict() for s in specs], attempt))
         except OSError:  # already dead: found by its sentinel, and the run retried
             pass
 
@@ -154,8 +183,9 @@ class _Proc:
 
 class _Plan:
     """The runs to do, each claimed in the store just before it starts: ``take()`` gives
-    the next one this command may train, or None while every run left is held by another
-    command (wait, then ask again), ``left`` says whether any run is still to do."""
+    the next task this command may train (a run and the other seeds of its configuration
+    still to do, :func:`group_key`), or [] while every run left is held by another command
+    (wait, then ask again); ``left`` says whether any run is still to do."""
 
     def __init__(self, specs: list[RunSpec], store: Store, counts: dict[str, int]):
         self.queue = collections.deque(range(len(specs)))
@@ -169,18 +199,32 @@ class _Plan:
     def retry(self, index: int) -> None:
         self.queue.appendleft(index)  # still claimed by us: taken again at once
 
-    def take(self) -> int | None:
+    def _claim(self, index: int) -> bool:
+        spec = self.specs[index]
+        state = self.store.claim(spec.spec_hash, spec.seed, self.since)
+        if state == "done":  # stored by another command while we ran
+            self.counts["elsewhere"] = self.counts.get("elsewhere", 0) + 1
+        elif state != "claimed":  # busy: held by another command; look again later
+            self.queue.append(index)
+        return state == "claimed"
+
+    def take(self) -> list[int]:
+        first = None
         for _ in range(len(self.queue)):
             index = self.queue.popleft()
-            spec = self.specs[index]
-            state = self.store.claim(spec.spec_hash, spec.seed, self.since)
-            if state == "claimed":
-                return index
-            if state == "done":  # stored by another command while we ran
-                self.counts["elsewhere"] = self.counts.get("elsewhere", 0) + 1
-            else:  # busy: held by another command; look again later
+            if self._claim(index):
+                first = index
+                break
+        if first is None:
+            return []
+        key, task = group_key(self.specs[first]), [first]
+        for _ in range(len(self.queue)):  # its group-mates, in queue order (the rest keep theirs)
+            index = self.queue.popleft()
+            if group_key(self.specs[index]) != key:
                 self.queue.append(index)
-        return None
+            elif self._claim(index):
+                task.append(index)
+        return task
 
 
 def store_result(store: Store, out: dict[str, Any]) -> int:
@@ -190,9 +234,12 @@ def store_result(store: Store, out: dict[str, Any]) -> int:
 
 def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
             on_done: Callable[[int, int, dict[str, Any]], None] | None = None,
-            threads: int | None = None, retries: int | None = None) -> dict[str, int]:
+            threads: int | None = None, retries: int | None = None,
+            on_flight: Callable[[int], None] | None = None) -> dict[str, int]:
     """Run every spec not already finished in ``store``; store each result as it comes.
-    ``on_done(done, total, result)`` reports progress. ``threads``: torch threads in each
+    Runs that differ only by seed train together as one batched task (:func:`group_key`).
+    ``on_done(done, total, result)`` reports progress; ``on_flight(seeds)`` the runs in
+    training now, whenever that changes. ``threads``: torch threads in each
     run, wherever it runs (the same count gives the same numbers on the CPU); default:
     cores // workers in the pool, this process's own setting when run here. ``retries``:
     times a run whose worker process died is started again (default ``RETRIES``). Returns
@@ -217,34 +264,40 @@ def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
     if not todo:
         return counts
     plan = _Plan(todo, store, counts)
+    tasks = len({group_key(s) for s in todo})
+    flight = on_flight or (lambda seeds: None)
     with store.lease():
-        if workers == 1 or len(todo) <= 1:
+        if workers == 1 or tasks <= 1:
             before = torch.get_num_threads()
             torch.set_num_threads(threads or before)
             try:
-                for index in _claimed(plan):
-                    record(execute(todo[index].to_dict()))
+                for indices in _claimed(plan):
+                    flight(len(indices))
+                    for out in execute_group([todo[i].to_dict() for i in indices]):
+                        record(out)
+                flight(0)
             finally:
                 torch.set_num_threads(before)
         else:
-            _run_pool(todo, plan, min(workers, len(todo)), threads or max(1, (os.cpu_count() or 1) // workers),
-                      RETRIES if retries is None else retries, record, counts)
+            _run_pool(todo, plan, min(workers, tasks), threads or max(1, (os.cpu_count() or 1) // workers),
+                      RETRIES if retries is None else retries, record, counts, flight)
     return counts
 
 
-def _claimed(plan: _Plan) -> Iterator[int]:
-    """Each run this command may train, in order, waiting while others hold the rest."""
+def _claimed(plan: _Plan) -> Iterator[list[int]]:
+    """Each task this command may train, in order, waiting while others hold the rest."""
     while plan.left:
-        index = plan.take()
-        if index is None:
+        indices = plan.take()
+        if not indices:
             time.sleep(CLAIM_POLL)
         else:
-            yield index
+            yield indices
 
 
 def _run_pool(todo: list[RunSpec], plan: _Plan, workers: int, threads: int, retries: int,
-              record: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
-    """The runs on ``workers`` processes; a worker that dies is replaced, its run retried."""
+              record: Callable[[dict[str, Any]], None], counts: dict[str, int],
+              flight: Callable[[int], None]) -> None:
+    """The tasks on ``workers`` processes; a worker that dies is replaced, its runs retried."""
     # 'spawn': a fresh interpreter per worker; forking a process whose OpenMP threads have
     # run can deadlock the child.
     ctx = multiprocessing.get_context("spawn")
@@ -255,40 +308,43 @@ def _run_pool(todo: list[RunSpec], plan: _Plan, workers: int, threads: int, retr
         while True:
             for w in procs:
                 if w.task is None and plan.left:
-                    index = plan.take()
-                    if index is None:
+                    indices = plan.take()
+                    if not indices:
                         break  # the rest are held elsewhere: wait below, then ask again
-                    attempts[index] += 1
-                    w.send(index, todo[index], attempts[index])
+                    attempts.update(indices)
+                    w.send(indices, [todo[i] for i in indices], max(attempts[i] for i in indices))
             busy = [w for w in procs if w.task is not None]
+            flight(sum(len(w.task[0]) for w in busy))
             if not busy and not plan.left:
                 return
             # a result, a worker's death, or (waiting for runs held elsewhere) a poll
             wait([w.conn for w in busy] + [w.proc.sentinel for w in procs], timeout=CLAIM_POLL)
             alive = []
             for w in procs:
-                out = None
+                outs = None
                 if w.task is not None and w.conn.poll():
                     try:
-                        out = w.conn.recv()
+                        outs = w.conn.recv()
                     except (EOFError, OSError):  # died while sending: the sentinel tells
                         pass
-                if out is not None:
+                if outs is not None:
                     w.task = None
-                    record(out)
+                    for out in outs:
+                        record(out)
                 if w.proc.is_alive():
                     alive.append(w)
                     continue
                 w.proc.join()
                 if w.task is not None:
-                    index, attempt = w.task
+                    indices, _ = w.task
                     w.task = None
-                    if attempt <= retries:
-                        counts["retried"] = counts.get("retried", 0) + 1
-                        plan.retry(index)
-                    else:
-                        record(failed_output(todo[index], f"worker process died ({w.death()}) {attempt} times",
-                                             now()))
+                    for index in reversed(indices):  # retried in their order
+                        if attempts[index] <= retries:
+                            counts["retried"] = counts.get("retried", 0) + 1
+                            plan.retry(index)
+                        else:
+                            record(failed_output(todo[index], f"worker process died ({w.death()}) "
+                                                 f"{attempts[index]} times", now()))
                 w.conn.close()
             # a fresh worker for each dead one, while there is work for it
             procs = alive + [_Proc(ctx, threads) for _ in range(min(workers - len(alive), len(plan.queue)))]

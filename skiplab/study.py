@@ -154,6 +154,12 @@ def on_device(plan: StudyPlan, device: str) -> StudyPlan:
     return dataclasses.replace(plan, train=dataclasses.replace(plan.train, device=device))
 
 
+def with_engine(plan: StudyPlan, engine: str) -> StudyPlan:
+    """``plan`` with its seeds trained by ``engine`` (batched | loop, :mod:`skiplab.engine`);
+    like the device, not part of a run's identity."""
+    return dataclasses.replace(plan, train=dataclasses.replace(plan.train, engine=engine))
+
+
 def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
     out = []
     for group, spec in plan.model_specs():
@@ -191,8 +197,10 @@ def gradient_summaries(plan: StudyPlan, data, progress: Callable[[str], None] | 
 
 def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = None,
               on_run: Callable[[int, int, dict[str, Any]], None] | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) ``plan`` into the store at ``out``. Returns counts by status, the
+              progress: Callable[[str], None] | None = None,
+              on_flight: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) ``plan`` into the store at ``out`` (``on_flight(seeds)``: the runs
+    in training, as :func:`skiplab.runner.run_all` reports them). Returns counts by status, the
     number of runs planned and the seconds it took; the caller writes the report
     (:func:`skiplab.report.write_report_locked`)."""
     start = time.perf_counter()
@@ -217,6 +225,6 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
             store.set_meta("costs", cost_summaries(plan, plan.train.batch_size))
             store.set_meta("gradients", gradient_summaries(plan, data, progress))
             store.set_meta("summaries_for", configs_hash)
-        counts = run_all(specs, store, workers=workers, on_done=on_run)
+        counts = run_all(specs, store, workers=workers, on_done=on_run, on_flight=on_flight)
         store.set_meta("last_study_seconds", time.perf_counter() - start)
     return {"counts": counts, "runs": len(specs), "seconds": time.perf_counter() - start}

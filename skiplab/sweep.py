@@ -58,7 +58,7 @@ import torch
 
 from .cost import match_budget
 from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
-from .runner import execute, failed_output, run_all, store_result
+from .runner import execute_group, failed_output, group_key, run_all, store_result
 from .skips import STRATEGIES, all_options, sizing_option_names
 from .spec import ModelSpec, SpecError
 from .store import Store, now
@@ -297,11 +297,12 @@ def run_local(sweep: Sweep, store: Store, workers: int | None = None, on_done: O
 
 
 # -- Ray backend ------------------------------------------------------------------------
-def _ray_task(spec_dict: dict[str, Any], threads: int) -> dict[str, Any]:
-    """A Ray task: one run, with as many torch threads as CPUs it was given (one by
-    default), as in the local backend, so that both compute the same numbers."""
+def _ray_task(spec_dicts: list[dict[str, Any]], threads: int) -> list[dict[str, Any]]:
+    """A Ray task: the seeds of one configuration (batched, :func:`skiplab.runner.execute_group`),
+    with as many torch threads as CPUs it was given (one by default), as in the local
+    backend, so that both compute the same numbers."""
     torch.set_num_threads(threads)
-    return execute(spec_dict)
+    return execute_group(spec_dicts)
 
 
 def _import_ray() -> Any:
@@ -335,7 +336,8 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
 
 def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int | None = None,
             on_done: OnDone | None = None) -> dict[str, int]:
-    """One Ray task per run not yet finished in ``store``, each asking for
+    """One Ray task per configuration's seeds not yet finished in ``store`` (they train as
+    one batched computation, as on the local backend; :func:`skiplab.runner.group_key`), each asking for
     ``sweep.resources``; results are stored by this process as tasks finish. A task whose
     worker dies is retried ``max_retries`` times by Ray, then stored as ``failed``; the
     others go on. ``workers``: CPUs of a local instance, or, on an existing cluster, the
@@ -349,33 +351,37 @@ def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int
     if not todo:
         return counts
     res = sweep.resources
-    limit = workers if (address and workers) else len(todo)
-    queue = iter(todo)
-    pending: dict[Any, tuple[RunSpec, str]] = {}  # object ref -> (run, submitted at)
+    groups: dict[tuple[str, ...], list[RunSpec]] = {}
+    for run in todo:
+        groups.setdefault(group_key(run), []).append(run)
+    limit = workers if (address and workers) else len(groups)
+    queue = iter(groups.values())
+    pending: dict[Any, tuple[list[RunSpec], str]] = {}  # object ref -> (runs, submitted at)
     done = 0
     connected = _connect(ray, address, workers)
     try:
         task = ray.remote(_ray_task).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus,
                                              max_retries=res.max_retries, retry_exceptions=False)
         while True:
-            while len(pending) < limit and (run := next(queue, None)) is not None:
-                pending[task.remote(run.to_dict(), res.threads)] = (run, now())
+            while len(pending) < limit and (runs := next(queue, None)) is not None:
+                pending[task.remote([r.to_dict() for r in runs], res.threads)] = (runs, now())
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                run, submitted = pending.pop(ref)
+                runs, submitted = pending.pop(ref)
                 try:
-                    out = ray.get(ref)
+                    outs = ray.get(ref)
                 except ray.exceptions.RayError as e:  # the worker died max_retries + 1 times, or the node did
                     first = (str(e).strip().splitlines() or [""])[0]
-                    out = failed_output(run, f"{type(e).__name__} after {res.max_retries} retries: {first}",
-                                        submitted)
-                store_result(store, out)
-                counts[out["status"]] = counts.get(out["status"], 0) + 1
-                done += 1
-                if on_done:
-                    on_done(done, len(todo), out)
+                    outs = [failed_output(run, f"{type(e).__name__} after {res.max_retries} retries: {first}",
+                                          submitted) for run in runs]
+                for out in outs:
+                    store_result(store, out)
+                    counts[out["status"]] = counts.get(out["status"], 0) + 1
+                    done += 1
+                    if on_done:
+                        on_done(done, len(todo), out)
     except BaseException:  # Ctrl-C: what finished is stored; stop the rest
         for ref in pending:
             with contextlib.suppress(Exception):  # best effort: the cluster may be gone too

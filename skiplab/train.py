@@ -28,6 +28,7 @@ from .optim import OPTIMIZERS, make_optimizer
 from .spec import ModelSpec
 from .validate import SpecError, choice, integer, number
 SCHEDULES = ("constant", "cosine")
+ENGINES = ("batched", "loop")  # skiplab.engine
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -50,11 +51,17 @@ class TrainConfig:
     # 0 = none; then it is left out of a run's identity, so runs stored before it existed
     # keep their spec hash.
     warmup: int = 0
+    # How the seeds of one configuration train (skiplab.engine): "batched", S seeds as one
+    # vmapped computation where it applies, else "loop", one at a time. The two agree within
+    # 1e-4, so like device it is not part of a run's identity, and the default is left out
+    # of to_dict.
+    engine: str = "batched"
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
         choice("device", self.device, DEVICES)
+        choice("engine", self.engine, ENGINES)
         for name in ("batch_size", "evals"):
             integer(name, getattr(self, name), 1)
         number("epochs", self.epochs, 0.0, strict=True)
@@ -81,6 +88,8 @@ class RunSpec:
         train = dataclasses.asdict(self.train)
         if not train["warmup"]:  # the default: absent, as in every run stored before warm-up existed
             del train["warmup"]
+        if train["engine"] == "batched":  # the default: absent, as in every run stored before engines existed
+            del train["engine"]
         return {"model": self.model.to_dict(), "train": train,
                 "dataset": self.dataset, "seed": self.seed, "group": self.group, "label": self.label}
 
@@ -91,10 +100,11 @@ class RunSpec:
 
     @property
     def spec_hash(self) -> str:
-        """Identity of the configuration, without the seed and the device (where a run
-        executes does not change what it is)."""
+        """Identity of the configuration, without the seed, the device and the engine
+        (where and how a run executes does not change what it is)."""
         d = self.to_dict()
         del d["seed"], d["train"]["device"]
+        d["train"].pop("engine", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -121,6 +131,9 @@ class RunResult:
     # Training positions predicted per second of training (evaluations excluded): samples x
     # positions per sample (a classification sample is one position).
     tokens_per_second: float | None = None
+    # The engine that trained it: "batched", "loop", or "loop: <why batching did not apply>"
+    # (skiplab.engine); None when train_run was called directly.
+    engine: str | None = None
 
     def summary(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -313,4 +326,4 @@ def train_model(spec: RunSpec, data: Dataset,
 
 
 __all__ = ["TrainConfig", "RunSpec", "RunResult", "train_run", "train_model", "evaluate", "preflight", "check_fits",
-           "model_fields_from", "resolve_device", "SCHEDULES", "DEVICES", "OPTIMIZERS"]
+           "model_fields_from", "resolve_device", "SCHEDULES", "DEVICES", "ENGINES", "OPTIMIZERS"]

@@ -129,17 +129,20 @@ def test_experiments_that_operate_on_their_models_store_their_runs(tmp_path, mon
     assert len(runs) == r["training_runs"] == 3
     assert {x["status"] for x in runs} == {"complete"} and {x["spec"]["dataset"] for x in runs} == {str(npz)}
     assert {x["spec"]["group"] for x in runs} == {f"exp:{name}"}
+    if name == "lesion":  # its models (Context.train_models) went through the engine (one seed each: the loop)
+        assert {x["result"].get("engine") for x in runs} == {"loop: one seed: nothing to batch"}
 
 
 def _boom_for(monkeypatch, fails):
-    """Make ``train_run`` raise for the runs ``fails(spec)`` picks (in this process)."""
-    real = skiplab.runner.train_run
+    """Make training raise for the runs ``fails(spec)`` picks (in this process): the
+    runner's ``train_seeds`` trains a configuration's seeds, which fail together."""
+    real = skiplab.runner.train_seeds
 
-    def train_run(spec, data, on_step=None):
-        if fails(spec):
+    def train_seeds(specs, data, on_step=None):
+        if any(map(fails, specs)):
             raise RuntimeError("boom: disk on fire")
-        return real(spec, data, on_step)
-    monkeypatch.setattr(skiplab.runner, "train_run", train_run)
+        return real(specs, data, on_step)
+    monkeypatch.setattr(skiplab.runner, "train_seeds", train_seeds)
 
 
 def test_every_run_failed_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):

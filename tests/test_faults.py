@@ -43,7 +43,7 @@ if __name__ == "__main__":
     cli.plan_for = lambda model, quick: {PLAN}
     sys.exit(main(sys.argv[1:]))
 """
-STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN).runs()}
+STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN, {"StudyPlan": StudyPlan, "TrainConfig": TrainConfig}).runs()}
 
 
 def _model(**kw) -> ModelSpec:
@@ -171,7 +171,8 @@ def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, caps
     with Store(out) as s:  # one run stored before, by another command
         s.add_run({"model": {}}, "h", 0, "complete", {}, [], "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(runner, "execute", interrupted)
-    monkeypatch.setattr(cli_train, "execute", interrupted)  # train's own in-process path
+    monkeypatch.setattr(runner, "execute_group", interrupted)  # a configuration's seeds, batched
+    monkeypatch.setattr(cli_train, "execute_group", interrupted)  # train's own in-process path
     monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
@@ -270,9 +271,10 @@ def test_dead_worker_retried_then_failed_and_the_rest_finish(tmp_path, monkeypat
     """Seed 1's worker dies at every attempt: stored failed after 1 + retries attempts, with
     the reason; seed 2's dies once: retried, and its result is what an undisturbed run
     computes; seeds 0 and 3 finish. (retries=1 rather than the default 2: each new worker
-    imports torch, seconds apiece.)"""
+    imports torch, seconds apiece.) The loop engine: one run per task, so that each seed's
+    death is its own (batched, the four seeds are one task: test_dead_worker_costs_its_batch)."""
     monkeypatch.setenv(runner.TEST_DIE_ENV, "1,2:1")
-    specs = [RunSpec(_model(), TrainConfig(epochs=1, evals=1), seed=s) for s in range(4)]
+    specs = [RunSpec(_model(), TrainConfig(epochs=1, evals=1, engine="loop"), seed=s) for s in range(4)]
     with Store(tmp_path / "pool") as store:
         counts = runner.run_all(specs, store, workers=2, threads=1, retries=1)
         rows = {r["seed"]: r for r in store.runs()}
@@ -289,6 +291,27 @@ def test_dead_worker_retried_then_failed_and_the_rest_finish(tmp_path, monkeypat
             ref[seed]["result"]["test_accuracy"]
     with Store(tmp_path / "pool") as store:  # resume: the failed run, and it alone, runs again
         assert runner.run_all(specs, store, workers=2, threads=1) == {"skipped": 3, "complete": 1}
+
+
+def test_dead_worker_costs_its_batch(tmp_path, monkeypatch):
+    """Batched (the default), a configuration's seeds are one task: config A (seeds 0, 1)
+    dies at every attempt, so both its runs are stored failed; config B (seeds 2, 3) dies
+    once, is retried as a whole and computes what an undisturbed batch does."""
+    monkeypatch.setenv(runner.TEST_DIE_ENV, "1,3:1")
+    cfg = TrainConfig(epochs=1, evals=1)
+    specs = [RunSpec(_model(), cfg, seed=s) for s in (0, 1)] + [RunSpec(_model().replace(width=12), cfg, seed=s) for s in (2, 3)]
+    with Store(tmp_path / "pool") as store:
+        counts = runner.run_all(specs, store, workers=2, threads=1, retries=1)
+        rows = {r["seed"]: r for r in store.runs()}
+    assert counts == {"skipped": 0, "complete": 2, "failed": 2, "retried": 4}
+    assert [rows[s]["result"]["message"] for s in (0, 1)] == ["worker process died (signal 9) 2 times"] * 2
+    monkeypatch.delenv(runner.TEST_DIE_ENV)
+    with Store(tmp_path / "ref") as store:
+        runner.run_all(specs[2:], store, workers=1, threads=1)
+        ref = {r["seed"]: r for r in store.runs()}
+    for seed in (2, 3):
+        assert rows[seed]["result"]["engine"] == "batched"
+        assert rows[seed]["result"]["test_accuracy"] == ref[seed]["result"]["test_accuracy"]
 
 
 class WorkerKiller(threading.Thread):
@@ -324,8 +347,8 @@ class WorkerKiller(threading.Thread):
 @pytest.mark.slow
 @LINUX
 def test_sweep_survives_a_worker_killed_from_outside(tmp_path):
-    """`skiplab sweep` (local pool) with a worker SIGKILLed mid-run: the run is retried,
-    every run stored once, exit 0."""
+    """`skiplab sweep` (local pool) with a worker SIGKILLed mid-run: its task (a
+    configuration's 3 seeds, batched) is retried, every run stored once, exit 0."""
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 3\n[grid]\nmodel = 'mlp'\nskip = ['plain', 'add']\ndepth = 2\nwidth = 16\n"
                      "[train]\nepochs = 20\nevals = 1\n")
@@ -339,7 +362,7 @@ def test_sweep_survives_a_worker_killed_from_outside(tmp_path):
     assert len(killer.killed) == 1
     assert proc.returncode == 0 and stderr == "", stderr
     counts = json.loads(stdout)["counts"]
-    assert counts == {"skipped": 0, "complete": 6, "retried": 1}, counts
+    assert counts == {"skipped": 0, "complete": 6, "retried": 3}, counts
     final = _rows(tmp_path / "o")
     assert len(final) == 6 and {st for _, _, st, _ in final} == {"complete"}
     _consistent(tmp_path / "o")

@@ -183,8 +183,8 @@ def test_local_in_process_then_resume_skips_finished(tmp_path, capsys):
 
 def test_local_in_process_runs_with_num_cpus_threads(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(runner, "execute", lambda spec: seen.append(torch.get_num_threads()) or runner.failed_output(
-        runner.RunSpec.from_dict(spec), "not run", "now"))
+    monkeypatch.setattr(runner, "execute_group", lambda specs: [seen.append(torch.get_num_threads()) or runner.failed_output(
+        runner.RunSpec.from_dict(spec), "not run", "now") for spec in specs])
     sweep = parse_sweep({"sweep": {"seeds": 2}, "grid": {"model": "mlp", "depth": 1}})
     torch.set_num_threads(2)
     try:
@@ -288,12 +288,15 @@ def test_worker_dying_past_max_retries_is_stored_failed_then_resumed(tmp_path, r
         counts = run_ray(sweep, store)
     killer.stop.set()
     assert len(killer.killed) == 1
-    assert counts == {"skipped": 0, "complete": 7, "failed": 1}  # the rest went on
+    # a task is a configuration's 2 seeds (batched): both are lost with it; the rest went on
+    assert counts == {"skipped": 0, "complete": 6, "failed": 2}
     with Store(tmp_path) as store:
         failed = [r for r in store.runs() if r["status"] == "failed"]
-    assert len(failed) == 1 and failed[0]["result"]["message"].startswith("WorkerCrashedError after 0 retries")
-    with Store(tmp_path) as store:  # resume: only the failed run is run again
-        assert run_ray(sweep, store) == {"skipped": 7, "complete": 1}
+    assert len(failed) == 2 and all(f["result"]["message"].startswith("WorkerCrashedError after 0 retries")
+                                    for f in failed)
+    assert len({f["spec_hash"] for f in failed}) == 1
+    with Store(tmp_path) as store:  # resume: only the failed runs are run again
+        assert run_ray(sweep, store) == {"skipped": 6, "complete": 2}
     assert row_count(tmp_path) == 8
     assert {s for s, *_ in stored(tmp_path).values()} == {"complete"}
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..progress import ProgressBar
+from ..progress import ProgressBar, StepRate
 from ..report import write_report_locked
 from ..families import FAMILIES
 from ..skips.concat import MEMORIES
-from ..study import on_device, plan_for, run_study, with_memory
-from ..train import DEVICES
+from ..study import on_device, plan_for, run_study, with_engine, with_memory
+from ..train import DEVICES, ENGINES
 from .common import UsageError, add_json_flag, emit
 
 # run_all's counts that are not statuses, in words
@@ -17,26 +17,34 @@ COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "r
 
 
 def run(args: argparse.Namespace) -> None:
-    plan = on_device(plan_for(args.model, args.quick), args.device)
+    plan = with_engine(on_device(plan_for(args.model, args.quick), args.device), args.engine)
     if args.memory:
         plan = with_memory(plan, args.memory)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     bar = ProgressBar(len(plan.runs()), "study", enabled=not args.json)
+    flight, rate = [0], StepRate()
 
     def on_run(done: int, total: int, out: dict) -> None:
         m, r = out["spec"]["model"], out["result"]
         acc, bpc = r.get("test_accuracy"), r.get("val_bpc")
         note = f"{m['skip']} depth {m['depth']} seed {out['seed']}: " + (
             f"{bpc:.3f} bpc" if bpc is not None else f"{100 * acc:.1f}%" if acc is not None else out["status"])
+        note += f"; {flight[0]} seeds in flight, {rate.add(r.get('steps') or 0):,.0f} seed-steps/s"
         bar.total = total
         bar.update(done, note)
+
+    def on_flight(seeds: int) -> None:
+        if not rate.steps and not flight[0]:  # training starts (after the cost and gradient summaries)
+            rate.reset()
+        flight[0] = seeds
 
     def progress(message: str) -> None:
         if not args.json:
             bar.update(0, message)
 
-    result = run_study(args.out, plan, workers=args.workers, on_run=on_run, progress=progress)
+    result = run_study(args.out, plan, workers=args.workers, on_run=on_run, progress=progress,
+                       on_flight=on_flight)
     bar.close()
     files = write_report_locked(args.out)
     result |= {"report": str(files["report.html"]), "report_md": str(files["report.md"])}
@@ -64,5 +72,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where runs train; not part of a run's identity, so resuming elsewhere keeps them "
                         "(default: %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default="batched",
+                   help="batched: each configuration's seeds train as one vmapped computation (same numbers within "
+                        "1e-4); loop: one run at a time; not part of a run's identity (default: %(default)s)")
     add_json_flag(p)
     p.set_defaults(run=run)

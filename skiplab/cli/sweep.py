@@ -9,7 +9,7 @@ from typing import Any
 
 from ..datasets import display_name
 from ..metrics import BPC
-from ..progress import ProgressBar
+from ..progress import ProgressBar, StepRate
 from ..results import aggregate, pct
 from ..skips import options_text
 from ..store import Store
@@ -43,16 +43,19 @@ def run(args: argparse.Namespace) -> None:
              f"{text}\n{len(plan)} runs ({sweep.configs} configurations); nothing run (--dry-run)")
         return
     bar = ProgressBar(len(sweep.runs), f"sweep ({args.backend})", enabled=not args.json)
-    failures = 0
+    failures, rate = 0, StepRate()
 
     def on_done(done: int, total: int, out: dict[str, Any]) -> None:
         nonlocal failures
         failures += out["status"] == "failed"
         m = out["spec"]["model"]
         bar.total = max(total, 1)
-        bar.update(done, f"{failures} failed; {m['skip']} depth {m['depth']} seed {out['seed']}: {out['status']}")
+        steps = rate.add(out["result"].get("steps") or 0)
+        bar.update(done, f"{failures} failed; {m['skip']} depth {m['depth']} seed {out['seed']}: {out['status']}; "
+                         f"{steps:,.0f} seed-steps/s")
 
     start = time.perf_counter()
+    rate.reset()
     with Store(args.out) as store:
         counts = run_sweep(sweep, store, args.backend, args.address, args.workers, on_done)
         keys = {(r.spec_hash, r.seed) for r in sweep.runs}

@@ -10,13 +10,13 @@ from typing import Any
 from ..cost import match_budget
 from ..datasets import dataset_ref, load_dataset
 from ..metrics import BPC, metric_of
-from ..progress import ProgressBar
+from ..progress import ProgressBar, StepRate
 from ..results import pct
 from ..stats import mean_std
-from ..runner import execute, run_all, store_result
+from ..runner import execute_group, group_key, run_all, store_result
 from ..store import Store
 from ..textable import table
-from ..train import DEVICES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
+from ..train import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_for_data
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -40,6 +40,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=_T["warmup"],
                    help="linear learning-rate warm-up steps, then the schedule; 0 = off (default: 0)")
     g.add_argument("--device", choices=DEVICES, default=_T["device"], help="(default: %(default)s)")
+    g.add_argument("--engine", choices=ENGINES, default=_T["engine"],
+                   help="batched: a configuration's seeds train as one vmapped computation, same numbers within "
+                        "1e-4; loop: one seed at a time (default: %(default)s; README, \"The batched engine\")")
     b = p.add_argument_group("matched budget")
     b.add_argument("--params", type=int, help="size each strategy's width to this many parameters")
     b.add_argument("--flops", type=int, help="size each strategy's width to this many FLOPs per sample")
@@ -51,7 +54,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
                        epochs=args.epochs, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                       warmup=args.warmup, device=args.device)
+                       warmup=args.warmup, device=args.device, engine=args.engine)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -70,21 +73,35 @@ def run(args: argparse.Namespace) -> None:
             for s in specs for seed in range(args.seeds)]
     if args.workers is not None and args.workers < 1:  # checked before `or`, which would turn 0 into the default
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")
-    workers = args.workers or min(os.cpu_count() or 1, len(runs))
+    tasks = len({group_key(r) for r in runs})  # a configuration's seeds are one task (batched)
+    workers = args.workers or min(os.cpu_count() or 1, tasks)
     preflight(runs, load=lambda *_: data)  # before the store is opened: a bad call stores nothing
     bar = ProgressBar(len(runs), "train", enabled=not args.json)
     with Store(args.out) as store:
         before = store.finished_keys()
         if workers == 1:  # in this process: the bar can show every step
-            for i, spec in enumerate(runs):
-                if (spec.spec_hash, spec.seed) in before:
+            rate, done = StepRate(), 0
+            for spec in specs:
+                mine = [r for r in runs if r.model == spec]
+                todo = [r for r in mine if (r.spec_hash, r.seed) not in before]
+                if not todo:
+                    done += len(mine)
                     continue
-                res = execute(spec.to_dict(), on_step=lambda step, total, loss, i=i, s=spec: bar.update(
-                    i, f"{s.model.skip} seed {s.seed}: step {step}/{total}, loss {loss:.3f}"))
-                store_result(store, res)
-        else:  # seeds in parallel, one process each (one thread each: small models run best so)
-            run_all(runs, store, workers=workers, on_done=lambda done, total, o: bar.update(
-                done, f"{o['spec']['model']['skip']} seed {o['seed']}: {o['status']}"))
+                seeds = f"seed {todo[0].seed}" if len(todo) == 1 else f"seeds {todo[0].seed}-{todo[-1].seed}"
+                rate.reset()
+
+                def on_step(step, total, loss, flying, spec=spec, seeds=seeds, done=done):
+                    bar.update(done, f"{spec.skip} {seeds}: {flying} in flight, step {step}/{total}, "
+                                     f"{rate.tick(step * flying):,.0f} seed-steps/s, loss {loss:.3f}")
+                for out in execute_group([r.to_dict() for r in todo], on_step):
+                    store_result(store, out)
+                done += len(mine)
+        else:  # configurations in parallel, one process each, a configuration's seeds batched in it
+            flight, rate = [0], StepRate()
+            run_all(runs, store, workers=workers, on_flight=lambda n: flight.__setitem__(0, n),
+                    on_done=lambda done, total, o: bar.update(
+                        done, f"{o['spec']['model']['skip']} seed {o['seed']}: {o['status']}; {flight[0]} in flight, "
+                              f"{rate.add(o['result'].get('steps') or 0):,.0f} seed-steps/s"))
         bar.update(len(runs), "done", force=True)
         bar.close()
         stored = {(r["spec_hash"], r["seed"]): r for r in store.runs()}
@@ -112,6 +129,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
                       "val_bpc": o["result"].get("val_bpc"),
                       "tokens_per_second": o["result"].get("tokens_per_second"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
+                      "engine": o["result"].get("engine"),
                       "stored": o["stored"]} for o in mine],
             "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
                         "complete": len(accs), "seeds": len(mine),

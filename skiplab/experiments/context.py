@@ -27,13 +27,17 @@ import torch
 from ..datasets import Dataset, TextDataset, load_dataset
 from ..model import build_model
 from ..provenance import hardware, versions
-from ..runner import run_all, store_result
+from ..engine import train_seeds
+from ..runner import group_key, run_all, store_result
 from ..store import Store, now
-from ..train import RunSpec, train_model
+from ..train import RunSpec
 
 # A job: its store key (spec hash, seed), a picklable function and that function's one argument.
 Job = tuple[tuple[str, int], Callable[[Any], dict[str, Any]], Any]
 POOL_ATTEMPTS = 3  # pools to try before the runs a dying worker took with it are stored as failed
+# A job's output may carry, under this key, the outputs of the runs trained with it (a
+# configuration's other seeds, batched: skiplab.engine); each is stored as its own run.
+ALSO = "also"
 
 
 @dataclass
@@ -92,10 +96,16 @@ class Context:
         """Train ``specs`` and return, in order, each stored row with its trained model
         (None where the run failed or diverged). A model is not in the store, so every
         run is trained here; its row replaces an earlier one of the same key."""
-        outs = self.run_jobs([((s.spec_hash, s.seed), _train_keeping_weights, s.to_dict()) for s in specs],
-                             reuse=False)
+        groups: dict[tuple[str, ...], list[int]] = {}  # a configuration's seeds train batched, as in run_all
+        for i, spec in enumerate(specs):
+            groups.setdefault(group_key(spec), []).append(i)
+        jobs = [((specs[ix[0]].spec_hash, specs[ix[0]].seed), _train_keeping_weights, [specs[i].to_dict() for i in ix])
+                for ix in groups.values()]
+        by_index: dict[int, dict[str, Any]] = {}
+        for ix, out in zip(groups.values(), self.run_jobs(jobs, reuse=False)):
+            by_index.update(zip(ix, [out, *out.get(ALSO, [])]))
         models = []
-        for spec, out in zip(specs, outs):
+        for spec, out in zip(specs, (by_index[i] for i in range(len(specs)))):
             state = out.get("state")
             model = None
             if state is not None:
@@ -111,20 +121,23 @@ class Context:
         (``spec``, ``spec_hash``, ``seed``, ``status``, ``result``, ``curves``, ...), plus
         anything else the caller wants back (kept out of the store). With ``reuse``, a
         job whose key is already finished in the store is not run; its stored row is
-        returned instead. Returns, in order, each job's output."""
+        returned instead. A job whose argument is a list trains several runs (a
+        configuration's seeds): its output carries the others' outputs under ``ALSO``, and
+        each is stored. Returns, in order, each job's output."""
         keys = [key for key, _, _ in jobs]
         finished = self.store.finished_keys() if reuse else set()
         stored = {(r["spec_hash"], r["seed"]): r for r in self.store.runs()} if reuse else {}
         outs: list[dict[str, Any] | None] = [stored[k] if k in finished else None for k in keys]
         todo = [i for i, o in enumerate(outs) if o is None]
-        done = 0
+        done, total = 0, sum(len(jobs[i][2]) if isinstance(jobs[i][2], list) else 1 for i in todo)
 
         def record(i: int, out: dict[str, Any]) -> None:
             nonlocal done
-            out["id"] = store_result(self.store, out)
+            for o in [out, *out.get(ALSO, [])]:
+                o["id"] = store_result(self.store, o)
+                done += 1
+                self._progress(done, total, o)
             outs[i] = out
-            done += 1
-            self._progress(done, len(todo), out)
 
         if self.workers == 1 or len(todo) <= 1:
             for i in todo:
@@ -151,11 +164,13 @@ class Context:
                         raise
                 left = [i for i in left if outs[i] is None]
             for i in left:  # still not run after POOL_ATTEMPTS pools: stored as failed, with the reason
-                spec = jobs[i][2]
-                record(i, run_output(spec, jobs[i][0][0], "failed",
-                                     {"status": "failed", "seed": jobs[i][0][1],
-                                      "message": f"{error} after {POOL_ATTEMPTS} attempts"}, [], now()))
-        self._account(outs)
+                arg = jobs[i][2]
+                fails = [run_output(spec, jobs[i][0][0], "failed",
+                                    {"status": "failed", "seed": spec["seed"] if isinstance(arg, list) else jobs[i][0][1],
+                                     "message": f"{error} after {POOL_ATTEMPTS} attempts"}, [], now())
+                         for spec in (arg if isinstance(arg, list) else [arg])]
+                record(i, {**fails[0], ALSO: fails[1:]})
+        self._account([o for out in outs for o in [out, *out.get(ALSO, [])]])
         return outs
 
 
@@ -175,17 +190,24 @@ def dataset_for(name: str, label: str = "label") -> Dataset:
     return _DATA[(name, label)]
 
 
-def _train_keeping_weights(spec_dict: dict[str, Any]) -> dict[str, Any]:
-    """One ``RunSpec`` trained as the runner trains it, returning also the weights (a
-    state dict, small for these MLPs) so that the parent can operate on the model."""
-    spec = RunSpec.from_dict(spec_dict)
+def _train_keeping_weights(spec_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seeds of one configuration (``RunSpec`` dicts) trained as the runner trains them
+    (batched where :mod:`skiplab.engine` can), returning also each one's weights (a state
+    dict, small for these MLPs) so that the parent can operate on the models: the first
+    run's output, the others' under ``ALSO``."""
+    specs = [RunSpec.from_dict(d) for d in spec_dicts]
     started, start = now(), time.perf_counter()
     try:
-        model, result = train_model(spec, dataset_for(spec.dataset, spec.label))
+        trained = train_seeds(specs, dataset_for(specs[0].dataset, specs[0].label))
     except Exception as e:  # noqa: BLE001 - a failed run is stored with its reason; the rest go on
-        return run_output(spec_dict, spec.spec_hash, "failed",
-                          {"status": "failed", "seed": spec.seed, "message": f"{type(e).__name__}: {e}",
-                           "traceback": traceback.format_exc(limit=5), "seconds": time.perf_counter() - start},
-                          [], started)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if result.status == "complete" else None
-    return run_output(spec_dict, spec.spec_hash, result.status, result.summary(), result.curves, started, state=state)
+        tb = traceback.format_exc(limit=5)
+        outs = [run_output(d, s.spec_hash, "failed",
+                           {"status": "failed", "seed": s.seed, "message": f"{type(e).__name__}: {e}",
+                            "traceback": tb, "seconds": time.perf_counter() - start}, [], started)
+                for d, s in zip(spec_dicts, specs)]
+    else:
+        outs = [run_output(d, s.spec_hash, result.status, result.summary(), result.curves, started,
+                           state={k: v.detach().cpu() for k, v in model.state_dict().items()}
+                           if result.status == "complete" else None)
+                for d, s, (model, result) in zip(spec_dicts, specs, trained)]
+    return {**outs[0], ALSO: outs[1:]}

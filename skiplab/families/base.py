@@ -42,6 +42,9 @@ class Family:
     default_norm: ClassVar[str] = "batch"
     default_activation: ClassVar[str] = "relu"
     takes_tokens: ClassVar[bool] = False  # can it embed token ids (a language model)?
+    # Does the batched engine (skiplab.engine: seeds under torch.func.vmap) beat the loop on a
+    # CPU? Where not, the engine leaves this family's CPU runs to the loop, saying so.
+    batches_on_cpu: ClassVar[bool] = True
     fields: ClassVar[tuple[str, ...]] = ()  # ModelSpec fields only this family takes (heads, context, ...)
 
     # -- shapes -------------------------------------------------------------------------

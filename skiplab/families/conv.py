@@ -22,6 +22,10 @@ class GlobalAvgPool(nn.Module):
 
 
 class ConvFamily(Family):
+    # vmap runs a convolution with per-seed weights as one grouped convolution (a group per
+    # seed); on the CPU that trained the default CNN-1D at 0.78-0.84x the loop's seed-steps/s
+    # with 3 and 8 seeds (benchmarks/engine_throughput.py, README "The batched engine").
+    batches_on_cpu = False
     spatial_dims: int
     conv: type[nn.Module]
     batch_norm: type[nn.Module]

@@ -24,16 +24,23 @@ class _WeightedSum(torch.autograd.Function):
     """``sum_j alpha_j X_j`` with a hand-written backward (d/dX_j = alpha_j g,
     d/dalpha_j = <g, X_j>): the arithmetic autograd would do, without its per-operation
     bookkeeping, which is most of the time for the small tensors here (DWA's i + 1 terms
-    per block make it quadratic in depth). It keeps what autograd would keep: every X_j."""
+    per block make it quadratic in depth). It keeps what autograd would keep: every X_j.
+    Written with ``setup_context`` so that torch.func's vmap can run it (the batched
+    engine): https://pytorch.org/docs/stable/notes/extending.func.html"""
+
+    generate_vmap_rule = True  # forward and backward are plain tensor code: vmap runs them as they are
 
     @staticmethod
-    def forward(ctx, alpha: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(alpha: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
         weights = alpha.unbind()
         y = weights[0] * xs[0]
         for w, x in zip(weights[1:], xs[1:]):
             y = torch.addcmul(y, w, x)  # a multiply-add per term
-        ctx.save_for_backward(alpha, *xs)
         return y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)  # alpha, X_0..X_i
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

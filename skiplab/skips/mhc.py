@@ -50,10 +50,15 @@ class _SinkhornKnopp(torch.autograd.Function):
     bookkeeping is most of the time: a training step of the study's depth-50 mHC MLP went
     from 358 to 190 ms on one thread, ``benchmarks/stream_step_time.py`` before and after,
     on a loaded 2-core CPU). It keeps what autograd would keep: exp's output, and for
-    each normalisation its result and the sums it divided by."""
+    each normalisation its result and the sums it divided by. Written with
+    ``setup_context`` so that torch.func's vmap can run it (the batched engine); what
+    backward needs is returned by forward as extra outputs, as the torch.func docs ask
+    (https://pytorch.org/docs/stable/notes/extending.func.html)."""
+
+    generate_vmap_rule = True  # forward and backward are plain tensor code: vmap runs them as they are
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, iterations: int) -> torch.Tensor:
+    def forward(logits: torch.Tensor, iterations: int):
         m = torch.exp(logits)
         kept, sums = [m], []
         for _ in range(iterations):
@@ -62,12 +67,16 @@ class _SinkhornKnopp(torch.autograd.Function):
                 m = m / s
                 kept.append(m)
                 sums.append(s)
-        ctx.save_for_backward(*kept, *sums)
-        ctx.steps = len(sums)
-        return m
+        return (m, *kept[:-1], *sums)  # the result, then what backward reads (kept[-1] is m)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def setup_context(ctx, inputs, output) -> None:
+        steps = ctx.steps = 2 * inputs[1]
+        ctx.save_for_backward(*output[1:steps + 1], output[0], *output[steps + 1:])  # kept, then sums
+        ctx.mark_non_differentiable(*output[1:])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, *_):  # the extra outputs carry no gradient
         saved = ctx.saved_tensors
         kept, sums = saved[:ctx.steps + 1], saved[ctx.steps + 1:]
         for k in range(ctx.steps - 1, -1, -1):
@@ -80,7 +89,7 @@ class _SinkhornKnopp(torch.autograd.Function):
 def sinkhorn_knopp(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     """A doubly-stochastic matrix from ``logits`` (..., n, n): exp, then columns and rows
     normalised in turn, ``iterations`` times (rows last, so rows sum to 1 to rounding)."""
-    return _SinkhornKnopp.apply(logits, iterations)
+    return _SinkhornKnopp.apply(logits, iterations)[0]
 
 
 class MHC(Connection):

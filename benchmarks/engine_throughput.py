@@ -1,0 +1,112 @@
+"""Loop against batched engine: seed-steps per second and achieved GFLOP/s, against an fp32
+matmul peak measured in the same run, for the study's MLPs (additive skips: ModelSpec's default; width 64, batch norm,
+batch 128, Adam) at depths 2, 8, 24 and 50 and the default CNN-1D, with 3 and 8 seeds.
+
+Each row trains the same seeds with ``skiplab.engine.train_seeds``, ``engine="loop"`` (one
+seed after another) and ``engine="batched"`` (one vmapped computation), alternately, on
+MNIST-1D, for ``--epochs`` of training; a seed-step is one seed's optimiser step. Rates are
+the engines' own ``tokens_per_second`` (training time only, evaluations excluded) over the
+batch size; each row is the median of ``--repeats`` alternating measurements. FLOPs per seed-step: forward and backward of one training step, counted by
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions). The CNN-1D is
+measured batched although the engine leaves CNNs on a CPU to the loop (this is why).
+
+    python benchmarks/engine_throughput.py [--epochs 2] [--seeds 3,8] [--depths 2,8,24,50] [--threads 1] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from skiplab import ModelSpec, build_model
+from skiplab.datasets import load_mnist1d
+from skiplab.engine import train_seeds
+from skiplab.families import get_family
+from skiplab.objective import loss_and_logits
+from skiplab.study import StudyPlan
+from skiplab.train import RunSpec, TrainConfig
+
+
+def matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
+    """fp32 GFLOP/s of an n x n matmul, repeated for about ``seconds``: 2 n^3 per product."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(spec: ModelSpec, batch: int) -> int:
+    """FLOPs of one training step of one seed (forward and backward, matmuls and convs)."""
+    model = build_model(spec, seed=0).train()
+    x = torch.randn(batch, *spec.input_shape)
+    y = torch.randint(0, spec.classes, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = loss_and_logits(model, x, y)
+        loss.backward()
+    return counter.get_total_flops()
+
+
+def seed_steps_per_second(runs: list[RunSpec], data) -> float:
+    """Seed-steps per second of training (the engines' own clock: evaluations excluded)."""
+    results = [r for _, r in train_seeds(runs, data)]
+    assert all(r.status == "complete" for r in results), [r.message for r in results]
+    if runs[0].train.engine == "loop":  # one after another: the seeds' training times add up
+        return len(runs) / sum(runs[0].train.batch_size / r.tokens_per_second for r in results)
+    return results[0].tokens_per_second / runs[0].train.batch_size  # a batched seed reports the group's rate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=float, default=2.0, help="training per measurement (default: %(default)s)")
+    p.add_argument("--seeds", default="3,8")
+    p.add_argument("--repeats", type=int, default=2, help="alternate measurements per row; medians (default: %(default)s)")
+    p.add_argument("--depths", default="2,8,24,50")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, as each of the study's workers has (default: 1)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_mnist1d()
+    # ModelSpec's default strategy (additive, ResNet's), named nowhere here but in skiplab/skips
+    mlp = StudyPlan().model.replace(input_shape=data.input_shape, classes=data.classes)
+    models = [(f"mlp depth {d}", mlp.replace(depth=d)) for d in map(int, args.depths.split(","))]
+    models.append(("cnn1d (default)", ModelSpec(model="cnn1d", input_shape=data.input_shape,
+                                                classes=data.classes)))
+    for _, spec in models:  # measure batched for every family, those the engine leaves to the loop on a CPU too
+        get_family(spec.model).batches_on_cpu = True
+    load_before = os.getloadavg()
+    peak = matmul_peak()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    print(f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
+          f"fp32 matmul peak {peak:.0f} GFLOP/s; load average before {load_before[0]:.2f}")
+    print(f"{'model':<16} {'seeds':>5} {'loop s-steps/s':>14} {'batched':>8} {'ratio':>6} "
+          f"{'loop GFLOP/s':>12} {'batched':>8} {'% peak':>6}")
+    for name, spec in models:
+        flops = step_flops(spec, 128)
+        for seeds in map(int, args.seeds.split(",")):
+            cfg = TrainConfig(epochs=args.epochs, evals=1, batch_size=128)
+            runs = [RunSpec(spec, cfg, seed=s) for s in range(seeds)]
+            loop_runs = [RunSpec(spec, TrainConfig(epochs=args.epochs, evals=1, batch_size=128, engine="loop"), seed=s)
+                         for s in range(seeds)]
+            loops, batcheds = [], []
+            for _ in range(args.repeats):  # alternately, so that the machine's load falls on both
+                loops.append(seed_steps_per_second(loop_runs, data))
+                batcheds.append(seed_steps_per_second(runs, data))
+            loop, batched = statistics.median(loops), statistics.median(batcheds)
+            print(f"{name:<16} {seeds:>5} {loop:>14.0f} {batched:>8.0f} {batched / loop:>6.2f} "
+                  f"{loop * flops / 1e9:>12.1f} {batched * flops / 1e9:>8.1f} {100 * batched * flops / 1e9 / peak:>5.0f}%",
+                  flush=True)
+    print(f"load average after {os.getloadavg()[0]:.2f}; FLOPs per seed-step: forward + backward, "
+          f"FlopCounterMode; peak: {1024}x{1024} fp32 matmul")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Engines: how the seeds of one configuration are trained.
+
+``loop`` trains each seed alone (:func:`skiplab.train.train_model`). ``batched`` trains S
+seeds of one configuration as one computation: each seed's model is built as the loop
+builds it (``build_model(spec, seed)``), the S models' parameters and buffers are stacked
+along a new leading dimension (``torch.func.stack_module_state``) and one forward/backward
+runs ``torch.func.functional_call`` under ``torch.func.vmap`` over that dimension
+(https://pytorch.org/docs/stable/func.html, "Model ensembling"). Small models are bound by
+per-operation overhead rather than arithmetic, and S seeds then pay it once.
+
+Each seed keeps what it would have alone:
+
+* initial weights: ``build_model(spec, seed)``, then stacked;
+* data order: its own ``torch.Generator`` seeded with the seed, one ``randperm`` per epoch,
+  exactly as the loop draws it;
+* optimiser state: one torch optimiser over the stacked tensors. Adam, AdamW and SGD
+  (momentum, Nesterov, weight decay) are element-wise, so one over the stack is S of them;
+  gradient clipping, which is not (a global norm), is done per seed here;
+* batch-norm statistics: the running mean and variance are stacked buffers, passed to
+  ``functional_call`` and updated in place by batch norm under vmap ("in-place operations on
+  the buffers are reflected in the passed dict", ``torch.func.functional_call`` docs);
+* divergence: each seed's loss is checked every step; a seed whose loss is not finite is
+  stored ``diverged`` with the same step and message as the loop's and leaves the
+  computation's loss (its slice is computed on but never read again); the others go on;
+* curves and evaluations: at each evaluation a seed's slice is copied into its own module
+  and scored by the loop's own :func:`skiplab.train.evaluate`.
+
+The two engines agree to floating-point reassociation (a batched matmul sums in another
+order): ``tests/test_engine.py`` checks final parameters, buffers and metrics within 1e-4
+relative for every strategy. Where batching cannot apply (one seed, runs that differ in
+more than their seed, ``engine="loop"``, a family that batches slower than it loops on the
+CPU (the CNNs: ``Family.batches_on_cpu``), or a model vmap cannot run), the loop trains
+them and each result's ``engine`` says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from .datasets import Dataset, TextDataset
+from .families import get_family
+from .fit import check_fits
+from .gradients import stream_gains
+from .model import build_model
+from .objective import loss_and_logits
+from .optim import make_optimizer
+from .train import (ENGINES, GAIN_BATCH, RunResult, RunSpec, _gain_curves, check_warmup, evaluate, make_schedule,
+                    resolve_device, train_model)
+
+# on_step(step, total, loss, seeds): loss is the mean over the seeds still training, seeds their count
+OnStep = Callable[[int, int, float, int], None]
+
+
+class Unbatchable(Exception):
+    """This configuration cannot be trained batched; the message says why."""
+
+
+def why_not_batched_alone(spec: RunSpec) -> str | None:
+    """Why a run could not join a batch whatever its company, or None: the loop engine
+    was asked for, or its family trains slower batched on the CPU it runs on."""
+    if spec.train.engine == "loop":
+        return "engine loop was asked for"
+    family, device = get_family(spec.model.model), spec.train.device
+    if not family.batches_on_cpu and (device == "cpu" or device == "auto" and not torch.cuda.is_available()):
+        return f"{family.name} trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
+    return None
+
+
+def why_not_batched(specs: Sequence[RunSpec]) -> str | None:
+    """Why ``specs`` cannot be trained as one batched computation, or None if they can."""
+    alone = next((r for r in map(why_not_batched_alone, specs) if r), None)
+    if alone:
+        return alone
+    if len(specs) < 2:
+        return "one seed: nothing to batch"
+    if len({s.spec_hash for s in specs}) > 1:
+        return "the runs differ in more than their seed"
+    if len({s.seed for s in specs}) < len(specs):
+        return "a seed appears twice"
+    return None
+
+
+def train_seeds(specs: Sequence[RunSpec], data: Dataset,
+                on_step: OnStep | None = None) -> list[tuple[torch.nn.Module, RunResult]]:
+    """Train every spec (the seeds of one configuration, as a rule) and return each one's
+    trained model and result, in order: batched where :func:`why_not_batched` allows and
+    vmap runs the model, else one by one with the loop, each result's ``engine`` naming
+    the engine and, for the loop, the reason."""
+    reason = why_not_batched(specs)
+    if reason is None:
+        try:
+            return _train_batched(list(specs), data, on_step)
+        except Unbatchable as e:
+            reason = str(e)
+    out = []
+    for spec in specs:
+        model, result = train_model(spec, data, None if on_step is None else
+                                    lambda step, total, loss: on_step(step, total, loss, 1))
+        result.engine = f"loop: {reason}" if spec.train.engine != "loop" else "loop"
+        out.append((model, result))
+    return out
+
+
+# -- Stacked state -----------------------------------------------------------------------
+class _Bound:
+    """A module bound to one seed's slice of the stacked tensors: what ``loss_and_logits``
+    calls as a model (``model(x, return_aux=True)``, ``model.spec``)."""
+
+    def __init__(self, base: torch.nn.Module, params: dict, buffers: dict):
+        self.base, self.params, self.buffers, self.spec = base, params, buffers, base.spec
+
+    def __call__(self, x: torch.Tensor, return_aux: bool = False):
+        return functional_call(self.base, (self.params, self.buffers), (x,), {"return_aux": return_aux})
+
+
+@torch.no_grad()
+def _load(model: torch.nn.Module, params: dict, buffers: dict, s: int) -> None:
+    """Copy seed ``s``'s slice of the stacked tensors into its own module."""
+    for name, t in model.named_parameters():
+        t.copy_(params[name][s])
+    for name, t in model.named_buffers():
+        t.copy_(buffers[name][s])
+
+
+@torch.no_grad()
+def _clip_per_seed(grads: list[torch.Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` for each seed's slice of stacked gradients (S, ...):
+    total norm over all tensors, coefficient max_norm / (norm + 1e-6) clamped to 1."""
+    if not grads:
+        return
+    S = grads[0].shape[0]
+    norms = torch.stack([g.reshape(S, -1).norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)  # (S,)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(S, *[1] * (g.dim() - 1)).to(g.dtype))
+
+
+# -- Training ----------------------------------------------------------------------------
+def _train_batched(specs: list[RunSpec], data: Dataset,
+                   on_step: OnStep | None) -> list[tuple[torch.nn.Module, RunResult]]:
+    spec, cfg, start = specs[0], specs[0].train, time.perf_counter()
+    S = len(specs)
+    check_fits(spec.model, data)
+    text = isinstance(data, TextDataset)
+    data = data.for_model(spec.model)
+    device = resolve_device(cfg.device)
+    models = [build_model(s.model, seed=s.seed).to(device).train() for s in specs]
+    params, buffers = stack_module_state(models)  # {name: (S, ...)}; params are fresh leaves
+    base = copy.deepcopy(models[0]).to("meta")  # the structure functional_call runs; no storage
+    x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
+    x_te, y_te = data.x_test.to(device), data.y_test.to(device)
+    n = len(y_tr)
+    total = max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))
+    check_warmup(cfg, total)
+    opt = make_optimizer(cfg.optimizer, params.values(), cfg.lr, cfg.weight_decay)
+    sched = make_schedule(opt, cfg, total)
+    eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
+    gens = [torch.Generator().manual_seed(s.seed) for s in specs]  # each seed's data order, as the loop's
+
+    def seed_loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor):
+        return loss_and_logits(_Bound(base, p, b), x, y)  # (loss, logits) of one seed
+    batched_loss = vmap(seed_loss)  # over dim 0 of params, buffers, x and y
+
+    curves: list[list[tuple[int, str, str, float]]] = [[] for _ in specs]
+    run_loss, run_count = [0.0] * S, 0
+    run_correct = torch.zeros(S, device=device)
+    active = [True] * S
+    steps, messages = [0] * S, [""] * S
+    step, positions = 0, (y_tr[0].numel() if n else 1)
+    trained, eval_seconds, loop_start = [0] * S, 0.0, time.perf_counter()
+    last_test: list[tuple[float, float]] = [(math.nan, math.nan)] * S  # each seed's latest (test loss, accuracy)
+    for _ in range(math.ceil(cfg.epochs)):
+        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (S, n)
+        for i in range(0, n, cfg.batch_size):
+            if step == total or not any(active):
+                break
+            idx = orders[:, i:i + cfg.batch_size]  # (S, B)
+            xb, yb = x_tr[idx], y_tr[idx]  # (S, B, ...)
+            if step == 0:
+                try:
+                    losses, logits = batched_loss(params, buffers, xb, yb)
+                except Exception as e:  # noqa: BLE001 - any vmap failure: the loop trains these instead
+                    raise Unbatchable(f"vmap cannot run this model ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:200]})") from e
+            else:
+                losses, logits = batched_loss(params, buffers, xb, yb)
+            values = losses.detach().tolist()  # one sync per step, as the loop's loss.item()
+            for s, v in enumerate(values):
+                if active[s] and not math.isfinite(v):
+                    active[s], steps[s] = False, step
+                    messages[s] = f"loss became {v} at step {step + 1}"
+                    _load(models[s], params, buffers, s)  # its model as the loop leaves it: before this step
+            live = [s for s in range(S) if active[s]]
+            if not live:
+                break
+            opt.zero_grad(set_to_none=True)
+            # Seeds are independent, so the gradient of the sum is each seed's own gradient.
+            (losses[live].sum() if len(live) < S else losses.sum()).backward()
+            if cfg.grad_clip:
+                _clip_per_seed([p.grad for p in params.values() if p.grad is not None], cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            run_count += yb[0].numel()
+            for s in live:
+                trained[s] += len(yb[s])
+                run_loss[s] += values[s] * yb[s].numel()
+            run_correct += (logits.detach().argmax(-1) == yb).reshape(S, -1).sum(1)
+            if on_step:
+                on_step(step, total, sum(values[s] for s in live) / len(live), len(live))
+            if step in eval_at:
+                eval_start = time.perf_counter()
+                correct = run_correct.tolist()
+                for s in live:
+                    _load(models[s], params, buffers, s)
+                    te_loss, te_acc = last_test[s] = evaluate(models[s], x_te, y_te)
+                    curves[s] += [(step, "train", "loss", run_loss[s] / run_count),
+                                  (step, "train", "accuracy", correct[s] / run_count),
+                                  (step, "test", "loss", te_loss), (step, "test", "accuracy", te_acc)]
+                    if text:
+                        curves[s].append((step, "test", "bpc", te_loss / math.log(2)))
+                    curves[s] += _gain_curves(step, models[s], x_te[:GAIN_BATCH])
+                run_loss, run_count = [0.0] * S, 0
+                run_correct.zero_()
+                eval_seconds += time.perf_counter() - eval_start
+        if step == total or not any(active):
+            break
+    # Each seed is charged an equal share of the shared wall time, so that summing a
+    # group's ``seconds`` gives its wall time, and a seed's rate is the group's.
+    train_share = (time.perf_counter() - loop_start - eval_seconds) / S
+    out = []
+    for s, run in enumerate(specs):
+        model = models[s]
+        tps = trained[s] * positions / train_share if train_share > 0 else None
+        params_count = sum(p.numel() for p in model.parameters())
+        if not active[s]:
+            out.append((model, RunResult("diverged", run.seed, None, None, None, None, steps[s],
+                                         (time.perf_counter() - start) / S, params_count, messages[s],
+                                         curves=curves[s], tokens_per_second=tps, engine="batched")))
+            continue
+        _load(model, params, buffers, s)
+        n_eval = min(n, len(y_te)) if text else n
+        tr_loss, tr_acc = evaluate(model, x_tr[:n_eval], y_tr[:n_eval])
+        if step in eval_at:  # the last evaluation was at the last step: the same model
+            te_loss, te_acc = last_test[s]
+        else:
+            te_loss, te_acc = evaluate(model, x_te, y_te)
+        gains = stream_gains(model, x_te[:GAIN_BATCH]) if hasattr(model, "description") else None
+        diagnostics: dict[str, Any] = ({"composite_gain_forward": gains["forward"][-1],
+                                        "composite_gain_backward": gains["backward"][-1]} if gains else {})
+        bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
+        out.append((model, RunResult("complete", run.seed, tr_acc, te_acc, tr_loss, te_loss, step,
+                                     (time.perf_counter() - start) / S, params_count, "", diagnostics,
+                                     curves=curves[s], tokens_per_second=tps, engine="batched", **bpc)))
+    return out
+
+
+__all__ = ["ENGINES", "Unbatchable", "why_not_batched", "why_not_batched_alone", "train_seeds"]

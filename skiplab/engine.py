@@ -102,7 +102,7 @@ def train_seeds(specs: Sequence[RunSpec], data: Dataset,
     for spec in specs:
         model, result = train_model(spec, data, None if on_step is None else
                                     lambda step, total, loss: on_step(step, total, loss, 1))
-        result.engine = f"loop: {reason}" if spec.train.engine != "loop" else "loop"
+        result.trained_by = f"loop: {reason}" if spec.train.engine != "loop" else "loop"
         out.append((model, result))
     return out
 
@@ -242,7 +242,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
         if not active[s]:
             out.append((model, RunResult("diverged", run.seed, None, None, None, None, steps[s],
                                          (time.perf_counter() - start) / S, params_count, messages[s],
-                                         curves=curves[s], tokens_per_second=tps, engine="batched")))
+                                         curves=curves[s], tokens_per_second=tps, trained_by="batched")))
             continue
         _load(model, params, buffers, s)
         n_eval = min(n, len(y_te)) if text else n
@@ -257,7 +257,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
         bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
         out.append((model, RunResult("complete", run.seed, tr_acc, te_acc, tr_loss, te_loss, step,
                                      (time.perf_counter() - start) / S, params_count, "", diagnostics,
-                                     curves=curves[s], tokens_per_second=tps, engine="batched", **bpc)))
+                                     curves=curves[s], tokens_per_second=tps, trained_by="batched", **bpc)))
     return out
 
 

@@ -133,7 +133,7 @@ class RunResult:
     tokens_per_second: float | None = None
     # The engine that trained it: "batched", "loop", or "loop: <why batching did not apply>"
     # (skiplab.engine); None when train_run was called directly.
-    engine: str | None = None
+    trained_by: str | None = None
 
     def summary(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

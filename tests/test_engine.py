@@ -65,7 +65,7 @@ def _flat(tensors) -> torch.Tensor:
 def assert_same_as_loop(runs: list[RunSpec], data: Dataset, engine: str = "batched") -> None:
     out = train_seeds(runs, data)
     for run, (model, result) in zip(runs, out):
-        assert result.engine == engine, result.engine
+        assert result.trained_by == engine, result.trained_by
         ref_model, ref = train_model(run, data)
         assert (result.status, result.steps, result.message) == (ref.status, ref.steps, ref.message)
         assert _rel(_flat(list(model.parameters())), _flat(list(ref_model.parameters()))) <= RTOL
@@ -164,13 +164,13 @@ def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     assert why_not_batched([*_runs(model, seeds=(0,)), other]) == "the runs differ in more than their seed"
     cnn = ModelSpec(model="cnn1d", depth=1, width=8, input_shape=(1, 8), classes=4)
     assert why_not_batched(_runs(cnn)) == "cnn1d trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
-    assert [r.engine for _, r in train_seeds(_runs(model, seeds=(0,)), tiny)] == ["loop: one seed: nothing to batch"]
-    assert [r.engine for _, r in train_seeds(_runs(model, engine="loop"), tiny)] == ["loop"] * 3
+    assert [r.trained_by for _, r in train_seeds(_runs(model, seeds=(0,)), tiny)] == ["loop: one seed: nothing to batch"]
+    assert [r.trained_by for _, r in train_seeds(_runs(model, engine="loop"), tiny)] == ["loop"] * 3
     # memory-efficient concatenation: its shared-storage autograd Functions are not vmappable
     dense = model.replace(skip="dense", options={"memory": "efficient"})
     runs = _runs(dense, seeds=(0, 1))
     out = train_seeds(runs, tiny)
-    assert all(r.engine.startswith("loop: vmap cannot run this model (RuntimeError: ") for _, r in out)
+    assert all(r.trained_by.startswith("loop: vmap cannot run this model (RuntimeError: ") for _, r in out)
     assert [r.test_loss for _, r in out] == [train_model(run, tiny)[1].test_loss for run in runs]
 
 
@@ -194,7 +194,7 @@ def test_experiments_models_are_trained_batched_and_returned_per_seed(tmp_path):
     with Store(tmp_path) as store:
         out = Context(None, False, store, workers=1, name="t").train_models(runs)
         assert sorted(r["seed"] for r in store.runs()) == [0, 1]
-    assert [o["result"]["engine"] for o, _ in out] == ["batched"] * 2
+    assert [o["result"]["trained_by"] for o, _ in out] == ["batched"] * 2
     for run, (_, m) in zip(runs, out):
         ref = train_model(run, load_mnist1d())[0]
         assert _rel(_flat(list(m.parameters())), _flat(list(ref.parameters()))) <= RTOL
@@ -220,6 +220,6 @@ def test_runner_batches_a_configurations_seeds_and_never_reruns_a_finished_one(t
         assert run_all(runs, store) == {"skipped": 1, "complete": 2}
         rows = {r["seed"]: r for r in store.runs()}
     assert sorted(rows) == list(SEEDS) and rows[1] == first
-    assert rows[1]["result"]["engine"] == "loop: one seed: nothing to batch"
-    assert rows[0]["result"]["engine"] == rows[2]["result"]["engine"] == "batched"
+    assert rows[1]["result"]["trained_by"] == "loop: one seed: nothing to batch"
+    assert rows[0]["result"]["trained_by"] == rows[2]["result"]["trained_by"] == "batched"
     assert len({r["spec_hash"] for r in rows.values()}) == 1

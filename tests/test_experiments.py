@@ -130,7 +130,7 @@ def test_experiments_that_operate_on_their_models_store_their_runs(tmp_path, mon
     assert {x["status"] for x in runs} == {"complete"} and {x["spec"]["dataset"] for x in runs} == {str(npz)}
     assert {x["spec"]["group"] for x in runs} == {f"exp:{name}"}
     if name == "lesion":  # its models (Context.train_models) went through the engine (one seed each: the loop)
-        assert {x["result"].get("engine") for x in runs} == {"loop: one seed: nothing to batch"}
+        assert {x["result"].get("trained_by") for x in runs} == {"loop: one seed: nothing to batch"}
 
 
 def _boom_for(monkeypatch, fails):

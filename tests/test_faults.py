@@ -310,7 +310,7 @@ def test_dead_worker_costs_its_batch(tmp_path, monkeypatch):
         runner.run_all(specs[2:], store, workers=1, threads=1)
         ref = {r["seed"]: r for r in store.runs()}
     for seed in (2, 3):
-        assert rows[seed]["result"]["engine"] == "batched"
+        assert rows[seed]["result"]["trained_by"] == "batched"
         assert rows[seed]["result"]["test_accuracy"] == ref[seed]["result"]["test_accuracy"]
 
 

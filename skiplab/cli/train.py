@@ -129,7 +129,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
                       "val_bpc": o["result"].get("val_bpc"),
                       "tokens_per_second": o["result"].get("tokens_per_second"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
-                      "engine": o["result"].get("engine"),
+                      "engine": o["result"].get("trained_by"),
                       "stored": o["stored"]} for o in mine],
             "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
                         "complete": len(accs), "seeds": len(mine),

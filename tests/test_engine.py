@@ -28,14 +28,6 @@ RTOL = 1e-4
 SEEDS = (0, 1, 2)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    """A separable toy problem: the class is the sign pattern of two features."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 1, 8, generator=g)
-    y = ((x[:, 0, 0] > 0).long() + 2 * (x[:, 0, 1] > 0).long())
-    return Dataset("tiny", x[:200], y[:200], x[200:], y[200:], classes=4)
-
 
 def _runs(model: ModelSpec, seeds=SEEDS, **train) -> list[RunSpec]:
     cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "evals": 2, "lr": 1e-2, "grad_clip": 1.0, **train})

@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from skiplab import ModelSpec
-from skiplab.datasets import Dataset
 from skiplab.spec import SpecError
 from skiplab.train import RunSpec, TrainConfig, train_run
 
-
-@pytest.fixture(scope="module")
-def tiny():
-    """A separable toy problem: the class is the sign pattern of two features."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 1, 8, generator=g)
-    y = ((x[:, 0, 0] > 0).long() + 2 * (x[:, 0, 1] > 0).long())
-    return Dataset("tiny", x[:200], y[:200], x[200:], y[200:], classes=4)
 
 
 def _spec(**train):

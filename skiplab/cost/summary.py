@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..skips.concat import MEMORY
 from ..spec import ModelSpec
 from .analytic import analytic_cost
 from .budget import match_budget
@@ -25,11 +26,10 @@ def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
 def memory_bills(spec: ModelSpec, batch: int) -> dict[str, int] | None:
     """For a strategy with a ``memory`` option (the concatenations): the activation bytes
     of one training batch with each memory path, side by side; None for the others."""
-    option = next((o for o in spec.strategy.options if o.name == "memory"), None)
-    if option is None:
+    if not spec.strategy.declares(MEMORY.name):
         return None
-    return {m: analytic_cost(spec.replace(options={**dict(spec.options), option.name: m}), batch)["activation_bytes"]
-            for m in option.choices}
+    return {m: analytic_cost(spec.replace(options={**dict(spec.options), MEMORY.name: m}), batch)["activation_bytes"]
+            for m in MEMORY.choices}
 
 
 def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,

@@ -41,7 +41,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state, vmap
 
 from .datasets import Dataset, TextDataset
 from .families import get_family
@@ -49,7 +49,9 @@ from .fit import check_fits
 from .gradients import stream_gains
 from .model import build_model
 from .objective import loss_and_logits
+from . import seed_batched
 from .optim import make_optimizer
+from .seed_batched import Binder
 from .train import (ENGINES, GAIN_BATCH, RunResult, RunSpec, _gain_curves, check_warmup, evaluate, make_schedule,
                     resolve_device, train_model)
 
@@ -112,11 +114,12 @@ class _Bound:
     """A module bound to one seed's slice of the stacked tensors: what ``loss_and_logits``
     calls as a model (``model(x, return_aux=True)``, ``model.spec``)."""
 
-    def __init__(self, base: torch.nn.Module, params: dict, buffers: dict):
-        self.base, self.params, self.buffers, self.spec = base, params, buffers, base.spec
+    def __init__(self, base: torch.nn.Module, bind: Binder, params: dict, buffers: dict):
+        self.base, self.bind, self.params, self.buffers, self.spec = base, bind, params, buffers, base.spec
 
     def __call__(self, x: torch.Tensor, return_aux: bool = False):
-        return functional_call(self.base, (self.params, self.buffers), (x,), {"return_aux": return_aux})
+        self.bind(self.params, self.buffers)  # functional_call's work, its slots found once
+        return self.base(x, return_aux=return_aux)
 
 
 @torch.no_grad()
@@ -152,19 +155,23 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     device = resolve_device(cfg.device)
     models = [build_model(s.model, seed=s.seed).to(device).train() for s in specs]
     params, buffers = stack_module_state(models)  # {name: (S, ...)}; params are fresh leaves
-    base = copy.deepcopy(models[0]).to("meta")  # the structure functional_call runs; no storage
+    base = copy.deepcopy(models[0]).to("meta")  # the structure vmap runs; no storage of its own
+    seed_batched.install(base)  # one kernel over all seeds for linear and batch norm layers
+    bind = Binder(base, models[0])
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
     x_te, y_te = data.x_test.to(device), data.y_test.to(device)
     n = len(y_tr)
     total = max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))
     check_warmup(cfg, total)
-    opt = make_optimizer(cfg.optimizer, params.values(), cfg.lr, cfg.weight_decay)
+    # The fused implementation: one kernel per stacked tensor (4.4 ms a step against 12.5
+    # for the default one, study MLP at depth 50, 8 seeds, one CPU thread).
+    opt = make_optimizer(cfg.optimizer, params.values(), cfg.lr, cfg.weight_decay, fused=True)
     sched = make_schedule(opt, cfg, total)
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     gens = [torch.Generator().manual_seed(s.seed) for s in specs]  # each seed's data order, as the loop's
 
     def seed_loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor):
-        return loss_and_logits(_Bound(base, p, b), x, y)  # (loss, logits) of one seed
+        return loss_and_logits(_Bound(base, bind, p, b), x, y)  # (loss, logits) of one seed
     batched_loss = vmap(seed_loss)  # over dim 0 of params, buffers, x and y
 
     curves: list[list[tuple[int, str, str, float]]] = [[] for _ in specs]

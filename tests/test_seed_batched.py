@@ -1,0 +1,92 @@
+"""The batched engine's fast paths (skiplab/seed_batched.py): linear and batch norm layers
+run as one kernel over all seeds under the engine's vmap. Each seed's output and batch
+norm statistics must equal its own model's, and the fast path must be the one taken."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.func import stack_module_state, vmap
+
+from skiplab import ModelSpec, build_model
+from skiplab.seed_batched import Binder, install
+
+SEEDS = 3
+
+
+def _stacked(spec: ModelSpec):
+    models = [build_model(spec, seed=s).train() for s in range(SEEDS)]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    return models, params, buffers, base
+
+
+def _forward(base, params, buffers, x, source):
+    bind = Binder(base, source)
+
+    def one(p, b, xs):
+        bind(p, b)
+        return base(xs)
+    return vmap(one)(params, buffers, x)
+
+
+@pytest.mark.parametrize("spec", [ModelSpec(model="mlp", input_shape=(12,), depth=2, width=8, classes=3),
+                                  ModelSpec(model="cnn1d", input_shape=(1, 16), depth=2, width=4, classes=3),
+                                  ModelSpec(model="cnn2d", input_shape=(1, 8, 8), depth=1, width=4, classes=3),
+                                  ModelSpec(model="transformer", input_shape=(6, 4), depth=1, width=8, classes=3)],
+                         ids=lambda s: s.model)
+def test_each_seed_gets_what_its_own_model_computes(spec, monkeypatch):
+    models, params, buffers, base = _stacked(spec)
+    changed = install(base)
+    expected = sum(type(m) in (nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d) for m in models[0].modules())
+    assert changed == expected > 0
+    x = torch.randn(SEEDS, 5, *spec.input_shape)
+    if any(isinstance(m, nn.BatchNorm1d) for m in models[0].modules()):  # the fast path, not vmap's rule:
+        def refuse(self, x):  # the plain forward of the installed classes is never reached in training
+            raise AssertionError("batch norm fell back to vmap's rule")
+        monkeypatch.setattr(nn.BatchNorm1d, "forward", refuse)
+        monkeypatch.setattr(nn.BatchNorm2d, "forward", refuse)
+    out = _forward(base, params, buffers, x, models[0])
+    monkeypatch.undo()
+    for s, model in enumerate(models):
+        assert torch.allclose(out[s], model(x[s]), rtol=1e-5, atol=1e-6)
+        for name, b in model.named_buffers():  # running statistics moved once, as the model's own did
+            assert torch.allclose(buffers[name][s], b, rtol=1e-5, atol=1e-7), name
+
+
+def test_outside_vmap_an_installed_module_is_the_module():
+    spec = ModelSpec(model="mlp", input_shape=(12,), depth=2, width=8, classes=3)
+    model, twin = build_model(spec, seed=0), build_model(spec, seed=0)
+    install(twin)
+    x = torch.randn(5, 12)
+    assert torch.equal(model(x), twin(x))
+    model.eval(), twin.eval()
+    assert torch.equal(model(x), twin(x))
+
+
+def test_a_subclass_keeps_its_own_forward():
+    class Mine(nn.Linear):
+        pass
+    net = nn.Sequential(Mine(3, 3), nn.Linear(3, 3))
+    assert install(net) == 1 and type(net[0]) is Mine
+
+
+def test_binder_gives_tied_parameters_one_tensor():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+    models = [Tied() for _ in range(2)]
+    params, buffers = stack_module_state(models)
+    assert "b.weight" not in params  # stacked under the first name only
+    base = copy.deepcopy(models[0]).to("meta")
+    x = torch.randn(2, 5, 4)
+    out = _forward(base, params, buffers, x, models[0])
+    for s in range(2):
+        assert torch.allclose(out[s], models[s](x[s]), atol=1e-6)

@@ -19,9 +19,11 @@ Each seed keeps what it would have alone:
 * batch-norm statistics: the running mean and variance are stacked buffers, passed to
   ``functional_call`` and updated in place by batch norm under vmap ("in-place operations on
   the buffers are reflected in the passed dict", ``torch.func.functional_call`` docs);
-* divergence: each seed's loss is checked every step; a seed whose loss is not finite is
-  stored ``diverged`` with the same step and message as the loop's and leaves the
-  computation's loss (its slice is computed on but never read again); the others go on;
+* divergence: each seed's loss is checked on the device every step and read back every
+  ``sync_interval`` steps (every step on the CPU; see :func:`skiplab.train.sync_interval`);
+  a seed whose loss is not finite is stored ``diverged`` with the same step and message as
+  the loop's and leaves the computation's loss (its slice is computed on but never read
+  again); the others go on;
 * curves and evaluations: at each evaluation a seed's slice is copied into its own module
   and scored by the loop's own :func:`skiplab.train.evaluate`.
 
@@ -52,8 +54,9 @@ from .objective import loss_and_logits
 from . import seed_batched
 from .optim import make_optimizer
 from .seed_batched import Binder
-from .train import (ENGINES, GAIN_BATCH, RunResult, RunSpec, _gain_curves, check_warmup, evaluate, make_schedule,
-                    resolve_device, train_model)
+from .train import (ENGINES, GAIN_BATCH, DivergenceWatch, RunResult, RunSpec, StepClock, _gain_curves, autocast_dtype,
+                    check_precision, check_warmup, compile_step, evaluate, first_call, make_schedule, resolve_device,
+                    sync_interval, to_channels_last, train_model, wants_channels_last)
 
 # on_step(step, total, loss, seeds): loss is the mean over the seeds still training, seeds their count
 OnStep = Callable[[int, int, float, int], None]
@@ -104,7 +107,8 @@ def train_seeds(specs: Sequence[RunSpec], data: Dataset,
     for spec in specs:
         model, result = train_model(spec, data, None if on_step is None else
                                     lambda step, total, loss: on_step(step, total, loss, 1))
-        result.trained_by = f"loop: {reason}" if spec.train.engine != "loop" else "loop"
+        engine = f"loop: {reason}" if spec.train.engine != "loop" else "loop"
+        result.trained_by = f"{engine}; {result.trained_by}" if result.trained_by else engine  # e.g. compile failed
         out.append((model, result))
     return out
 
@@ -153,6 +157,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     text = isinstance(data, TextDataset)
     data = data.for_model(spec.model)
     device = resolve_device(cfg.device)
+    check_precision(cfg, device)
     models = [build_model(s.model, seed=s.seed).to(device).train() for s in specs]
     params, buffers = stack_module_state(models)  # {name: (S, ...)}; params are fresh leaves
     base = copy.deepcopy(models[0]).to("meta")  # the structure vmap runs; no storage of its own
@@ -160,6 +165,12 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     bind = Binder(base, models[0])
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
     x_te, y_te = data.x_test.to(device), data.y_test.to(device)
+    if wants_channels_last(spec.model, device):
+        # The per-seed models (evaluations) and the test inputs go channels-last; the vmapped
+        # step runs each convolution as one grouped convolution over stacked (S, ...) weights,
+        # whose layout vmap chooses.
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+        x_te = to_channels_last(x_te)
     n = len(y_tr)
     total = max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))
     check_warmup(cfg, total)
@@ -171,41 +182,62 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     gens = [torch.Generator().manual_seed(s.seed) for s in specs]  # each seed's data order, as the loop's
 
     def seed_loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor):
-        return loss_and_logits(_Bound(base, bind, p, b), x, y)  # (loss, logits) of one seed
+        return loss_and_logits(_Bound(base, bind, p, b), x, y, autocast_dtype(cfg))  # (loss, logits) of one seed
     batched_loss = vmap(seed_loss)  # over dim 0 of params, buffers, x and y
 
     curves: list[list[tuple[int, str, str, float]]] = [[] for _ in specs]
-    run_loss, run_count = [0.0] * S, 0
+    run_count = 0
     run_correct = torch.zeros(S, device=device)
     active = [True] * S
     steps, messages = [0] * S, [""] * S
     step, positions = 0, (y_tr[0].numel() if n else 1)
-    trained, eval_seconds, loop_start = [0] * S, 0.0, time.perf_counter()
+    samples, eval_seconds, loop_start = [0], 0.0, time.perf_counter()  # samples: each seed's, after each step
     last_test: list[tuple[float, float]] = [(math.nan, math.nan)] * S  # each seed's latest (test loss, accuracy)
+    # Each seed's loss is checked on the device and read back every sync_every steps (1 on
+    # the CPU), at each evaluation and at the last step (see skiplab.train.sync_interval).
+    sync_every, watch, clock = sync_interval(device), DivergenceWatch(S, device), StepClock()
+    step_fn, compile_note, latest = compile_step(batched_loss, cfg), None, [0.0] * S
+
+    def read() -> list[int]:
+        """Read the watch; stop each seed newly found diverged, as the loop stops it: its
+        steps are those before the first non-finite loss, its message that loss. Its module
+        gets its slice as it is now: before that step when found at once (sync_every 1, as
+        the loop leaves it), else after the steps taken since (NaN as a rule; no diverged
+        run stores its model). Seeds are independent (the gradient of the sum is each
+        seed's own, clipping and the optimiser are per seed), so a diverged seed still in
+        the sum until it is read changes no other seed. Returns the seeds still training."""
+        first, bad, latest[:] = watch.read()
+        for s in range(S):
+            if active[s] and first[s] >= 0:
+                active[s], steps[s] = False, first[s]
+                messages[s] = f"loss became {bad[s]} at step {first[s] + 1}"
+                _load(models[s], params, buffers, s)
+        return [s for s in range(S) if active[s]]
+
+    live = list(range(S))
     for _ in range(math.ceil(cfg.epochs)):
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (S, n)
         for i in range(0, n, cfg.batch_size):
-            if step == total or not any(active):
+            if step == total or not live:
                 break
             idx = orders[:, i:i + cfg.batch_size]  # (S, B)
             xb, yb = x_tr[idx], y_tr[idx]  # (S, B, ...)
+            clock.begin()
             if step == 0:
-                try:
-                    losses, logits = batched_loss(params, buffers, xb, yb)
+                try:  # compiled if asked (falling back to eager, saying why), then eager under vmap
+                    (losses, logits), step_fn, compile_note = first_call(step_fn, batched_loss,
+                                                                         params, buffers, xb, yb)
                 except Exception as e:  # noqa: BLE001 - any vmap failure: the loop trains these instead
                     raise Unbatchable(f"vmap cannot run this model ({type(e).__name__}: "
                                       f"{str(e).splitlines()[0][:200]})") from e
             else:
-                losses, logits = batched_loss(params, buffers, xb, yb)
-            values = losses.detach().tolist()  # one sync per step, as the loop's loss.item()
-            for s, v in enumerate(values):
-                if active[s] and not math.isfinite(v):
-                    active[s], steps[s] = False, step
-                    messages[s] = f"loss became {v} at step {step + 1}"
-                    _load(models[s], params, buffers, s)  # its model as the loop leaves it: before this step
-            live = [s for s in range(S) if active[s]]
-            if not live:
-                break
+                losses, logits = step_fn(params, buffers, xb, yb)
+            watch.see(losses, step, yb[0].numel())
+            synced = (step + 1) % sync_every == 0 or step + 1 in eval_at or step + 1 == total
+            if synced:
+                live = read()
+                if not live:
+                    break
             opt.zero_grad(set_to_none=True)
             # Seeds are independent, so the gradient of the sum is each seed's own gradient.
             (losses[live].sum() if len(live) < S else losses.sum()).backward()
@@ -213,17 +245,16 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
                 _clip_per_seed([p.grad for p in params.values() if p.grad is not None], cfg.grad_clip)
             opt.step()
             sched.step()
+            clock.end()
             step += 1
             run_count += yb[0].numel()
-            for s in live:
-                trained[s] += len(yb[s])
-                run_loss[s] += values[s] * yb[s].numel()
+            samples.append(samples[-1] + len(yb[0]))
             run_correct += (logits.detach().argmax(-1) == yb).reshape(S, -1).sum(1)
-            if on_step:
-                on_step(step, total, sum(values[s] for s in live) / len(live), len(live))
+            if on_step and synced:  # progress only when the losses were read anyway
+                on_step(step, total, sum(latest[s] for s in live) / len(live), len(live))
             if step in eval_at:
                 eval_start = time.perf_counter()
-                correct = run_correct.tolist()
+                correct, run_loss = run_correct.tolist(), watch.run_loss.tolist()
                 for s in live:
                     _load(models[s], params, buffers, s)
                     te_loss, te_acc = last_test[s] = evaluate(models[s], x_te, y_te)
@@ -233,14 +264,19 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
                     if text:
                         curves[s].append((step, "test", "bpc", te_loss / math.log(2)))
                     curves[s] += _gain_curves(step, models[s], x_te[:GAIN_BATCH])
-                run_loss, run_count = [0.0] * S, 0
+                run_count = 0
+                watch.run_loss.zero_()
                 run_correct.zero_()
                 eval_seconds += time.perf_counter() - eval_start
-        if step == total or not any(active):
+        if step == total or not live:
             break
+    live = read()  # the last step always reads; this catches any loop exit that did not
+    trained = [samples[step if active[s] else steps[s]] for s in range(S)]
+    compile_seconds = clock.compile_seconds() if step_fn is not batched_loss else None
     # Each seed is charged an equal share of the shared wall time, so that summing a
     # group's ``seconds`` gives its wall time, and a seed's rate is the group's.
     train_share = (time.perf_counter() - loop_start - eval_seconds) / S
+    trained_by = f"batched; {compile_note}" if compile_note else "batched"
     out = []
     for s, run in enumerate(specs):
         model = models[s]
@@ -249,7 +285,8 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
         if not active[s]:
             out.append((model, RunResult("diverged", run.seed, None, None, None, None, steps[s],
                                          (time.perf_counter() - start) / S, params_count, messages[s],
-                                         curves=curves[s], tokens_per_second=tps, trained_by="batched")))
+                                         curves=curves[s], tokens_per_second=tps, trained_by=trained_by,
+                                         compile_seconds=compile_seconds)))
             continue
         _load(model, params, buffers, s)
         n_eval = min(n, len(y_te)) if text else n
@@ -264,7 +301,8 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
         bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
         out.append((model, RunResult("complete", run.seed, tr_acc, te_acc, tr_loss, te_loss, step,
                                      (time.perf_counter() - start) / S, params_count, "", diagnostics,
-                                     curves=curves[s], tokens_per_second=tps, trained_by="batched", **bpc)))
+                                     curves=curves[s], tokens_per_second=tps, trained_by=trained_by,
+                                     compile_seconds=compile_seconds, **bpc)))
     return out
 
 

@@ -16,11 +16,18 @@ def flat_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
     return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
 
 
-def loss_and_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of ``model`` (a SkipNet) on ``(x, y)``, and its main head's logits (as the
     model returns them: (B, C), or (B, T, V) for a language model, each position a
-    next-token prediction)."""
-    logits, aux = model(x, return_aux=True)
+    next-token prediction). With ``autocast`` (torch.bfloat16), the forward runs under
+    ``torch.autocast`` in that dtype and the logits are cast back to fp32 for the loss."""
+    if autocast is None:
+        logits, aux = model(x, return_aux=True)
+    else:
+        with torch.autocast(x.device.type, dtype=autocast):
+            logits, aux = model(x, return_aux=True)
+        logits, aux = logits.float(), [a.float() for a in aux]
     loss = F.cross_entropy(*flat_logits(logits, y))
     for a in aux:
         loss = loss + model.spec.aux_weight * F.cross_entropy(*flat_logits(a, y))

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -25,11 +26,13 @@ from .gradients import stream_gains
 from .model import build_model
 from .objective import flat_logits, loss_and_logits
 from .optim import OPTIMIZERS, make_optimizer
+from .families import get_family
 from .spec import ModelSpec
-from .validate import SpecError, choice, integer, number
+from .validate import SpecError, boolean, choice, integer, number
 SCHEDULES = ("constant", "cosine")
 ENGINES = ("batched", "loop")  # skiplab.engine
 DEVICES = ("cpu", "cuda", "auto")
+PRECISIONS = ("fp32", "bf16")  # the forward's arithmetic: fp32, or bf16 autocast (CUDA)
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,25 @@ class TrainConfig:
     # 1e-4, so like device it is not part of a run's identity, and the default is left out
     # of to_dict.
     engine: str = "batched"
+    # torch.compile the training step's forward (and so its backward): the loss function in
+    # the loop engine, the vmapped loss in the batched one. It changes results only by
+    # rounding, so like the engine it is not part of a run's identity (absent from to_dict
+    # when False). Where compiling fails, the run trains eagerly and says why (trained_by).
+    compile: bool = False
+    # The forward's arithmetic: "fp32", or "bf16" (torch.autocast to bfloat16, the loss in
+    # fp32; CUDA only). bf16 changes results, so it is part of a run's identity; the default
+    # is left out of to_dict, so runs stored before it existed keep their spec hash.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
         choice("device", self.device, DEVICES)
         choice("engine", self.engine, ENGINES)
+        boolean("compile", self.compile)
+        choice("precision", self.precision, PRECISIONS)
+        if self.precision == "bf16" and self.device == "cpu" and not _BF16_ON_CPU:
+            raise SpecError(BF16_CPU)
         for name in ("batch_size", "evals"):
             integer(name, getattr(self, name), 1)
         number("epochs", self.epochs, 0.0, strict=True)
@@ -90,6 +106,10 @@ class RunSpec:
             del train["warmup"]
         if train["engine"] == "batched":  # the default: absent, as in every run stored before engines existed
             del train["engine"]
+        if not train["compile"]:  # the default: absent, as in every run stored before it existed
+            del train["compile"]
+        if train["precision"] == "fp32":  # likewise (bf16 stays: it is part of the identity)
+            del train["precision"]
         return {"model": self.model.to_dict(), "train": train,
                 "dataset": self.dataset, "seed": self.seed, "group": self.group, "label": self.label}
 
@@ -100,11 +120,13 @@ class RunSpec:
 
     @property
     def spec_hash(self) -> str:
-        """Identity of the configuration, without the seed, the device and the engine
-        (where and how a run executes does not change what it is)."""
+        """Identity of the configuration, without the seed, the device, the engine and
+        compilation (where and how a run executes does not change what it is; bf16
+        precision does, and is kept)."""
         d = self.to_dict()
         del d["seed"], d["train"]["device"]
         d["train"].pop("engine", None)
+        d["train"].pop("compile", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -134,11 +156,128 @@ class RunResult:
     # The engine that trained it: "batched", "loop", or "loop: <why batching did not apply>"
     # (skiplab.engine); None when train_run was called directly.
     trained_by: str | None = None
+    # With TrainConfig.compile: seconds torch.compile took, measured as the first training
+    # step's wall time minus the median of the next steps' (up to 20); the first step also
+    # runs once, and a later recompile (a smaller last batch) is not counted. Batched: the
+    # batch's, the same for each of its seeds. None without compile; optional, so results
+    # stored before it existed still load.
+    compile_seconds: float | None = None
 
     def summary(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         del d["curves"]
         return d
+
+
+# -- Accelerator options: the decisions, each testable on the CPU --------------------------
+BF16_CPU = ("precision: bf16 autocast is offered on CUDA only (on a CPU it was measured slower than fp32 for "
+            "these models: README, \"The batched engine\"); use --precision fp32, or --device cuda")
+_BF16_ON_CPU = False  # tests: let the bf16 autocast path run on the CPU, to exercise it
+SYNC_EVERY_ACCELERATOR = 50  # steps between host reads of the loss on an accelerator (and at evaluations)
+_SYNC_EVERY: int | None = None  # tests: force an interval on the CPU (None: by device)
+
+
+def sync_interval(device: torch.device) -> int:
+    """Every how many steps the engines read the loss back to the host (to stop a diverged
+    run, to report progress): 1 on the CPU, where a read costs nothing and a run stops at
+    the very step it diverged; :data:`SYNC_EVERY_ACCELERATOR` elsewhere, where each read
+    waits for the device to drain its queue. Between reads the check stays on the device
+    (:class:`DivergenceWatch`); evaluations and the last step read it too."""
+    if _SYNC_EVERY is not None:
+        return _SYNC_EVERY
+    return 1 if device.type == "cpu" else SYNC_EVERY_ACCELERATOR
+
+
+def check_precision(cfg: TrainConfig, device: torch.device) -> None:
+    """bf16 autocast runs on CUDA only (SpecError otherwise, before any training)."""
+    if cfg.precision == "bf16" and device.type != "cuda" and not _BF16_ON_CPU:
+        raise SpecError(BF16_CPU)
+
+
+def autocast_dtype(cfg: TrainConfig) -> torch.dtype | None:
+    """The dtype the forward is autocast to (``loss_and_logits(..., autocast=)``), or None."""
+    return torch.bfloat16 if cfg.precision == "bf16" else None
+
+
+def wants_channels_last(model: ModelSpec, device: torch.device) -> bool:
+    """Whether a run of ``model`` on ``device`` keeps its model and inputs channels-last:
+    on CUDA, for a family that asks for it (``Family.channels_last``: cnn2d)."""
+    return device.type == "cuda" and get_family(model.model).channels_last
+
+
+def to_channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A 4-D (B, C, H, W) tensor in channels-last memory format; others as they are."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def compile_step(fn: Callable, cfg: TrainConfig) -> Callable:
+    """``fn`` compiled with torch.compile when ``cfg.compile`` asks, else ``fn``."""
+    return torch.compile(fn) if cfg.compile else fn
+
+
+def first_call(compiled: Callable, eager: Callable, *args) -> tuple[Any, Callable, str | None]:
+    """Call the compiled step function the first time; if compiling fails, call ``eager``
+    instead. Returns (output, the function to use from now on, why compiling failed or None).
+    Dynamo traces with fake tensors, so a failed compile has changed no buffer."""
+    if compiled is eager:
+        return eager(*args), eager, None
+    try:
+        return compiled(*args), compiled, None
+    except Exception as e:  # noqa: BLE001 - any compile failure: train eagerly, saying why
+        why = f"compile failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+        return eager(*args), eager, why
+
+
+class StepClock:
+    """Wall times of the first steps, for :attr:`RunResult.compile_seconds`."""
+
+    KEEP = 21  # the first step and 20 more
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.start = 0.0
+
+    def begin(self) -> None:
+        if len(self.times) < self.KEEP:
+            self.start = time.perf_counter()
+
+    def end(self) -> None:
+        if len(self.times) < self.KEEP:
+            self.times.append(time.perf_counter() - self.start)
+
+    def compile_seconds(self) -> float | None:
+        """First step minus the median of the following ones (the first alone if it is the only one)."""
+        if not self.times:
+            return None
+        rest = self.times[1:]
+        return max(0.0, self.times[0] - (statistics.median(rest) if rest else 0.0))
+
+
+class DivergenceWatch:
+    """Each seed's first non-finite loss, watched on the device: per step, ``see(losses,
+    step)`` records (with ``torch.where``, no host read) the first step whose loss is not
+    finite and that loss, and sums loss x predictions for the running train loss (float64,
+    as the Python floats it replaces). ``read()`` brings them to the host: the engines call
+    it every :func:`sync_interval` steps, at each evaluation and at the last step."""
+
+    def __init__(self, seeds: int | None, device: torch.device):
+        shape = () if seeds is None else (seeds,)
+        self.first = torch.full(shape, -1, dtype=torch.long, device=device)  # 0-based step; -1: finite so far
+        self.value = torch.zeros(shape, device=device)  # the loss at that step
+        self.run_loss = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.last = torch.zeros(shape, device=device)  # the latest loss (progress reports)
+
+    def see(self, losses: torch.Tensor, step: int, predictions: int) -> None:
+        losses = losses.detach()
+        fresh = ~torch.isfinite(losses) & (self.first < 0)
+        self.first = torch.where(fresh, step, self.first)
+        self.value = torch.where(fresh, losses, self.value)
+        self.run_loss += losses.double() * predictions
+        self.last = losses
+
+    def read(self) -> tuple[Any, Any, Any]:
+        """(first bad step, its loss, latest loss): ints and floats, or lists of them per seed."""
+        return self.first.tolist(), self.value.tolist(), self.last.tolist()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -170,7 +309,7 @@ def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | Non
         if run.train.warmup:
             check_warmup(run.train, steps_of(run.train, data[key], run.model))
         if device:
-            resolve_device(run.train.device)
+            check_precision(run.train, resolve_device(run.train.device))
 
 
 def check_warmup(cfg: TrainConfig, total: int) -> None:
@@ -236,7 +375,9 @@ def _gain_curves(step: int, model: torch.nn.Module, x: torch.Tensor) -> list[tup
 
 def train_run(spec: RunSpec, data: Dataset, on_step: Callable[[int, int, float], None] | None = None) -> RunResult:
     """Train ``spec.model`` on ``data``; ``on_step(step, total, loss)`` is called every
-    step (for progress bars). Returns the result, ``diverged`` included."""
+    step on the CPU, every :func:`sync_interval` steps on an accelerator (for progress bars:
+    it is called only when the loss was read back anyway). Returns the result, ``diverged``
+    included."""
     return train_model(spec, data, on_step)[1]
 
 
@@ -249,9 +390,13 @@ def train_model(spec: RunSpec, data: Dataset,
     text = isinstance(data, TextDataset)
     data = data.for_model(spec.model)  # a text: its windows at the model's context
     device = resolve_device(cfg.device)
+    check_precision(cfg, device)
     model = build_model(spec.model, seed=spec.seed).to(device).train()
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
     x_te, y_te = data.x_test.to(device), data.y_test.to(device)
+    if wants_channels_last(spec.model, device):
+        model = model.to(memory_format=torch.channels_last)
+        x_tr, x_te = to_channels_last(x_tr), to_channels_last(x_te)
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = max(1, math.ceil(steps_per_epoch * cfg.epochs))  # a fractional epoch: its share of the steps
@@ -261,10 +406,16 @@ def train_model(spec: RunSpec, data: Dataset,
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     g = torch.Generator().manual_seed(spec.seed)  # data order: a function of the seed alone
     curves: list[tuple[int, str, str, float]] = []
-    run_loss = run_correct = run_count = 0.0
+    run_correct = run_count = 0.0
     step, status, message = 0, "complete", ""
     positions = y_tr[0].numel() if n else 1  # predictions per sample: 1, or a text's context
-    trained_samples, eval_seconds, loop_start = 0, 0.0, time.perf_counter()
+    eval_seconds, loop_start = 0.0, time.perf_counter()
+    samples = [0]  # samples trained after each step
+    # The loss is checked on the device and read back every sync_every steps (1 on the CPU:
+    # the run stops at the step it diverged; see sync_interval and DivergenceWatch).
+    sync_every, watch, clock = sync_interval(device), DivergenceWatch(None, device), StepClock()
+    eager = lambda xb, yb: loss_and_logits(model, xb, yb, autocast_dtype(cfg))  # noqa: E731
+    step_loss, compile_note = compile_step(eager, cfg), None
     for _ in range(math.ceil(cfg.epochs)):
         order = torch.randperm(n, generator=g).to(device)
         for i in range(0, n, cfg.batch_size):
@@ -272,43 +423,58 @@ def train_model(spec: RunSpec, data: Dataset,
                 break
             idx = order[i:i + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
-            loss, logits = loss_and_logits(model, xb, yb)
-            value = loss.item()
-            if not math.isfinite(value):
-                status, message = "diverged", f"loss became {value} at step {step + 1}"
-                break
+            clock.begin()
+            if step == 0:
+                (loss, logits), step_loss, compile_note = first_call(step_loss, eager, xb, yb)
+            else:
+                loss, logits = step_loss(xb, yb)
+            watch.see(loss, step, yb.numel())
+            synced = (step + 1) % sync_every == 0 or step + 1 in eval_at or step + 1 == total
+            if synced:
+                first, bad, value = watch.read()
+                if first >= 0:  # at this step when sync_every is 1, else the first step since the last read
+                    status, message, step = "diverged", f"loss became {bad} at step {first + 1}", first
+                    break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            clock.end()
             step += 1
-            trained_samples += len(yb)
-            run_loss += value * yb.numel()
+            samples.append(samples[-1] + len(yb))
             run_correct += (logits.detach().argmax(-1) == yb).sum()  # a tensor: no sync per step
             run_count += yb.numel()
-            if on_step:
+            if on_step and synced:  # progress only when the loss was read anyway
                 on_step(step, total, value)
             if step in eval_at:
                 eval_start = time.perf_counter()
                 te_loss, te_acc = evaluate(model, x_te, y_te)
-                curves += [(step, "train", "loss", run_loss / run_count),
+                curves += [(step, "train", "loss", watch.run_loss.item() / run_count),
                            (step, "train", "accuracy", float(run_correct) / run_count),
                            (step, "test", "loss", te_loss), (step, "test", "accuracy", te_acc)]
                 if text:
                     curves.append((step, "test", "bpc", te_loss / math.log(2)))
                 curves += _gain_curves(step, model, x_te[:GAIN_BATCH])
-                run_loss = run_correct = run_count = 0.0
+                run_correct = run_count = 0.0
+                watch.run_loss.zero_()
                 eval_seconds += time.perf_counter() - eval_start
         if status != "complete":
             break
+    if status == "complete":  # the last step always reads; this catches any loop exit that did not
+        first, bad, _ = watch.read()
+        if first >= 0:
+            status, message, step = "diverged", f"loss became {bad} at step {first + 1}", first
+    trained_samples = samples[step]
     train_seconds = time.perf_counter() - loop_start - eval_seconds
     tokens_per_second = trained_samples * positions / train_seconds if train_seconds > 0 else None
+    compile_seconds = clock.compile_seconds() if step_loss is not eager else None
     params = sum(p.numel() for p in model.parameters())
     if status == "diverged":
         return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,
-                                params, message, curves=curves, tokens_per_second=tokens_per_second)
+                                params, message, curves=curves, tokens_per_second=tokens_per_second,
+                                trained_by=compile_note, compile_seconds=compile_seconds)
     # A text's training score is taken on its first windows, as many as the validation
     # has: a full pass over the training text would cost a third of an epoch of training.
     n_eval = min(n, len(y_te)) if text else n
@@ -322,7 +488,8 @@ def train_model(spec: RunSpec, data: Dataset,
     bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
     return model, RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step,
                             time.perf_counter() - start, params, message, diagnostics, curves=curves,
-                            tokens_per_second=tokens_per_second, **bpc)
+                            tokens_per_second=tokens_per_second, trained_by=compile_note,
+                            compile_seconds=compile_seconds, **bpc)
 
 
 __all__ = ["TrainConfig", "RunSpec", "RunResult", "train_run", "train_model", "evaluate", "preflight", "check_fits",

@@ -215,3 +215,36 @@ def test_runner_batches_a_configurations_seeds_and_never_reruns_a_finished_one(t
     assert rows[1]["result"]["trained_by"] == "loop: one seed: nothing to batch"
     assert rows[0]["result"]["trained_by"] == rows[2]["result"]["trained_by"] == "batched"
     assert len({r["spec_hash"] for r in rows.values()}) == 1
+
+
+@pytest.mark.parametrize("every", [3, 100])
+def test_reading_the_loss_late_stores_the_same_divergence(tiny, monkeypatch, every):
+    """On an accelerator the losses are read back every few steps, not every step
+    (skiplab.train.sync_interval; forced here on the CPU). A seed that diverges between two
+    reads is found at the next one, and stored as when found at once: the step at which its
+    loss first became NaN, that loss in the message. The seeds that finish are untouched by
+    it: their parameters, buffers, curves and metrics are bitwise those of reading every
+    step."""
+    import skiplab.train
+    x = tiny.x_train.clone()
+    x[5] = float("nan")
+    data = dataclasses.replace(tiny, x_train=x)
+    model = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4, norm="batch", bias=False)
+    runs = _runs(model, seeds=tuple(range(10)), epochs=0.5, evals=1)  # 4 steps, one read at the last
+    at_once = train_seeds(runs, data)
+    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", every)
+    calls = []
+    late = train_seeds(runs, data, on_step=lambda step, total, loss, seeds: calls.append((step, seeds)))
+    steps = [r.steps if r.status == "diverged" else 4 for _, r in at_once]  # a diverged run's steps: before the NaN
+    assert 0 in steps and 1 in steps and 4 in steps  # NaN at steps 1 and 2 (found at the read after step 3), some finish
+    reads = [3, 4] if every == 3 else [4]  # progress only where the losses were read, with the seeds still going
+    assert calls == [(t, sum(k >= t for k in steps)) for t in reads]
+    for (m, r), (m1, r1) in zip(late, at_once):
+        assert (r.status, r.steps, r.message, r.curves) == (r1.status, r1.steps, r1.message, r1.curves)
+        assert r.trained_by == "batched"
+        if r.status == "complete":
+            assert (r.test_loss, r.train_accuracy, r.tokens_per_second is None) == \
+                (r1.test_loss, r1.train_accuracy, r1.tokens_per_second is None)
+            assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m1.state_dict().values()))
+        else:
+            assert r.message == f"loss became nan at step {r.steps + 1}"

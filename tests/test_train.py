@@ -142,3 +142,31 @@ def test_stream_mixing_runs_store_their_gain_at_each_evaluation(tiny):
                                                          (14, "gain_forward"), (14, "gain_backward")]
     assert gains[-2][2] == r.diagnostics["composite_gain_forward"] and gains[-1][2] == r.diagnostics["composite_gain_backward"]
     assert not any(name.startswith("gain_") for _, _, name, _ in train_run(_spec(epochs=1), tiny).curves)
+
+
+@pytest.mark.parametrize("every", [3, 100])
+def test_reading_the_loss_late_stores_the_step_it_diverged(tiny, monkeypatch, every):
+    """The loop engine reads its loss back every few steps on an accelerator
+    (skiplab.train.sync_interval; forced here on the CPU): a run whose loss turns NaN
+    between two reads is stored as when read every step, at the step the NaN appeared."""
+    import skiplab.train
+    x = tiny.x_train.clone()
+    x[5] = float("nan")
+    data = dataclasses.replace(tiny, x_train=x)
+    model = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4)
+    runs = [RunSpec(model, TrainConfig(epochs=1, batch_size=32, evals=1, lr=1e-2), "tiny", seed=s) for s in range(5)]
+    at_once = [train_run(r, data) for r in runs]
+    assert {r.steps for r in at_once} >= {0, 1, 3} and {r.status for r in at_once} == {"diverged"}
+    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", every)
+    for run, r1 in zip(runs, at_once):
+        calls = []
+        r = train_run(run, data, on_step=lambda step, total, loss: calls.append(step))
+        assert (r.status, r.steps, r.message, r.curves) == (r1.status, r1.steps, r1.message, r1.curves)
+        assert r.message == f"loss became nan at step {r.steps + 1}"
+        assert calls == [t for t in (3, 6) if every == 3 and t <= r.steps]  # progress only at reads
+    clean = runs[0]
+    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", None)
+    a = train_run(clean, tiny)
+    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", every)
+    b = train_run(clean, tiny)
+    assert (a.status, a.steps, a.curves, a.test_loss) == (b.status, b.steps, b.curves, b.test_loss)

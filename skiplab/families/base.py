@@ -45,6 +45,9 @@ class Family:
     # Does the batched engine (skiplab.engine: seeds under torch.func.vmap) beat the loop on a
     # CPU? Where not, the engine leaves this family's CPU runs to the loop, saying so.
     batches_on_cpu: ClassVar[bool] = True
+    # Does training on CUDA keep this family's activations channels-last (NHWC), the layout
+    # cuDNN's convolutions prefer? The engines ask ``skiplab.train.wants_channels_last``.
+    channels_last: ClassVar[bool] = False
     fields: ClassVar[tuple[str, ...]] = ()  # ModelSpec fields only this family takes (heads, context, ...)
 
     # -- shapes -------------------------------------------------------------------------

@@ -160,6 +160,12 @@ def with_engine(plan: StudyPlan, engine: str) -> StudyPlan:
     return dataclasses.replace(plan, train=dataclasses.replace(plan.train, engine=engine))
 
 
+def with_train(plan: StudyPlan, **fields: Any) -> StudyPlan:
+    """``plan`` with these TrainConfig fields replaced (``compile``, ``precision``: see
+    TrainConfig for which are part of a run's identity); a bad value raises SpecError."""
+    return dataclasses.replace(plan, train=dataclasses.replace(plan.train, **fields))
+
+
 def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
     out = []
     for group, spec in plan.model_specs():

@@ -8,9 +8,10 @@ from ..progress import ProgressBar, StepRate
 from ..report import write_report_locked
 from ..families import FAMILIES
 from ..skips.concat import MEMORIES
-from ..study import on_device, plan_for, run_study, with_engine, with_memory
+from ..study import on_device, plan_for, run_study, with_engine, with_memory, with_train
 from ..train import DEVICES, ENGINES
 from .common import UsageError, add_json_flag, emit
+from .train import add_accelerator_args
 
 # run_all's counts that are not statuses, in words
 COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "retried after their worker died"}
@@ -18,6 +19,7 @@ COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "r
 
 def run(args: argparse.Namespace) -> None:
     plan = with_engine(on_device(plan_for(args.model, args.quick), args.device), args.engine)
+    plan = with_train(plan, compile=args.compile, precision=args.precision)
     if args.memory:
         plan = with_memory(plan, args.memory)
     if args.workers is not None and args.workers < 1:
@@ -75,5 +77,6 @@ def add_parser(sub) -> None:
     p.add_argument("--engine", choices=ENGINES, default="batched",
                    help="batched: each configuration's seeds train as one vmapped computation (same numbers within "
                         "1e-4); loop: one run at a time; not part of a run's identity (default: %(default)s)")
+    add_accelerator_args(p)
     add_json_flag(p)
     p.set_defaults(run=run)

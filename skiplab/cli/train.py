@@ -16,7 +16,7 @@ from ..stats import mean_std
 from ..runner import execute_group, group_key, run_all, store_result
 from ..store import Store
 from ..textable import table
-from ..train import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, RunSpec, TrainConfig, preflight
+from ..train import DEVICES, ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, TrainConfig, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_for_data
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -43,6 +43,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", choices=ENGINES, default=_T["engine"],
                    help="batched: a configuration's seeds train as one vmapped computation, same numbers within "
                         "1e-4; loop: one seed at a time (default: %(default)s; README, \"The batched engine\")")
+    add_accelerator_args(g)
     b = p.add_argument_group("matched budget")
     b.add_argument("--params", type=int, help="size each strategy's width to this many parameters")
     b.add_argument("--flops", type=int, help="size each strategy's width to this many FLOPs per sample")
@@ -51,10 +52,22 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="runs in parallel, one process each (default: min(cores, runs))")
 
 
+def add_accelerator_args(g) -> None:
+    """--compile and --precision (train and study)."""
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's forward and backward; the same results up to rounding, "
+                        "so not part of a run's identity; the compile time is reported; falls back to eager, "
+                        "saying why, where compiling fails (README, \"The batched engine\")")
+    g.add_argument("--precision", choices=PRECISIONS, default=_T["precision"],
+                   help="bf16: the forward under bf16 autocast, the loss in fp32; CUDA only; part of a run's "
+                        "identity (default: %(default)s)")
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
                        epochs=args.epochs, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                       warmup=args.warmup, device=args.device, engine=args.engine)
+                       warmup=args.warmup, device=args.device, engine=args.engine, compile=args.compile,
+                       precision=args.precision)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -130,6 +143,7 @@ def summarize(out: list[dict[str, Any]], specs) -> list[dict[str, Any]]:
                       "tokens_per_second": o["result"].get("tokens_per_second"),
                       "seconds": o["result"].get("seconds"), "message": o["result"].get("message", ""),
                       "engine": o["result"].get("trained_by"),
+                      "compile_seconds": o["result"].get("compile_seconds"),
                       "stored": o["stored"]} for o in mine],
             "summary": {"test_accuracy_mean": mean, "test_accuracy_std": std,
                         "complete": len(accs), "seeds": len(mine),
@@ -156,6 +170,12 @@ def render(data: list[dict[str, Any]], out: str) -> str:
                      statuses, sum(secs) if secs else None])
     notes = [f"{d['skip']} seed {r['seed']}: {r['status']}: {r['message']}" for d in data for r in d["runs"]
              if r["status"] != "complete"]
+    notes += [f"{d['skip']} seed {r['seed']}: trained eagerly: {r['engine'].split('compile failed: ', 1)[1]}"
+              for d in data for r in d["runs"] if "compile failed: " in (r.get("engine") or "")]
+    compiled = [(d["skip"], r["compile_seconds"]) for d in data for r in d["runs"] if r.get("compile_seconds") is not None]
+    if compiled:  # the first step's time less the median step's (RunResult.compile_seconds)
+        notes.append("compile time (first step less the median step), s: "
+                     + ", ".join(f"{skip} {seconds:.1f}" for skip, seconds in compiled))
     score_head = ["val bpc (mean +- std)", "tokens/s"] if lm else ["test accuracy (mean +- std)"]
     return "\n".join([table(["skip", "depth", "width", "params", *score_head, "seeds ok",
                              "status", "seconds"], rows), *notes, f"results stored in {out}/runs.db"])

@@ -1,0 +1,152 @@
+"""The training engines' accelerator options, checked on the CPU: torch.compile (agrees
+with eager; falls back to eager, saying why), bf16 autocast (refused off CUDA; its code
+path, forced on the CPU, trains), channels_last (the decision), how often the loss is read
+back (the decision; the late reads themselves: test_engine, test_train), and which of them
+are part of a run's identity. No test here needs a GPU."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import skiplab.train
+from skiplab import ModelSpec
+from skiplab.cli import main
+from skiplab.engine import train_seeds
+from skiplab.families import FAMILIES
+from skiplab.spec import SpecError
+from skiplab.sweep import parse_sweep
+from skiplab.train import (SYNC_EVERY_ACCELERATOR, RunSpec, TrainConfig, preflight, sync_interval, train_model,
+                           wants_channels_last)
+
+MODEL = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4, norm="batch", bias=False)
+
+
+def _runs(seeds=(0, 1), **train):
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 40, "evals": 2, "lr": 1e-2, **train})  # 200 samples: 5 full batches
+    return [RunSpec(MODEL, cfg, "tiny", seed=s) for s in seeds]
+
+
+def _state(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().double().flatten() for t in model.state_dict().values() if t.is_floating_point()])
+
+
+def test_compile_and_precision_in_the_identity():
+    """compile changes results only by rounding: not part of a run's identity, like the
+    engine; bf16 changes them: part of it. Their defaults are absent from to_dict, so every
+    run stored before they existed keeps its spec hash."""
+    run = _runs()[0]
+    assert "compile" not in run.to_dict()["train"] and "precision" not in run.to_dict()["train"]
+    compiled = dataclasses.replace(run, train=dataclasses.replace(run.train, compile=True))
+    assert compiled.spec_hash == run.spec_hash and compiled.to_dict()["train"]["compile"] is True
+    assert RunSpec.from_dict(compiled.to_dict()) == compiled
+    bf16 = dataclasses.replace(run, train=dataclasses.replace(run.train, precision="bf16", device="cuda"))
+    assert bf16.spec_hash != dataclasses.replace(bf16, train=dataclasses.replace(bf16.train, precision="fp32")).spec_hash
+    with pytest.raises(SpecError, match="^compile:"):
+        TrainConfig(compile="yes")
+    with pytest.raises(SpecError, match="^precision:"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_is_refused_off_cuda_before_training(tiny, capsys):
+    with pytest.raises(SpecError, match="^precision: bf16 autocast is offered on CUDA only"):
+        TrainConfig(precision="bf16")  # device cpu, the default
+    if not torch.cuda.is_available():  # auto resolves to the CPU here: refused before training
+        auto = _runs(precision="bf16", device="auto")
+        with pytest.raises(SpecError, match="^precision: bf16 autocast is offered on CUDA only"):
+            preflight(auto, load=lambda *_: tiny)
+        with pytest.raises(SpecError, match="^precision: bf16"):
+            train_model(auto[0], tiny)
+    for command in (["train", "--precision", "bf16", "--epochs", "0.1"], ["study", "--quick", "--precision", "bf16"]):
+        assert main(command) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.splitlines() == [
+            "skiplab: error: " + skiplab.train.BF16_CPU], err
+
+
+def test_sweep_train_table_takes_the_options():
+    sweep = parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": "add", "depth": 1, "width": 8},
+                         "train": {"epochs": 0.1, "compile": True, "precision": "bf16", "device": "cuda"}})
+    assert {(r.train.compile, r.train.precision) for r in sweep.runs} == {(True, "bf16")}
+    with pytest.raises(ValueError, match=r"\[train\].*precision: bf16 autocast is offered on CUDA only"):
+        parse_sweep({"train": {"precision": "bf16"}})
+
+
+def test_the_cli_plumbs_compile_and_precision(monkeypatch):
+    from skiplab.cli import main as cli_main
+    from skiplab.cli.train import train_config
+    seen = {}
+    monkeypatch.setattr("skiplab.cli.train.run", lambda args: seen.setdefault("cfg", train_config(args)))
+    import skiplab.cli.train as cli_train
+    import argparse
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    cli_train.add_parser(sub)
+    args = p.parse_args(["train", "--compile", "--precision", "fp32"])
+    assert (train_config(args).compile, train_config(args).precision) == (True, "fp32")
+    args = p.parse_args(["train"])
+    assert (train_config(args).compile, train_config(args).precision) == (False, "fp32")
+    assert cli_main is main
+
+
+def test_sync_interval_and_channels_last_decisions(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert sync_interval(cpu) == 1 and sync_interval(cuda) == SYNC_EVERY_ACCELERATOR > 1
+    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", 7)
+    assert sync_interval(cpu) == sync_interval(cuda) == 7
+    for name in FAMILIES:
+        spec = ModelSpec(model=name)
+        assert not wants_channels_last(spec, cpu)
+        assert wants_channels_last(spec, cuda) == (name == "cnn2d"), name
+
+
+def test_a_failed_compile_trains_eagerly_and_says_why(tiny, monkeypatch):
+    """Where torch.compile raises (it does so at the first call), the run trains eagerly:
+    the same numbers as without --compile, and trained_by says why; no compile time."""
+    def broken(fn, **_):
+        def call(*args):
+            raise RuntimeError("no backend\nsecond line")
+        return call
+    eager = {e: train_seeds(_runs(engine=e), tiny) for e in ("batched", "loop")}
+    monkeypatch.setattr(torch, "compile", broken)
+    for engine, prefix in (("batched", "batched"), ("loop", "loop")):
+        for (m, r), (m0, r0) in zip(train_seeds(_runs(engine=engine, compile=True), tiny), eager[engine]):
+            assert r.trained_by == f"{prefix}; compile failed: RuntimeError: no backend"
+            assert r.compile_seconds is None and r.curves == r0.curves and torch.equal(_state(m), _state(m0))
+
+
+def test_bf16_autocast_path_trains_when_let_run_on_the_cpu(tiny, monkeypatch):
+    """The bf16 path (forward under autocast, loss in fp32), which runs on CUDA, forced on
+    the CPU to exercise it in both engines: it trains, and its numbers are not fp32's. With
+    batch norm, vmap's batch-norm rule refuses bf16 activations with fp32 statistics (on the
+    CPU at least), and the batched engine hands the seeds to the loop, saying so."""
+    monkeypatch.setattr(skiplab.train, "_BF16_ON_CPU", True)
+    for norm, batched in (("layer", "batched"), ("batch", "loop: vmap cannot run this model (RuntimeError: ")):
+        model = dataclasses.replace(MODEL, norm=norm)
+        runs = lambda **t: [dataclasses.replace(r, model=model) for r in _runs(epochs=5, **t)]  # noqa: E731
+        fp32 = train_seeds(runs(), tiny)
+        for engine, trained_by in (("batched", batched), ("loop", "loop")):
+            for (m, r), (m0, r0) in zip(train_seeds(runs(precision="bf16", engine=engine), tiny), fp32):
+                assert r.status == "complete" and r.trained_by.startswith(trained_by), r.trained_by
+                assert r.test_accuracy > 0.45  # chance: 0.25; fp32 reaches 0.6 to 0.7 in these 25 steps
+                assert r.train_loss != r0.train_loss and abs(r.train_loss - r0.train_loss) < 0.1 * r0.train_loss
+                assert all(p.dtype == torch.float32 for p in m.parameters())  # autocast: the weights stay fp32
+
+
+@pytest.mark.slow
+def test_compiled_runs_agree_with_eager(tiny):
+    """torch.compile (inductor, on the CPU here) against eager: final parameters and batch
+    norm statistics within 1e-4 relative, metrics and curves likewise, in both engines; the
+    compile time is reported."""
+    for engine in ("batched", "loop"):
+        eager = train_seeds(_runs(engine=engine), tiny)
+        compiled = train_seeds(_runs(engine=engine, compile=True), tiny)
+        for (m, r), (m0, r0) in zip(compiled, eager):
+            assert r.trained_by == engine and r.compile_seconds is not None and r0.compile_seconds is None
+            assert ((_state(m) - _state(m0)).norm() / _state(m0).norm()).item() <= 1e-4
+            assert [c[:3] for c in r.curves] == [c[:3] for c in r0.curves]
+            for a, b in zip(r.curves, r0.curves):
+                assert abs(a[3] - b[3]) <= 1e-4 * max(abs(b[3]), 1e-3), (a, b)
+            assert abs(r.test_loss - r0.test_loss) <= 1e-4 * r0.test_loss
+    json.dumps(r.summary())  # compile_seconds stores as JSON

@@ -215,6 +215,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
         return [s for s in range(S) if active[s]]
 
     live = list(range(S))
+    live_index = torch.arange(S, device=device)  # live, on the device (indexing with a list would copy it there each step)
     for _ in range(math.ceil(cfg.epochs)):
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (S, n)
         for i in range(0, n, cfg.batch_size):
@@ -238,9 +239,11 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
                 live = read()
                 if not live:
                     break
+                if len(live) < len(live_index):
+                    live_index = torch.tensor(live, device=device)
             opt.zero_grad(set_to_none=True)
             # Seeds are independent, so the gradient of the sum is each seed's own gradient.
-            (losses[live].sum() if len(live) < S else losses.sum()).backward()
+            (losses[live_index].sum() if len(live) < S else losses.sum()).backward()
             if cfg.grad_clip:
                 _clip_per_seed([p.grad for p in params.values() if p.grad is not None], cfg.grad_clip)
             opt.step()

@@ -73,21 +73,24 @@ def test_sweep_train_table_takes_the_options():
         parse_sweep({"train": {"precision": "bf16"}})
 
 
-def test_the_cli_plumbs_compile_and_precision(monkeypatch):
-    from skiplab.cli import main as cli_main
-    from skiplab.cli.train import train_config
-    seen = {}
-    monkeypatch.setattr("skiplab.cli.train.run", lambda args: seen.setdefault("cfg", train_config(args)))
-    import skiplab.cli.train as cli_train
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_the_cli_takes_compile_and_precision(command, capsys):
     import argparse
+
+    from skiplab.cli import study as cli_study, train as cli_train
     p = argparse.ArgumentParser()
-    sub = p.add_subparsers()
-    cli_train.add_parser(sub)
-    args = p.parse_args(["train", "--compile", "--precision", "fp32"])
-    assert (train_config(args).compile, train_config(args).precision) == (True, "fp32")
-    args = p.parse_args(["train"])
-    assert (train_config(args).compile, train_config(args).precision) == (False, "fp32")
-    assert cli_main is main
+    (cli_train if command == "train" else cli_study).add_parser(p.add_subparsers())
+    args = p.parse_args([command, "--compile", "--precision", "fp32"])
+    assert (args.compile, args.precision) == (True, "fp32")
+    args = p.parse_args([command])
+    assert (args.compile, args.precision) == (False, "fp32")
+    if command == "train":
+        assert (cli_train.train_config(args).compile, cli_train.train_config(args).precision) == (False, "fp32")
+        args = p.parse_args([command, "--compile"])
+        assert cli_train.train_config(args).compile is True
+    with pytest.raises(SystemExit):
+        p.parse_args([command, "--precision", "fp16"])
+    capsys.readouterr()
 
 
 def test_sync_interval_and_channels_last_decisions(monkeypatch):
@@ -135,6 +138,7 @@ def test_bf16_autocast_path_trains_when_let_run_on_the_cpu(tiny, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor imports torch.jit.script_method on the CPU
 def test_compiled_runs_agree_with_eager(tiny):
     """torch.compile (inductor, on the CPU here) against eager: final parameters and batch
     norm statistics within 1e-4 relative, metrics and curves likewise, in both engines; the
@@ -150,3 +154,18 @@ def test_compiled_runs_agree_with_eager(tiny):
                 assert abs(a[3] - b[3]) <= 1e-4 * max(abs(b[3]), 1e-3), (a, b)
             assert abs(r.test_loss - r0.test_loss) <= 1e-4 * r0.test_loss
     json.dumps(r.summary())  # compile_seconds stores as JSON
+
+
+def test_train_prints_compile_time_and_failed_compiles():
+    from skiplab.cli.train import render
+    runs = [{"seed": 0, "status": "complete", "seconds": 2.0, "message": "", "engine": "batched",
+             "compile_seconds": 12.34},
+            {"seed": 1, "status": "complete", "seconds": 2.0, "message": "",
+             "engine": "loop: one seed: nothing to batch; compile failed: RuntimeError: no backend",
+             "compile_seconds": None}]
+    data = [{"skip": "add", "depth": 2, "width": 8, "params": 100, "runs": runs,
+             "summary": {"metric": "test_accuracy", "test_accuracy_mean": 0.5, "test_accuracy_std": 0.1,
+                         "complete": 2, "seeds": 2}}]
+    text = render(data, "out")
+    assert "add seed 1: trained eagerly: RuntimeError: no backend" in text
+    assert "compile time (first step less the median step), s: add 12.3" in text

@@ -55,7 +55,7 @@ from . import seed_batched
 from .optim import make_optimizer
 from .seed_batched import Binder
 from .train import (ENGINES, GAIN_BATCH, DivergenceWatch, RunResult, RunSpec, StepClock, _gain_curves, autocast_dtype,
-                    check_precision, check_warmup, compile_step, evaluate, first_call, make_schedule, resolve_device,
+                    StepFunction, check_precision, check_warmup, evaluate, make_schedule, resolve_device,
                     sync_interval, to_channels_last, train_model, wants_channels_last)
 
 # on_step(step, total, loss, seeds): loss is the mean over the seeds still training, seeds their count
@@ -196,7 +196,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     # Each seed's loss is checked on the device and read back every sync_every steps (1 on
     # the CPU), at each evaluation and at the last step (see skiplab.train.sync_interval).
     sync_every, watch, clock = sync_interval(device), DivergenceWatch(S, device), StepClock()
-    step_fn, compile_note, latest = compile_step(batched_loss, cfg), None, [0.0] * S
+    step_fn, latest = StepFunction(batched_loss, cfg), [0.0] * S
 
     def read() -> list[int]:
         """Read the watch; stop each seed newly found diverged, as the loop stops it: its
@@ -226,8 +226,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
             clock.begin()
             if step == 0:
                 try:  # compiled if asked (falling back to eager, saying why), then eager under vmap
-                    (losses, logits), step_fn, compile_note = first_call(step_fn, batched_loss,
-                                                                         params, buffers, xb, yb)
+                    losses, logits = step_fn(params, buffers, xb, yb)
                 except Exception as e:  # noqa: BLE001 - any vmap failure: the loop trains these instead
                     raise Unbatchable(f"vmap cannot run this model ({type(e).__name__}: "
                                       f"{str(e).splitlines()[0][:200]})") from e
@@ -275,7 +274,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
             break
     live = read()  # the last step always reads; this catches any loop exit that did not
     trained = [samples[step if active[s] else steps[s]] for s in range(S)]
-    compile_seconds = clock.compile_seconds() if step_fn is not batched_loss else None
+    compile_seconds, compile_note = clock.compile_seconds() if step_fn.first_compiled else None, step_fn.failed
     # Each seed is charged an equal share of the shared wall time, so that summing a
     # group's ``seconds`` gives its wall time, and a seed's rate is the group's.
     train_share = (time.perf_counter() - loop_start - eval_seconds) / S

@@ -210,22 +210,31 @@ def to_channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
-def compile_step(fn: Callable, cfg: TrainConfig) -> Callable:
-    """``fn`` compiled with torch.compile when ``cfg.compile`` asks, else ``fn``."""
-    return torch.compile(fn) if cfg.compile else fn
+class StepFunction:
+    """The training step's loss function, compiled with torch.compile when ``cfg.compile``
+    asks. torch.compile compiles at a call (the first, and a recompile for a new input
+    shape, such as a smaller last batch); a call that raises there is run again eagerly,
+    and every later one too: the run trains on, ``failed`` says why. Dynamo traces with
+    fake tensors, so a failed compile has changed no parameter or buffer; an error that is
+    not the compiler's raises again from the eager call."""
 
+    def __init__(self, eager: Callable, cfg: TrainConfig):
+        self.eager = eager
+        self.fn = torch.compile(eager) if cfg.compile else eager
+        self.failed: str | None = None  # why compiling failed
+        self.first_compiled = False  # the first call ran compiled (its time is the compile time)
 
-def first_call(compiled: Callable, eager: Callable, *args) -> tuple[Any, Callable, str | None]:
-    """Call the compiled step function the first time; if compiling fails, call ``eager``
-    instead. Returns (output, the function to use from now on, why compiling failed or None).
-    Dynamo traces with fake tensors, so a failed compile has changed no buffer."""
-    if compiled is eager:
-        return eager(*args), eager, None
-    try:
-        return compiled(*args), compiled, None
-    except Exception as e:  # noqa: BLE001 - any compile failure: train eagerly, saying why
-        why = f"compile failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
-        return eager(*args), eager, why
+    def __call__(self, *args):
+        if self.fn is self.eager:
+            return self.eager(*args)
+        try:
+            out = self.fn(*args)
+        except Exception as e:  # noqa: BLE001 - any compile failure: train eagerly, saying why
+            self.fn = self.eager
+            self.failed = f"compile failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            return self.eager(*args)
+        self.first_compiled = True
+        return out
 
 
 class StepClock:
@@ -415,7 +424,7 @@ def train_model(spec: RunSpec, data: Dataset,
     # the run stops at the step it diverged; see sync_interval and DivergenceWatch).
     sync_every, watch, clock = sync_interval(device), DivergenceWatch(None, device), StepClock()
     eager = lambda xb, yb: loss_and_logits(model, xb, yb, autocast_dtype(cfg))  # noqa: E731
-    step_loss, compile_note = compile_step(eager, cfg), None
+    step_loss = StepFunction(eager, cfg)
     for _ in range(math.ceil(cfg.epochs)):
         order = torch.randperm(n, generator=g).to(device)
         for i in range(0, n, cfg.batch_size):
@@ -424,10 +433,7 @@ def train_model(spec: RunSpec, data: Dataset,
             idx = order[i:i + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
             clock.begin()
-            if step == 0:
-                (loss, logits), step_loss, compile_note = first_call(step_loss, eager, xb, yb)
-            else:
-                loss, logits = step_loss(xb, yb)
+            loss, logits = step_loss(xb, yb)
             watch.see(loss, step, yb.numel())
             synced = (step + 1) % sync_every == 0 or step + 1 in eval_at or step + 1 == total
             if synced:
@@ -469,7 +475,7 @@ def train_model(spec: RunSpec, data: Dataset,
     trained_samples = samples[step]
     train_seconds = time.perf_counter() - loop_start - eval_seconds
     tokens_per_second = trained_samples * positions / train_seconds if train_seconds > 0 else None
-    compile_seconds = clock.compile_seconds() if step_loss is not eager else None
+    compile_seconds, compile_note = clock.compile_seconds() if step_loss.first_compiled else None, step_loss.failed
     params = sum(p.numel() for p in model.parameters())
     if status == "diverged":
         return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,

@@ -166,14 +166,15 @@ def test_compiled_runs_agree_with_eager(tiny):
 
 def test_train_prints_compile_time_and_failed_compiles():
     from skiplab.cli.train import render
-    runs = [{"seed": 0, "status": "complete", "seconds": 2.0, "message": "", "engine": "batched",
-             "compile_seconds": 12.34},
+    runs = [{"seed": s, "status": "complete", "seconds": 2.0, "message": "", "engine": "batched",
+             "compile_seconds": 12.34} for s in (0, 2)] + [
+            {"seed": 3, "status": "complete", "seconds": 2.0, "message": "", "engine": "loop", "compile_seconds": 0.5},
             {"seed": 1, "status": "complete", "seconds": 2.0, "message": "",
              "engine": "loop: one seed: nothing to batch; compile failed: RuntimeError: no backend",
              "compile_seconds": None}]
     data = [{"skip": "add", "depth": 2, "width": 8, "params": 100, "runs": runs,
              "summary": {"metric": "test_accuracy", "test_accuracy_mean": 0.5, "test_accuracy_std": 0.1,
-                         "complete": 2, "seeds": 2}}]
+                         "complete": 4, "seeds": 4}}]
     text = render(data, "out")
     assert "add seed 1: trained eagerly: RuntimeError: no backend" in text
-    assert "compile time (first step less the median step), s: add 12.3" in text
+    assert "compile time (first step less the median step), s: add 12.3 (one batch of 2 seeds), add seed 3 0.5" in text

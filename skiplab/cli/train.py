@@ -172,10 +172,15 @@ def render(data: list[dict[str, Any]], out: str) -> str:
              if r["status"] != "complete"]
     notes += [f"{d['skip']} seed {r['seed']}: trained eagerly: {r['engine'].split('compile failed: ', 1)[1]}"
               for d in data for r in d["runs"] if "compile failed: " in (r.get("engine") or "")]
-    compiled = [(d["skip"], r["compile_seconds"]) for d in data for r in d["runs"] if r.get("compile_seconds") is not None]
-    if compiled:  # the first step's time less the median step's (RunResult.compile_seconds)
-        notes.append("compile time (first step less the median step), s: "
-                     + ", ".join(f"{skip} {seconds:.1f}" for skip, seconds in compiled))
+    compiled = []  # the first step's time less the median step's (RunResult.compile_seconds)
+    for d in data:
+        runs = [r for r in d["runs"] if r.get("compile_seconds") is not None]
+        batched = [r for r in runs if (r.get("engine") or "").startswith("batched")]
+        if batched:  # one compile for the batch, the same number in each of its seeds' results
+            compiled.append(f"{d['skip']} {batched[0]['compile_seconds']:.1f} (one batch of {len(batched)} seeds)")
+        compiled += [f"{d['skip']} seed {r['seed']} {r['compile_seconds']:.1f}" for r in runs if r not in batched]
+    if compiled:
+        notes.append("compile time (first step less the median step), s: " + ", ".join(compiled))
     score_head = ["val bpc (mean +- std)", "tokens/s"] if lm else ["test accuracy (mean +- std)"]
     return "\n".join([table(["skip", "depth", "width", "params", *score_head, "seeds ok",
                              "status", "seconds"], rows), *notes, f"results stored in {out}/runs.db"])

@@ -10,15 +10,23 @@ batch size; each row is the median of ``--repeats`` alternating measurements. FL
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions). The CNN-1D is
 measured batched although the engine leaves CNNs on a CPU to the loop (this is why).
 
+With ``--skips dwa,hyper,mhc`` the MLP rows are of those strategies instead (the study's
+costliest per step); ``--no-cnn`` leaves the CNN-1D out; ``--compile`` adds a column, the
+batched engine with ``--compile``, its steady rate (training time less the reported
+compile time; the compile time is printed beside it, cold: a fresh inductor cache).
+
     python benchmarks/engine_throughput.py [--epochs 2] [--seeds 3,8] [--depths 2,8,24,50] [--threads 1] [--repeats 2]
+                                           [--skips add] [--no-cnn] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 import torch
@@ -55,13 +63,21 @@ def step_flops(spec: ModelSpec, batch: int) -> int:
     return counter.get_total_flops()
 
 
-def seed_steps_per_second(runs: list[RunSpec], data) -> float:
-    """Seed-steps per second of training (the engines' own clock: evaluations excluded)."""
+def seed_steps_per_second(runs: list[RunSpec], data, compiled: list | None = None) -> float:
+    """Seed-steps per second of training (the engines' own clock: evaluations excluded; a
+    compiled run's compile time too, appended to ``compiled``)."""
     results = [r for _, r in train_seeds(runs, data)]
     assert all(r.status == "complete" for r in results), [r.message for r in results]
+    batch = runs[0].train.batch_size
+    seconds = [batch * r.steps / r.tokens_per_second for r in results]  # each seed's share of training time
     if runs[0].train.engine == "loop":  # one after another: the seeds' training times add up
-        return len(runs) / sum(runs[0].train.batch_size / r.tokens_per_second for r in results)
-    return results[0].tokens_per_second / runs[0].train.batch_size  # a batched seed reports the group's rate
+        return sum(r.steps for r in results) / sum(seconds)
+    assert results[0].trained_by.startswith("batched"), results[0].trained_by
+    train = sum(seconds)  # the group's training time (each seed is charged an equal share)
+    if compiled is not None:
+        compiled.append(results[0].compile_seconds or 0.0)
+        train -= compiled[-1]
+    return sum(r.steps for r in results) / train
 
 
 def main() -> None:
@@ -71,14 +87,22 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="alternate measurements per row; medians (default: %(default)s)")
     p.add_argument("--depths", default="2,8,24,50")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as each of the study's workers has (default: 1)")
+    p.add_argument("--skips", default="", help="the MLP rows' strategies, comma-separated (default: additive)")
+    p.add_argument("--no-cnn", action="store_true", help="leave the CNN-1D row out")
+    p.add_argument("--compile", action="store_true", help="also measure the batched engine with --compile")
     args = p.parse_args()
+    if args.compile:  # a cold compile: inductor's cache in a fresh folder (read when it first compiles)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="skiplab-inductor-"))
     torch.set_num_threads(args.threads)
     data = load_mnist1d()
     # ModelSpec's default strategy (additive, ResNet's), named nowhere here but in skiplab/skips
     mlp = StudyPlan().model.replace(input_shape=data.input_shape, classes=data.classes)
-    models = [(f"mlp depth {d}", mlp.replace(depth=d)) for d in map(int, args.depths.split(","))]
-    models.append(("cnn1d (default)", ModelSpec(model="cnn1d", input_shape=data.input_shape,
-                                                classes=data.classes)))
+    skips = args.skips.split(",") if args.skips else [mlp.skip]
+    models = [(f"mlp {skip} depth {d}", mlp.replace(depth=d, skip=skip))
+              for skip in skips for d in map(int, args.depths.split(","))]
+    if not args.no_cnn:
+        models.append(("cnn1d (default)", ModelSpec(model="cnn1d", input_shape=data.input_shape,
+                                                    classes=data.classes)))
     for _, spec in models:  # measure batched for every family, those the engine leaves to the loop on a CPU too
         get_family(spec.model).batches_on_cpu = True
     load_before = os.getloadavg()
@@ -87,8 +111,9 @@ def main() -> None:
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s; load average before {load_before[0]:.2f}")
-    print(f"{'model':<16} {'seeds':>5} {'loop s-steps/s':>14} {'batched':>8} {'ratio':>6} "
-          f"{'loop GFLOP/s':>12} {'batched':>8} {'% peak':>6}")
+    print(f"{'model':<20} {'seeds':>5} {'loop s-steps/s':>14} {'batched':>8} {'ratio':>6} "
+          f"{'loop GFLOP/s':>12} {'batched':>8} {'% peak':>6}"
+          + (f" {'compiled':>8} {'ratio':>6} {'compile s':>9}" if args.compile else ""))
     for name, spec in models:
         flops = step_flops(spec, 128)
         for seeds in map(int, args.seeds.split(",")):
@@ -96,14 +121,21 @@ def main() -> None:
             runs = [RunSpec(spec, cfg, seed=s) for s in range(seeds)]
             loop_runs = [RunSpec(spec, TrainConfig(epochs=args.epochs, evals=1, batch_size=128, engine="loop"), seed=s)
                          for s in range(seeds)]
-            loops, batcheds = [], []
+            compiled_runs = [dataclasses.replace(r, train=dataclasses.replace(cfg, compile=True)) for r in runs]
+            loops, batcheds, compileds, compile_seconds = [], [], [], []
             for _ in range(args.repeats):  # alternately, so that the machine's load falls on both
                 loops.append(seed_steps_per_second(loop_runs, data))
                 batcheds.append(seed_steps_per_second(runs, data))
+                if args.compile:
+                    compileds.append(seed_steps_per_second(compiled_runs, data, compile_seconds))
             loop, batched = statistics.median(loops), statistics.median(batcheds)
-            print(f"{name:<16} {seeds:>5} {loop:>14.0f} {batched:>8.0f} {batched / loop:>6.2f} "
-                  f"{loop * flops / 1e9:>12.1f} {batched * flops / 1e9:>8.1f} {100 * batched * flops / 1e9 / peak:>5.0f}%",
-                  flush=True)
+            extra = ""
+            if args.compile:
+                compiled = statistics.median(compileds)
+                extra = f" {compiled:>8.0f} {compiled / loop:>6.2f} {compile_seconds[0]:>9.1f}"
+            print(f"{name:<20} {seeds:>5} {loop:>14.0f} {batched:>8.0f} {batched / loop:>6.2f} "
+                  f"{loop * flops / 1e9:>12.1f} {batched * flops / 1e9:>8.1f} {100 * batched * flops / 1e9 / peak:>5.0f}%"
+                  + extra, flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}; FLOPs per seed-step: forward + backward, "
           f"FlopCounterMode; peak: {1024}x{1024} fp32 matmul")
 

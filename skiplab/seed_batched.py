@@ -28,16 +28,41 @@ missing (another torch) :func:`install` leaves the model to vmap's own rules.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 try:  # functorch's tensor-level API (torch >= 2.0); absent or changed: vmap's own rules
-    from torch._C._functorch import _add_batch_dim, _unwrap_batched, maybe_get_level
+    from torch._C._functorch import _add_batch_dim, _unwrap_batched, maybe_current_level, maybe_get_level
 except ImportError:  # pragma: no cover - depends on the torch build
-    _add_batch_dim = _unwrap_batched = maybe_get_level = None
+    _add_batch_dim = _unwrap_batched = maybe_current_level = maybe_get_level = None
+
+
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
+def _level(x: torch.Tensor) -> int:
+    """The vmap level at which ``x`` is batched if that is the innermost vmap running, else
+    0 (not under vmap, compiling, or batched only by an outer vmap: nothing to do here)."""
+    if maybe_get_level is None or _compiling():  # Dynamo cannot trace functorch's API; inductor fuses anyway
+        return 0
+    level = maybe_get_level(x)
+    return level if level >= 1 and level == maybe_current_level() else 0
+
+
+def over_seeds(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` for a function that treats its tensors' leading dimensions as a
+    batch (an autograd Function over ``(..., n, n)`` matrices, say). Under the engine's vmap,
+    with every tensor batched over the seeds, ``fn`` runs once on the plain tensors with the
+    seeds as one more leading dimension: one autograd node, rather than vmap running ``fn``
+    and, in backward, vmapping its backward, per call."""
+    level = _level(tensors[0])
+    parts = _unwrapped(tensors, level) if level else None
+    if parts is None:
+        return fn(*tensors)
+    return _add_batch_dim(fn(*parts), 0, level)
 
 
 def _unwrapped(tensors: Sequence[torch.Tensor | None], level: int) -> list[torch.Tensor] | None:
@@ -59,10 +84,10 @@ class _SeedBatchNorm:
     ``nn.BatchNorm1d``/``2d``/``3d`` by :func:`install`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        level = maybe_get_level(x)
+        level = _level(x)
         # Training with running statistics and an exponential average: the case the rule is
         # for. Evaluation and the cumulative average (momentum None) keep vmap's rule.
-        if level < 1 or not self.training or self.momentum is None:
+        if not level or not self.training or self.momentum is None:
             return super().forward(x)
         parts = _unwrapped((x, self.running_mean, self.running_var, self.weight, self.bias), level)
         if parts is None:
@@ -80,8 +105,8 @@ class _SeedLinear:
     """Linear over S seeds as one ``baddbmm`` (mixed into ``nn.Linear`` by :func:`install`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        level = maybe_get_level(x)
-        parts = _unwrapped((x, self.weight, self.bias), level) if level >= 1 else None
+        level = _level(x)
+        parts = _unwrapped((x, self.weight, self.bias), level) if level else None
         if parts is None:
             return super().forward(x)
         x, weight, bias = parts
@@ -137,4 +162,4 @@ class Binder:
             getattr(owner, kind)[attr] = (params if kind == "_parameters" else buffers)[key]
 
 
-__all__ = ["install", "Binder"]
+__all__ = ["install", "Binder", "over_seeds"]

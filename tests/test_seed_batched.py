@@ -90,3 +90,37 @@ def test_binder_gives_tied_parameters_one_tensor():
     out = _forward(base, params, buffers, x, models[0])
     for s in range(2):
         assert torch.allclose(out[s], models[s](x[s]), atol=1e-6)
+
+
+def test_over_seeds_runs_the_function_once_on_all_seeds():
+    from skiplab.seed_batched import over_seeds
+    seen = []
+
+    def fn(a, b):
+        seen.append((a.shape, b.shape))
+        return a * b.sum(-1, keepdim=True)
+    a, b = torch.randn(3, 4, 2, requires_grad=True), torch.randn(3, 4, 5)
+    out = vmap(lambda x, y: over_seeds(fn, x, y))(a, b)
+    assert seen == [((3, 4, 2), (3, 4, 5))]  # once, the seeds leading
+    assert torch.allclose(out, fn(a, b))
+    out.sum().backward()
+    assert torch.allclose(a.grad, b.sum(-1, keepdim=True).expand(3, 4, 2))
+    seen.clear()
+    assert torch.equal(over_seeds(fn, a[0], b[0]), fn(a[0], b[0]))  # outside vmap: fn as it is
+
+
+@pytest.mark.parametrize("skip", ["dwa", "mhc"])
+def test_stream_functions_take_one_node_for_all_seeds(skip, monkeypatch):
+    """DWA's weighted sum and mHC's Sinkhorn-Knopp see the seeds as a leading dimension."""
+    from skiplab.skips import dwa, mhc
+    fn = dwa._WeightedSum if skip == "dwa" else mhc._SinkhornKnopp
+    calls = []
+    real = fn.apply
+    monkeypatch.setattr(fn, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    spec = ModelSpec(model="mlp", input_shape=(12,), depth=2, width=8, classes=3, skip=skip)
+    models, params, buffers, base = _stacked(spec)
+    install(base)
+    out = _forward(base, params, buffers, torch.randn(SEEDS, 5, 12), models[0])
+    out.sum().backward()
+    lifted = (SEEDS, 3) if skip == "dwa" else (SEEDS, 5, 4, 4)  # alpha (S, k); logits (S, B, n, n)
+    assert calls and all(shape[0] == SEEDS and len(shape) == len(lifted) for shape in calls), calls

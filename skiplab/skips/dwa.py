@@ -17,7 +17,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import seed_batched
 from .base import Connection, Strategy
+
+
+def _weights(alpha: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    """alpha_j, one per term; alpha (k,), or (S, k) with the seeds first (the batched
+    engine's ``seed_batched.over_seeds``), each seed's weights shaped to its slice of x."""
+    weights = alpha.unbind(-1)
+    return [w.view(*w.shape, *[1] * (x.dim() - w.dim())) for w in weights]
 
 
 class _WeightedSum(torch.autograd.Function):
@@ -32,7 +40,7 @@ class _WeightedSum(torch.autograd.Function):
 
     @staticmethod
     def forward(alpha: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
-        weights = alpha.unbind()
+        weights = _weights(alpha, xs[0])
         y = weights[0] * xs[0]
         for w, x in zip(weights[1:], xs[1:]):
             y = torch.addcmul(y, w, x)  # a multiply-add per term
@@ -45,9 +53,13 @@ class _WeightedSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         alpha, *xs = ctx.saved_tensors
-        weights = alpha.unbind()
-        d_alpha = torch.stack([torch.vdot(grad.flatten(), x.flatten()) for x in xs]) \
-            if ctx.needs_input_grad[0] else None
+        weights = _weights(alpha, xs[0])
+        if not ctx.needs_input_grad[0]:
+            d_alpha = None
+        elif alpha.dim() == 1:
+            d_alpha = torch.stack([torch.vdot(grad.flatten(), x.flatten()) for x in xs])
+        else:  # each seed's <g, X_j>
+            d_alpha = torch.stack([(grad * x).flatten(alpha.dim() - 1).sum(-1) for x in xs], -1)
         return (d_alpha, *(w * grad if need else None for w, need in zip(weights, ctx.needs_input_grad[1:])))
 
 
@@ -77,7 +89,8 @@ class DWA(Connection):
         if not self.ends_block:
             return outputs, x
         outputs = (*outputs, x)
-        return outputs, _WeightedSum.apply(self.alpha, *outputs)  # Y_i = sum_j alpha_{i,j} X_j (Eq. 1)
+        # Y_i = sum_j alpha_{i,j} X_j (Eq. 1); under the batched engine, one node for all seeds
+        return outputs, seed_batched.over_seeds(_WeightedSum.apply, self.alpha, *outputs)
 
     @staticmethod
     def expand(x0: torch.Tensor):

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import seed_batched
 from ..validate import integer
 from .base import Connection, Option
 from .hyper import STREAMS, CopiesStrategy, mix, stream_channel_dim
@@ -89,7 +90,8 @@ class _SinkhornKnopp(torch.autograd.Function):
 def sinkhorn_knopp(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     """A doubly-stochastic matrix from ``logits`` (..., n, n): exp, then columns and rows
     normalised in turn, ``iterations`` times (rows last, so rows sum to 1 to rounding)."""
-    return _SinkhornKnopp.apply(logits, iterations)[0]
+    # Under the batched engine the seeds are one more leading dimension: one node for all
+    return seed_batched.over_seeds(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits)
 
 
 class MHC(Connection):

@@ -16,7 +16,7 @@ batched engine with ``--compile``, its steady rate (training time less the repor
 compile time; the compile time is printed beside it, cold: a fresh inductor cache).
 
     python benchmarks/engine_throughput.py [--epochs 2] [--seeds 3,8] [--depths 2,8,24,50] [--threads 1] [--repeats 2]
-                                           [--skips add] [--no-cnn] [--compile]
+                                           [--skips add] [--no-cnn] [--compile] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -41,14 +41,23 @@ from skiplab.study import StudyPlan
 from skiplab.train import RunSpec, TrainConfig
 
 
-def matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
-    """fp32 GFLOP/s of an n x n matmul, repeated for about ``seconds``: 2 n^3 per product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:
+    """fp32 GFLOP/s of an n x n matmul on ``device``, repeated for about ``seconds``: 2 n^3
+    per product (on CUDA: n = 8192, TF32 off, synchronised before the clock stops)."""
+    if device == "cuda":
+        n = 8192
+        torch.backends.cuda.matmul.allow_tf32 = False
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
+    sync()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         count += 1
+        if count % 10 == 0:
+            sync()
+    sync()
     return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
 
 
@@ -90,6 +99,7 @@ def main() -> None:
     p.add_argument("--skips", default="", help="the MLP rows' strategies, comma-separated (default: additive)")
     p.add_argument("--no-cnn", action="store_true", help="leave the CNN-1D row out")
     p.add_argument("--compile", action="store_true", help="also measure the batched engine with --compile")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both engines train (default: cpu)")
     args = p.parse_args()
     if args.compile:  # a cold compile: inductor's cache in a fresh folder (read when it first compiles)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="skiplab-inductor-"))
@@ -106,9 +116,11 @@ def main() -> None:
     for _, spec in models:  # measure batched for every family, those the engine leaves to the loop on a CPU too
         get_family(spec.model).batches_on_cpu = True
     load_before = os.getloadavg()
-    peak = matmul_peak()
+    peak = matmul_peak(device=args.device)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    if args.device == "cuda":
+        cpu = f"{torch.cuda.get_device_name()} (host: {cpu})"
     print(f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s; load average before {load_before[0]:.2f}")
     print(f"{'model':<20} {'seeds':>5} {'loop s-steps/s':>14} {'batched':>8} {'ratio':>6} "
@@ -117,9 +129,9 @@ def main() -> None:
     for name, spec in models:
         flops = step_flops(spec, 128)
         for seeds in map(int, args.seeds.split(",")):
-            cfg = TrainConfig(epochs=args.epochs, evals=1, batch_size=128)
+            cfg = TrainConfig(epochs=args.epochs, evals=1, batch_size=128, device=args.device)
             runs = [RunSpec(spec, cfg, seed=s) for s in range(seeds)]
-            loop_runs = [RunSpec(spec, TrainConfig(epochs=args.epochs, evals=1, batch_size=128, engine="loop"), seed=s)
+            loop_runs = [RunSpec(spec, dataclasses.replace(cfg, engine="loop"), seed=s)
                          for s in range(seeds)]
             compiled_runs = [dataclasses.replace(r, train=dataclasses.replace(cfg, compile=True)) for r in runs]
             loops, batcheds, compileds, compile_seconds = [], [], [], []

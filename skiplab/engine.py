@@ -4,9 +4,12 @@
 seeds of one configuration as one computation: each seed's model is built as the loop
 builds it (``build_model(spec, seed)``), the S models' parameters and buffers are stacked
 along a new leading dimension (``torch.func.stack_module_state``) and one forward/backward
-runs ``torch.func.functional_call`` under ``torch.func.vmap`` over that dimension
-(https://pytorch.org/docs/stable/func.html, "Model ensembling"). Small models are bound by
-per-operation overhead rather than arithmetic, and S seeds then pay it once.
+runs the model, its slots bound to the stacked tensors (:class:`skiplab.seed_batched.Binder`,
+``functional_call``'s work), under ``torch.func.vmap`` over that dimension
+(https://pytorch.org/docs/stable/func.html, "Model ensembling"), with linear and batch norm
+layers and the residual streams' autograd Functions run as one kernel over all seeds
+(:mod:`skiplab.seed_batched`). Small models are bound by per-operation overhead rather
+than arithmetic, and S seeds then pay it once.
 
 Each seed keeps what it would have alone:
 
@@ -16,9 +19,9 @@ Each seed keeps what it would have alone:
 * optimiser state: one torch optimiser over the stacked tensors. Adam, AdamW and SGD
   (momentum, Nesterov, weight decay) are element-wise, so one over the stack is S of them;
   gradient clipping, which is not (a global norm), is done per seed here;
-* batch-norm statistics: the running mean and variance are stacked buffers, passed to
-  ``functional_call`` and updated in place by batch norm under vmap ("in-place operations on
-  the buffers are reflected in the passed dict", ``torch.func.functional_call`` docs);
+* batch-norm statistics: the running mean and variance are stacked buffers, bound into the
+  model and updated in place by batch norm under vmap (through views of the stacked
+  buffers: :mod:`skiplab.seed_batched`);
 * divergence: each seed's loss is checked on the device every step and read back every
   ``sync_interval`` steps (every step on the CPU; see :func:`skiplab.train.sync_interval`);
   a seed whose loss is not finite is stored ``diverged`` with the same step and message as

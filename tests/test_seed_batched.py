@@ -124,3 +124,26 @@ def test_stream_functions_take_one_node_for_all_seeds(skip, monkeypatch):
     out.sum().backward()
     lifted = (SEEDS, 3) if skip == "dwa" else (SEEDS, 5, 4, 4)  # alpha (S, k); logits (S, B, n, n)
     assert calls and all(shape[0] == SEEDS and len(shape) == len(lifted) for shape in calls), calls
+
+
+@pytest.mark.slow
+def test_study_engines_benchmark_runs_both_studies_and_compares_them(tmp_path):
+    """benchmarks/study_engines.py --quick: both quick studies stored whole, one comparison
+    line per cell, and the closing count (what the README quotes from the full run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from skiplab.store import Store
+    script = Path(__file__).parent.parent / "benchmarks" / "study_engines.py"
+    out = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    loop, batched = (Store(tmp_path / e, create=False).runs() for e in ("loop", "batched"))
+    assert len(loop) == len(batched) > 0
+    assert {r["result"]["trained_by"].split(":")[0] for r in loop} == {"loop"}
+    assert "batched" in {r["result"]["trained_by"] for r in batched}
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("wall time: loop ")
+    cells = len({(r["spec"]["group"], r["spec"]["model"]["skip"], r["spec"]["model"]["depth"]) for r in loop})
+    assert lines[-1].startswith(f"0 of {cells} cells") or f" of {cells} cells separated" in lines[-1]

@@ -71,12 +71,12 @@ class Unbatchable(Exception):
 
 def why_not_batched_alone(spec: RunSpec) -> str | None:
     """Why a run could not join a batch whatever its company, or None: the loop engine
-    was asked for, or its family trains slower batched on the CPU it runs on."""
+    was asked for, or its family trains no faster batched on the CPU it runs on."""
     if spec.train.engine == "loop":
         return "engine loop was asked for"
     family, device = get_family(spec.model.model), spec.train.device
     if not family.batches_on_cpu and (device == "cpu" or device == "auto" and not torch.cuda.is_available()):
-        return f"{family.name} trains slower batched than alone on a CPU (benchmarks/engine_throughput.py)"
+        return f"{family.name} trains no faster batched than alone on a CPU (benchmarks/engine_throughput.py)"
     return None
 
 

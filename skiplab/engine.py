@@ -46,7 +46,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
-from torch.func import stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from .datasets import Dataset, TextDataset
 from .families import get_family
@@ -125,6 +125,8 @@ class _Bound:
         self.base, self.bind, self.params, self.buffers, self.spec = base, bind, params, buffers, base.spec
 
     def __call__(self, x: torch.Tensor, return_aux: bool = False):
+        if seed_batched.compiling():  # Dynamo knows functional_call; slots left holding vmap's tensors it cannot compile
+            return functional_call(self.base, (self.params, self.buffers), (x,), {"return_aux": return_aux})
         self.bind(self.params, self.buffers)  # functional_call's work, its slots found once
         return self.base(x, return_aux=return_aux)
 

@@ -41,13 +41,15 @@ except ImportError:  # pragma: no cover - depends on the torch build
     _add_batch_dim = _unwrap_batched = maybe_current_level = maybe_get_level = None
 
 
-_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+# Is Dynamo tracing (torch.compile)? Then the fast paths step aside: it cannot trace
+# functorch's tensor-level API, and inductor fuses vmap's rules anyway.
+compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
 def _level(x: torch.Tensor) -> int:
     """The vmap level at which ``x`` is batched if that is the innermost vmap running, else
     0 (not under vmap, compiling, or batched only by an outer vmap: nothing to do here)."""
-    if maybe_get_level is None or _compiling():  # Dynamo cannot trace functorch's API; inductor fuses anyway
+    if maybe_get_level is None or compiling():  # Dynamo cannot trace functorch's API; inductor fuses anyway
         return 0
     level = maybe_get_level(x)
     return level if level >= 1 and level == maybe_current_level() else 0

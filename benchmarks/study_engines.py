@@ -28,7 +28,12 @@ from datetime import datetime
 from pathlib import Path
 
 from skiplab.stats import ALPHA, welch_p
-from skiplab.store import Store
+from skiplab.store import Store, StoreError
+
+
+def fail(message: str) -> None:
+    print(f"study_engines: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run_both(out: Path, quick: bool) -> dict[str, float]:
@@ -47,7 +52,7 @@ def run_both(out: Path, quick: bool) -> dict[str, float]:
                 walls[engine] = time.perf_counter() - start
                 log.close()
                 if proc.returncode:
-                    sys.exit(f"study_engines: the {engine} study exited {proc.returncode}; see {out / engine}.log")
+                    fail(f"the {engine} study exited {proc.returncode}; see {out / engine}.log")
                 del procs[engine]
         time.sleep(1)
     return walls
@@ -86,7 +91,10 @@ def main() -> None:
         print(f"wall time: loop {walls['loop']:.0f} s, batched {walls['batched']:.0f} s, "
               f"loop / batched {walls['loop'] / walls['batched']:.2f} (load average before {load:.2f}, "
               f"after {os.getloadavg()[0]:.2f})")
-    loop_span, batched_span = span(out / "loop"), span(out / "batched")
+    try:
+        loop_span, batched_span = span(out / "loop"), span(out / "batched")
+    except StoreError as e:  # no study there yet, or not a store
+        fail(str(e))
     print(f"first run started to last run stored: loop {loop_span:.0f} s, batched {batched_span:.0f} s, "
           f"loop / batched {loop_span / batched_span:.2f}")
     loop, batched = cells(out / "loop"), cells(out / "batched")

@@ -179,8 +179,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     n = len(y_tr)
     total = max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))
     check_warmup(cfg, total)
-    # The fused implementation: one kernel per stacked tensor (4.4 ms a step against 12.5
-    # for the default one, study MLP at depth 50, 8 seeds, one CPU thread).
+    # The fused implementation: one kernel per stacked tensor, not a dozen small ops per tensor.
     opt = make_optimizer(cfg.optimizer, params.values(), cfg.lr, cfg.weight_decay, fused=True)
     sched = make_schedule(opt, cfg, total)
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}

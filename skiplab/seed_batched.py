@@ -1,12 +1,12 @@
 """Fast paths for the batched engine: modules run under its ``vmap`` over seeds.
 
 ``torch.func.vmap`` runs any module on stacked seeds, but its generic batching rules for
-the two commonest layers cost more than the layers (measured with torch.profiler on the
+the two commonest layers cost more than the layers (seen with torch.profiler on the
 study's MLP, width 64, depth 50, batch 128, 8 seeds, one CPU thread):
 
 * batch norm: the rule normalises with a dummy weight and applies the seeds' weights and
   biases with two more broadcast ops, and moves the seed dimension in and out of the
-  channels on every call; it took 16 of the 40 ms of a batched forward;
+  channels on every call: the largest single cost of a batched forward;
 * linear: ``matmul`` then a separate broadcast add of the bias.
 
 Here each of these layers, when it sees its input, weights and buffers all batched over
@@ -18,6 +18,10 @@ seeds, then wraps the result again:
   as its per-channel tensors (the running statistics are updated in place through views of
   the stacked buffers, as the vmap rule does);
 * linear is one ``baddbmm``: bias + x @ W^T for every seed in one call.
+
+:func:`over_seeds` does the same for a function that treats leading dimensions as a batch
+(DWA's weighted sum, mHC's Sinkhorn-Knopp: hand-written autograd Functions), running it
+below the vmap layer, where an autograd Function is a plain one.
 
 Both compute each seed's numbers with the same kernels as a seed alone, so
 ``tests/test_engine.py``'s 1e-4 agreement with the loop holds. The unwrapping uses
@@ -67,7 +71,7 @@ def over_seeds(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch
         return fn(*tensors)
     # Below the vmap layer: there an autograd Function is a plain one (inside it, functorch
     # would still wrap it in a vmapped Function, and vmap its backward, though no input is
-    # batched: 1.1 ms a call for DWA's sum at depth 24, 3 seeds).
+    # batched: that made DWA and mHC train slower batched than looped).
     with temporarily_pop_interpreter_stack():
         out = fn(*parts)
     return _add_batch_dim(out, 0, level)

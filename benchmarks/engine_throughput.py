@@ -18,6 +18,7 @@ training set is then cut to full batches for every column, so that nothing recom
 
     python benchmarks/engine_throughput.py [--epochs 2] [--seeds 3,8] [--depths 2,8,24,50] [--threads 1] [--repeats 2]
                                            [--skips add] [--no-cnn] [--compile] [--device cpu|cuda]
+                                           [--precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def main() -> None:
     p.add_argument("--no-cnn", action="store_true", help="leave the CNN-1D row out")
     p.add_argument("--compile", action="store_true", help="also measure the batched engine with --compile")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both engines train (default: cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="every column's precision; bf16 (autocast) on CUDA only (default: %(default)s)")
     args = p.parse_args()
     if args.compile:  # a cold compile: inductor's cache in a fresh folder (read when it first compiles)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="skiplab-inductor-"))
@@ -125,15 +128,21 @@ def main() -> None:
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     if args.device == "cuda":
         cpu = f"{torch.cuda.get_device_name()} (host: {cpu})"
-    print(f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
+    print(f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, {args.precision}; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s; load average before {load_before[0]:.2f}")
     print(f"{'model':<20} {'seeds':>5} {'loop s-steps/s':>14} {'batched':>8} {'ratio':>6} "
           f"{'loop GFLOP/s':>12} {'batched':>8} {'% peak':>6}"
           + (f" {'compiled':>8} {'ratio':>6} {'compile s':>9}" if args.compile else ""))
+    # Warm-up, untimed: the device's context and libraries (cuBLAS, cuDNN) start on first use
+    for engine in ("loop", "batched"):
+        warm = TrainConfig(epochs=0.1, evals=1, batch_size=128, device=args.device, engine=engine,
+                           precision=args.precision)
+        train_seeds([RunSpec(models[0][1], warm, seed=s) for s in range(2)], data)
     for name, spec in models:
         flops = step_flops(spec, 128)
         for seeds in map(int, args.seeds.split(",")):
-            cfg = TrainConfig(epochs=args.epochs, evals=1, batch_size=128, device=args.device)
+            cfg = TrainConfig(epochs=args.epochs, evals=1, batch_size=128, device=args.device,
+                              precision=args.precision)
             runs = [RunSpec(spec, cfg, seed=s) for s in range(seeds)]
             loop_runs = [RunSpec(spec, dataclasses.replace(cfg, engine="loop"), seed=s)
                          for s in range(seeds)]

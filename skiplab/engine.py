@@ -278,7 +278,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
             break
     live = read()  # the last step always reads; this catches any loop exit that did not
     trained = [samples[step if active[s] else steps[s]] for s in range(S)]
-    compile_seconds, compile_note = clock.compile_seconds() if step_fn.first_compiled else None, step_fn.failed
+    compile_seconds, compile_note = step_fn.compile_seconds(clock), step_fn.failed
     # Each seed is charged an equal share of the shared wall time, so that summing a
     # group's ``seconds`` gives its wall time, and a seed's rate is the group's.
     train_share = (time.perf_counter() - loop_start - eval_seconds) / S

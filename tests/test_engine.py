@@ -7,10 +7,15 @@ buffers (batch norm's running statistics) and its metrics and curves must agree 
 1e-4 relative: |a - b| <= 1e-4 |b| (vectors: in L2 norm). The difference is floating-point
 reassociation (a batched matmul sums in another order), about 1e-7 here. Tiny models and
 a few steps, so that every strategy fits in seconds.
+
+``SKIPLAB_TEST_DEVICE=cuda`` runs both engines on a GPU instead (TF32 off, so that the
+GPU's fp32 is fp32): how a lent GPU checks the engine (``benchmarks/cuda_check.sh``); the
+tests about the CPU's own choices are then skipped.
 """
 
 import dataclasses
 import math
+import os
 
 import pytest
 import torch
@@ -26,11 +31,16 @@ from skiplab.train import RunSpec, TrainConfig, model_fields_from, train_model
 
 RTOL = 1e-4
 SEEDS = (0, 1, 2)
+DEVICE = os.environ.get("SKIPLAB_TEST_DEVICE", "cpu")
+cpu_only = pytest.mark.skipif(DEVICE != "cpu", reason="about the CPU: which families batch there")
+if DEVICE == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
 
 
 def _runs(model: ModelSpec, seeds=SEEDS, **train) -> list[RunSpec]:
-    cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "evals": 2, "lr": 1e-2, "grad_clip": 1.0, **train})
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "evals": 2, "lr": 1e-2, "grad_clip": 1.0, "device": DEVICE,
+                         **train})
     return [RunSpec(model, cfg, "tiny", seed=s) for s in seeds]
 
 
@@ -105,7 +115,7 @@ def test_a_language_model_batched_equals_loop():
     """The character model on pydoc's text: (B, T) targets, bits per character."""
     data = load_dataset("pydoc")
     model = ModelSpec(model="transformer", depth=1, width=16, heads=2, **model_fields_from(data, {}))
-    cfg = TrainConfig(epochs=0.002, batch_size=16, evals=2, optimizer="sgd", lr=0.05)
+    cfg = TrainConfig(epochs=0.002, batch_size=16, evals=2, optimizer="sgd", lr=0.05, device=DEVICE)
     assert_same_as_loop([RunSpec(model, cfg, "pydoc", seed=s) for s in (0, 1)], data)
 
 
@@ -146,6 +156,7 @@ def test_bias_before_batch_norm_is_noise_in_either_engine(tiny):
                 assert _rel(p.detach(), ref[name].detach()) <= RTOL, name
 
 
+@cpu_only
 def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     model = ModelSpec(model="mlp", depth=1, width=8, input_shape=(1, 8), classes=4)
     assert why_not_batched(_runs(model)) is None
@@ -166,6 +177,7 @@ def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     assert [r.test_loss for _, r in out] == [train_model(run, tiny)[1].test_loss for run in runs]
 
 
+@cpu_only
 def test_runs_that_would_loop_anyway_are_tasks_of_their_own():
     """The runner batches a configuration's seeds into one task only where they will train
     batched; else each seed is its own task, and seeds run in parallel as before."""

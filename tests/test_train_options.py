@@ -127,6 +127,23 @@ def test_a_failed_compile_trains_eagerly_and_says_why(tiny, monkeypatch, fails_a
             assert r.curves == r0.curves and torch.equal(_state(m), _state(m0))
 
 
+def test_compile_time_counts_the_compilers_set_up(tiny, monkeypatch):
+    """torch.compile's first use imports the compiler (seconds, before any step): the
+    reported compile time holds it as well as the first step's excess, so that training time
+    less compile time is the steady steps' (benchmarks/engine_throughput.py --compile)."""
+    import time
+
+    def slow_to_set_up(fn, **_):
+        time.sleep(0.3)  # the compiler's import
+        return lambda *args: fn(*args)
+    monkeypatch.setattr(torch, "compile", slow_to_set_up)
+    for engine in ("batched", "loop"):
+        r = train_seeds(_runs(engine=engine, compile=True), tiny)[0][1]
+        assert r.trained_by == engine and r.compile_seconds >= 0.3
+        train_seconds = r.steps * 40 / r.tokens_per_second * (2 if engine == "batched" else 1)
+        assert train_seconds >= r.compile_seconds
+
+
 def test_bf16_autocast_path_trains_when_let_run_on_the_cpu(tiny, monkeypatch):
     """The bf16 path (forward under autocast, loss in fp32), which runs on CUDA, forced on
     the CPU to exercise it in both engines, with layer and batch norm: it trains, and its

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import os
@@ -241,6 +242,12 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
             configs.append(TrainConfig(**point))
         except SpecError as e:
             raise _fail("train", str(e)) from None
+    for key, value in train.items():  # an axis that names one run many times is a mistake, not a grid
+        values = _axis("train", key, value)
+        if len(values) > 1 and len({RunSpec(ModelSpec(), dataclasses.replace(configs[0], **{key: v})).spec_hash
+                                    for v in values}) == 1:
+            raise _fail("train", f"{key}: {json.dumps(value)} names one run each time: {key} is not part of a "
+                        f"run's identity (it changes how a run executes, not what it is); give one value")
     datasets: dict[tuple[str, str], Dataset] = {}
     runs: list[RunSpec] = []
     seen: set[tuple[str, int]] = set()

@@ -94,6 +94,9 @@ def test_readme_shows_the_example_file():
     ({"grid": {"skip": "concat-double", "depth": 20}}, "sweep: [grid] max_state_width:"),
     ({"train": {"lr": [1e-3, -1.0]}}, "sweep: [train] lr: must be a finite number > 0, got -1.0"),
     ({"train": {"optimizer": "lion"}}, "sweep: [train] optimizer: 'lion' is not one of adam, adamw, sgd"),
+    ({"train": {"compile": [False, True]}}, "sweep: [train] compile: [false, true] names one run each time: compile "
+                                            "is not part of a run's identity"),
+    ({"train": {"engine": ["loop", "batched"]}}, "sweep: [train] engine: [\"loop\", \"batched\"] names one run each time"),
     ({"sweep": {"seeds": 0}}, "sweep: [sweep] seeds: must be >= 1"),
     ({"sweep": {"seeds": [0, 0]}}, "sweep: [sweep] seeds: a seed is listed twice"),
     ({"resources": {"num_cpus": 0}}, "sweep: [resources] num_cpus: must be a number > 0, got 0"),

@@ -251,7 +251,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
                 _clip_per_seed([p.grad for p in params.values() if p.grad is not None], cfg.grad_clip)
             opt.step()
             sched.step()
-            clock.end()
+            clock.end(step_fn.new_shape)
             step += 1
             run_count += yb[0].numel()
             samples.append(samples[-1] + len(yb[0]))

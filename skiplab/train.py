@@ -228,10 +228,16 @@ class StepFunction:
         self.setup_seconds = time.perf_counter() - start
         self.failed: str | None = None  # why compiling failed
         self.first_compiled = False  # the first call ran compiled (its time is the compile time)
+        self.new_shape = False  # the last call met input shapes not seen before: it compiled
+        self._shapes: set[tuple] = set()
 
     def __call__(self, *args):
         if self.fn is self.eager:
+            self.new_shape = False
             return self.eager(*args)
+        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        self.new_shape = shapes not in self._shapes
+        self._shapes.add(shapes)
         try:
             out = self.fn(*args)
         except Exception as e:  # noqa: BLE001 - any compile failure: train eagerly, saying why
@@ -242,8 +248,8 @@ class StepFunction:
         return out
 
     def compile_seconds(self, clock: "StepClock") -> float | None:
-        """What compiling cost this run: the compiler's set-up and the first step's excess
-        over the steps after it (None if no step ran compiled)."""
+        """What compiling cost this run: the compiler's set-up, and the excess of the first
+        step and of each recompiling one over a typical step (None if no step ran compiled)."""
         if not self.first_compiled:
             return None
         first = clock.compile_seconds()
@@ -251,28 +257,37 @@ class StepFunction:
 
 
 class StepClock:
-    """Wall times of the first steps, for :attr:`RunResult.compile_seconds`."""
+    """Wall times of steps, for :attr:`RunResult.compile_seconds`: the first step, the steps
+    that met a new input shape (a recompile: a smaller last batch, say), and up to 20 others,
+    whose median is a typical step."""
 
     KEEP = 21  # the first step and 20 more
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.recompiles: list[float] = []
         self.start = 0.0
 
     def begin(self) -> None:
-        if len(self.times) < self.KEEP:
-            self.start = time.perf_counter()
+        self.start = time.perf_counter()
 
-    def end(self) -> None:
-        if len(self.times) < self.KEEP:
-            self.times.append(time.perf_counter() - self.start)
+    def end(self, new_shape: bool = False) -> None:
+        t = time.perf_counter() - self.start
+        if not self.times:
+            self.times.append(t)
+        elif new_shape:
+            self.recompiles.append(t)
+        elif len(self.times) < self.KEEP:
+            self.times.append(t)
 
     def compile_seconds(self) -> float | None:
-        """First step minus the median of the following ones (the first alone if it is the only one)."""
+        """The first step's and each recompiling step's excess over the median of the others
+        (the first alone if it is the only one)."""
         if not self.times:
             return None
         rest = self.times[1:]
-        return max(0.0, self.times[0] - (statistics.median(rest) if rest else 0.0))
+        typical = statistics.median(rest) if rest else 0.0
+        return max(0.0, self.times[0] - typical) + sum(max(0.0, t - typical) for t in self.recompiles)
 
 
 class DivergenceWatch:
@@ -460,7 +475,7 @@ def train_model(spec: RunSpec, data: Dataset,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            clock.end()
+            clock.end(step_loss.new_shape)
             step += 1
             samples.append(samples[-1] + len(yb))
             run_correct += (logits.detach().argmax(-1) == yb).sum()  # a tensor: no sync per step

@@ -144,6 +144,28 @@ def test_compile_time_counts_the_compilers_set_up(tiny, monkeypatch):
         assert train_seconds >= r.compile_seconds
 
 
+def test_compile_time_counts_recompiles_for_a_new_shape(tiny, monkeypatch):
+    """A smaller last batch recompiles (a new input shape): its excess over a typical step
+    is compile time too. The fake compiler takes 0.25 s per new shape of its input."""
+    import time
+
+    def compiler(fn, **_):
+        seen = set()
+
+        def call(*args):
+            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            if shapes not in seen:
+                seen.add(shapes)
+                time.sleep(0.25)
+            return fn(*args)
+        return call
+    monkeypatch.setattr(torch, "compile", compiler)
+    for engine in ("batched", "loop"):
+        full = train_seeds(_runs(engine=engine, compile=True), tiny)[0][1]  # 5 batches of 40: one shape
+        ragged = train_seeds(_runs(engine=engine, compile=True, batch_size=64), tiny)[0][1]  # 64, 64, 64, 8
+        assert 0.25 <= full.compile_seconds < 0.5 <= ragged.compile_seconds < 0.75, (full, ragged)
+
+
 def test_bf16_autocast_path_trains_when_let_run_on_the_cpu(tiny, monkeypatch):
     """The bf16 path (forward under autocast, loss in fp32), which runs on CUDA, forced on
     the CPU to exercise it in both engines, with layer and batch norm: it trains, and its

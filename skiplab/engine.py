@@ -48,6 +48,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from .cost import analytic_cost
+from .cost.analytic import DTYPE_BYTES
+from .cost.measure import available_memory_bytes
 from .datasets import Dataset, TextDataset
 from .families import get_family
 from .fit import check_fits
@@ -94,19 +97,76 @@ def why_not_batched(specs: Sequence[RunSpec]) -> str | None:
     return None
 
 
+# A batched step holds every seed's training state at once, so a group takes S times the
+# memory of one run. Per seed (fp32): weights, gradients and Adam's two moments (4x the
+# parameters), and the activations a step keeps for backward (the cost model's count,
+# within 5% of measured: tests/test_cost.py) with their gradients (2x). A group may take
+# this share of the memory free on its device; more seeds than fit train a part at a time.
+MEMORY_SHARE = 0.5
+
+
+def seed_bytes(spec: RunSpec) -> int | None:
+    """What one seed of ``spec`` holds during a training step, by the cost model (None if
+    it cannot count this model)."""
+    try:
+        cost = analytic_cost(spec.model, spec.train.batch_size)
+    except Exception:  # noqa: BLE001 - a model the cost model cannot trace: no cap
+        return None
+    return 4 * DTYPE_BYTES * cost["params"]["total"] + 2 * cost["activation_bytes"]
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free on ``device``: the GPU's (``torch.cuda.mem_get_info``), else the host's
+    MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory_bytes()
+
+
+def seeds_at_once(specs: Sequence[RunSpec]) -> int:
+    """How many of ``specs`` (seeds of one configuration) to train as one computation: all
+    of them, or as many as fit in ``MEMORY_SHARE`` of the memory free on their device."""
+    per_seed = seed_bytes(specs[0])
+    if not per_seed:
+        return len(specs)
+    fit = int(MEMORY_SHARE * free_bytes(resolve_device(specs[0].train.device)) // per_seed)
+    return max(1, min(len(specs), fit))
+
+
+def _parts(n: int, at_most: int) -> list[int]:
+    """``n`` split into the fewest parts of at most ``at_most``, as even as can be."""
+    k = -(-n // at_most)
+    return [n // k + (i < n % k) for i in range(k)]
+
+
 def train_seeds(specs: Sequence[RunSpec], data: Dataset,
                 on_step: OnStep | None = None) -> list[tuple[torch.nn.Module, RunResult]]:
     """Train every spec (the seeds of one configuration, as a rule) and return each one's
     trained model and result, in order: batched where :func:`why_not_batched` allows and
-    vmap runs the model, else one by one with the loop, each result's ``engine`` naming
+    vmap runs the model (a part at a time where all would not fit in memory:
+    :func:`seeds_at_once`), else one by one with the loop, each result's ``engine`` naming
     the engine and, for the loop, the reason."""
+    specs, out = list(specs), []
     reason = why_not_batched(specs)
     if reason is None:
-        try:
-            return _train_batched(list(specs), data, on_step)
-        except Unbatchable as e:
-            reason = str(e)
-    out = []
+        at_once = seeds_at_once(specs)
+        label = "batched" if at_once == len(specs) else f"batched, {at_once} of {len(specs)} seeds at a time (memory)"
+        if at_once < 2:
+            reason = "two seeds would not fit in the memory a batch may use (skiplab.engine.MEMORY_SHARE)"
+        else:
+            try:
+                for size in _parts(len(specs), at_once):
+                    part, specs = specs[:size], specs[size:]
+                    if size == 1:  # a seed left over: the loop trains it, as it would train one seed alone
+                        specs = part + specs
+                        reason = "one seed left over (memory)"
+                        break
+                    out += _train_batched(part, data, on_step, label)
+            except Unbatchable as e:
+                specs = part + specs
+                reason = str(e)
+            if not specs:
+                return out
     for spec in specs:
         model, result = train_model(spec, data, None if on_step is None else
                                     lambda step, total, loss: on_step(step, total, loss, 1))
@@ -154,8 +214,8 @@ def _clip_per_seed(grads: list[torch.Tensor], max_norm: float) -> None:
 
 
 # -- Training ----------------------------------------------------------------------------
-def _train_batched(specs: list[RunSpec], data: Dataset,
-                   on_step: OnStep | None) -> list[tuple[torch.nn.Module, RunResult]]:
+def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
+                   label: str = "batched") -> list[tuple[torch.nn.Module, RunResult]]:
     spec, cfg, start = specs[0], specs[0].train, time.perf_counter()
     S = len(specs)
     check_fits(spec.model, data)
@@ -282,7 +342,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset,
     # Each seed is charged an equal share of the shared wall time, so that summing a
     # group's ``seconds`` gives its wall time, and a seed's rate is the group's.
     train_share = (time.perf_counter() - loop_start - eval_seconds) / S
-    trained_by = f"batched; {compile_note}" if compile_note else "batched"
+    trained_by = f"{label}; {compile_note}" if compile_note else label
     out = []
     for s, run in enumerate(specs):
         model = models[s]

@@ -156,6 +156,33 @@ def test_bias_before_batch_norm_is_noise_in_either_engine(tiny):
                 assert _rel(p.detach(), ref[name].detach()) <= RTOL, name
 
 
+def test_seeds_that_would_not_fit_in_memory_train_a_part_at_a_time(tiny, monkeypatch):
+    """More seeds than fit in the memory a batch may use train in parts, as even as can be,
+    each part batched and each seed as the loop trains it; a seed left over is the loop's,
+    and with room for fewer than two the loop trains them all. The memory free is made
+    small; what a seed takes is the cost model's count."""
+    import skiplab.engine as E
+    model = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4, norm="batch", bias=False)
+    runs = _runs(model, seeds=tuple(range(5)))
+    per_seed = E.seed_bytes(runs[0])
+    assert per_seed > 0
+
+    def room_for(seeds: float) -> None:
+        monkeypatch.setattr(E, "free_bytes", lambda device: int(seeds * per_seed / E.MEMORY_SHARE))
+    room_for(3.5)
+    assert E.seeds_at_once(runs) == 3
+    assert_same_as_loop(runs, tiny, engine="batched, 3 of 5 seeds at a time (memory)")  # parts of 3 and 2
+    room_for(2.5)
+    out = train_seeds(runs[:3], tiny)  # parts of 2 and 1
+    assert [r.trained_by for _, r in out] == ["batched, 2 of 3 seeds at a time (memory)"] * 2 + [
+        "loop: one seed left over (memory)"]
+    room_for(1.5)
+    assert [r.trained_by for _, r in train_seeds(runs[:2], tiny)] == [
+        "loop: two seeds would not fit in the memory a batch may use (skiplab.engine.MEMORY_SHARE)"] * 2
+    room_for(1e6)
+    assert E.seeds_at_once(runs) == 5
+
+
 @cpu_only
 def test_where_batching_does_not_apply_the_loop_trains_and_says_why(tiny):
     model = ModelSpec(model="mlp", depth=1, width=8, input_shape=(1, 8), classes=4)

@@ -14,7 +14,9 @@ Adam) for S seeds, three ways, alternately in one process, one torch thread:
   the engine spends above it is overhead it could still remove, and what the loop spends
   above the floor times S is what batching can win at best.
 
-Prints the median milliseconds per S seed-steps of each and the ratios.
+Prints the median milliseconds per S seed-steps of each and the ratios, and each one's
+split into forward (to the loss), backward and optimiser step (the loop's summed over
+its S steps).
 
     python benchmarks/engine_floor.py [--depth 50] [--seeds 8] [--repeats 15]
 """
@@ -55,11 +57,23 @@ def main() -> None:
     model = build_model(spec, seed=0).train()
     opt1 = torch.optim.Adam(model.parameters(), lr=1e-3)
 
+    parts: dict[str, list[list[float]]] = {"loop": [], "engine": [], "by hand": []}  # [forward, backward, step]
+
+    def timed(way: str, forward, opt) -> None:
+        """One step: forward() gives the loss; the times of its three parts go to parts[way]."""
+        t0 = time.perf_counter()
+        loss = forward()
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        parts[way][-1] = [a + b for a, b in zip(parts[way][-1], (t1 - t0, t2 - t1, time.perf_counter() - t2))]
+
     def loop() -> None:
+        parts["loop"].append([0.0, 0.0, 0.0])
         for s in range(S):
             opt1.zero_grad(set_to_none=True)
-            loss_and_logits(model, x[s], y[s])[0].backward()
-            opt1.step()
+            timed("loop", lambda: loss_and_logits(model, x[s], y[s])[0], opt1)
 
     # engine: the batched engine's computation
     models = [build_model(spec, seed=s).train() for s in range(S)]
@@ -81,9 +95,9 @@ def main() -> None:
     opt2 = torch.optim.Adam(params.values(), lr=1e-3, fused=True)
 
     def engine() -> None:
+        parts["engine"].append([0.0, 0.0, 0.0])
         opt2.zero_grad(set_to_none=True)
-        batched(params, buffers, x, y)[0].sum().backward()
-        opt2.step()
+        timed("engine", lambda: batched(params, buffers, x, y)[0].sum(), opt2)
 
     # by hand: the same layers on plain (S, B, C) tensors
     W, L, K = spec.width, spec.depth, data.classes
@@ -100,16 +114,19 @@ def main() -> None:
     leaves = [*stem, *[t for layer in layers for t in layer], *head]
     opt3 = torch.optim.Adam(leaves, lr=1e-3, fused=True)
 
-    def by_hand() -> None:
-        opt3.zero_grad(set_to_none=True)
+    def hand_loss() -> torch.Tensor:
         h = torch.baddbmm(stem[1], inp, stem[0].transpose(1, 2))
         for (w, b, gamma, beta), (mean, var) in zip(layers, stats):
             z = torch.baddbmm(b, h, w.transpose(1, 2))
             z = F.batch_norm(z.transpose(0, 1).reshape(B, S * W), mean, var, gamma, beta, True, 0.1, 1e-5)
             h = h + torch.relu(z.view(B, S, W).transpose(0, 1))
         logits = torch.baddbmm(head[1], h, head[0].transpose(1, 2))
-        F.cross_entropy(logits.reshape(S * B, K), y.reshape(-1), reduction="sum").div(B).backward()
-        opt3.step()
+        return F.cross_entropy(logits.reshape(S * B, K), y.reshape(-1), reduction="sum").div(B)
+
+    def by_hand() -> None:
+        parts["by hand"].append([0.0, 0.0, 0.0])
+        opt3.zero_grad(set_to_none=True)
+        timed("by hand", hand_loss, opt3)
 
     ways = {"loop": loop, "engine": engine, "by hand": by_hand}
     times: dict[str, list[float]] = {k: [] for k in ways}
@@ -120,11 +137,15 @@ def main() -> None:
             fn()
             if r:  # the first round warms up
                 times[name].append(time.perf_counter() - start)
+            else:
+                parts[name].clear()
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     print(f"study MLP depth {args.depth}, {S} seeds, batch {B}, one thread; load average {load:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after; median ms per {S} seed-steps:")
     for k, v in ms.items():
-        print(f"  {k:<8} {v:7.1f} ms   loop / this {ms['loop'] / v:5.2f}")
+        split = [1e3 * statistics.median(p[i] for p in parts[k]) for i in range(3)]
+        print(f"  {k:<8} {v:7.1f} ms   loop / this {ms['loop'] / v:5.2f}   forward {split[0]:6.1f}  "
+              f"backward {split[1]:6.1f}  optimiser {split[2]:6.1f}")
     print(f"engine / by hand {ms['engine'] / ms['by hand']:.2f}")
 
 

@@ -154,17 +154,16 @@ def train_seeds(specs: Sequence[RunSpec], data: Dataset,
         if at_once < 2:
             reason = "two seeds would not fit in the memory a batch may use (skiplab.engine.MEMORY_SHARE)"
         else:
-            try:
-                for size in _parts(len(specs), at_once):
-                    part, specs = specs[:size], specs[size:]
-                    if size == 1:  # a seed left over: the loop trains it, as it would train one seed alone
-                        specs = part + specs
-                        reason = "one seed left over (memory)"
-                        break
-                    out += _train_batched(part, data, on_step, label)
-            except Unbatchable as e:
-                specs = part + specs
-                reason = str(e)
+            for size in _parts(len(specs), at_once):
+                if size == 1:  # a seed left over: the loop trains it, as it would train one seed alone
+                    reason = "one seed left over (memory)"
+                    break
+                try:
+                    out += _train_batched(specs[:size], data, on_step, label)
+                except Unbatchable as e:
+                    reason = str(e)
+                    break
+                specs = specs[size:]
             if not specs:
                 return out
     for spec in specs:

@@ -48,16 +48,27 @@ except ImportError:  # pragma: no cover - depends on the torch build
 # the kernels: they leave the vmap layer with pop/push_dynamic_layer_stack directly (what
 # functorch's temporarily_pop_interpreter_stack does, without a generator-based context
 # manager), move no dimension that is already first, and update batch norm's counter below
-# vmap. At the study's sizes (width 64, batch 128, 3 seeds, one thread) that took a linear
-# call from 84 to 67 us and a batch norm from 126 to 90 (measured against the version
-# before, alternately in one process); benchmarks/seed_kernels.py compares them with
-# vmap's own rules and with the loop. The arithmetic is unchanged: the same kernels on the
-# same tensors (bitwise the same training).
+# vmap. At the study's sizes (width 64, batch 128, 3 seeds, one thread) a linear call then
+# took 86 us against 100 through vmap's own rule and 101 as three seeds' own calls, a batch
+# norm 123 against 180 and 145 (python benchmarks/seed_kernels.py, idle machine). The
+# arithmetic is that of the version before (the same kernels on the same tensors: bitwise
+# the same training), whose fast paths the same benchmark, run with seed_batched.py of
+# commit a34821f on a busier machine, put at 1.03x (linear) and 1.14x (batch norm) the
+# seeds' own calls, against 0.85x and 0.85x here.
 
 
 # Is Dynamo tracing (torch.compile)? Then the fast paths step aside: it cannot trace
 # functorch's tensor-level API, and inductor fuses vmap's rules anyway.
 compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
+def _below_vmap(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``fn()`` with the vmap layer popped: plain tensors, no interpreter to pass through."""
+    saved = pop_dynamic_layer_stack()
+    try:
+        return fn()
+    finally:
+        push_dynamic_layer_stack(saved)
 
 
 def _level(x: torch.Tensor) -> int:
@@ -82,12 +93,7 @@ def over_seeds(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch
     # Below the vmap layer: there an autograd Function is a plain one (inside it, functorch
     # would still wrap it in a vmapped Function, and vmap its backward, though no input is
     # batched: that made DWA and mHC train slower batched than looped).
-    saved = pop_dynamic_layer_stack()
-    try:
-        out = fn(*parts)
-    finally:
-        push_dynamic_layer_stack(saved)
-    return _add_batch_dim(out, 0, level)
+    return _add_batch_dim(_below_vmap(lambda: fn(*parts)), 0, level)
 
 
 def _unwrapped(tensors: Sequence[torch.Tensor | None], level: int) -> list[torch.Tensor] | None:
@@ -131,13 +137,11 @@ class _SeedBatchNorm:
         x, mean, var, weight, bias, tracked = parts
         self._check_input_dim(_Dims(x.dim() - 1))  # one seed's input
         S, B, C, rest = x.shape[0], x.shape[1], x.shape[2], x.shape[3:]
-        saved = pop_dynamic_layer_stack()  # plain tensors: no vmap layer to pass through
-        try:
+        def plain() -> torch.Tensor:
             tracked.add_(1)
-            y = F.batch_norm(x.transpose(0, 1).reshape(B, S * C, *rest), mean.view(-1), var.view(-1),
-                             weight.reshape(-1), bias.reshape(-1), True, self.momentum, self.eps)
-        finally:
-            push_dynamic_layer_stack(saved)
+            return F.batch_norm(x.transpose(0, 1).reshape(B, S * C, *rest), mean.view(-1), var.view(-1),
+                                weight.reshape(-1), bias.reshape(-1), True, self.momentum, self.eps)
+        y = _below_vmap(plain)
         return _add_batch_dim(y.view(B, S, C, *rest), 1, level)  # seeds at dim 1: no copy back
 
 
@@ -151,11 +155,8 @@ class _SeedLinear:
             return super().forward(x)
         x, weight, bias = parts
         S, lead = x.shape[0], x.shape[:-1]
-        saved = pop_dynamic_layer_stack()
-        try:
-            y = torch.baddbmm(bias.unsqueeze(1), x.reshape(S, -1, x.shape[-1]), weight.transpose(1, 2))
-        finally:
-            push_dynamic_layer_stack(saved)
+        y = _below_vmap(lambda: torch.baddbmm(bias.unsqueeze(1), x.reshape(S, -1, x.shape[-1]),
+                                              weight.transpose(1, 2)))
         return _add_batch_dim(y.view(*lead, weight.shape[1]), 0, level)
 
 

@@ -105,6 +105,15 @@ def main() -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="every column's precision; bf16 (autocast) on CUDA only (default: %(default)s)")
     args = p.parse_args()
+    try:  # a configuration TrainConfig refuses (bf16 on a CPU, say): one line, exit 2, before anything runs
+        TrainConfig(device=args.device, precision=args.precision)
+        counts = [[int(v) if v.strip().isdigit() else 0 for v in a.split(",")] for a in (args.seeds, args.depths)]
+        if min(map(min, counts)) < 1:
+            raise ValueError(f"--seeds {args.seeds} --depths {args.depths}: each takes integers >= 1, "
+                             f"comma-separated")
+        seed_counts, depths = counts
+    except ValueError as e:
+        p.exit(2, f"engine_throughput: {e}\n")
     if args.compile:  # a cold compile: inductor's cache in a fresh folder (read when it first compiles)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="skiplab-inductor-"))
     torch.set_num_threads(args.threads)
@@ -116,7 +125,7 @@ def main() -> None:
     mlp = StudyPlan().model.replace(input_shape=data.input_shape, classes=data.classes)
     skips = args.skips.split(",") if args.skips else [mlp.skip]
     models = [(f"mlp {skip} depth {d}", mlp.replace(depth=d, skip=skip))
-              for skip in skips for d in map(int, args.depths.split(","))]
+              for skip in skips for d in depths]
     if not args.no_cnn:
         models.append(("cnn1d (default)", ModelSpec(model="cnn1d", input_shape=data.input_shape,
                                                     classes=data.classes)))
@@ -140,7 +149,7 @@ def main() -> None:
         train_seeds([RunSpec(models[0][1], warm, seed=s) for s in range(2)], data)
     for name, spec in models:
         flops = step_flops(spec, 128)
-        for seeds in map(int, args.seeds.split(",")):
+        for seeds in seed_counts:
             cfg = TrainConfig(epochs=args.epochs, evals=1, batch_size=128, device=args.device,
                               precision=args.precision)
             runs = [RunSpec(spec, cfg, seed=s) for s in range(seeds)]

@@ -30,6 +30,8 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=50, help="calls per vmap (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=15, help="alternate measurements; medians (default: %(default)s)")
     args = p.parse_args()
+    if min(args.seeds, args.calls, args.repeats) < 1:
+        p.exit(2, "seed_kernels: --seeds, --calls and --repeats take integers >= 1\n")
     torch.set_num_threads(1)
     S, B, C, N = args.seeds, 128, 64, args.calls
     x = torch.randn(S, B, C, requires_grad=True)

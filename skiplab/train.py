@@ -223,8 +223,9 @@ class StepFunction:
         start = time.perf_counter()
         self.fn = torch.compile(eager) if cfg.compile else eager
         # torch.compile's first use in a process imports the compiler (Dynamo, Inductor):
-        # 1.3 to 3.2 s on this project's CPU, a cost of compiling that the first step's time
-        # misses (it made a compiled depth-2 MLP look 10x slower than eager once subtracted)
+        # 3.3 s on this project's CPU (README, "Accelerator options"), a cost of compiling
+        # that the first step's time misses (uncounted, it made short compiled runs look
+        # slower than eager: the README's 0.13x loop row, now 1.26x)
         self.setup_seconds = time.perf_counter() - start
         self.failed: str | None = None  # why compiling failed
         self.first_compiled = False  # the first call ran compiled (its time is the compile time)

@@ -5,12 +5,13 @@ Runs both studies at the same time, each with one worker and one torch thread
 whatever else loads the machine loads both alike; then compares the two stores:
 
 * wall time of each (the command's own, from start to its last stored run), and the ratio;
-* per cell of the study (group, strategy, depth), the test accuracies over the seeds, and
-  Welch's t-test of equal means (``skiplab.stats``): the engines agree within 1e-4 over a
-  few steps, but ten epochs of Adam amplify rounding (a bias before batch norm has no true
-  gradient; see README, "The batched engine"), so the question is whether the batched
-  study's numbers stay within the loop's spread: how many of the cells the test separates
-  at the 0.05 level (about 1 in 20 by chance alone).
+* per cell of the study (group, strategy, depth), the test accuracies over the seeds, by
+  ``skiplab runs compare``'s comparison (``skiplab.compare_stores``: Welch's t-test per
+  cell, Holm-adjusted over the cells): the engines agree within 1e-4 over a few steps, but
+  ten epochs of Adam amplify rounding (a bias before batch norm has no true gradient; see
+  README, "The batched engine"), so the question is whether the batched study's numbers
+  stay within the loop's spread. A cell not separated is not shown equal: ``--margin M``
+  tests agreement within M points (two one-sided tests).
 
     python benchmarks/study_engines.py [--out DIR] [--compare-only] [--quick]
 """
@@ -19,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from skiplab.stats import ALPHA, welch_p
+from skiplab.compare_stores import compare_stores
 from skiplab.store import Store, StoreError
 
 
@@ -58,17 +57,6 @@ def run_both(out: Path, quick: bool) -> dict[str, float]:
     return walls
 
 
-def cells(store_dir: Path) -> dict[tuple, list[float]]:
-    """(group, skip, depth) -> test accuracies of the complete runs, by seed order."""
-    out: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-    for run in Store(store_dir, create=False).runs():
-        if run["status"] == "complete" and run["result"].get("test_accuracy") is not None:
-            spec = run["spec"]
-            out[(spec["group"], spec["model"]["skip"], spec["model"]["depth"])].append(
-                (run["seed"], run["result"]["test_accuracy"]))
-    return {k: [a for _, a in sorted(v)] for k, v in out.items()}
-
-
 def span(store_dir: Path) -> float:
     """Seconds from the first stored run's start to the last one's finish."""
     runs = Store(store_dir, create=False).runs()
@@ -82,6 +70,7 @@ def main() -> None:
     p.add_argument("--out", default="study-engines", help="folder for the two stores (default: %(default)s)")
     p.add_argument("--compare-only", action="store_true", help="compare the stores already in --out")
     p.add_argument("--quick", action="store_true", help="the quick study (a smoke test of this script)")
+    p.add_argument("--margin", type=float, help="also test agreement within this many accuracy points")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,24 +86,12 @@ def main() -> None:
         fail(str(e))
     print(f"first run started to last run stored: loop {loop_span:.0f} s, batched {batched_span:.0f} s, "
           f"loop / batched {loop_span / batched_span:.2f}")
-    loop, batched = cells(out / "loop"), cells(out / "batched")
-    separated, diffs = [], []
-    print(f"{'group':<14} {'skip':<12} {'depth':>5} {'loop %':>14} {'batched %':>14} {'diff':>6} {'p':>6}")
-    for key in sorted(loop, key=lambda k: (k[0], k[2], k[1])):
-        a, b = loop[key], batched.get(key, [])
-        if len(a) < 2 or len(b) < 2:
-            continue
-        pv = welch_p(a, b)
-        d = 100 * (statistics.fmean(b) - statistics.fmean(a))
-        diffs.append(abs(d))
-        if pv < ALPHA:
-            separated.append(key)
-        print(f"{key[0]:<14} {key[1]:<12} {key[2]:>5} {100 * statistics.fmean(a):>7.1f} +- {100 * statistics.stdev(a):>3.1f} "
-              f"{100 * statistics.fmean(b):>7.1f} +- {100 * statistics.stdev(b):>3.1f} {d:>+6.1f} {pv:>6.3f}")
-    print(f"{len(separated)} of {len(diffs)} cells separated by Welch's t-test at {ALPHA}"
-          + (": " + ", ".join(f"{g} {s} depth {d}" for g, s, d in separated) if separated else "")
-          + f"; median |difference| {statistics.median(diffs):.1f} points, largest {max(diffs):.1f}")
-
+    c = compare_stores(out / "loop", out / "batched", margin=args.margin)
+    print(f"{'group':<14} {'skip':<12} {'depth':>5} {'loop %':>14} {'batched %':>14} {'diff':>6} {'p':>6} {'Holm':>6}")
+    for d in sorted(c["cells"], key=lambda d: (d["group"], d["depth"], d["skip"])):
+        print(f"{d['group']:<14} {d['skip']:<12} {d['depth']:>5} {100 * d['mean_a']:>7.1f} +- {100 * d['std_a']:>3.1f} "
+              f"{100 * d['mean_b']:>7.1f} +- {100 * d['std_b']:>3.1f} {d['diff']:>+6.1f} {d['p']:>6.3f} {d['p_holm']:>6.3f}")
+    print(c["summary"])
 
 if __name__ == "__main__":
     main()

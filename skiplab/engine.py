@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Any, Callable, Sequence
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from . import clock
 from .cost import analytic_cost
 from .cost.analytic import DTYPE_BYTES
 from .cost.measure import available_memory_bytes
@@ -215,7 +215,7 @@ def _clip_per_seed(grads: list[torch.Tensor], max_norm: float) -> None:
 # -- Training ----------------------------------------------------------------------------
 def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
                    label: str = "batched") -> list[tuple[torch.nn.Module, RunResult]]:
-    spec, cfg, start = specs[0], specs[0].train, time.perf_counter()
+    spec, cfg, start = specs[0], specs[0].train, clock.now()
     S = len(specs)
     check_fits(spec.model, data)
     text = isinstance(data, TextDataset)
@@ -254,11 +254,11 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
     active = [True] * S
     steps, messages = [0] * S, [""] * S
     step, positions = 0, (y_tr[0].numel() if n else 1)
-    samples, eval_seconds, loop_start = [0], 0.0, time.perf_counter()  # samples: each seed's, after each step
+    samples, eval_seconds, loop_start = [0], 0.0, clock.now()  # samples: each seed's, after each step
     last_test: list[tuple[float, float]] = [(math.nan, math.nan)] * S  # each seed's latest (test loss, accuracy)
     # Each seed's loss is checked on the device and read back every sync_every steps (1 on
     # the CPU), at each evaluation and at the last step (see skiplab.train.sync_interval).
-    sync_every, watch, clock = sync_interval(device), DivergenceWatch(S, device), StepClock()
+    sync_every, watch, step_clock = sync_interval(device), DivergenceWatch(S, device), StepClock()
     step_fn, latest = StepFunction(batched_loss, cfg), [0.0] * S
 
     def read() -> list[int]:
@@ -286,7 +286,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
                 break
             idx = orders[:, i:i + cfg.batch_size]  # (S, B)
             xb, yb = x_tr[idx], y_tr[idx]  # (S, B, ...)
-            clock.begin()
+            step_clock.begin()
             if step == 0:
                 try:  # compiled if asked (falling back to eager, saying why), then eager under vmap
                     losses, logits = step_fn(params, buffers, xb, yb)
@@ -310,7 +310,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
                 _clip_per_seed([p.grad for p in params.values() if p.grad is not None], cfg.grad_clip)
             opt.step()
             sched.step()
-            clock.end(step_fn.new_shape)
+            step_clock.end(step_fn.new_shape)
             step += 1
             run_count += yb[0].numel()
             samples.append(samples[-1] + len(yb[0]))
@@ -318,7 +318,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
             if on_step and synced:  # progress only when the losses were read anyway
                 on_step(step, total, sum(latest[s] for s in live) / len(live), len(live))
             if step in eval_at:
-                eval_start = time.perf_counter()
+                eval_start = clock.now()
                 correct, run_loss = run_correct.tolist(), watch.run_loss.tolist()
                 for s in live:
                     _load(models[s], params, buffers, s)
@@ -332,15 +332,15 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
                 run_count = 0
                 watch.run_loss.zero_()
                 run_correct.zero_()
-                eval_seconds += time.perf_counter() - eval_start
+                eval_seconds += clock.now() - eval_start
         if step == total or not live:
             break
     live = read()  # the last step always reads; this catches any loop exit that did not
     trained = [samples[step if active[s] else steps[s]] for s in range(S)]
-    compile_seconds, compile_note = step_fn.compile_seconds(clock), step_fn.failed
+    compile_seconds, compile_note = step_fn.compile_seconds(step_clock), step_fn.failed
     # Each seed is charged an equal share of the shared wall time, so that summing a
     # group's ``seconds`` gives its wall time, and a seed's rate is the group's.
-    train_share = (time.perf_counter() - loop_start - eval_seconds) / S
+    train_share = (clock.now() - loop_start - eval_seconds) / S
     trained_by = f"{label}; {compile_note}" if compile_note else label
     out = []
     for s, run in enumerate(specs):
@@ -349,7 +349,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
         params_count = sum(p.numel() for p in model.parameters())
         if not active[s]:
             out.append((model, RunResult("diverged", run.seed, None, None, None, None, steps[s],
-                                         (time.perf_counter() - start) / S, params_count, messages[s],
+                                         (clock.now() - start) / S, params_count, messages[s],
                                          curves=curves[s], tokens_per_second=tps, trained_by=trained_by,
                                          compile_seconds=compile_seconds)))
             continue
@@ -365,7 +365,7 @@ def _train_batched(specs: list[RunSpec], data: Dataset, on_step: OnStep | None,
                                         "composite_gain_backward": gains["backward"][-1]} if gains else {})
         bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
         out.append((model, RunResult("complete", run.seed, tr_acc, te_acc, tr_loss, te_loss, step,
-                                     (time.perf_counter() - start) / S, params_count, "", diagnostics,
+                                     (clock.now() - start) / S, params_count, "", diagnostics,
                                      curves=curves[s], tokens_per_second=tps, trained_by=trained_by,
                                      compile_seconds=compile_seconds, **bpc)))
     return out

@@ -148,3 +148,45 @@ def best_of(groups: dict[str, Sequence[float | None]], alpha: float = ALPHA,
         if c is None or c.winner is None:
             tied.append(k)
     return best, tied
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given (Holm 1979).
+
+    Rejecting where the adjusted p < alpha keeps the chance of *any* false "differ" in the
+    whole family at most alpha, whatever the dependence between the tests. Chosen over
+    Benjamini-Hochberg (which bounds only the expected share of false findings) because a
+    reader takes each "beat" or "differ" as a claim of its own."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))  # monotone in rank
+        adjusted[i] = running
+    return adjusted
+
+
+def equivalence_p(a: Sequence[float], b: Sequence[float], margin: float) -> float | None:
+    """p-value of two one-sided Welch tests (TOST; Schuirmann 1987) that
+    |mean(b) - mean(a)| < ``margin``: small p shows the means agree within the margin.
+    None with fewer than two values a side. Unlike a Welch p above alpha, which only fails
+    to show a difference, this can show agreement, and with 3 seeds a side it needs a
+    margin several standard errors wide to do so."""
+    from scipy import stats
+
+    if margin <= 0:
+        raise ValueError(f"margin: must be > 0, got {margin!r}")
+    xa, xb = _finite(a), _finite(b)
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    va, vb = statistics.variance(xa) / len(xa), statistics.variance(xb) / len(xb)
+    d = statistics.fmean(xb) - statistics.fmean(xa)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return 0.0 if abs(d) < margin else 1.0
+    # Welch-Satterthwaite degrees of freedom
+    df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
+    lower = float(stats.t.sf((d + margin) / se, df))  # H0: d <= -margin
+    upper = float(stats.t.cdf((d - margin) / se, df))  # H0: d >= +margin
+    return max(lower, upper)

@@ -13,13 +13,13 @@ import hashlib
 import json
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from . import clock
 from .datasets import Dataset, TextDataset
 from .families import get_family
 from .fit import check_fits, model_fields_from
@@ -220,13 +220,13 @@ class StepFunction:
 
     def __init__(self, eager: Callable, cfg: TrainConfig):
         self.eager = eager
-        start = time.perf_counter()
+        start = clock.now()
         self.fn = torch.compile(eager) if cfg.compile else eager
         # torch.compile's first use in a process imports the compiler (Dynamo, Inductor):
         # 3.3 s on this project's CPU (README, "Accelerator options"), a cost of compiling
         # that the first step's time misses (uncounted, it made short compiled runs look
         # slower than eager: the README's 0.13x loop row, now 1.26x)
-        self.setup_seconds = time.perf_counter() - start
+        self.setup_seconds = clock.now() - start
         self.failed: str | None = None  # why compiling failed
         self.first_compiled = False  # the first call ran compiled (its time is the compile time)
         self.new_shape = False  # the last call met input shapes not seen before: it compiled
@@ -248,12 +248,12 @@ class StepFunction:
         self.first_compiled = True
         return out
 
-    def compile_seconds(self, clock: "StepClock") -> float | None:
+    def compile_seconds(self, steps: "StepClock") -> float | None:
         """What compiling cost this run: the compiler's set-up, and the excess of the first
         step and of each recompiling one over a typical step (None if no step ran compiled)."""
         if not self.first_compiled:
             return None
-        first = clock.compile_seconds()
+        first = steps.compile_seconds()
         return self.setup_seconds + (first or 0.0)
 
 
@@ -270,10 +270,10 @@ class StepClock:
         self.start = 0.0
 
     def begin(self) -> None:
-        self.start = time.perf_counter()
+        self.start = clock.now()
 
     def end(self, new_shape: bool = False) -> None:
-        t = time.perf_counter() - self.start
+        t = clock.now() - self.start
         if not self.times:
             self.times.append(t)
         elif new_shape:
@@ -423,7 +423,7 @@ def train_model(spec: RunSpec, data: Dataset,
                 on_step: Callable[[int, int, float], None] | None = None) -> tuple[torch.nn.Module, RunResult]:
     """As :func:`train_run`, and also return the trained model (for experiments that
     operate on it: equivalence, lesions)."""
-    cfg, start = spec.train, time.perf_counter()
+    cfg, start = spec.train, clock.now()
     check_fits(spec.model, data)
     text = isinstance(data, TextDataset)
     data = data.for_model(spec.model)  # a text: its windows at the model's context
@@ -447,11 +447,11 @@ def train_model(spec: RunSpec, data: Dataset,
     run_correct = run_count = 0.0
     step, status, message = 0, "complete", ""
     positions = y_tr[0].numel() if n else 1  # predictions per sample: 1, or a text's context
-    eval_seconds, loop_start = 0.0, time.perf_counter()
+    eval_seconds, loop_start = 0.0, clock.now()
     samples = [0]  # samples trained after each step
     # The loss is checked on the device and read back every sync_every steps (1 on the CPU:
     # the run stops at the step it diverged; see sync_interval and DivergenceWatch).
-    sync_every, watch, clock = sync_interval(device), DivergenceWatch(None, device), StepClock()
+    sync_every, watch, step_clock = sync_interval(device), DivergenceWatch(None, device), StepClock()
     eager = lambda xb, yb: loss_and_logits(model, xb, yb, autocast_dtype(cfg))  # noqa: E731
     step_loss = StepFunction(eager, cfg)
     for _ in range(math.ceil(cfg.epochs)):
@@ -461,7 +461,7 @@ def train_model(spec: RunSpec, data: Dataset,
                 break
             idx = order[i:i + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
-            clock.begin()
+            step_clock.begin()
             loss, logits = step_loss(xb, yb)
             watch.see(loss, step, yb.numel())
             synced = (step + 1) % sync_every == 0 or step + 1 in eval_at or step + 1 == total
@@ -476,7 +476,7 @@ def train_model(spec: RunSpec, data: Dataset,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            clock.end(step_loss.new_shape)
+            step_clock.end(step_loss.new_shape)
             step += 1
             samples.append(samples[-1] + len(yb))
             run_correct += (logits.detach().argmax(-1) == yb).sum()  # a tensor: no sync per step
@@ -484,7 +484,7 @@ def train_model(spec: RunSpec, data: Dataset,
             if on_step and synced:  # progress only when the loss was read anyway
                 on_step(step, total, value)
             if step in eval_at:
-                eval_start = time.perf_counter()
+                eval_start = clock.now()
                 te_loss, te_acc = evaluate(model, x_te, y_te)
                 curves += [(step, "train", "loss", watch.run_loss.item() / run_count),
                            (step, "train", "accuracy", float(run_correct) / run_count),
@@ -494,7 +494,7 @@ def train_model(spec: RunSpec, data: Dataset,
                 curves += _gain_curves(step, model, x_te[:GAIN_BATCH])
                 run_correct = run_count = 0.0
                 watch.run_loss.zero_()
-                eval_seconds += time.perf_counter() - eval_start
+                eval_seconds += clock.now() - eval_start
         if status != "complete":
             break
     if status == "complete":  # the last step always reads; this catches any loop exit that did not
@@ -502,12 +502,12 @@ def train_model(spec: RunSpec, data: Dataset,
         if first >= 0:
             status, message, step = "diverged", f"loss became {bad} at step {first + 1}", first
     trained_samples = samples[step]
-    train_seconds = time.perf_counter() - loop_start - eval_seconds
+    train_seconds = clock.now() - loop_start - eval_seconds
     tokens_per_second = trained_samples * positions / train_seconds if train_seconds > 0 else None
-    compile_seconds, compile_note = step_loss.compile_seconds(clock), step_loss.failed
+    compile_seconds, compile_note = step_loss.compile_seconds(step_clock), step_loss.failed
     params = sum(p.numel() for p in model.parameters())
     if status == "diverged":
-        return model, RunResult(status, spec.seed, None, None, None, None, step, time.perf_counter() - start,
+        return model, RunResult(status, spec.seed, None, None, None, None, step, clock.now() - start,
                                 params, message, curves=curves, tokens_per_second=tokens_per_second,
                                 trained_by=compile_note, compile_seconds=compile_seconds)
     # A text's training score is taken on its first windows, as many as the validation
@@ -522,7 +522,7 @@ def train_model(spec: RunSpec, data: Dataset,
                    "composite_gain_backward": gains["backward"][-1]} if gains else {}
     bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
     return model, RunResult(status, spec.seed, tr_acc, te_acc, tr_loss, te_loss, step,
-                            time.perf_counter() - start, params, message, diagnostics, curves=curves,
+                            clock.now() - start, params, message, diagnostics, curves=curves,
                             tokens_per_second=tokens_per_second, trained_by=compile_note,
                             compile_seconds=compile_seconds, **bpc)
 

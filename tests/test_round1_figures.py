@@ -3,7 +3,28 @@ saved-byte figure, initial weight, output and trained result of the nine round-1
 strategies equals what round 1 computed for the same spec and seed. The reference figures
 were recorded by ``tests/data/record_round1_figures.py`` at commit 192ae2f, before the
 change (486 model configurations over 3 families x 3 norms x depths 0, 1, 3, with and
-without bias, torch and kaiming init, aux heads; 9 short training runs)."""
+without bias, torch and kaiming init, aux heads; 9 short training runs).
+
+What is pinned exactly and what within a tolerance (issue 24: pass on any CPU):
+
+* parameter counts, FLOPs, saved and copied bytes are integers: exact;
+* the initial weights come from torch's seeded generator, the same random bits on every
+  CPU, but the kernels that scale them to a layer's bound round the last bit by the CPU's
+  vector unit (with ATEN_CPU_CAPABILITY=default here, 3.6e-9 of sum |p| apart from the
+  AVX-512 kernels): each weight is within one float32 ulp (2^-23 of itself), so the sum
+  within 2^-23 sum |p| and the sum of squares within 2^-22 sum p^2. A changed init (another
+  seed, bound or distribution) moves them by far more;
+* the float32 forward pass rounds differently on each CPU (another matrix kernel, another
+  summation order): outputs within 1e-5 of sum |out| (one Intel and one AMD machine were
+  1.5e-7 of it apart, so the bound has a 50x margin and still fails on any change to the
+  model, which moves outputs by whole percent);
+* training amplifies rounding: Adam's first steps move each weight by about lr x sign(g),
+  so a gradient that rounds to the other side of 0 changes the run. How much is measured
+  in the same run, not assumed: each recorded run is trained again from weights nudged
+  at float32's rounding level (x (1 + 2^-23 u), u uniform in [-1, 1]); the recorded loss
+  must lie within 10x that spread (plus 1e-6 relative), the accuracy within 2x its spread
+  plus 1.5 test samples.
+"""
 
 import json
 from pathlib import Path
@@ -39,30 +60,45 @@ def test_costs_and_init_unchanged(case):
     model = build_model(spec, seed=3).train()
     params = torch.cat([p.detach().flatten() for p in model.parameters()]).double()
     out = model(x).detach().double()
-    assert float(params.sum()) == case["param_sum"] and float(params.pow(2).sum()) == case["param_sq"]
-    assert float(out.sum()) == pytest.approx(case["out_sum"], rel=1e-6, abs=1e-6)
-    assert float(out.abs().sum()) == pytest.approx(case["out_abs"], rel=1e-6)
+    # one float32 ulp per weight (module docstring); the float64 sums themselves add ~1e-16
+    assert abs(float(params.sum()) - case["param_sum"]) <= 2.0 ** -23 * float(params.abs().sum())
+    assert abs(float(params.pow(2).sum()) - case["param_sq"]) <= 2.0 ** -22 * float(params.pow(2).sum())
+    size = float(out.abs().sum())
+    assert abs(float(out.sum()) - case["out_sum"]) <= 1e-5 * size + 1e-30
+    assert abs(size - case["out_abs"]) <= 1e-5 * size + 1e-30
 
 
-def test_training_unchanged():
-    # Recorded with torch's default of 2 intra-op threads on this 2-core machine; the
-    # thread count changes the order of float reductions, so use the same here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        _train_all()
-    finally:
-        torch.set_num_threads(threads)
+NUDGES = 4  # trainings from nudged weights per recorded run: the measured spread
 
 
-def _train_all():
+def _train(spec: ModelSpec, data: Dataset, monkeypatch, nudge: int | None):
+    """One recorded run; with ``nudge``, its weights multiplied by 1 + 2^-23 u at build time."""
+    import skiplab.train
+
+    build = skiplab.train.build_model
+
+    def nudged(model_spec, seed):
+        model = build(model_spec, seed=seed)
+        g = torch.Generator().manual_seed(1000 + nudge)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1 + 2.0 ** -23 * (2 * torch.rand(p.shape, generator=g) - 1))
+        return model
+    monkeypatch.setattr(skiplab.train, "build_model", build if nudge is None else nudged)
+    return train_run(RunSpec(spec, TrainConfig(epochs=2, batch_size=32, evals=1), "tiny", seed=1), data)
+
+
+def test_training_unchanged(monkeypatch):
     g = torch.Generator().manual_seed(7)
     xtr = torch.randn(96, 12, generator=g)
     xte = torch.randn(48, 12, generator=g)
     data = Dataset("tiny", xtr, xtr[:, :4].argmax(1), xte, xte[:, :4].argmax(1), 4)
     for want in REFERENCE["runs"]:
         spec = ModelSpec.from_dict(want["spec"])
-        r = train_run(RunSpec(spec, TrainConfig(epochs=2, batch_size=32, evals=1), "tiny", seed=1), data)
-        assert r.test_accuracy == pytest.approx(want["test_accuracy"], abs=1.5 / 48), spec.skip
-        assert r.train_loss == pytest.approx(want["train_loss"], rel=1e-4), spec.skip
-        assert r.test_loss == pytest.approx(want["test_loss"], rel=1e-4), spec.skip
+        r = _train(spec, data, monkeypatch, None)
+        nudged = [_train(spec, data, monkeypatch, k) for k in range(NUDGES)]
+        for key in ("train_loss", "test_loss"):
+            spread = max(abs(getattr(n, key) - getattr(r, key)) for n in nudged)
+            assert abs(getattr(r, key) - want[key]) <= 10 * spread + 1e-6 * abs(want[key]), (spec.skip, key, spread)
+        spread = max(abs(n.test_accuracy - r.test_accuracy) for n in nudged)
+        assert abs(r.test_accuracy - want["test_accuracy"]) <= 2 * spread + 1.5 / 48, spec.skip

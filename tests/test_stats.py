@@ -7,6 +7,7 @@ import statistics
 import pytest
 from scipy import stats as sps
 
+from skiplab import stats
 from skiplab.stats import best_of, compare, spread_text
 
 
@@ -60,3 +61,23 @@ def test_best_of_lists_statistical_ties():
 def test_constant_samples():
     assert compare([0.5, 0.5], [0.5, 0.5]).winner is None
     assert compare([0.5, 0.5], [0.6, 0.6]).winner == "b"
+
+
+def test_holm_adjusts_in_the_given_order_and_is_monotone():
+    # Holm 1979: sorted p (0.01, 0.02, 0.04) x (3, 2, 1) = (0.03, 0.04, 0.04), running maximum
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([]) == []
+
+
+def test_equivalence_needs_a_margin_wider_than_the_noise():
+    a, b = [0.70, 0.71, 0.72], [0.705, 0.715, 0.725]
+    wide, narrow = stats.equivalence_p(a, b, 0.05), stats.equivalence_p(a, b, 0.006)
+    # se = sqrt(2 x 0.01^2 / 3) = 0.0082, df = 4; 5 points: t = (0.05 - 0.005) / se = 5.5, p = 0.0026
+    # (shown equal); 0.6 points: t = (0.006 - 0.005) / se = 0.12, p = 0.45 (not shown)
+    assert wide == pytest.approx(0.00264, abs=2e-5) and narrow == pytest.approx(0.454, abs=2e-3)
+    # a difference larger than the margin is never shown equal
+    assert stats.equivalence_p([0.5, 0.51, 0.52], [0.6, 0.61, 0.62], 0.05) > 0.5
+    assert stats.equivalence_p([0.5], [0.5, 0.6], 0.1) is None
+    with pytest.raises(ValueError, match="margin"):
+        stats.equivalence_p(a, b, 0)

@@ -127,28 +127,50 @@ def test_a_failed_compile_trains_eagerly_and_says_why(tiny, monkeypatch, fails_a
             assert r.curves == r0.curves and torch.equal(_state(m), _state(m0))
 
 
-def test_compile_time_counts_the_compilers_set_up(tiny, monkeypatch):
+class FakeClock:
+    """skiplab.clock's ``now``, standing still but for what a test adds: times asserted
+    are the ones the test set, whatever the machine's load (no wall time is asserted)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    import skiplab.clock
+    c = FakeClock()
+    monkeypatch.setattr(skiplab.clock, "now", c)
+    return c
+
+
+def test_compile_time_counts_the_compilers_set_up(tiny, monkeypatch, fake_clock):
     """torch.compile's first use imports the compiler (seconds, before any step): the
     reported compile time holds it as well as the first step's excess, so that training time
     less compile time is the steady steps' (benchmarks/engine_throughput.py --compile)."""
-    import time
-
     def slow_to_set_up(fn, **_):
-        time.sleep(0.3)  # the compiler's import
+        fake_clock.sleep(0.3)  # the compiler's import
         return lambda *args: fn(*args)
     monkeypatch.setattr(torch, "compile", slow_to_set_up)
     for engine in ("batched", "loop"):
+        start = fake_clock.t
         r = train_seeds(_runs(engine=engine, compile=True), tiny)[0][1]
-        assert r.trained_by == engine and r.compile_seconds >= 0.3
-        train_seconds = r.steps * 40 / r.tokens_per_second * (2 if engine == "batched" else 1)
-        assert train_seconds >= r.compile_seconds
+        # the fake clock moves only in the compiler: 0.3 s per compiled step function (one for
+        # the batched group of 2 seeds, one per seed in the loop), nothing else
+        assert r.trained_by == engine and r.compile_seconds == pytest.approx(0.3, abs=1e-12)
+        assert fake_clock.t - start == pytest.approx(0.3 * (1 if engine == "batched" else 2), abs=1e-12)
+        assert r.seconds == pytest.approx(0.3 / (2 if engine == "batched" else 1), abs=1e-12)  # a batch's share
 
 
-def test_compile_time_counts_recompiles_for_a_new_shape(tiny, monkeypatch):
+def test_compile_time_counts_recompiles_for_a_new_shape(tiny, monkeypatch, fake_clock):
     """A smaller last batch recompiles (a new input shape): its excess over a typical step
-    is compile time too. The fake compiler takes 0.25 s per new shape of its input."""
-    import time
-
+    is compile time too. The fake compiler takes 0.25 s of the fake clock per new shape of
+    its input, and a step takes no time on that clock."""
     def compiler(fn, **_):
         seen = set()
 
@@ -156,14 +178,15 @@ def test_compile_time_counts_recompiles_for_a_new_shape(tiny, monkeypatch):
             shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
             if shapes not in seen:
                 seen.add(shapes)
-                time.sleep(0.25)
+                fake_clock.sleep(0.25)
             return fn(*args)
         return call
     monkeypatch.setattr(torch, "compile", compiler)
     for engine in ("batched", "loop"):
         full = train_seeds(_runs(engine=engine, compile=True), tiny)[0][1]  # 5 batches of 40: one shape
         ragged = train_seeds(_runs(engine=engine, compile=True, batch_size=64), tiny)[0][1]  # 64, 64, 64, 8
-        assert 0.25 <= full.compile_seconds < 0.5 <= ragged.compile_seconds < 0.75, (full, ragged)
+        assert full.compile_seconds == pytest.approx(0.25, abs=1e-12), (engine, full)
+        assert ragged.compile_seconds == pytest.approx(0.5, abs=1e-12), (engine, ragged)
 
 
 def test_bf16_autocast_path_trains_when_let_run_on_the_cpu(tiny, monkeypatch):

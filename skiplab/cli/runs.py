@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..datasets import display_name
+from ..compare_stores import compare_stores
 from ..export import export_mlflow, export_tensorboard
 from ..metrics import BPC, metric_of
 from ..report import write_report
@@ -82,6 +83,40 @@ def run_export(args: argparse.Namespace) -> None:
     emit(args, data, "\n".join(lines))
 
 
+def run_compare(args: argparse.Namespace) -> None:
+    """Two stores of the same runs (another machine, engine or version), cell by cell."""
+    c = compare_stores(args.a, args.b, margin=args.margin)
+    metric = metric_of([{"metric": c["metric"]}])
+    head = ["group", "skip", "depth", "width", f"{args.a}", f"{args.b}", f"diff ({c['unit']})", "p", "p (Holm)"]
+    if args.margin is not None:
+        head.append("equal within margin")
+    rows = []
+    for d in c["cells"]:
+        row = [d["group"], d["skip"], d["depth"], d["width"], metric.text(d["mean_a"], d["std_a"], d["n_a"]),
+               metric.text(d["mean_b"], d["std_b"], d["n_b"]), f"{d['diff']:+.{metric.digits}f}",
+               f"{d['p']:.3f}", f"{d['p_holm']:.3f}" + (" differ" if d["differ"] else "")]
+        if args.margin is not None:
+            row.append("yes" if d["equivalent"] else "not shown")
+        rows.append(row)
+    lines = [table(head, rows), c["summary"]]
+    if c["untested"]:
+        lines.append(f"{len(c['untested'])} configurations in common have fewer than 2 scores a side: not tested")
+    if c["only_a"] or c["only_b"]:
+        lines.append(f"in one store only: {len(c['only_a'])} configurations in {args.a}, "
+                     f"{len(c['only_b'])} in {args.b}")
+    emit(args, c, "\n".join(lines))
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def run_report(args: argparse.Namespace) -> None:
     with Store(args.out, create=False) as store:
         files = write_report(store, args.out)
@@ -115,6 +150,19 @@ def add_parser(sub) -> None:
                     help="MLflow experiment to write into (default: the results folder's name)")
     add_json_flag(ep)
     ep.set_defaults(run=run_export)
+    cp = rs.add_parser("compare", help="two stores of the same runs, cell by cell (Welch's test, Holm-adjusted)",
+                       description="Compare two results folders that hold the same configurations (the same "
+                                   "study on another machine, engine or version): per configuration, the two "
+                                   "sets of per-seed scores by Welch's t-test, the p-values of all cells "
+                                   "adjusted by Holm's method. Another CPU rounds differently, so results are "
+                                   "expected to differ in their digits but not beyond their spread.")
+    cp.add_argument("a", metavar="DIR_A", help="first results folder")
+    cp.add_argument("b", metavar="DIR_B", help="second results folder")
+    cp.add_argument("--margin", type=_margin, metavar="M",
+                    help="also test agreement within M (accuracy points, or bpc) by two one-sided tests; "
+                         "without it, a cell that does not differ is only 'not separated'")
+    add_json_flag(cp)
+    cp.set_defaults(run=run_compare)
 
     p = sub.add_parser("report", help="rebuild DIR/report.html, report.md and figures/ from the store",
                        description="Rebuild the report from the results store: DIR/report.html (one "

@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS claims (    -- runs being trained now, by which comma
     expires REAL NOT NULL,             -- unix time; renewed by the holder's Lease
     PRIMARY KEY (spec_hash, seed)
 );
+CREATE TABLE IF NOT EXISTS artifacts (  -- a run's trained weights, where an experiment needs them
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    data BLOB NOT NULL                 -- torch.save of the state dict
+);
 CREATE TABLE IF NOT EXISTS experiments (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,                -- skiplab experiment NAME
@@ -191,11 +195,13 @@ class Store:
 
     def add_run(self, spec: dict[str, Any], spec_hash: str, seed: int, status: str, result: dict[str, Any],
                 curves: Iterable[tuple[int, str, str, float]], started_at: str,
-                run_versions: dict | None = None, run_hardware: dict | None = None) -> int:
+                run_versions: dict | None = None, run_hardware: dict | None = None,
+                artifact: bytes | None = None) -> int:
         """Store a finished run and its metrics atomically and drop its claim; a previous
         row with the same key (a failed attempt) is replaced, but a finished one is kept
         (another command stored it first: its row stays, and its id is returned).
-        Returns the run id."""
+        ``artifact``: the trained weights (bytes), stored in the same transaction, so a
+        run is never stored without the model an experiment needs of it. Returns the run id."""
         with self._write():  # one transaction
             row = self.db.execute("SELECT id, status FROM runs WHERE spec_hash = ? AND seed = ?",
                                   (spec_hash, seed)).fetchone()
@@ -211,6 +217,8 @@ class Store:
             run_id = cur.lastrowid
             self.db.executemany("INSERT INTO metrics (run_id, step, split, name, value) VALUES (?, ?, ?, ?, ?)",
                                 [(run_id, *c) for c in curves])
+            if artifact is not None:
+                self.db.execute("INSERT INTO artifacts (run_id, data) VALUES (?, ?)", (run_id, artifact))
         if self.path in _WRITTEN:
             _WRITTEN[self.path] += 1
         return run_id
@@ -297,6 +305,12 @@ class Store:
         except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
             raise StoreError(f"store: {self.path} is corrupt ({e})") from None
         return out
+
+    def artifact(self, spec_hash: str, seed: int) -> bytes | None:
+        """The trained weights stored with a run (None if the run or its weights are not there)."""
+        row = self.db.execute("SELECT a.data FROM artifacts a JOIN runs r ON r.id = a.run_id "
+                              "WHERE r.spec_hash = ? AND r.seed = ?", (spec_hash, seed)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def metrics(self, run_id: int) -> list[tuple[int, str, str, float]]:
         return self.db.execute("SELECT step, split, name, value FROM metrics WHERE run_id = ? ORDER BY step, split, name",

@@ -27,17 +27,15 @@ value or a list of values, and the sweep is the product of the lists::
 Runs are keyed by spec hash and seed, as everywhere in skiplab, so both backends store
 the same keys, and re-running a sweep skips what finished. On both, a run whose worker
 process dies (SIGKILL, out of memory) is started again ``max_retries`` times, then stored
-as ``failed`` with the reason, and the other runs go on. The local backend claims each
-run in the store before training it (:mod:`skiplab.runner`), so two commands on one store
-share the work; the Ray backend does not, but neither ever replaces a finished row, so
-two Ray sweeps on one store may train a run twice, never store it twice. Ray is the scheduler for the
-``ray`` backend; skiplab only submits one task per run and stores each result as it
-comes back, the driver being the store's only writer.
+as ``failed`` with the reason, and the other runs go on. Both go through skiplab's one
+scheduler (:mod:`skiplab.scheduler`), which claims each run in the store before it is
+trained or submitted, so two commands on one store (local or Ray, in any mix) share the
+work and train each run once; the driver is the store's only writer. On the ``ray``
+backend Ray places the tasks and retries a dead worker's (:class:`skiplab.executors.Ray`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -55,14 +53,15 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
     import tomli as tomllib
 
-import torch
 
 from .cost import match_budget
 from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
-from .runner import execute_group, failed_output, group_key, run_all, store_result
+from .executors import Ray
+from .runner import execute_group, run_all, works_of
+from .scheduler import schedule
 from .skips import STRATEGIES, all_options, sizing_option_names
 from .spec import ModelSpec, SpecError
-from .store import Store, now
+from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from
 
 BACKENDS = ("local", "ray")
@@ -304,14 +303,6 @@ def run_local(sweep: Sweep, store: Store, workers: int | None = None, on_done: O
 
 
 # -- Ray backend ------------------------------------------------------------------------
-def _ray_task(spec_dicts: list[dict[str, Any]], threads: int) -> list[dict[str, Any]]:
-    """A Ray task: the seeds of one configuration (batched, :func:`skiplab.runner.execute_group`),
-    with as many torch threads as CPUs it was given (one by default), as in the local
-    backend, so that both compute the same numbers."""
-    torch.set_num_threads(threads)
-    return execute_group(spec_dicts)
-
-
 def _import_ray() -> Any:
     try:
         import ray
@@ -352,52 +343,19 @@ def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int
     if isinstance(workers, bool) or (workers is not None and (not isinstance(workers, int) or workers < 1)):
         raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
     ray = _import_ray()
+    works = works_of(list(sweep.runs))
     finished = store.finished_keys()
-    todo = [s for s in sweep.runs if (s.spec_hash, s.seed) not in finished]
-    counts = {"skipped": len(sweep.runs) - len(todo)}
-    if not todo:
-        return counts
+    if all(w.key in finished for w in works):
+        return {"skipped": len(works)}
     res = sweep.resources
-    groups: dict[tuple[str, ...], list[RunSpec]] = {}
-    for run in todo:
-        groups.setdefault(group_key(run), []).append(run)
-    limit = workers if (address and workers) else len(groups)
-    queue = iter(groups.values())
-    pending: dict[Any, tuple[list[RunSpec], str]] = {}  # object ref -> (runs, submitted at)
-    done = 0
     connected = _connect(ray, address, workers)
-    try:
-        task = ray.remote(_ray_task).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus,
-                                             max_retries=res.max_retries, retry_exceptions=False)
-        while True:
-            while len(pending) < limit and (runs := next(queue, None)) is not None:
-                pending[task.remote([r.to_dict() for r in runs], res.threads)] = (runs, now())
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                runs, submitted = pending.pop(ref)
-                try:
-                    outs = ray.get(ref)
-                except ray.exceptions.RayError as e:  # the worker died max_retries + 1 times, or the node did
-                    first = (str(e).strip().splitlines() or [""])[0]
-                    outs = [failed_output(run, f"{type(e).__name__} after {res.max_retries} retries: {first}",
-                                          submitted) for run in runs]
-                for out in outs:
-                    store_result(store, out)
-                    counts[out["status"]] = counts.get(out["status"], 0) + 1
-                    done += 1
-                    if on_done:
-                        on_done(done, len(todo), out)
-    except BaseException:  # Ctrl-C: what finished is stored; stop the rest
-        for ref in pending:
-            with contextlib.suppress(Exception):  # best effort: the cluster may be gone too
-                ray.cancel(ref, force=True)
-        raise
+    try:  # claimed in the store like every executor's runs (skiplab.scheduler)
+        executor = Ray(ray, res.num_cpus, res.num_gpus, res.threads, res.max_retries,
+                       limit=workers if (address and workers) else None)
+        return schedule(works, store, execute_group, executor, on_done)
     finally:
         if connected:
             ray.shutdown()
-    return counts
 
 
 # -- Either ------------------------------------------------------------------------------

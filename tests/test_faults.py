@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from skiplab import runner
+from skiplab import runner, scheduler
 from skiplab.cli import main
 from skiplab.spec import ModelSpec
 from skiplab.store import HOST, Store
@@ -167,7 +167,6 @@ def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, caps
     """KeyboardInterrupt from inside a run (where Ctrl-C lands in a command that trains in
     its own process): exit 130, one line with the true count, no claim left behind."""
     import skiplab.cli.study as cli_study
-    import skiplab.cli.train as cli_train
 
     def interrupted(spec_dict, on_step=None):
         raise KeyboardInterrupt
@@ -176,8 +175,7 @@ def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, caps
     with Store(out) as s:  # one run stored before, by another command
         s.add_run({"model": {}}, "h", 0, "complete", {}, [], "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(runner, "execute", interrupted)
-    monkeypatch.setattr(runner, "execute_group", interrupted)  # a configuration's seeds, batched
-    monkeypatch.setattr(cli_train, "execute_group", interrupted)  # train's own in-process path
+    monkeypatch.setattr(runner, "execute_group", interrupted)  # every command's task, via the scheduler
     monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
@@ -247,7 +245,7 @@ def test_store_claims(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_run_held_by_another_command_is_waited_for_not_trained(tmp_path, monkeypatch, workers):
-    monkeypatch.setattr(runner, "CLAIM_POLL", 0.1)
+    monkeypatch.setattr(scheduler, "CLAIM_POLL", 0.1)
     specs = [RunSpec(_model(), TrainConfig(epochs=1, evals=1), seed=s) for s in range(3)]
     held = specs[1]
     with Store(tmp_path) as other:

@@ -13,7 +13,7 @@ from ..metrics import BPC, metric_of
 from ..progress import ProgressBar, StepRate
 from ..results import pct
 from ..stats import mean_std
-from ..runner import execute_group, group_key, run_all, store_result
+from ..runner import group_key, run_all
 from ..store import Store
 from ..textable import table
 from ..train import DEVICES, ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, TrainConfig, preflight
@@ -92,34 +92,32 @@ def run(args: argparse.Namespace) -> None:
     bar = ProgressBar(len(runs), "train", enabled=not args.json)
     with Store(args.out) as store:
         before = store.finished_keys()
-        if workers == 1:  # in this process: the bar can show every step
-            rate, done = StepRate(), 0
-            for spec in specs:
-                mine = [r for r in runs if r.model == spec]
-                todo = [r for r in mine if (r.spec_hash, r.seed) not in before]
-                if not todo:
-                    done += len(mine)
-                    continue
-                seeds = f"seed {todo[0].seed}" if len(todo) == 1 else f"seeds {todo[0].seed}-{todo[-1].seed}"
-                rate.reset()
+        done, rate = [len([r for r in runs if (r.spec_hash, r.seed) in before])], StepRate()
+        flight, mine = [0], set()
 
-                def on_step(step, total, loss, flying, spec=spec, seeds=seeds, done=done):
-                    bar.update(done, f"{spec.skip} {seeds}: {flying} in flight, step {step}/{total}, "
-                                     f"{rate.tick(step * flying):,.0f} seed-steps/s, loss {loss:.3f}")
-                for out in execute_group([r.to_dict() for r in todo], on_step):
-                    store_result(store, out)
-                done += len(mine)
-        else:  # configurations in parallel, one process each, a configuration's seeds batched in it
-            flight, rate = [0], StepRate()
-            run_all(runs, store, workers=workers, on_flight=lambda n: flight.__setitem__(0, n),
-                    on_done=lambda done, total, o: bar.update(
-                        done, f"{o['spec']['model']['skip']} seed {o['seed']}: {o['status']}; {flight[0]} in flight, "
-                              f"{rate.add(o['result'].get('steps') or 0):,.0f} seed-steps/s"))
+        def on_done(n, total, o):  # a run stored: the bar counts it
+            mine.add((o["spec_hash"], o["seed"]))
+            done[0] = len(runs) - total + n
+            rate.reset()
+            bar.update(done[0], f"{o['spec']['model']['skip']} seed {o['seed']}: {o['status']}; "
+                                f"{flight[0]} in flight")
+
+        def on_step(step, total, loss, flying):  # in this process only: every step shows
+            if step <= 1:
+                rate.reset()
+            bar.update(done[0], f"{flying} in flight, step {step}/{total}, "
+                                f"{rate.tick(step * flying):,.0f} seed-steps/s, loss {loss:.3f}")
+        # one scheduler for every command (skiplab.scheduler): each run claimed in the store,
+        # so two commands on one --out train each run once, inline or in worker processes
+        run_all(runs, store, workers=workers, on_done=on_done, on_step=on_step,
+                on_flight=lambda n: flight.__setitem__(0, n))
         bar.update(len(runs), "done", force=True)
         bar.close()
         stored = {(r["spec_hash"], r["seed"]): r for r in store.runs()}
-    out = [{**stored[(s.spec_hash, s.seed)], "stored": "reused" if (s.spec_hash, s.seed) in before else "new"}
-           for s in runs]
+    # new: trained and stored by this command; reused: in the store before it began;
+    # elsewhere: stored meanwhile by another command on the same store (skiplab.scheduler)
+    out = [{**stored[k], "stored": "new" if k in mine else "reused" if k in before else "elsewhere"}
+           for k in ((s.spec_hash, s.seed) for s in runs)]
     data_out = summarize(out, specs)
     emit(args, data_out, render(data_out, args.out))
 

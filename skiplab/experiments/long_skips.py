@@ -152,6 +152,11 @@ def train_unet(spec: dict[str, Any]) -> dict[str, Any]:
                                               "seconds": time.perf_counter() - start}, [], started)
 
 
+def train_unets(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scheduler's task function: each U-Net spec trained in turn."""
+    return [train_unet(s) for s in specs]
+
+
 def _plateau(run_id: int, ctx: Context) -> float | None:
     """Relative change of the mean training error, last 3 epochs vs the 3 before."""
     train = [v for _, split, _, v in ctx.store.metrics(run_id) if split == "train"]
@@ -167,7 +172,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     check_data(ctx.data.x_train)  # before anything trains: one line
     specs = [unet_spec(m, f["channels"], epochs, ctx.dataset, seed) for m in MERGES for seed in range(seeds)]
     ctx.say(f"long-skips: training {len(specs)} U-Nets")
-    outs = ctx.run_jobs([((spec_hash(s), s["seed"]), train_unet, s) for s in specs])
+    outs = ctx.run_jobs(train_unets, [((spec_hash(s), s["seed"]), s) for s in specs])
     rows = [{"merge": s["model"]["skip"].removeprefix("long-"), "seed": s["seed"], "test_mse": o["result"]["test_mse"],
              "params": o["result"]["params"], "flops": o["result"]["flops"]}
             for s, o in zip(specs, outs) if o["status"] == "complete"]

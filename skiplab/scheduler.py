@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from typing import Any, Callable, Iterator
 from .store import Store, now
 
 CLAIM_POLL = 1.0  # seconds between looks at runs another command holds
+# Test hook: "N" makes the command SIGKILL itself (the parent, the store's writer) right
+# after it has stored its N-th run: a command killed at a known point (tests/test_faults.py).
+TEST_PARENT_DIES_ENV = "SKIPLAB_TEST_PARENT_DIES_AFTER"
 
 # A task function: the argument of each work of a task -> one output per work, in order,
 # each in the shape :func:`store_output` takes. Module-level, so that it pickles by name.
@@ -152,11 +156,15 @@ def schedule(works: list[Work], store: Store, fn: TaskFn, executor: Any,
         return counts
     done = 0
 
+    die_after = int(os.environ.get(TEST_PARENT_DIES_ENV) or 0)
+
     def record(out: dict[str, Any]) -> None:
         nonlocal done
         store_output(store, out)
         counts[out["status"]] = counts.get(out["status"], 0) + 1
         done += 1
+        if done == die_after:
+            os.kill(os.getpid(), signal.SIGKILL)
         if on_done:
             on_done(done, len(todo), out)
 

@@ -369,3 +369,125 @@ def test_sweep_survives_a_worker_killed_from_outside(tmp_path):
     final = _rows(tmp_path / "o")
     assert len(final) == 6 and {st for _, _, st, _ in final} == {"complete"}
     _consistent(tmp_path / "o")
+
+
+# -- experiments: killed, resumed, two at once (issue 26) ---------------------------------
+EXPERIMENT = [sys.executable, "-m", "skiplab", "experiment", "equivalence", "--quick"]
+EXPERIMENT_RUNS = 8  # equivalence --quick: add and dense at 2 depths, 2 seeds each
+
+
+def _trained_here(stdout: str) -> int:
+    """Runs a command stored itself: its progress says 'run i/N' once per run it stored."""
+    return sum(1 for line in stdout.splitlines() if line.startswith("skiplab: run "))
+
+
+@pytest.mark.slow
+@LINUX
+def test_an_experiment_killed_then_resumed_trains_only_what_was_not_stored(tmp_path):
+    """SIGKILL of the command after its 3rd stored run (the scheduler's test hook), then the
+    same command again: it trains the 5 others only (its models for the first 3 come from the
+    weights stored with them), and every row is stored once."""
+    out = tmp_path / "o"
+    env = {**os.environ, "SKIPLAB_TEST_PARENT_DIES_AFTER": "3"}
+    killed = subprocess.run([*EXPERIMENT, "--workers", "1", "--out", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and len(_rows(out)) == 3
+    with Store(out) as s:
+        ids = {(r["spec_hash"], r["seed"]): r["id"] for r in s.runs()}
+    again = subprocess.run([*EXPERIMENT, "--workers", "1", "--out", str(out)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _trained_here(again.stdout) == EXPERIMENT_RUNS - 3
+    assert "run 1/5:" in again.stdout and "run 5/5:" in again.stdout
+    with Store(out) as s:
+        after = {(r["spec_hash"], r["seed"]): r["id"] for r in s.runs()}
+        assert len(s.experiments()) == 1
+    assert len(after) == EXPERIMENT_RUNS and all(after[k] == i for k, i in ids.items())  # the first 3 untouched
+    _consistent(out)
+
+
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment holds ``mark`` (a command and every worker it spawned)."""
+    found = []
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(path, "rb") as f:
+                if mark.encode() in f.read():
+                    found.append(int(path.split("/")[2]))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@LINUX
+def test_killing_an_experiments_parent_leaves_no_worker_running(tmp_path):
+    """SIGKILL of an experiment's parent while two worker processes train: each worker sees
+    its parent gone and exits, rather than train runs nobody would store."""
+    mark = f"SKIPLAB_TEST_MARK={os.getpid()}-{time.time_ns()}"
+    env = {**os.environ, "SKIPLAB_TEST_PARENT_DIES_AFTER": "1", mark.split("=")[0]: mark.split("=")[1]}
+    proc = subprocess.run([*EXPERIMENT, "--workers", "2", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.time() + 30  # a worker looks for its parent every 0.5 s
+    while _marked(mark) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _marked(mark) == []
+
+
+@pytest.mark.slow
+@LINUX
+def test_two_experiments_at_once_train_each_run_once(tmp_path):
+    procs = [subprocess.Popen([*EXPERIMENT, "--workers", "1", "--out", str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    assert sum(_trained_here(o) for o, _ in outs) == EXPERIMENT_RUNS  # each run trained by one of them
+    assert len(_rows(tmp_path)) == EXPERIMENT_RUNS
+    _consistent(tmp_path)
+
+
+# -- sweeps on either backend: two at once, Ctrl-C on Ray ----------------------------------
+def _sweep_file(tmp_path: Path, epochs: int = 3) -> Path:
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\nskip = ['plain', 'add', 'rezero', 'dense']\n"
+                     f"depth = 1\nwidth = 8\n[train]\nepochs = {epochs}\nevals = 1\n")
+    return sweep
+
+
+@pytest.mark.slow
+@LINUX
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_two_sweeps_at_once_train_each_run_once(tmp_path, backend):
+    """Two `skiplab sweep` on one --out at once (each with its own Ray instance on the ray
+    backend): every run claimed in the store, so each is trained by one of them."""
+    if backend == "ray":
+        pytest.importorskip("ray", reason="ray is not installed: pip install 'skiplab[ray]'")
+    out, sweep = tmp_path / "o", _sweep_file(tmp_path)
+    cmd = [sys.executable, "-m", "skiplab", "sweep", str(sweep), "--backend", backend, "--workers", "1",
+           "--out", str(out), "--json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    counts = [json.loads(o)["counts"] for o, _ in outs]
+    assert sum(c.get("complete", 0) for c in counts) == 8, counts  # trained once in all
+    assert all(c.get("complete", 0) + c.get("elsewhere", 0) + c["skipped"] == 8 for c in counts), counts
+    assert len(_rows(out)) == 8
+    _consistent(out)
+
+
+@pytest.mark.slow
+@LINUX
+def test_ctrl_c_in_a_ray_sweep_is_one_line_exit_130_and_resumes(tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed: pip install 'skiplab[ray]'")
+    out, sweep = tmp_path / "o", _sweep_file(tmp_path, epochs=6)
+    cmd = [sys.executable, "-m", "skiplab", "sweep", str(sweep), "--backend", "ray", "--workers", "1",
+           "--out", str(out), "--json"]
+    stored = _assert_interrupted(*_interrupt(cmd, out), out)
+    assert 0 < len(stored) < 8
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)["counts"]
+    assert counts["skipped"] == len(stored) and counts["complete"] == 8 - len(stored)
+    _consistent(out)

@@ -11,11 +11,13 @@ and is the honest answer (shared/papers.md, "Noise").
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import statistics
 import warnings
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Iterator, Sequence
 
 ALPHA = 0.05  # two-sided level of every test skiplab states
 TEST = "Welch's t-test"
@@ -68,8 +70,10 @@ class Comparison:
     n_a: int
     n_b: int
     se: float | None  # standard error of the difference, sqrt(s_a^2/n_a + s_b^2/n_b)
-    p: float | None  # None when a side has fewer than 2 values: no test
+    p: float | None  # None when a side has fewer than 2 values: no test; Holm-adjusted in a family
     alpha: float = ALPHA
+    p_raw: float | None = None  # the test's own p, where ``p`` is adjusted for a family of tests
+    family: int = 1  # how many tests ``p`` was adjusted over (1: not adjusted)
 
     @property
     def diff(self) -> float:
@@ -91,7 +95,8 @@ class Comparison:
         if not self.tested:
             few = min(self.n_a, self.n_b)
             return f"difference {d} {unit}; {few} seed{'s' if few != 1 else ''}: no test"
-        return f"difference {d} +- {scale * self.se:.{digits}f} {unit}, {p_text(self.p)}"
+        adjusted = "adjusted " if self.family > 1 else ""
+        return f"difference {d} +- {scale * self.se:.{digits}f} {unit}, {adjusted}{p_text(self.p)}"
 
     def sentence(self, name_a: str, name_b: str, scale: float = 1.0, unit: str = "points", digits: int = 1,
                  higher_is_better: bool = True) -> str:
@@ -118,11 +123,73 @@ def compare(a: Sequence[float | None], b: Sequence[float | None], alpha: float =
     if len(xa) < 2 or len(xb) < 2:
         return Comparison(ma, mb, len(xa), len(xb), None, None, alpha)
     se = math.sqrt(statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb))
-    return Comparison(ma, mb, len(xa), len(xb), se, welch_p(xa, xb), alpha)
+    c = Comparison(ma, mb, len(xa), len(xb), se, welch_p(xa, xb), alpha)
+    family = _FAMILY.get()
+    return c if family is None else family.decide(xa, xb, c)
 
 
-def test_statement(alpha: float = ALPHA) -> str:
-    """The sentence a report or outcome gives about how it decided."""
+class Family:
+    """The comparisons one report (or one outcome) makes, corrected together for
+    multiplicity: a report of 180 tests at 0.05 would call several "beat"s from noise
+    alone. Used in two passes: ``with family.collecting():`` run every sentence-making
+    function once (each :func:`compare` records its test's p), then ``with
+    family.deciding():`` run them again: each comparison's ``p`` is now its Holm-adjusted
+    p over the whole family (:func:`holm`), ``p_raw`` the test's own, and "beat" needs
+    the adjusted p below alpha. A pair of samples compared twice is one test."""
+
+    def __init__(self) -> None:
+        self.raw: dict[tuple, float] = {}
+        self.adjusted: dict[tuple, float] | None = None
+
+    @staticmethod
+    def _key(a: Sequence[float], b: Sequence[float]) -> tuple:
+        return tuple(sorted((tuple(a), tuple(b))))
+
+    def decide(self, a: Sequence[float], b: Sequence[float], c: Comparison) -> Comparison:
+        key = self._key(a, b)
+        if self.adjusted is None:  # collecting
+            self.raw[key] = c.p
+            return c
+        if key not in self.adjusted:  # a comparison the first pass did not make: its own test
+            return c
+        return replace(c, p=self.adjusted[key], p_raw=c.p, family=len(self.adjusted))
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator["Family"]:
+        token = _FAMILY.set(self)
+        try:
+            yield self
+        finally:
+            _FAMILY.reset(token)
+        keys = list(self.raw)
+        self.adjusted = dict(zip(keys, holm([self.raw[k] for k in keys])))
+
+    @contextlib.contextmanager
+    def deciding(self) -> Iterator["Family"]:
+        if self.adjusted is None:
+            raise RuntimeError("Family.deciding() before collecting()")
+        token = _FAMILY.set(self)
+        try:
+            yield self
+        finally:
+            _FAMILY.reset(token)
+
+
+_FAMILY: contextvars.ContextVar[Family | None] = contextvars.ContextVar("skiplab_comparison_family", default=None)
+
+
+def test_statement(alpha: float = ALPHA, family: int = 1) -> str:
+    """The sentence a report or outcome gives about how it decided (``family``: how many
+    tests its p-values were adjusted over together)."""
+    if family > 1:
+        return (f"'beat' means {TEST} over seeds rejects equal means at the two-sided {alpha:g} level after "
+                f"Holm's correction over this report's {family} comparisons (the p shown is the adjusted one; "
+                "Holm keeps the chance of any false 'beat' in the whole report at most "
+                f"{alpha:g}); otherwise 'tied', which does not show the two equal")
     return (f"'beat' means {TEST} over seeds rejects equal means at the two-sided {alpha:g} level; "
             "otherwise 'tied'")
 

@@ -114,7 +114,7 @@ def test_verdict_states_the_numbers_it_rests_on(full):
             md_, sd, nd = _mean_sd(runs, group, "dense", depth)
             d = 100 * (md_ - ma)
             se = 100 * math.sqrt(sa ** 2 / na + sd ** 2 / nd)
-            numbers = f"{abs(d):.1f} +- {se:.1f} points, p"
+            numbers = f"{abs(d):.1f} +- {se:.1f} points, adjusted p"  # Holm over the report's family
             text = (f"at depth {depth}, add and dense tied (difference {numbers}",
                     f"at depth {depth}, {'dense beat add' if d > 0 else 'add beat dense'} by {numbers}")
             assert any(t in page for t in text) and any(t in md for t in text)

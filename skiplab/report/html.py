@@ -20,7 +20,7 @@ from .content import GROUPS, ReportData, describe_experiment, describe_plan, exp
 from ..experiments.figures import figure_stem
 from .figures import RenderedFigure
 from .tables import Table, accuracy_table, cost_table, gradient_table, size_table
-from .verdict import best_per_depth, verdict
+from .verdict import best_per_depth, leaders, verdict
 
 # (id, heading): every page has these sections, in this order, whatever the store holds.
 SECTIONS = (("question", "The question"), ("verdict", "Verdict"), ("cost", "Cost"),
@@ -107,7 +107,9 @@ def _question(data: ReportData) -> str:
 
 
 def _verdict(data: ReportData) -> str:
-    return "<ul class=\"verdict\">" + "".join(f"<li>{esc(line)}</li>" for line in verdict(data)) + "</ul>"
+    lead = leaders(data)  # the table a reader scans first: per depth, the leader or the tied set
+    table = (f"<p>Leaders per depth (Holm-adjusted over the report's comparisons):</p>{_table(lead)}" if lead else "")
+    return table + "<ul class=\"verdict\">" + "".join(f"<li>{esc(line)}</li>" for line in verdict(data)) + "</ul>"
 
 
 def _cost(data: ReportData, figures: Sequence[RenderedFigure]) -> str:
@@ -141,7 +143,7 @@ def _training(data: ReportData, figures: Sequence[RenderedFigure]) -> str:
         out += (f"<h3>{esc(M.name.capitalize())} {esc(phrase)}" + (f" ({budget:,} parameters)" if budget else "")
                 + "</h3>" + f"<p>Mean +- std over seeds ({esc(unit)}), [n = complete seeds].</p>"
                 + _table(accuracy_table(rows))
-                + "<p>Best per depth:</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in best_per_depth(rows))
+                + "<p>Best per depth:</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in best_per_depth(data, group))
                 + "</ul><details><summary>Sizes: width, strategy options and parameters of each configuration</summary>"
                 + _table(size_table(rows, budget)) + "</details>")
     other = data.other_rows()

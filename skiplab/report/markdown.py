@@ -14,7 +14,7 @@ from .content import (ReportData, describe_experiment, describe_plan, experiment
 from .figures import RenderedFigure
 from ..metrics import ACCURACY
 from .tables import Table, accuracy_table, cost_table, gradient_table, size_table
-from .verdict import best_per_depth, verdict
+from .verdict import best_per_depth, leaders, verdict
 
 GROUP_TITLES = {"equal-width": "Test accuracy at equal width",
                 "matched-params": "Test accuracy at a matched parameter budget"}
@@ -80,7 +80,11 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
         parts += ["", *status]
     if data.plan:
         parts += ["", describe_plan(data.plan)]
-    parts += ["", "## Verdict", "", *(f"- {line}" for line in verdict(data))]
+    parts += ["", "## Verdict", ""]
+    lead = leaders(data)
+    if lead:  # the table a reader scans first: per depth, the leader or the tied set
+        parts += ["Leaders per depth (Holm-adjusted over the report's comparisons):", "", _md_table(lead), ""]
+    parts += [f"- {line}" for line in verdict(data)]
     for group, title in GROUP_TITLES.items():
         g = data.group_rows(group)
         if not g:
@@ -88,7 +92,7 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
         if data.metric is not ACCURACY:  # a language model's store: "Validation bpc at equal width"
             title = title.replace("Test accuracy", data.metric.name.capitalize())
         parts += ["", f"## {title}", "", _md_table(accuracy_table(g)), "", "Best per depth:", "",
-                  *(f"- {line}" for line in best_per_depth(g)),
+                  *(f"- {line}" for line in best_per_depth(data, group)),
                   "", "Sizes (width, strategy options: parameters):", "",
                   _md_table(size_table(g, data.budget if group == "matched-params" else None))]
     other = data.other_rows()

@@ -9,6 +9,11 @@ otherwise it is "tied"; with one seed there is no test and the sentence says so.
 Differences are in percentage points, with the standard error of the difference of two
 means, sqrt(s_a^2 / n_a + s_b^2 / n_b).
 
+A report makes many comparisons (a study's: about 180), so at 0.05 a few "beat"s would
+come from noise alone. All of one report's comparisons form one family
+(:class:`skiplab.stats.Family`), corrected together by Holm's method: the verdict's words
+and its leaders table use the adjusted p; the tables keep the raw numbers.
+
 A store of language models is judged by validation bits per character instead (each
 aggregated row names its ``metric``: :mod:`skiplab.metrics`): differences are in bpc and
 the lower bpc wins ("dwa beat add by 0.050 +- 0.010 bpc" means dwa's bpc is lower).
@@ -21,9 +26,9 @@ from typing import Any
 
 from ..metrics import ACCURACY, Metric, metric_of
 from ..results import pct, stored_options
-from ..skips import options_text
-from ..stats import best_of, compare, mean_std, spread_text, test_statement
-from .content import ReportData
+from ..skips import STRATEGIES, options_text
+from ..stats import Family, best_of, compare, mean_std, p_text, spread_text, test_statement
+from .content import GROUPS, ReportData
 
 A, B = "add", "dense"  # the question's two answers
 
@@ -184,39 +189,112 @@ def stream_gain_sentence(data: ReportData) -> str | None:
             trained[(r["spec"]["model"]["skip"], r["spec"]["model"]["depth"])].append(gain)
     if not trained:
         return None
+    backward: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in data.runs:
+        gain = ((r.get("result") or {}).get("diagnostics") or {}).get("composite_gain_backward")
+        if r["status"] == "complete" and gain is not None and r["spec"].get("group") == "matched-params":
+            backward[(r["spec"]["model"]["skip"], r["spec"]["model"]["depth"])].append(gain)
     D = max(d for _, d in trained)
     init = {g["skip"]: g.get("composite_gain_forward") for g in data.gradients if g["depth"] == D}
-    parts = []
+    parts, fixed = [], []
     for (skip, depth), gains in sorted(trained.items()):
         if depth != D:
+            continue
+        strategy = STRATEGIES.get(skip)
+        if strategy is not None and strategy.gain_by_construction == "forward":
+            # a 1 guaranteed by the method is no finding: show what can vary, the backward gain
+            mean, std = mean_std(backward.get((skip, depth), []))
+            parts.append(f"{skip} 1 forward by construction, backward "
+                         f"{spread_text(mean, std, len(backward.get((skip, depth), [])), digits=3)} after training")
+            fixed.append(f"{skip}: {strategy.gain_reason}")
             continue
         mean, std = mean_std(gains)
         before = init.get(skip)
         parts.append(f"{skip} {'-' if before is None else f'{before:.3g}'} at init, "
                      f"{spread_text(mean, std, len(gains), digits=3)} after training")
+    why = f" (forward gain fixed by construction for {'; '.join(fixed)})" if fixed else ""
     return (f"Composite residual gain prod H_res after the last of {D} blocks (largest absolute row sum over "
-            f"tokens; 1 = no amplification; mHC's Fig. 3), at the matched budget: " + "; ".join(parts) + ".")
+            f"tokens, forward; column sum, backward; 1 = no amplification; mHC's Fig. 3), at the matched budget: "
+            + "; ".join(parts) + why + ".")
 
 
-def verdict(data: ReportData) -> list[str]:
-    """The verdict's sentences, most important first; each omitted when its data is missing.
-    Where accuracies are compared, the last sentence states the test once."""
+def report_family(data: ReportData) -> Family:
+    """The family of every comparison this report's sentences make, collected once
+    (each sentence-making function run in collecting mode) and Holm-adjusted together."""
+    family = data.__dict__.get("_comparison_family")
+    if family is None:
+        family = Family()
+        with family.collecting():
+            _verdict_lines(data)
+            for group in GROUPS:
+                _best_lines(data.group_rows(group))
+        data.__dict__["_comparison_family"] = family
+    return family
+
+
+def _verdict_lines(data: ReportData) -> list[str | None]:
     lines = [add_vs_dense(data, "matched-params"), add_vs_dense(data, "equal-width")]
     if not any(lines):
         lines = ["No training runs are stored yet, so there is no verdict on accuracy." if not data.runs else
                  f"The store holds no {A} and {B} results of a study at the same depth, so there is no "
                  f"{A}-versus-{B} verdict."]
-    lines += [depth_sentence(data), cost_sentence(data), budget_sentence(data), gradient_sentence(data),
-              stream_gain_sentence(data)]
+    return lines + [depth_sentence(data), cost_sentence(data), budget_sentence(data), gradient_sentence(data),
+                    stream_gain_sentence(data)]
+
+
+def verdict(data: ReportData) -> list[str]:
+    """The verdict's sentences, most important first; each omitted when its data is missing.
+    Where accuracies are compared, the last sentence states the test once. Every "beat"
+    rests on the Holm-adjusted p over the report's family (:func:`report_family`)."""
+    family = report_family(data)
+    with family.deciding():
+        lines = _verdict_lines(data)
     if any(r["score_mean"] is not None for r in data.rows):
-        lines.append(how_decided())
+        lines.append(how_decided(family.size))
     return [line for line in lines if line]
 
 
-def how_decided() -> str:
+def how_decided(family: int = 1) -> str:
     """The one statement of the test behind every "beat", "tied" and "best" in the report."""
-    return (f"How comparisons are decided: {test_statement()}; +- after a difference is its standard error, "
-            "after a mean the standard deviation over seeds; with one seed there is no spread and no test.")
+    return (f"How comparisons are decided: {test_statement(family=family)}; +- after a difference is its standard "
+            "error, after a mean the standard deviation over seeds; with one seed there is no spread and no test.")
+
+
+def leaders(data: ReportData) -> tuple[list[str], list[list[str]]] | None:
+    """The verdict's table, one row per group and depth: the leader by the test (ahead of
+    every other strategy after Holm's correction) or the set tied for the lead, with the
+    largest adjusted p between the leader and a strategy it beat (or the smallest it could
+    not separate), as (headers, rows); None where nothing could be tested (one seed)."""
+    family = report_family(data)
+    if not family.size:
+        return None
+    head = ["group", "depth", "leader", "tied for the lead", "adjusted p"]
+    rows: list[list[str]] = []
+    sign = -1 if data.metric.higher_is_better else 1
+    with family.deciding():
+        for group in GROUPS:
+            by_depth: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for r in data.group_rows(group):
+                if r["score_mean"] is not None:
+                    by_depth[r["depth"]].append(r)
+            for depth in sorted(by_depth):
+                named = {r["skip"]: r for r in sorted(by_depth[depth], key=lambda r: sign * r["score_mean"])}
+                best, tied = best_of({k: r["scores"] for k, r in named.items()}, higher_is_better=sign < 0)
+                if best is None:
+                    continue
+                tests = {k: c for k in named if k != best
+                         if (c := compare(named[best]["scores"], named[k]["scores"])) is not None and c.tested}
+                tied_ps = [tests[k].p for k in tied if k in tests]
+                if not tests:
+                    rows.append([GROUPS[group], str(depth), "none: 1 seed, no test", "-", "-"])
+                    continue
+                if tied:
+                    p = f"tied: smallest {p_text(min(tied_ps))}" if tied_ps else "tied: no test (1 seed)"
+                else:
+                    p = f"beat every other: largest {p_text(max(c.p for c in tests.values()))}"
+                rows.append([GROUPS[group], str(depth), best if not tied else f"{best} (by mean)",
+                             ", ".join(tied) if tied else "-", p])
+    return (head, rows) if rows else None
 
 
 def _acc(r: dict[str, Any]) -> str:
@@ -226,10 +304,15 @@ def _acc(r: dict[str, Any]) -> str:
     return f"{r['skip']} {M.text(r['score_mean'], r['score_std'], r['complete'])} {M.unit}"
 
 
-def best_per_depth(rows: list[dict[str, Any]]) -> list[str]:
-    """Per depth: the best strategy by its score (test accuracy, or the lowest bpc) if the
-    test separates it from every other; otherwise the leaders the test cannot tell apart.
-    Then the last by mean."""
+def best_per_depth(data: ReportData, group: str) -> list[str]:
+    """Per depth of ``group``: the best strategy by its score (test accuracy, or the lowest
+    bpc) if the test separates it from every other after Holm's correction over the
+    report's family; otherwise the leaders the test cannot tell apart. Then the last by mean."""
+    with report_family(data).deciding():
+        return _best_lines(data.group_rows(group))
+
+
+def _best_lines(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     by_depth: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:

@@ -148,6 +148,10 @@ class Strategy:
     # Is the stream a composite of residual mixing matrices whose gain is worth reporting
     # (hyper-connections, mHC)? Such connections implement ``mixing_matrix``.
     mixes_streams: ClassVar[bool] = False
+    # Which direction of that gain holds by construction, and why ("" for none): a report
+    # shows the direction that can vary instead of presenting a guaranteed 1 as a finding.
+    gain_by_construction: ClassVar[str] = ""
+    gain_reason: ClassVar[str] = ""
     # Is the stream one tensor (so a family may normalise it after each merge, the
     # transformer's post-norm placement)? DenseFormer's list and hyper's copies are not.
     single_stream: ClassVar[bool] = True

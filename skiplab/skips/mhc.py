@@ -164,6 +164,11 @@ class MHCStrategy(CopiesStrategy):
     rule = ("x <- H_res x + H_post^T f(H_pre x), maps from RMSNorm(vec x); H_res = Sinkhorn-Knopp(exp(.)), "
             "H_pre = sigmoid, H_post = 2 sigmoid")
     source = "Xie et al. (DeepSeek), mHC, arXiv 2512.24880"
+    # Sinkhorn-Knopp ends on a row normalisation, so each H_res's rows sum to 1 and so do a
+    # product's: the forward gain (largest absolute row sum) is 1 to rounding, whatever
+    # training does. The column sums, the backward gain, are what it leaves free.
+    gain_by_construction = "forward"
+    gain_reason = "each H_res's rows sum to 1: Sinkhorn-Knopp ends on a row normalisation"
     options = (STREAMS, Option("iterations", int, 20, "Sinkhorn-Knopp iterations (the paper's t_max)"))
 
     def connection(self, branch, site, opts, make_gate):

@@ -48,8 +48,8 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import clock
-from .cost import analytic_cost
-from .cost.analytic import DTYPE_BYTES
+from .cost import model_cost
+from .cost.count import DTYPE_BYTES
 from .cost.measure import available_memory_bytes
 from .datasets import Dataset, TextDataset
 from .families import get_family
@@ -109,7 +109,7 @@ def seed_bytes(spec: RunSpec) -> int | None:
     """What one seed of ``spec`` holds during a training step, by the cost model (None if
     it cannot count this model)."""
     try:
-        cost = analytic_cost(spec.model, spec.train.batch_size)
+        cost = model_cost(spec.model, spec.train.batch_size)
     except Exception:  # noqa: BLE001 - a model the cost model cannot trace: no cap
         return None
     return 4 * DTYPE_BYTES * cost["params"]["total"] + 2 * cost["activation_bytes"]

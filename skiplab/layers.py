@@ -1,4 +1,4 @@
-"""The parts a branch is made of: a layer, a norm, an activation, and their trace rules.
+"""The parts a branch is made of: a layer, a norm, an activation.
 
 A branch's transform is ``f(z) = act(norm(layer(z)))`` (DESIGN.md). Which layer and which
 norm is the family's business (``skiplab.families``): a Linear for the MLP, a same-padding
@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from .skips.shared_storage import Pieces, run_on_pieces
-from .tape import Sym, Tape
 
 NORMS = ("none", "batch", "layer")
 # Name -> (module class, gain name for kaiming init). GELU and SiLU behave like ReLU
@@ -28,29 +27,6 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], str]] = {
 }
 
 
-def trace_layer(tape: Tape, z: Sym, out_width: int, kernel_volume: int, bias: bool) -> Sym:
-    """Linear/Conv: ``in x out x kernel`` weights (+ ``out`` biases); 2 FLOPs per
-    multiply-add at every position (bias adds excluded, as ``torch.utils.flop_counter``
-    counts); autograd keeps the input ``z`` for the weight gradient."""
-    tape.params += z.channels * out_width * kernel_volume + out_width * int(bias)
-    tape.matmul += 2 * z.channels * out_width * kernel_volume * z.positions
-    tape.save(z)
-    return tape.new(out_width, z.positions)
-
-
-def trace_norm(tape: Tape, y: Sym, norm: str) -> Sym:
-    """Norms own a scale and a shift per channel and keep their input plus two statistics:
-    batch norm one mean and inverse std per channel (per batch), layer/group norm one mean
-    and rstd per sample (one group). Measured with saved_tensors_hooks (tests/test_cost.py)."""
-    if norm == "none":
-        return y
-    tape.params += 2 * y.channels
-    tape.save(y)
-    if norm == "batch":
-        tape.keep(y, per_batch=2 * y.channels)
-    else:
-        tape.keep(y, per_sample=2)
-    return tape.derived(y)
 
 
 # Activations whose backward is computed from their output (so they keep the output, and
@@ -62,16 +38,6 @@ KEEPS_INPUT = {"gelu", "silu"}
 def make_activation(activation: str) -> nn.Module:
     return ACTIVATIONS[activation][0]()
 
-
-def trace_activation(tape: Tape, y: Sym, activation: str) -> Sym:
-    if activation == "identity":
-        return y
-    if activation in KEEPS_INPUT:
-        tape.save(y)
-    a = tape.derived(y)
-    if activation in KEEPS_OUTPUT:
-        tape.save(a)
-    return a
 
 
 class Transform(nn.Sequential):
@@ -96,12 +62,6 @@ class Transform(nn.Sequential):
             return run_on_pieces(self, z, z.dim)
         return super().forward(z)
 
-    @staticmethod
-    def trace(tape: Tape, z: Sym, out_width: int, *, kernel_volume: int, norm: str, activation: str,
-              bias: bool) -> Sym:
-        y = trace_layer(tape, z, out_width, kernel_volume, bias)
-        return trace_activation(tape, trace_norm(tape, y, norm), activation)
-
 
 class Head(nn.Module):
     """Pool positions away (a family's ``pool``: global average for CNNs, nothing for
@@ -116,12 +76,6 @@ class Head(nn.Module):
         if self.pool is not None:
             s = self.pool(s)  # (B, C, *S) -> (B, C)
         return self.fc(s)
-
-    @staticmethod
-    def trace(tape: Tape, s: Sym, classes: int, bias: bool, pooled: bool) -> Sym:
-        if pooled:  # the mean keeps nothing; the Linear keeps the pooled (B, C)
-            s = tape.new(s.channels, 1)
-        return trace_layer(tape, s, classes, 1, bias)
 
 
 def init_kaiming(module: nn.Module, activation: str) -> None:

@@ -46,7 +46,7 @@ class ModelSpec:
     classes: int = 10  # outputs of the head
     # Refuse to build a model whose state would be wider than this (concat-double doubles
     # it every block: width 64 at depth 12 is already 262,144 channels). The cost model
-    # answers analytically beyond it.
+    # counts it on the meta device beyond it.
     max_state_width: int = 16384
     # The transformer family's own fields (Family.fields); other families refuse a value
     # other than the default, and leave them out of a spec's identity (to_dict).
@@ -179,7 +179,7 @@ class ModelSpec:
         return self.describe().sites
 
     def describe(self) -> Description:
-        """The one description of this model, read by the builder and the cost tape."""
+        """The one description of this model, read by the builder."""
         family, strategy, opts = self.family, self.strategy, self.opts
         per = family.sublayers_per_block
         widths = self.block_widths()
@@ -197,7 +197,7 @@ class ModelSpec:
             raise SpecError(
                 f"max_state_width: skip {self.skip!r} at depth {self.depth}, width {self.width} reaches a "
                 f"state of {widest:,} channels, over the cap of {self.max_state_width:,}; lower depth or "
-                f"width, or raise max_state_width (the cost model answers analytically at any depth)")
+                f"width, or raise max_state_width (skiplab cost counts it on the meta device at any buildable depth)")
 
     def replace(self, **changes: Any) -> "ModelSpec":
         return dataclasses.replace(self, **changes)

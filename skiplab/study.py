@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .cost import analytic_cost, match_budget
+from .cost import match_budget, model_cost, param_counts
 from .cost.budget import sizing_options
 from .cost.summary import memory_bills
 from .datasets import dataset_ref, is_text_ref, load_dataset
@@ -81,7 +81,7 @@ class StudyPlan:
     def budget_for(self, depth: int) -> int:
         if self.budget_params is not None:
             return self.budget_params
-        return analytic_cost(self.model.replace(skip=ADD.name, depth=depth, options={}))["params"]["total"]
+        return param_counts(self.model.replace(skip=ADD.name, depth=depth, options={}))["total"]
 
     def runs(self) -> list[RunSpec]:
         return [RunSpec(spec, self.train, self.dataset, seed, group)
@@ -169,7 +169,7 @@ def with_train(plan: StudyPlan, **fields: Any) -> StudyPlan:
 def cost_summaries(plan: StudyPlan, batch: int) -> list[dict[str, Any]]:
     out = []
     for group, spec in plan.model_specs():
-        c = analytic_cost(spec, batch)
+        c = model_cost(spec, batch)
         out.append({"group": group, "skip": spec.skip, "depth": spec.depth, "width": spec.width,
                     "options": dict(spec.options), "params": c["params"]["total"], "flops": c["flops"]["total"],
                     "activation_bytes": c["activation_bytes"], "concat_bytes": c["concat_bytes"]})

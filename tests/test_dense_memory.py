@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from skiplab import ModelSpec, build_model
-from skiplab.cost.analytic import analytic_cost
+from skiplab.cost.count import model_cost
 from skiplab.cost.growth import growth_over_depths
 from skiplab.cost.measure import measure_cost, saved_activation_bytes
 from skiplab.objective import loss_and_logits
@@ -174,7 +174,7 @@ def test_analytic_equals_measured_exactly(model, norms, extra):
         aux = 1 if model != "transformer" and depth == 3 else 0
         spec = ModelSpec(model=model, skip=skip, depth=depth, width=8, norm=norm, aux_every=aux,
                          options={"memory": "efficient"}, **extra)
-        a, m = analytic_cost(spec, 4), measure_cost(spec, 4, repeats=0)
+        a, m = model_cost(spec, 4), measure_cost(spec, 4, repeats=0)
         where = f"{model} {skip} depth {depth}"
         assert a["activation_bytes"] == m["activation_bytes"], where
         assert a["concat_bytes"] == m["concat_bytes"], where
@@ -192,7 +192,7 @@ def test_activation_memory_becomes_linear_and_the_copies_are_counted():
     w, k, L, B = 16, 8, 5, 32
     want = 4 * B * (sum(w + (l - 1) * k for l in range(2, L + 1)) + w + L * k)
     eff = spec.replace(depth=L, options={"growth": k, "memory": "efficient"})
-    assert analytic_cost(eff, B)["concat_bytes"] == want
+    assert model_cost(eff, B)["concat_bytes"] == want
 
 
 def test_the_efficient_path_keeps_less_than_naive_for_dense():

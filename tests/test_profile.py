@@ -1,5 +1,5 @@
 """skiplab.profile on any model. Method: on skiplab's own models the analytic cost
-(``skiplab.cost.analytic_cost``, itself checked against PyTorch's counters in
+(``skiplab.cost.model_cost``, itself checked against PyTorch's counters in
 tests/test_cost.py) is the reference, exactly, totals and per block; on a Hugging Face GPT-2
 the references are PyTorch's own: ``num_parameters()``, ``FlopCounterMode`` and a
 ``saved_tensors_hooks`` total written out here; on hand-written modules, the merge rule is
@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from skiplab import STRATEGIES, ModelSpec, Profile, build_model, profile
-from skiplab.cost import analytic_cost
+from skiplab.cost import model_cost
 from skiplab.families import FAMILIES
 from skiplab.profiling import FIGURES
 
@@ -26,13 +26,13 @@ def _check_against_analytic(spec: ModelSpec) -> None:
     model = build_model(spec, seed=0).train()
     x, _ = spec.family.random_batch(spec, BATCH, torch.Generator().manual_seed(0))
     p = profile(model, x)
-    a = analytic_cost(spec, BATCH)
+    a = model_cost(spec, BATCH)
     where = str(spec)
     assert p.total["params"] == a["params"]["total"], where
     assert p.total["flops"] == BATCH * a["flops"]["matmul"], where  # aux_every=0: no aux heads
     assert p.total["concat_bytes"] == a["concat_bytes"], where
     assert p.total["saved_bytes"] == a["activation_bytes"], where
-    # analytic_cost counts the strategies' merges; a stem that adds learned positions to
+    # model_cost counts the strategies' merges; a stem that adds learned positions to
     # its output (the transformer's) does an element-wise sum too, which the rule counts
     # and the analytic figure leaves out: compare without the stem.
     assert p.total["merge_flops"] - p.of("stem")["merge_flops"] == BATCH * a["flops"]["merge"], where

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skiplab.cost import analytic_cost
+from skiplab.cost import model_cost
 from skiplab.datasets import Dataset
 from skiplab.model import build_model
 from skiplab.spec import ModelSpec
@@ -51,7 +51,7 @@ def _id(case):
 @pytest.mark.parametrize("case", REFERENCE["cases"], ids=_id)
 def test_costs_and_init_unchanged(case):
     spec = ModelSpec.from_dict(case["spec"])  # round-1 dicts carry dense's growth as a field
-    c = analytic_cost(spec, batch=5)
+    c = model_cost(spec, batch=5)
     assert c["params"] == case["params"]
     assert {k: c["flops"][k] for k in ("matmul", "merge", "aux_matmul")} == case["flops"]
     assert (c["activation_bytes"], c["concat_bytes"]) == (case["activation_bytes"], case["concat_bytes"])

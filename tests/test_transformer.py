@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab import STRATEGIES, ModelSpec, SpecError, build_model
-from skiplab.cost import analytic_cost, classify, growth_over_depths, measure_cost
+from skiplab.cost import model_cost, classify, growth_over_depths, measure_cost
 
 
 # -- a reference written here, independently of skiplab (nanoGPT's shape, no dropout) -----
@@ -96,7 +96,7 @@ def test_post_norm_is_norm_of_the_sum():
 
 # -- costs: analytic == measured, exactly ------------------------------------------------
 def _check(spec, batch=3):
-    a, m = analytic_cost(spec, batch), measure_cost(spec, batch, repeats=0)
+    a, m = model_cost(spec, batch), measure_cost(spec, batch, repeats=0)
     where = str(spec)
     assert a["params"] == m["params"], where
     assert a["flops"]["matmul"] == m["flops"]["matmul"], where
@@ -138,9 +138,9 @@ def test_attention_flops_per_token():
     token per block, the known transformer count (Kaplan et al., arXiv 2001.08361, Table 1)."""
     T, C = 32, 16
     base = dict(model="transformer", skip="add", width=C, heads=2, vocab=7, classes=7, context=T, bias=False)
-    one, two = (analytic_cost(ModelSpec(depth=d, **base), batch=1)["flops"]["matmul"] for d in (1, 2))
+    one, two = (model_cost(ModelSpec(depth=d, **base), batch=1)["flops"]["matmul"] for d in (1, 2))
     assert (two - one) / T == 24 * C * C + 4 * T * C
-    c = analytic_cost(ModelSpec(depth=1, **base))
+    c = model_cost(ModelSpec(depth=1, **base))
     assert c["flops_per_token"] == c["flops"]["total"] / T
 
 
@@ -151,7 +151,7 @@ def test_growth_laws_over_depth():
     dense = growth_over_depths(ModelSpec(skip="dense", options={"growth": 8}, **base), depths)
     assert add["params"]["law"] == "linear" and dense["params"]["law"] == "quadratic"
     # every DWA averages all earlier block outputs: its merge work grows quadratically
-    dwa = [analytic_cost(ModelSpec(skip="dwa", depth=d, **base))["flops"]["merge"] for d in depths]
+    dwa = [model_cost(ModelSpec(skip="dwa", depth=d, **base))["flops"]["merge"] for d in depths]
     assert classify(depths, dwa)["law"] == "quadratic"
 
 
@@ -194,7 +194,7 @@ def test_transformer_fields_refused_elsewhere_and_absent_from_identity():
         ModelSpec(model="mlp", heads=2)
     assert "heads" not in ModelSpec(model="cnn1d").to_dict()
     assert ModelSpec(model="transformer", vocab=5, classes=5).to_dict()["context"] == 64
-    assert math.isfinite(analytic_cost(ModelSpec(model="transformer", depth=40, width=64, skip="concat-double",
+    assert math.isfinite(model_cost(ModelSpec(model="transformer", depth=40, width=64, skip="concat-double",
                                                  vocab=5, classes=5))["flops"]["total"])
 
 

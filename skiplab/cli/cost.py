@@ -52,6 +52,9 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
     out.append(table(["skip", "width", "params", "blocks", "MFLOPs", *(["kFLOPs/token"] if tokens else []),
                       "merge MFLOPs", "act MiB", *(["naive MiB", "efficient MiB"] if both else []), "concat MiB",
                       "last block ratio"], rows))
+    for d in data:  # a model too large to build even on meta: say where its figures come from
+        if d.get("estimated"):
+            out.append(f"{_name(d)}: estimated, {d['estimated']}")
     if any("budget" in d for d in data):
         b0 = d0["budget"]
         rows = [[d["skip"], d["budget"]["width"], options_text(d["budget"]["options"]), d["budget"]["achieved"],
@@ -77,7 +80,7 @@ def render(data: list[dict[str, Any]], args: argparse.Namespace) -> str:
                          m["flops"]["backward"] / m["flops"]["matmul"] if m["flops"]["matmul"] else None,
                          m["activation_bytes"] / MiB, r["activation_bytes"], m["concat_bytes"] / MiB,
                          1e3 * m["seconds_forward_backward"] if m["seconds_forward_backward"] else None])
-        out.append("\nmeasured on the built model (ratio = analytic / measured)")
+        out.append("\nmeasured on the built model (ratio = counted on the meta device / measured on this one)")
         if rows:
             out.append(table(["skip", "params", "ratio", "MFLOPs", "ratio", "backward / forward", "act MiB", "ratio",
                               "concat MiB", "ms fwd+bwd"], rows))

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 
 from ..spec import ModelSpec
-from .analytic import analytic_cost
+from .answer import model_cost
+from .count import param_counts
 
 TOLERANCE = 0.02  # "within 2%" of the target
 MAX_WIDTH = 1 << 20
@@ -30,8 +31,9 @@ class BudgetMatch:
 
 
 def _cost(spec: ModelSpec, metric: str) -> int:
-    c = analytic_cost(spec, batch=1)
-    return c["params"]["total"] if metric == "params" else c["flops"]["total"]
+    # a parameter budget needs only the built model (no forward): the bisection's many
+    # widths stay cheap
+    return param_counts(spec)["total"] if metric == "params" else model_cost(spec, batch=1)["flops"]["total"]
 
 
 def match_budget(spec: ModelSpec, *, params: int | None = None, flops: int | None = None,

@@ -1,99 +1,18 @@
-"""Growth laws: how a cost grows with depth, classified and fitted.
-
-Analytic costs are exact integers, so a law is accepted only if it reproduces them to
-float precision: constant, linear or quadratic (least squares on the depths), else
-exponential ``a + b * base**depth`` (``base`` found by a 1-D search, ``a``/``b`` by least
-squares), accepted when it explains the values to 1e-3 of the largest one (concat-double's
-costs are a sum of a 4^d and a 2^d term, so the fit is close, not exact). Anything else is reported as ``unclassified``.
-"""
+"""Costs over a range of depths, with the growth law of each (``skiplab.cost.laws``)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..spec import ModelSpec
-from .analytic import analytic_cost
-
-POLY_LAWS = ("constant", "linear", "quadratic")
-EXACT = 1e-9  # relative residual for the polynomial laws (costs are exact integers)
-NEAR = 1e-3  # relative residual for the exponential law
-
-
-def _relative_residual(y: np.ndarray, fit: np.ndarray) -> float:
-    scale = np.max(np.abs(y))
-    return float(np.max(np.abs(y - fit)) / scale) if scale else 0.0
-
-
-def _exponential_fit(d: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    """Best ``y ~ a + b * base**d`` over base in (1, 1024]; returns a, b, base and the
-    residual relative to the largest value (so the dominant term decides)."""
-
-    def fit(base: float) -> tuple[float, float, float]:
-        z = np.power(base, d - d.max())  # scaled by base**max(d): huge powers stay in range
-        scale = np.max(np.abs(y))
-        A = np.stack([np.ones_like(d), z], axis=1)
-        (a, b), *_ = np.linalg.lstsq(A, y / scale, rcond=None)
-        return a * scale, b * scale / base ** d.max(), _relative_residual(y, (a + b * z) * scale)
-
-    grid = np.exp(np.linspace(np.log(1.0001), np.log(1024), 4000))
-    best = min(grid, key=lambda base: fit(base)[2])
-    lo, hi = best / 1.01, best * 1.01
-    for _ in range(4):  # refine around the best grid point
-        grid = np.linspace(lo, hi, 200)
-        best = min(grid, key=lambda base: fit(base)[2])
-        step = (hi - lo) / 200
-        lo, hi = best - step, best + step
-    a, b, res = fit(best)
-    return float(a), float(b), float(best), res
-
-
-def classify(depths: Sequence[int], values: Sequence[float]) -> dict[str, Any]:
-    """The simplest law that explains ``values`` over ``depths``, with its coefficients.
-
-    Returns ``{"law": ..., "coefficients": {...}, "residual": ...}``; polynomial
-    coefficients are ``c0 + c1 d + c2 d^2``, exponential ones ``b * base**d`` (the
-    dominant term).
-    """
-    d = np.asarray(depths, dtype=np.float64)
-    y = np.asarray(values, dtype=np.float64)
-    if len(set(depths)) < 4:
-        raise ValueError(f"depths: need at least 4 different depths to tell growth laws apart, got {list(depths)}")
-    for degree, law in enumerate(POLY_LAWS):
-        coef = np.polynomial.polynomial.polyfit(d, y, degree)
-        res = _relative_residual(y, np.polynomial.polynomial.polyval(d, coef))
-        if res < EXACT:
-            return {"law": law, "coefficients": {f"c{i}": float(c) for i, c in enumerate(coef)},
-                    "residual": res}
-    a, b, base, res = _exponential_fit(d, y)
-    if res < NEAR and base > 1.01:
-        # Only the dominant term is reported: the constant is lost next to b * base**d
-        # (concat-double's costs also carry a smaller 2^d term from biases and the head).
-        return {"law": "exponential", "coefficients": {"b": b, "base": base}, "residual": res}
-    return {"law": "unclassified", "coefficients": {}, "residual": res}
-
-
-def parse_depths(text: str) -> list[int]:
-    """``a..b`` (inclusive), ``a..b:step``, or a comma-separated list."""
-    try:
-        if ".." in text:
-            span, _, step = text.partition(":")
-            lo, hi = (int(t) for t in span.split(".."))
-            depths = list(range(lo, hi + 1, int(step) if step else 1))
-        else:
-            depths = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise ValueError(f"depths: {text!r} is not a..b, a..b:step or a comma-separated list of integers") from None
-    if not depths or min(depths) < 0:
-        raise ValueError(f"depths: {text!r} gives no depths >= 0")
-    return depths
-
+from .answer import model_cost
+from .laws import classify
 
 def growth_over_depths(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> dict[str, Any]:
-    """The growth law of parameters, FLOPs and activation memory of ``spec`` over ``depths``
-    (analytic; any depth works), with the costs at each depth under ``curve``."""
-    costs = [analytic_cost(spec.replace(depth=d), batch) for d in depths]
+    """The growth law of parameters, FLOPs and activation memory of ``spec`` over ``depths``,
+    with the costs at each depth under ``curve`` (counted; a depth too large to build even
+    on meta is estimated, and its point says so under ``estimated``)."""
+    costs = [model_cost(spec.replace(depth=d), batch) for d in depths]
     for c, d in zip(costs, depths):
         c["buildable"] = _buildable(spec.replace(depth=d))
         del c["per_block"], c["spec"]  # a curve point needs the totals only

@@ -19,7 +19,7 @@ PANELS = (("params", "parameters", lambda c: c["params"]["total"]),
 
 
 def plot_growth(curves: dict[str, Sequence[dict[str, Any]]], path: str, title: str = "") -> None:
-    """``curves``: strategy -> analytic costs at increasing depths (``analytic_cost`` dicts,
+    """``curves``: strategy -> analytic costs at increasing depths (``model_cost`` dicts,
     each with ``buildable`` added). Writes a PNG (or any format matplotlib knows by suffix)."""
     import matplotlib
 

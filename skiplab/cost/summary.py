@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from ..skips.concat import MEMORY
 from ..spec import ModelSpec
-from .analytic import analytic_cost
+from .answer import model_cost
 from .budget import match_budget
 from .growth import growth_over_depths
 from .measure import measure_cost, why_not_measurable
@@ -28,14 +28,14 @@ def memory_bills(spec: ModelSpec, batch: int) -> dict[str, int] | None:
     of one training batch with each memory path, side by side; None for the others."""
     if not spec.strategy.declares(MEMORY.name):
         return None
-    return {m: analytic_cost(spec.replace(options={**dict(spec.options), MEMORY.name: m}), batch)["activation_bytes"]
+    return {m: model_cost(spec.replace(options={**dict(spec.options), MEMORY.name: m}), batch)["activation_bytes"]
             for m in MEMORY.choices}
 
 
 def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
                  depths: Sequence[int] | None = None, params: int | None = None,
                  flops: int | None = None, vary: str = "width") -> dict[str, Any]:
-    """Analytic costs of ``spec`` (see ``analytic_cost``), plus:
+    """Analytic costs of ``spec`` (see ``model_cost``), plus:
 
     * ``budget`` when ``params`` or ``flops`` is given: ``spec`` is first resized to it;
     * ``measured`` and ``ratios`` (analytic / measured) when ``measure``; when the model
@@ -51,7 +51,7 @@ def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
         budget = {"metric": match.metric, "target": match.target, "achieved": match.achieved,
                   "relative_error": match.relative_error, "within_tolerance": match.within_tolerance,
                   "width": spec.width, "options": spec.opts}
-    out = analytic_cost(spec, batch)
+    out = model_cost(spec, batch)
     bills = memory_bills(spec, batch)
     if bills:
         out["activation_bytes_by_memory"] = bills

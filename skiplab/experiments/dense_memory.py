@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..cost.analytic import analytic_cost
+from ..cost import model_cost
 from ..cost.measure import saved_activation_bytes
 from ..families import MLP_FAMILY
 from ..model import build_model
@@ -46,7 +46,7 @@ QUICK = dict(naive_depth=3, width=32, growth=8, epochs=2, seeds=2, max_depth=40)
 def _deepest(spec: ModelSpec, budget: int, batch: int, max_depth: int) -> tuple[int, list[int]]:
     """The deepest depth (<= max_depth) whose activation memory fits ``budget``, and the
     memory at depths 1..max_depth (activation memory only grows with depth)."""
-    curve = [analytic_cost(spec.replace(depth=d), batch)["activation_bytes"] for d in range(1, max_depth + 1)]
+    curve = [model_cost(spec.replace(depth=d), batch)["activation_bytes"] for d in range(1, max_depth + 1)]
     fits = [d for d, b in enumerate(curve, start=1) if b <= budget]
     return (max(fits) if fits else 0), curve
 
@@ -62,7 +62,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         "dense, efficient": base.replace(skip=DENSE.name, options={"growth": f["growth"], MEMORY.name: "efficient"}),
         "add": base.replace(skip=ADD.name),
     }
-    budget = analytic_cost(kinds["dense, naive"].replace(depth=f["naive_depth"]), batch)["activation_bytes"]
+    budget = model_cost(kinds["dense, naive"].replace(depth=f["naive_depth"]), batch)["activation_bytes"]
     depths, curves = {}, {}
     for label, spec in kinds.items():
         depths[label], curves[label] = _deepest(spec, budget, batch, f["max_depth"])
@@ -88,7 +88,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
         return [r["result"]["test_accuracy"] for r in by_label[label] if r["status"] == "complete"]
 
     table = [{"config": label, "skip": kinds[label].skip, "memory": dict(kinds[label].options).get(MEMORY.name),
-              "depth": depths[label], "params": analytic_cost(kinds[label].replace(depth=depths[label]), batch)
+              "depth": depths[label], "params": model_cost(kinds[label].replace(depth=depths[label]), batch)
               ["params"]["total"], "activation_bytes": curves[label][depths[label] - 1] if depths[label] else None,
               "measured_bytes": measured[label], "seeds": len(acc(label)),
               "test_accuracy": statistics.fmean(acc(label)) if acc(label) else None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cost import analytic_cost, growth_over_depths
+from ..cost import model_cost, growth_over_depths
 from ..families import CNN1D_FAMILY, MLP_FAMILY
 from ..skips import ADD, CONCAT_DOUBLE, CONCAT_HALF, DENSE, PLAIN
 from ..spec import ModelSpec
@@ -23,12 +23,12 @@ CLAIM = ("concatenating every layer costs 5x the parameters of the 10-layer exam
 
 def run(ctx) -> dict[str, Any]:  # no form to vary: the counts are the answers' own examples
     quick = ctx.quick
-    ten = {s.name: analytic_cost(ModelSpec(model=MLP_FAMILY.name, depth=9, width=100, skip=s.name, norm="none",
+    ten = {s.name: model_cost(ModelSpec(model=MLP_FAMILY.name, depth=9, width=100, skip=s.name, norm="none",
                                            bias=False, input_shape=(100,)))["params"]["blocks"]
            for s in (PLAIN, ADD, DENSE)}
     conv = dict(model=CNN1D_FAMILY.name, width=64, norm="none", kernel_size=3, input_shape=(1, 40))
     depth = 6 if quick else 10
-    per_block = {s.name: [b["flops"] for b in analytic_cost(ModelSpec(skip=s.name, depth=depth, **conv))["per_block"]]
+    per_block = {s.name: [b["flops"] for b in model_cost(ModelSpec(skip=s.name, depth=depth, **conv))["per_block"]]
                  for s in (CONCAT_DOUBLE, CONCAT_HALF, ADD)}
     ratios = {s: [b / a for a, b in zip(v, v[1:])] for s, v in per_block.items()}
     depths = list(range(1, 17 if quick else 33))

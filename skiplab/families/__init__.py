@@ -1,5 +1,5 @@
 """Model families: the registry (the one place a family's name is looked up), and the
-description of a model that the builder and the cost tape both read."""
+description of a model that the builder reads."""
 
 from __future__ import annotations
 

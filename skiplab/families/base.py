@@ -1,10 +1,9 @@
 """The contract every model family honours, and the one description of a model.
 
 A **family** (mlp, cnn1d, cnn2d, ...) owns its stem, its sublayers per block, its head, its
-tensor layout and their trace rules. :func:`describe` turns a spec into a
-:class:`Description` once; the builder (``skiplab.model``) and the cost tape
-(``skiplab.cost.analytic``) both read that one description, so the cost model can never
-describe a different model than the one trained.
+tensor layout. :func:`describe` turns a spec into a :class:`Description` once, which the
+builder (``skiplab.model``) reads; costs are counted on the model it builds
+(``skiplab.cost``), so they can never describe a different model than the one trained.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from ..layers import Head, Transform, trace_activation, trace_layer, trace_norm
+from ..layers import Head, Transform
 from ..skips.base import Site, Strategy
-from ..tape import Sym, Tape
 
 if TYPE_CHECKING:  # for annotations only: spec imports the families, never the reverse at run time
     from ..spec import ModelSpec
@@ -128,33 +126,13 @@ class Family:
     def head(self, spec: "ModelSpec", width: int) -> Head:
         return Head(width, spec.classes, spec.bias, self.pool())
 
-    # -- traces -------------------------------------------------------------------------
-    def trace_stem(self, tape: Tape, x: Sym, spec: "ModelSpec") -> Sym:
-        return self.trace_transform(tape, x, spec.width, spec)
-
-    def trace_branch(self, tape: Tape, z: Sym, site: Site, spec: "ModelSpec") -> Sym:
-        return self.trace_transform(tape, z, site.widths.features, spec)
-
-    def trace_place(self, tape: Tape, stream, site: Site, spec: "ModelSpec"):
-        return stream
-
-    def trace_transform(self, tape: Tape, z: Sym, out_width: int, spec: "ModelSpec") -> Sym:
-        y = trace_layer(tape, z, out_width, self.kernel_volume(spec), spec.bias)
-        return trace_activation(tape, trace_norm(tape, y, spec.norm), spec.activation)
-
-    def trace_gate(self, tape: Tape, z: Sym, out_width: int, spec: "ModelSpec") -> Sym:
-        return trace_layer(tape, z, out_width, self.kernel_volume(spec), True)  # a gate keeps its bias
-
-    def trace_head(self, tape: Tape, s: Sym, spec: "ModelSpec") -> Sym:
-        return Head.trace(tape, s, spec.classes, spec.bias, self.pool() is not None)
-
     def __repr__(self) -> str:
         return f"Family({self.name!r})"
 
 
 @dataclass(frozen=True)
 class Description:
-    """A model, described once: what the builder builds and the cost tape traces."""
+    """A model, described once: what the builder builds."""
 
     spec: "ModelSpec"
     family: Family

@@ -27,10 +27,9 @@ import math
 import torch
 from torch import nn
 
-from ..layers import make_activation, trace_activation, trace_layer
+from ..layers import make_activation
 from ..skips.base import Connection
 from ..skips.shared_storage import Pieces, run_on_pieces
-from ..tape import Sym, Tape
 from .base import Family, ShapeError
 
 PLACEMENTS = ("pre", "post")
@@ -68,24 +67,6 @@ class CausalSelfAttention(nn.Module):
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, self.width)
         return self.proj(y)
 
-    @staticmethod
-    def trace(tape: Tape, z: Sym, width: int, heads: int, bias: bool) -> Sym:
-        """Measured with saved_tensors_hooks (tests/test_transformer.py): the qkv Linear keeps
-        z; q k^T keeps contiguous copies of q and k (the matmul folds (B, h, T, d) views into
-        a batched product); softmax keeps its output, which att @ v keeps with a copy of v;
-        the output projection keeps the re-laid-out y. The mask and the scale keep nothing
-        that needs a gradient."""
-        T = z.positions
-        qkv = trace_layer(tape, z, 3 * width, 1, bias)
-        del qkv
-        q, k, v = (tape.new(width, T) for _ in range(3))  # the matmuls' contiguous copies
-        tape.save(q, k, v)
-        tape.matmul += 2 * 2 * T * width * T  # q k^T and att v: 2 T C FLOPs per token each, full context
-        probs = tape.new(heads * T, T)  # (h, T, T) per sample
-        tape.save(probs)
-        y = tape.new(width, T)
-        return trace_layer(tape, y, width, 1, bias)
-
 
 class MLPSublayer(nn.Sequential):
     """Linear(in, r w) -> activation -> Linear(r w, w) (GPT-2's 4x MLP with GELU)."""
@@ -102,11 +83,6 @@ class MLPSublayer(nn.Sequential):
 
     def after_first(self, y: torch.Tensor) -> torch.Tensor:
         return self.proj(self.act(y))
-
-    @staticmethod
-    def trace(tape: Tape, z: Sym, width: int, ratio: int, activation: str, bias: bool) -> Sym:
-        a = trace_activation(tape, trace_layer(tape, z, ratio * width, 1, bias), activation)
-        return trace_layer(tape, a, width, 1, bias)
 
 
 class Sublayer(nn.Sequential):
@@ -310,53 +286,6 @@ class Transformer(Family):
     def head(self, spec, width):
         final = self.norm(spec, width) if spec.placement == "pre" else nn.Identity()
         return Readout(final, width, spec.classes, spec.bias, pool=spec.vocab == 0)
-
-    # -- traces -------------------------------------------------------------------------
-    def trace_norm(self, tape: Tape, y: Sym, spec) -> Sym:
-        """LayerNorm (one fused op) keeps its input and a mean and rstd per token; RMSNorm,
-        composite in torch 2.13 (x * rsqrt(mean(x^2) + eps) * weight), keeps its input, one
-        rstd per token and the normalised x for the weight's gradient (measured with
-        saved_tensors_hooks: tests/test_transformer.py). Affine: weight and bias (LayerNorm),
-        weight (RMSNorm)."""
-        if spec.norm == "none":
-            return y
-        tape.save(y)
-        if spec.norm == "layer":
-            tape.params += 2 * y.channels
-            tape.keep(y, per_sample=2 * y.positions)
-        else:
-            tape.params += y.channels
-            tape.keep(y, per_sample=y.positions)
-            tape.save(tape.derived(y))
-        return tape.derived(y)
-
-    def trace_stem(self, tape, x, spec):
-        if spec.vocab > 0:  # the lookup keeps the indices (the input): nothing counted
-            tape.params += spec.vocab * spec.width
-        else:  # the Linear keeps the (B, T, C) view of the (B, C, T) input: the input itself for
-            # one feature per step (a size-1 dim needs no re-layout), else a contiguous copy
-            if x.channels > 1:
-                x = tape.new(x.channels, x.positions)
-            trace_layer(tape, x, spec.width, 1, spec.bias)
-        tape.params += spec.context * spec.width
-        return tape.new(spec.width, x.positions)
-
-    def trace_branch(self, tape, z, site, spec):
-        if spec.placement == "pre":
-            z = self.trace_norm(tape, z, spec)
-        if self.kind(site) == "attention":
-            return CausalSelfAttention.trace(tape, z, site.widths.features, spec.heads, spec.bias)
-        return MLPSublayer.trace(tape, z, site.widths.features, spec.mlp_ratio, spec.activation, spec.bias)
-
-    def trace_place(self, tape, stream, site, spec):
-        return self.trace_norm(tape, stream, spec) if spec.placement == "post" else stream
-
-    def trace_head(self, tape, s, spec):
-        if spec.placement == "pre":
-            s = self.trace_norm(tape, s, spec)
-        if spec.vocab == 0:  # the mean keeps nothing; the Linear keeps the pooled (B, C)
-            s = tape.new(s.channels, 1)
-        return trace_layer(tape, s, spec.classes, 1, spec.bias)
 
 
 TRANSFORMER_FAMILY = Transformer()

@@ -8,7 +8,7 @@ operand is an **activation** (computed from the input), a **weight** (a paramete
 buffer, a view of one, or a tensor computed from weights alone: a softmax of mixing
 weights), or a **number** (a Python number or a 0-dim activation such as attention's
 ``sqrt(d)``). The rule, one FLOP per output element (``addcmul`` 2), as
-``skiplab.cost.measure`` and every strategy's analytic trace count:
+``skiplab.cost`` counts every strategy's merges by it:
 
 * a sum (``add``, ``sub``, ``lerp``'s two ends, ``addcmul``'s addend) counts when at least one
   operand is an activation, every activation has the output's shape (not broadcast), and
@@ -36,6 +36,8 @@ from __future__ import annotations
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from .storage import storage_key
+
 _aten = torch.ops.aten
 ELEMENTWISE = {_aten.add.Tensor: 1, _aten.sub.Tensor: 1, _aten.mul.Tensor: 1, _aten.div.Tensor: 1,
                _aten.lerp.Tensor: 1, _aten.lerp.Scalar: 1, _aten.addcmul.default: 2}
@@ -51,13 +53,13 @@ class Weights:
     and every tensor computed from weights alone (tracked as it is made)."""
 
     def __init__(self, tensors) -> None:
-        self.storages = {t.untyped_storage().data_ptr() for t in tensors}
+        self.storages = {storage_key(t) for t in tensors}
         self.derived = WeakTensorKeyDictionary()
         self.reduced = WeakTensorKeyDictionary()  # outputs of counted sums over a dimension
         self.masks = WeakTensorKeyDictionary()  # tensors filled at random (dropout's mask)
 
     def holds(self, t: torch.Tensor) -> bool:
-        return t in self.derived or t.untyped_storage().data_ptr() in self.storages
+        return t in self.derived or storage_key(t) in self.storages
 
     def note(self, func, args, out) -> None:
         """Mark ``out`` as a weight when every tensor ``args`` holds is one; mark a tensor

@@ -77,7 +77,8 @@ def _time(model: nn.Module, inputs, kwargs, repeats: int) -> float | None:
     return statistics.median(times[1:])
 
 
-def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 5, **kwargs: Any) -> Profile:
+def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 5, backward: bool = True,
+            **kwargs: Any) -> Profile:
     """Profile one forward (and backward) of ``model(*inputs, **kwargs)``.
 
     Per module (dotted name, as ``named_modules``) and in total, for the whole batch:
@@ -91,6 +92,7 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"profile: expected a torch.nn.Module, got {type(model).__name__}")
+    backward_pass = backward
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats: must be an integer >= 1, got {repeats!r}")
     params = list(model.parameters())
@@ -109,7 +111,7 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
         stack.detach()
     start = scalar_of(output)
     backward = None
-    if start is not None:
+    if start is not None and backward_pass:
         with FlopCounterMode(display=False) as counter:
             start.backward()
         backward = counter.get_total_flops()

@@ -9,18 +9,20 @@ from collections import defaultdict
 
 import torch
 
+from .storage import storage_key
+
 from .scope import ModuleStack
 
 
 class SavedBytes:
     def __init__(self, stack: ModuleStack, excluded: list[torch.Tensor]) -> None:
         self.stack = stack
-        self.excluded = {t.untyped_storage().data_ptr() for t in excluded}
+        self.excluded = {storage_key(t) for t in excluded}
         self.seen: dict[int, tuple[int, str]] = {}  # storage -> (bytes, module)
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        ptr = storage.data_ptr()
+        ptr = storage_key(t)
         if ptr not in self.excluded and ptr not in self.seen and storage.nbytes() > 0:
             self.seen[ptr] = (storage.nbytes(), self.stack.current)
         return t

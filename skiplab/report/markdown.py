@@ -104,7 +104,7 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
     if training_figures:
         parts += ["", "## Training figures", *training_figures]
     if data.costs:
-        parts += ["", "## Cost (analytic, per sample; memory for one training batch)", "",
+        parts += ["", "## Cost (counted on the model, per sample; memory for one training batch)", "",
                   _md_table(cost_table(data.costs)), *_figures(figures, "cost", base)]
     if data.gradients:
         parts += ["", "## Gradient flow at init (equal width)", "",

@@ -115,7 +115,7 @@ def cost_sentence(data: ReportData) -> str | None:
                 f"{b['params'] / a['params']:.2f} times the parameters of {A} ({b['params']:,} vs {a['params']:,}), "
                 f"{b['flops'] / a['flops']:.2f} times its FLOPs per sample and "
                 f"{b['activation_bytes'] / a['activation_bytes']:.2f} times its activation memory, and copies "
-                f"{b['concat_bytes'] / 2**20:.3g} MiB per training batch in concatenations (analytic).")
+                f"{b['concat_bytes'] / 2**20:.3g} MiB per training batch in concatenations (counted).")
     cell = _cells(data.group_rows("equal-width"))  # no stored costs: parameters from the runs
     depths = sorted(d for (s, d) in cell if s == A and (B, d) in cell and cell[(s, d)]["params"])
     if not depths:

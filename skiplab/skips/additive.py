@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tape import Sym, Tape
 from .base import Connection, Strategy
 
 
@@ -85,11 +84,6 @@ class LayerScale(Connection):
         return s + _channel_view(self.gamma, f, self.channel_dim) * f
 
 
-# -- the strategies ---------------------------------------------------------------------
-def _added(tape: Tape, f: Sym) -> Sym:
-    """The new stream tensor of a sum with ``f``'s shape (an add keeps nothing for backward)."""
-    return tape.new(f.channels, f.positions)
-
 
 class PlainStrategy(Strategy):
     name = "plain"
@@ -100,9 +94,6 @@ class PlainStrategy(Strategy):
 
     def connection(self, branch, site, opts, make_gate):
         return Plain(branch)
-
-    def trace_write(self, tape, s, f, site, opts, trace_gate):
-        return f  # nothing to merge, nothing kept
 
 
 class AddStrategy(Strategy):
@@ -115,10 +106,6 @@ class AddStrategy(Strategy):
     def connection(self, branch, site, opts, make_gate):
         return Residual(branch)
 
-    def trace_write(self, tape, s, f, site, opts, trace_gate):
-        tape.merge += f.elements  # one add per element
-        return _added(tape, f)
-
 
 class ReZeroStrategy(Strategy):
     name = "rezero"
@@ -130,12 +117,6 @@ class ReZeroStrategy(Strategy):
     def connection(self, branch, site, opts, make_gate):
         return ReZero(branch)
 
-    def trace_write(self, tape, s, f, site, opts, trace_gate):
-        tape.params += 1
-        tape.merge += 2 * f.elements  # a * f, then + s
-        tape.save(f)  # a * f keeps f for a's gradient
-        return _added(tape, f)
-
 
 class LayerScaleStrategy(Strategy):
     name = "layerscale"
@@ -146,12 +127,6 @@ class LayerScaleStrategy(Strategy):
 
     def connection(self, branch, site, opts, make_gate):
         return LayerScale(branch, site.widths.features, layerscale_init(site.depth), site.channel_dim)
-
-    def trace_write(self, tape, s, f, site, opts, trace_gate):
-        tape.params += f.channels
-        tape.merge += 2 * f.elements  # g * f, then + s
-        tape.save(f)  # g * f keeps f for g's gradient
-        return _added(tape, f)
 
 
 PLAIN, ADD, REZERO, LAYERSCALE = PlainStrategy(), AddStrategy(), ReZeroStrategy(), LayerScaleStrategy()

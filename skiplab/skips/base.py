@@ -14,8 +14,8 @@ that stream:
 Everything else a strategy knows is declared once, on its class, and asked by everyone
 else: its hyperparameters (:class:`Option`, with validation and defaults), its width rule
 (pure arithmetic, so costs answer for depths that could never be built), its width
-constraints, what the stream becomes when a branch is removed (lesion), how it initialises,
-and its analytic trace (params, FLOPs, saved bytes, copied bytes) next to its forward.
+constraints, what the stream becomes when a branch is removed (lesion), how it initialises.
+What it costs is counted on the built model (``skiplab.cost``), never written down twice.
 Nothing outside ``skiplab/skips/`` tests a strategy's name.
 
 Tensors: a family's layout puts channels at ``site.channel_dim`` (1 for ``(B, C, *S)``,
@@ -30,7 +30,6 @@ from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 import torch
 from torch import nn
 
-from ..tape import Sym, Tape
 from ..validate import SpecError, boolean, choice, integer
 
 
@@ -82,8 +81,6 @@ class Site:
 
 # make_gate(in_width, out_width) -> a layer of the family's kind with a bias (highway's gate).
 MakeGate = Callable[[int, int], nn.Module]
-# trace_gate(tape, z, out_width) -> Sym: the same layer's analytic trace.
-TraceGate = Callable[[Tape, Sym, int], Sym]
 
 
 class Connection(nn.Module):
@@ -217,20 +214,6 @@ class Strategy:
         return x0
 
     def readout(self, stream: Any, opts: Mapping[str, Any]) -> torch.Tensor:
-        return stream
-
-    # -- analytic trace (mirrors init/read/write/readout on symbols) ---------------------
-    def trace_init(self, tape: Tape, x0: Sym, opts: Mapping[str, Any]) -> Any:
-        return x0
-
-    def trace_read(self, tape: Tape, stream: Any, site: Site, opts: Mapping[str, Any]) -> Sym:
-        return stream
-
-    def trace_write(self, tape: Tape, stream: Any, f: Sym, site: Site, opts: Mapping[str, Any],
-                    trace_gate: TraceGate) -> Any:
-        raise NotImplementedError
-
-    def trace_readout(self, tape: Tape, stream: Any, opts: Mapping[str, Any]) -> Sym:
         return stream
 
     def describe(self) -> dict[str, Any]:

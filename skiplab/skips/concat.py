@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tape import Sym, Tape
 from .base import BlockWidths, Connection, Option, Strategy
 from .shared_storage import Pieces, Shared, concat, run_on_pieces
 
@@ -131,7 +130,7 @@ MEMORY = Option("memory", str, "naive", "naive: cat the state after every sublay
 
 
 class _ConcatStrategy(Strategy):
-    """Shared by the four: the merge, its trace, and the carried width ``keep``."""
+    """Shared by the four: the merge and the carried width ``keep``."""
 
     options = (MEMORY,)
 
@@ -153,34 +152,6 @@ class _ConcatStrategy(Strategy):
 
     def readout(self, stream, opts):
         return concat(stream) if isinstance(stream, Pieces) else stream
-
-    # -- traces: efficient memory keeps each feature once; cat's copies are counted where made
-    def trace_init(self, tape, x0, opts):
-        return Pieces((x0,)) if opts["memory"] == "efficient" else x0
-
-    def trace_read(self, tape, stream, site, opts):
-        if not isinstance(stream, Pieces):
-            return stream
-        tape.save(*stream)  # the Function keeps the features (each storage once) ...
-        z = tape.new(site.widths.in_width, stream[0].positions, recomputed=True)  # ... and rebuilds their cat
-        if len(stream) > 1:
-            tape.concat += z.elements  # the forward's cat, freed after the first layer
-        return z
-
-    def trace_write(self, tape, s, f, site, opts, trace_gate):
-        if isinstance(s, Pieces):
-            kept = _last_channels(s, self.keep(site.widths), lambda p: p.channels, tape.view)
-            return Pieces(kept + (f,))  # a cut piece stays one storage (a view)
-        out = tape.new(site.widths.out_width, f.positions)  # slicing and cat keep nothing for backward
-        tape.concat += out.elements  # ... but cat writes every carried and new element
-        return out
-
-    def trace_readout(self, tape: Tape, stream, opts) -> Sym:
-        if not isinstance(stream, Pieces) or len(stream) == 1:
-            return stream[0] if isinstance(stream, Pieces) else stream
-        out = tape.new(sum(p.channels for p in stream), stream[0].positions)
-        tape.concat += out.elements
-        return out
 
 
 class DenseStrategy(_ConcatStrategy):

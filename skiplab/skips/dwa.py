@@ -120,26 +120,5 @@ class DWAStrategy(Strategy):
     def readout(self, stream, opts):
         return DWA.reduce(stream)
 
-    def trace_init(self, tape, x0, opts):
-        return (x0,), x0
-
-    def trace_read(self, tape, stream, site, opts):
-        return stream[1]
-
-    def trace_write(self, tape, stream, f, site, opts, trace_gate):
-        outputs, _ = stream
-        tape.merge += f.elements  # the residual add; it keeps nothing
-        x = tape.new(f.channels, f.positions)
-        if not site.last_in_block:
-            return outputs, x
-        outputs = (*outputs, x)
-        tape.params += len(outputs)  # alpha_{i,0..i}
-        tape.merge += (2 * len(outputs) - 1) * x.elements  # i + 1 products, i sums
-        tape.save(*outputs)  # alpha_j * X_j keeps X_j for alpha_j's gradient: every X_j stays alive
-        return outputs, tape.new(x.channels, x.positions)
-
-    def trace_readout(self, tape, stream, opts):
-        return stream[1]
-
 
 DWA_STRATEGY = DWAStrategy()

@@ -51,13 +51,5 @@ class HighwayStrategy(Strategy):
     def connection(self, branch, site, opts, make_gate):
         return Highway(branch, make_gate(site.widths.in_width, site.widths.features))
 
-    def trace_write(self, tape, s, f, site, opts, trace_gate):
-        trace_gate(tape, s, f.channels)  # the gate layer (keeps s, as the branch does)
-        t = tape.new(f.channels, f.positions)
-        d = tape.new(f.channels, f.positions)  # f - s: a subtraction keeps nothing
-        tape.save(t, d)  # sigmoid keeps its output t; t * d keeps t and d
-        tape.merge += 3 * f.elements  # -, *, +
-        return tape.new(f.channels, f.positions)
-
 
 HIGHWAY = HighwayStrategy()

@@ -146,25 +146,6 @@ class CopiesStrategy(Strategy):
     def readout(self, stream, opts):
         return reduce(stream)
 
-    # The traced stream is (H, C): H a symbol of n x C channels (or, before the first layer,
-    # the stem's output itself, which the copies only view). A per-token coefficient tensor
-    # of k values is a symbol of k channels at the same positions.
-    def trace_init(self, tape, x0, opts):
-        return x0, x0.channels
-
-    def trace_mix(self, tape, f, opts, C):
-        """The write's arithmetic once its weights exist: mix the copies (n^2 products,
-        n (n - 1) sums), then + weight * f (B * f keeps f for B's gradient)."""
-        n, E = opts["streams"], f.elements
-        tape.save(f)
-        tape.merge += (2 * n * n - n) * E + 2 * n * E
-        return tape.new(n * C, f.positions), C
-
-    def trace_readout(self, tape, stream, opts):
-        H, C = stream
-        tape.merge += opts["streams"] * C * H.positions  # n - 1 sums over copies, then / n
-        return tape.new(C, H.positions)
-
 
 class HyperStrategy(CopiesStrategy):
     name = "hyper"
@@ -177,32 +158,6 @@ class HyperStrategy(CopiesStrategy):
     def connection(self, branch, site, opts, make_gate):
         return HyperConnection(branch, streams=opts["streams"], layer=site.index - 1, channels=site.widths.in_width,
                                channel_dim=site.channel_dim, dynamic=not opts["static"])
-
-    def trace_read(self, tape, stream, site, opts):
-        H, C = stream
-        n, P = opts["streams"], H.positions
-        tape.params += n + n * n + n  # A_m, A_r, B
-        if not opts["static"]:
-            tape.params += (n + 2) * C + 2  # W, s_a, s_b
-            tape.save(H)  # layer_norm keeps its input,
-            tape.saved_per_sample += 2 * n * P  # ... and a mean and an rstd per copy and token
-            bar = tape.new(n * C, P)
-            tape.save(bar)  # the projection keeps its input
-            tape.matmul += 2 * C * (n + 2) * n * P  # norm(H) W
-            t = tape.new(n * (n + 2), P)
-            tape.save(t)  # tanh keeps its output; s * t keeps t (s is a parameter)
-            tape.merge += 2 * (n + n * n + n) * P  # s * t + A, for A_m, A_r and B
-            a_m = tape.new(n, P)
-            tape.save(a_m)  # A_m(H) * H keeps A_m(H)
-        tape.save(H)  # A_m * H keeps H for A_m's gradient
-        tape.merge += (2 * n - 1) * C * P  # n products, n - 1 sums over the copies
-        return tape.new(C, P)
-
-    def trace_write(self, tape, stream, f, site, opts, trace_gate):
-        n = opts["streams"]
-        if not opts["static"]:
-            tape.save(tape.new(n * n, f.positions), tape.new(n, f.positions))  # A_r(H) and B(H), kept by the products
-        return self.trace_mix(tape, f, opts, stream[1])
 
 
 HYPER = HyperStrategy()

@@ -175,41 +175,5 @@ class MHCStrategy(CopiesStrategy):
         return MHC(branch, streams=opts["streams"], channels=site.widths.in_width, channel_dim=site.channel_dim,
                    iterations=opts["iterations"])
 
-    # -- trace: the stream is (H, C), as for hyper -----------------------------------------
-    def trace_read(self, tape, stream, site, opts):
-        H, C = stream
-        n, P, t = opts["streams"], H.positions, opts["iterations"]
-        D, k = n * C, 2 * n + n * n
-        tape.params += k * D + 3 + 2 * n + n * n  # phi, a, b_pre, b_post, b_res
-        # vec(x_l): a copy (the permuted stream is not contiguous), except for one copy,
-        # whose permutation only moves a dim of size 1: a view of the stream itself
-        x = H if n == 1 else tape.new(D, P)
-        r = tape.new(1, P)
-        tape.save(x, r)  # x * x keeps x; rsqrt keeps r; x * r keeps x and r
-        tape.merge += (3 * D + 1) * P  # x * x, sum (D - 1), / D, + eps, x * r
-        xn = tape.new(D, P)
-        tape.save(xn)  # the projection keeps its input
-        tape.matmul += 2 * D * k * P
-        p = tape.new(k, P)
-        tape.save(p)  # a * p keeps p (a is a parameter)
-        tape.merge += 2 * k * P  # a * p + b for the three maps
-        pre, post_s = tape.new(n, P), tape.new(n, P)
-        tape.save(pre, post_s)  # sigmoid keeps its output
-        tape.merge += n * P  # 2 sigmoid as s + s
-        m = tape.new(n * n, P)
-        tape.save(m)  # exp keeps its output
-        for _ in range(2 * t):  # Sinkhorn-Knopp: a sum and a division, twice per iteration
-            sums = tape.new(n, P)
-            tape.save(m, sums)  # a division keeps both operands
-            tape.merge += (n * n - n) * P + n * n * P
-            m = tape.new(n * n, P)
-        tape.save(m, H)  # the mixing keeps H_res and H; H_pre * H keeps H_pre (kept) and H
-        tape.merge += (2 * n - 1) * C * P  # H_pre x_l: n products, n - 1 sums
-        return tape.new(C, P)
-
-    def trace_write(self, tape, stream, f, site, opts, trace_gate):
-        tape.save(tape.new(opts["streams"], f.positions))  # H_post * f keeps H_post
-        return self.trace_mix(tape, f, opts, stream[1])
-
 
 MHC_STRATEGY = MHCStrategy()

@@ -4,7 +4,7 @@ commit 192ae2f with the round-1 API (ModelSpec had a `growth` field); kept for p
 import hashlib, json, sys
 import torch
 from skiplab.spec import ModelSpec
-from skiplab.cost import analytic_cost
+from skiplab.cost import model_cost
 from skiplab.model import build_model
 from skiplab.train import RunSpec, TrainConfig, train_run
 from skiplab.datasets import Dataset
@@ -22,7 +22,7 @@ for model, shape in (("mlp", (12,)), ("cnn1d", (2, 9)), ("cnn2d", (2, 5, 4))):
                                      aux_every=1 if depth == 3 and norm == "batch" else 0,
                                      activation="gelu" if norm == "layer" else "relu",
                                      init="kaiming" if not bias else "torch")
-                    c = analytic_cost(spec, batch=5)
+                    c = model_cost(spec, batch=5)
                     torch.manual_seed(0)
                     x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(1))
                     m = build_model(spec, seed=3).train()

@@ -1,0 +1,95 @@
+"""``model_cost``: the cost of a model, counted on the model (``skiplab.cost.count``)
+where it builds, even on the meta device, and estimated by the growth law of the deepest
+depths that build where it does not (issue 25, item 2: concat-double's widths double with
+depth, past what a tensor's size can hold), saying so under ``estimated``."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..spec import ModelSpec
+from .count import TooLargeToBuild, check_batch, counted_cost, meta_model
+from .laws import POLY_LAWS, classify
+
+
+def model_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
+    """``counted_cost(spec, batch)`` (see there for the keys), or for a model too large to
+    build even on meta, ``beyond_buildable``'s estimate: totals only, and ``estimated``."""
+    check_batch(batch)
+    try:
+        return counted_cost(spec, batch)
+    except TooLargeToBuild:
+        return beyond_buildable(spec, batch)
+
+
+FIT_POINTS = 8  # depths the extrapolation fits: enough to tell the laws apart (classify needs 4)
+
+
+@functools.lru_cache(maxsize=64)
+def _deepest_buildable(base: ModelSpec, below: int) -> int:
+    """The largest depth <= ``below`` at which ``base`` builds on meta (0 if none): a
+    bisection, as a model that builds at depth d builds at every smaller depth."""
+    lo, hi = 0, below
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _builds(base.replace(depth=mid)) else (lo, mid - 1)
+    return lo
+
+
+def _builds(spec: ModelSpec) -> bool:
+    try:
+        meta_model(spec)
+    except TooLargeToBuild:
+        return False
+    return True
+
+
+def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
+    """Totals of a model too large to build even on meta, from the growth laws of the
+    ``FIT_POINTS`` deepest depths below it that do build (issue 25, item 2: concat-double's
+    widths double with depth). A polynomial law reproduces counts exactly; the exponential
+    one to ``NEAR`` of the largest (its constant term is dropped). ``estimated`` names the
+    law and the depths; there is no ``per_block``."""
+    top = _deepest_buildable(spec.replace(depth=0), spec.depth - 1)
+    depths = list(range(max(1, top - FIT_POINTS + 1), top + 1))
+    if len(depths) < 4:
+        raise ValueError(f"depth: {spec.skip} at depth {spec.depth} cannot be built even on the meta device, "
+                         f"and too few smaller depths build ({len(depths)}) to fit a growth law")
+    costs = [counted_cost(spec.replace(depth=d), batch) for d in depths]
+
+    def law_at(values: list[int]) -> tuple[float, str]:
+        law = classify(depths, values)
+        c, x = law["coefficients"], spec.depth
+        if law["law"] in POLY_LAWS:
+            return round(sum(c[f"c{i}"] * x ** i for i in range(len(c)))), law["law"]
+        if law["law"] == "exponential":
+            return c["b"] * c["base"] ** x, f"exponential, base {c['base']:.4g}"
+        raise ValueError(f"depth: {spec.skip} at depth {spec.depth} cannot be built even on the meta device, and "
+                         f"its costs over depths {depths[0]}..{depths[-1]} follow no law to extrapolate")
+
+    laws = {}
+
+    def fitted(*path: str):
+        value, laws[path] = law_at([_at(c, path) for c in costs])
+        return value
+
+    d = spec.describe()
+    params = {k: fitted("params", k) for k in costs[-1]["params"]}
+    flops = {k: fitted("flops", k) for k in costs[-1]["flops"]}
+    named = {"params": ("params", "total"), "FLOPs": ("flops", "total"), "activation bytes": ("activation_bytes",)}
+    return {
+        "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
+        "options": dict(d.options), "batch": batch, "state_width": spec.state_width, "spec": spec.to_dict(),
+        "params": params, "flops": flops, "flops_per_token": flops["total"] / d.positions,
+        "activation_bytes": fitted("activation_bytes"), "concat_bytes": fitted("concat_bytes"),
+        "per_block": [], "block_flops_ratio": [],
+        "estimated": (f"too large to build even on the meta device: extrapolated from depths {depths[0]}..{depths[-1]} "
+                      f"({', '.join(f'{label} {laws[path]}' for label, path in named.items())})"),
+    }
+
+
+def _at(d: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        d = d[key]
+    return d

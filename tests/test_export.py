@@ -200,6 +200,7 @@ def test_mlflow_uri_forms(tmp_path):
     assert tracking_uri(str(folder)) == (f"sqlite:///{folder.resolve() / 'mlflow.db'}", folder / "mlartifacts")
     assert folder.is_dir()
     db = tmp_path / "a" / "m.db"
+    (tmp_path / "a").mkdir()  # only the last part of a path is made (tests/test_bad_input.py: a missing folder)
     assert tracking_uri(f"sqlite:///{db}") == (f"sqlite:///{db}", db.parent / "mlartifacts")
     assert tracking_uri("file:///tmp/mlruns") == ("file:///tmp/mlruns", None)
     for bad in ("http://localhost:5000", "databricks://profile", "postgresql://host/db", "sqlite://"):

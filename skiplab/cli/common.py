@@ -10,7 +10,7 @@ from typing import Any
 from ..families import FAMILIES
 from ..families.transformer import PLACEMENTS
 from ..layers import ACTIVATIONS
-from ..skips import STRATEGIES, all_options
+from ..skips import STRATEGIES, all_options, check_options_taken
 from ..spec import INITS, ModelSpec
 
 
@@ -119,12 +119,11 @@ def options_for(args: argparse.Namespace, skip: str) -> dict[str, Any]:
 
 
 def check_option_flags(args: argparse.Namespace) -> None:
-    """A strategy option given for a command whose strategies do not declare it is an error."""
-    for name, owners in all_options().items():
-        if getattr(args, f"option_{name}", None) is not None and not any(s.name in args.skip for s in owners):
-            who = ", ".join(repr(s.name) for s in owners)
-            verb = "skip " + who + " uses" if len(owners) == 1 else "skips " + who + " use"
-            raise UsageError(f"--{name.replace('_', '-')}: only {verb} it; add one to --skip or drop the flag")
+    """A strategy option given for a command whose strategies do not declare it is an error
+    (the strategies' rule, :func:`skiplab.skips.check_options_taken`, as in sweep files)."""
+    given = [name for name in all_options() if getattr(args, f"option_{name}", None) is not None]
+    check_options_taken(given, args.skip, spell=lambda key: "--" + key.replace("_", "-"))
+
 
 def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
     """One ModelSpec per strategy named by --skip; each option flag goes to the strategies

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from typing import Any
 
 from ..families import FAMILIES
@@ -19,6 +20,13 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value that starts with a minus and a digit (-3,32,32, -1..5, -1e-3) is a value with
+        # a sign, to be refused for its sign, not an unknown flag ("expected one argument"):
+        # the rule of Python 3.13's argparse; before it only -3 and -1.5 were numbers.
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
     def error(self, message: str):  # argparse would print usage + exit; we want one line
         raise UsageError(message)
 

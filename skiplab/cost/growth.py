@@ -85,8 +85,10 @@ def parse_depths(text: str) -> list[int]:
             depths = [int(t) for t in text.split(",")]
     except ValueError:
         raise ValueError(f"depths: {text!r} is not a..b, a..b:step or a comma-separated list of integers") from None
-    if not depths or min(depths) < 0:
-        raise ValueError(f"depths: {text!r} gives no depths >= 0")
+    if not depths:
+        raise ValueError(f"depths: {text!r} gives no depths (a..b needs a <= b)")
+    if min(depths) < 0:
+        raise ValueError(f"depths: must be >= 0, got {min(depths)} in {text!r}")
     return depths
 
 

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from .datasets import Dataset, TextDataset
+from .families import FAMILIES
 from .spec import ModelSpec
 from .validate import SpecError
 
@@ -22,8 +23,12 @@ def model_fields_from(data: Dataset | TextDataset, given: dict[str, Any]) -> dic
 def _check_text(model: ModelSpec, data: TextDataset) -> None:
     # the family says whether its stem embeds tokens (getattr: families before the transformer lack it)
     vocab = getattr(model, "vocab", 0) or 0
-    if not getattr(model.family, "takes_tokens", False) or vocab == 0:
-        raise SpecError(f"dataset: {data.name!r} is a token sequence; only --model transformer takes it")
+    if not getattr(model.family, "takes_tokens", False):
+        takers = " or ".join(f.name for f in FAMILIES.values() if getattr(f, "takes_tokens", False))
+        raise SpecError(f"dataset: {data.name!r} is a token sequence; only --model {takers} takes it")
+    if vocab == 0:  # a family that embeds tokens, told to take numbers (vocab 0)
+        raise SpecError(f"vocab: the dataset {data.name!r} is a token sequence of {data.vocab} symbols, but vocab 0 "
+                        f"makes the model take numbers; give vocab {data.vocab} or leave it out")
     if vocab != data.vocab:
         raise SpecError(f"vocab: the model embeds {vocab} symbols, the dataset {data.name!r} has {data.vocab}")
     if model.classes != data.vocab:

@@ -71,11 +71,11 @@ class ModelSpec:
         integer("width", self.width, 1)
         integer("aux_every", self.aux_every, 0)
         integer("kernel_size", self.kernel_size, 1)
+        integer("vocab", self.vocab, 0)  # before classes: a language model's classes are its vocab
         integer("classes", self.classes, 1)
         integer("max_state_width", self.max_state_width, 1)
         integer("heads", self.heads, 1)
         integer("mlp_ratio", self.mlp_ratio, 1)
-        integer("vocab", self.vocab, 0)
         if self.context is not None:
             integer("context", self.context, 1)
         self._check_family_fields(family)
@@ -119,7 +119,8 @@ class ModelSpec:
         shape = self.input_shape
         if shape is not None and not (isinstance(shape, (tuple, list)) and len(shape) >= 1 and all(
                 isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
-            raise SpecError(f"input_shape: {self.model} takes {family.input_form} of positive integers, got {shape!r}")
+            raise SpecError(f"input_shape: sizes must be integers >= 1 ({self.model} takes {family.input_form}), "
+                            f"got {shape!r}")
         if "context" in family.fields:  # the family derives the shape and the sequence length together
             try:
                 shape, context = family.resolve_shape(self)

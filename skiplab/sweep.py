@@ -12,7 +12,8 @@ value or a list of values, and the sweep is the product of the lists::
     model = "cnn1d"
     skip = ["plain", "add"]    # any ModelSpec field: depth, width, norm, ...; and any
     growth = 16                # strategy option (growth, streams, ...): it goes to the
-                               # strategies that declare it
+                               # strategies that declare it; one none of them declares
+                               # is refused, as on the command line
     depth = [2, 12]
     dataset = "mnist1d"        # also: label_column, params | flops (a budget), vary
 
@@ -59,7 +60,7 @@ from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
 from .executors import Ray
 from .runner import execute_group, run_all, works_of
 from .scheduler import schedule
-from .skips import STRATEGIES, all_options, sizing_option_names
+from .skips import STRATEGIES, OptionError, all_options, check_options_taken, sizing_option_names
 from .spec import ModelSpec, SpecError
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from
@@ -221,11 +222,21 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
     head, grid, train = doc.get("sweep", {}), doc.get("grid", {}), doc.get("train", {})
     if "params" in grid and "flops" in grid:
         raise _fail("grid", "params and flops: give one budget, not both")
+    skips = _axis("grid", "skip", grid.get("skip", ModelSpec.skip))
+    for skip in skips:
+        _choices("grid", "skip", skip, tuple(STRATEGIES))
+    try:  # an option none of the grid's strategies takes: the command line's rule, before any run
+        check_options_taken([k for k in grid if k in _OPTION_KEYS], skips)
+    except OptionError as e:
+        raise _fail("grid", str(e)) from None
     if "vary" in grid:
         if "params" not in grid and "flops" not in grid:
             raise _fail("grid", "vary: sizes a budget; give params or flops with it")
         for v in _axis("grid", "vary", grid["vary"]):
             _choices("grid", "vary", v, VARY)
+            if v != "width" and not any(o.name == v and o.sizes for s in skips for o in STRATEGIES[s].options):
+                raise _fail("grid", f"vary: none of {', '.join(map(repr, skips))} has a {v} to vary; "
+                                    "add a strategy that does to skip, or vary 'width'")
     group = head.get("group", "sweep")
     if not isinstance(group, str):
         raise _fail("sweep", f"group: must be a string, got {group!r}")

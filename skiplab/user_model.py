@@ -91,8 +91,10 @@ def example_input(shape: tuple[int, ...], batch: int, dtype: str = "float32", vo
         if vocab is not None:
             raise ValueError(f"vocab: token ids need an integer dtype (--dtype int64), not {dtype}")
         return torch.randn(batch, *shape, generator=g).to(t)
-    if vocab is None or vocab < 1:
+    if vocab is None:
         raise ValueError("vocab: integer inputs are token ids; give their range with --vocab V (V >= 1)")
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise ValueError(f"vocab: token ids are drawn from [0, V): V must be an integer >= 1, got {vocab!r}")
     return torch.randint(0, vocab, (batch, *shape), generator=g, dtype=t)
 
 

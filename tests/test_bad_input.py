@@ -70,6 +70,10 @@ def _empty_store(d: Path) -> None:
     Store(d / "out").close()
 
 
+def _folder(name: str) -> Callable[[Path], None]:
+    return lambda d: (d / name).mkdir(parents=True)
+
+
 def _both(*makers: Callable[[Path], None]) -> Callable[[Path], None]:
     def make(d: Path) -> None:
         for m in makers:
@@ -87,6 +91,9 @@ TRAIN = ["train", "--model", "mlp", "--depth", "1", "--width", "8", "--epochs", 
 SWEEP = ["sweep", "{d}/s.toml", "--out", "{d}/out"]
 TRAIN_T = ["train", "--model", "transformer", "--depth", "1", "--width", "8", "--heads", "2", "--epochs", "1",
            "--seeds", "1", "--workers", "1", "--out", "{d}/out"]
+EXPORT = ["runs", "export", "--out", "{d}/out"]
+PROFILE = ["profile", "{d}/m.py:make"]
+MODEL_FILE = "import torch\n\ndef make():\n    return torch.nn.Linear(6, 2)\n"
 CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
     # -- the command itself
     ("no-command", [], None),
@@ -193,6 +200,32 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
      _empty_store),
     ("runs-export-experiment-without-mlflow", ["runs", "export", "--out", "{d}/out", "--csv", "{d}/x.csv",
                                                "--experiment", "e"], _empty_store),
+    # -- runs export: each target checked before any is written, and before MLflow is imported (issue 24)
+    ("runs-export-mlflow-sqlite-folder", EXPORT + ["--mlflow", "sqlite:///{d}/ml"], _both(_empty_store, _folder("ml"))),
+    ("runs-export-mlflow-sqlite-text-file", EXPORT + ["--mlflow", "sqlite:///{d}/notes.txt"],
+     _both(_empty_store, _write("notes.txt", "a text file, not a database\n" * 3))),
+    ("runs-export-mlflow-sqlite-short-file", EXPORT + ["--mlflow", "sqlite:///{d}/m.db"],
+     _both(_empty_store, _write("m.db", "SQLite"))),
+    ("runs-export-mlflow-sqlite-the-store", EXPORT + ["--mlflow", "sqlite:///{d}/out/runs.db"], _empty_store),
+    ("runs-export-mlflow-folder-text-db", EXPORT + ["--mlflow", "{d}/ml"],
+     _both(_empty_store, _folder("ml"), _write("ml/mlflow.db", "not a database"))),
+    ("runs-export-mlflow-bare-word", EXPORT + ["--mlflow", "databricks"], _empty_store),
+    ("runs-export-mlflow-bare-word-a-file", EXPORT + ["--mlflow", "notes.txt"],
+     _both(_empty_store, _write("notes.txt", "text"))),
+    ("runs-export-mlflow-sqlite-missing-folders", EXPORT + ["--mlflow", "sqlite:///{d}/no/such/dir/m.db"],
+     _empty_store),
+    ("runs-export-mlflow-sqlite-relative-missing-folder", EXPORT + ["--mlflow", "sqlite:///no/m.db"], _empty_store),
+    ("runs-export-mlflow-folder-missing-parent", EXPORT + ["--mlflow", "{d}/no/such/ml"], _empty_store),
+    ("runs-export-mlflow-file-uri-missing-parent", EXPORT + ["--mlflow", "file://{d}/no/such/ml"], _empty_store),
+    ("runs-export-experiment-empty", EXPORT + ["--mlflow", "{d}/ml", "--experiment", ""], _empty_store),
+    ("runs-export-experiment-blank", EXPORT + ["--mlflow", "{d}/ml", "--experiment", " \t "], _empty_store),
+    ("runs-export-csv-then-bad-mlflow", EXPORT + ["--csv", "{d}/x.csv", "--mlflow", "databricks"], _empty_store),
+    ("runs-export-tensorboard-then-bad-mlflow", EXPORT + ["--tensorboard", "{d}/tb", "--mlflow", "{d}/no/ml"],
+     _empty_store),
+    ("runs-export-csv-is-a-folder", EXPORT + ["--csv", "{d}/x"], _both(_empty_store, _folder("x"))),
+    ("runs-export-csv-onto-the-store", EXPORT + ["--csv", "{d}/out/runs.db"], _empty_store),
+    ("runs-export-tensorboard-missing-parent", EXPORT + ["--tensorboard", "{d}/no/such/tb"], _empty_store),
+    ("runs-export-tensorboard-is-a-file", EXPORT + ["--tensorboard", "{d}/tb"], _both(_empty_store, _write("tb", "x"))),
     # -- sweep: files and flags
     ("sweep-missing-file", SWEEP, None),
     ("sweep-not-toml", SWEEP, _sweep("[grid\nskip = ")),
@@ -213,6 +246,13 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
     ("sweep-address-without-ray", SWEEP + ["--address", "auto"], _sweep(GOOD_SWEEP)),
     ("sweep-unknown-backend", SWEEP + ["--backend", "slurm"], _sweep(GOOD_SWEEP)),
     ("sweep-corrupt-store", SWEEP, _both(_sweep(GOOD_SWEEP), _corrupt_store)),
+    # strategy options a grid's strategies do not take: the command line's rule (issue 24)
+    ("sweep-growth-on-add", SWEEP, _good_sweep_with("grid", "growth = 4")),
+    ("sweep-streams-on-add", SWEEP, _good_sweep_with("grid", "streams = 2")),
+    ("sweep-memory-on-add-and-plain", SWEEP,
+     _sweep(GOOD_SWEEP.replace('skip = "add"', 'skip = ["add", "plain"]\nmemory = "efficient"'))),
+    ("sweep-vary-growth-on-add", SWEEP, _good_sweep_with("grid", "params = 5000\nvary = 'growth'")),
+    ("sweep-negative-vocab", SWEEP, _good_sweep_with("grid", "vocab = -3")),
     # -- the transformer family (issue 13): each refused before any training
     ("transformer-heads-not-dividing-width", ["build", "--model", "transformer", "--width", "30", "--heads", "4"], None),
     ("transformer-dense-growth-not-divisible", ["build", "--model", "transformer", "--skip", "dense",
@@ -231,6 +271,19 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
     ("text-binary-file", TRAIN_T + ["--dataset", "{d}/bin.txt"], _write("bin.txt", bytes(range(256)) * 20)),
     ("text-too-short", TRAIN_T + ["--dataset", "{d}/tiny.txt"], _write("tiny.txt", "hello world")),
     ("study-unknown-family-plan", ["study", "--model", "cnn2d", "--out", "{d}/out"], None),
+    ("transformer-vocab-zero-on-text", TRAIN_T + ["--dataset", "pydoc", "--vocab", "0"], None),
+    ("transformer-negative-vocab", TRAIN_T + ["--dataset", "pydoc", "--vocab", "-3"], None),
+    ("build-negative-vocab", ["build", "--vocab", "-3"], None),
+    ("cost-negative-vocab", ["cost", "--model", "transformer", "--vocab", "-3"], None),
+    # -- values with a sign: refused for the sign, not read as an unknown flag (issue 24)
+    ("build-negative-input-shape", ["build", "--input-shape", "-3,32,32"], None),
+    ("train-negative-input-shape", TRAIN + ["--input-shape", "-3,32,32"], None),
+    ("gradients-negative-size-inside-shape", ["gradients", "--model", "cnn2d", "--input-shape", "3,-32,32"], None),
+    ("cost-negative-depth-range", ["cost", "--depths", "-1..5"], None),
+    ("profile-negative-input-shape", PROFILE + ["--input-shape", "-3,32,32"], _write("m.py", MODEL_FILE)),
+    ("profile-negative-vocab", PROFILE + ["--input-shape", "6", "--dtype", "int64", "--vocab", "-3"],
+     _write("m.py", MODEL_FILE)),
+    ("runs-compare-negative-margin", ["runs", "compare", "{d}/out", "{d}/out", "--margin", "-1e-3"], _empty_store),
     # -- experiment
     ("experiment-unknown-name", ["experiment", "nope", "--out", "{d}/out"], None),
     ("experiment-zero-workers", ["experiment", "rezero", "--workers", "0", "--out", "{d}/out"], None),
@@ -243,10 +296,53 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None]] = [
 ]
 
 
+# The key part of the one line, for the cases where a message once misled or was a traceback
+# (issue 24): each names the value at fault and what would be right.
+WORDING = {
+    "runs-export-mlflow-sqlite-folder": "/ml is a folder, not a database file",
+    "runs-export-mlflow-sqlite-text-file": "notes.txt is not an SQLite database",
+    "runs-export-mlflow-sqlite-short-file": "m.db is not an SQLite database",
+    "runs-export-mlflow-sqlite-the-store": "runs.db is an SQLite database but not MLflow's",
+    "runs-export-mlflow-folder-text-db": "mlflow.db is not an SQLite database",
+    "runs-export-mlflow-bare-word": "--mlflow 'databricks': no folder of that name here, and not a URI; give "
+                                    "sqlite:///FILE.db, a file: URI, or a folder (./databricks makes a new folder)",
+    "runs-export-mlflow-bare-word-a-file": "is a file, not a folder",
+    "runs-export-mlflow-sqlite-missing-folders": "/no/such/dir does not exist; create it first",
+    "runs-export-mlflow-sqlite-relative-missing-folder": "the folder no does not exist",
+    "runs-export-mlflow-folder-missing-parent": "/no/such does not exist",
+    "runs-export-mlflow-file-uri-missing-parent": "/no/such does not exist",
+    "runs-export-experiment-empty": "--experiment: an experiment needs a name, got ''",
+    "runs-export-experiment-blank": "--experiment: an experiment needs a name, got ' \\t '",
+    "runs-export-csv-then-bad-mlflow": "--mlflow 'databricks'",
+    "runs-export-tensorboard-then-bad-mlflow": "/no does not exist",
+    "runs-export-csv-is-a-folder": "is a folder; give a file name in it",
+    "runs-export-csv-onto-the-store": "is the results store itself",
+    "runs-export-tensorboard-missing-parent": "/no/such does not exist",
+    "runs-export-tensorboard-is-a-file": "is a file, not a folder",
+    "sweep-growth-on-add": "sweep: [grid] growth: only skip 'dense' uses it, not 'add'",
+    "sweep-streams-on-add": "sweep: [grid] streams: only skips 'hyper', 'mhc' use it, not 'add'",
+    "sweep-memory-on-add-and-plain": "sweep: [grid] memory: only skips 'dense', ",
+    "sweep-vary-growth-on-add": "sweep: [grid] vary: none of 'add' has a growth to vary",
+    "sweep-negative-vocab": "vocab: must be an integer >= 0, got -3",
+    "transformer-vocab-zero-on-text": "vocab: the dataset 'pydoc' is a token sequence of 103 symbols, but vocab 0",
+    "transformer-negative-vocab": "vocab: must be an integer >= 0, got -3",
+    "build-negative-vocab": "vocab: must be an integer >= 0, got -3",
+    "cost-negative-vocab": "vocab: must be an integer >= 0, got -3",
+    "build-negative-input-shape": "input_shape: sizes must be integers >= 1",
+    "train-negative-input-shape": "input_shape: sizes must be integers >= 1",
+    "gradients-negative-size-inside-shape": "input_shape: sizes must be integers >= 1",
+    "cost-negative-depth-range": "depths: must be >= 0, got -1 in '-1..5'",
+    "profile-negative-input-shape": "input_shape: sizes must be integers >= 1, got (-3, 32, 32)",
+    "profile-negative-vocab": "vocab: token ids are drawn from [0, V): V must be an integer >= 1, got -3",
+    "runs-compare-negative-margin": "--margin: expected a number > 0, got '-1e-3'",
+}
+
+
 def _files(d: Path) -> dict[str, str]:
-    """Every file under ``d`` with a digest of its bytes."""
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(d.rglob("*")) if p.is_file()}
+    """Every file under ``d`` with a digest of its bytes, and every folder (an empty one
+    made by mistake counts)."""
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(d.rglob("*"))}
 
 
 def test_enough_distinct_cases():
@@ -254,8 +350,9 @@ def test_enough_distinct_cases():
     assert len({c[0] for c in CASES}) == len(CASES)
     assert len({tuple(c[1]) + (c[0] if c[2] else "",) for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES if c[1] and not c[1][0].startswith("-")}
-    assert commands == {"strategies", "build", "cost", "gradients", "train", "study", "report", "runs", "sweep",
-                        "experiment", "nope"}
+    assert commands == {"strategies", "build", "cost", "gradients", "profile", "train", "study", "report", "runs",
+                        "sweep", "experiment", "nope"}
+    assert set(WORDING) <= {c[0] for c in CASES}
 
 
 @pytest.fixture
@@ -263,8 +360,10 @@ def no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-@pytest.mark.parametrize("argv, make", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path, capsys, no_cuda, argv, make):
+@pytest.mark.parametrize("name, argv, make", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path, capsys, monkeypatch, no_cuda, name, argv,
+                                                             make):
+    monkeypatch.chdir(tmp_path)  # a relative path (--mlflow databricks) would be made here: seen, not missed
     if make:
         make(tmp_path)
     argv = [a.replace("{d}", str(tmp_path)) for a in argv]
@@ -275,6 +374,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path, capsys, n
     assert "Traceback" not in err and out == "", (out, err)
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("skiplab: error: "), err
+    assert WORDING.get(name, "") in lines[0]
     assert _files(tmp_path) == before  # nothing stored, created or changed
     assert not (tmp_path / "out").exists() or before  # no empty store folder left behind either
 

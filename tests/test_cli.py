@@ -86,9 +86,9 @@ def test_python_dash_m_no_traceback():
 @pytest.mark.parametrize("argv, message", [
     (["build", "--skip", "hyper", "--streams", "0"], "skiplab: error: streams: must be an integer >= 1, got 0"),
     (["build", "--skip", "add", "--streams", "4"],
-     "skiplab: error: --streams: only skips 'hyper', 'mhc' use it; add one to --skip or drop the flag"),
+     "skiplab: error: --streams: only skips 'hyper', 'mhc' use it, not 'add'; add one to --skip or drop --streams"),
     (["build", "--skip", "add", "--growth", "4"],
-     "skiplab: error: --growth: only skip 'dense' uses it; add one to --skip or drop the flag"),
+     "skiplab: error: --growth: only skip 'dense' uses it, not 'add'; add one to --skip or drop --growth"),
     (["cost", "--skip", "mhc", "--iterations", "0"], "skiplab: error: iterations: must be an integer >= 1, got 0"),
 ])
 def test_strategy_option_flags_bad_input(capsys, argv, message):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -195,13 +196,22 @@ def test_mlflow_export_again_duplicates_nothing(mlflow_store, out, capsys):
     assert [(m.step, m.value) for m in client.get_metric_history(again.info.run_id, "test/accuracy")] == [(1, 0.5)]
 
 
-def test_mlflow_uri_forms(tmp_path):
+def test_mlflow_uri_forms(tmp_path, monkeypatch):
     folder = tmp_path / "mlruns"
     assert tracking_uri(str(folder)) == (f"sqlite:///{folder.resolve() / 'mlflow.db'}", folder / "mlartifacts")
     assert folder.is_dir()
     db = tmp_path / "a" / "m.db"
+    (tmp_path / "a").mkdir()  # only the last part of a path is made (tests/test_bad_input.py: a missing folder)
     assert tracking_uri(f"sqlite:///{db}") == (f"sqlite:///{db}", db.parent / "mlartifacts")
     assert tracking_uri("file:///tmp/mlruns") == ("file:///tmp/mlruns", None)
+    # a bare word is a folder only if it exists (MLflow reads such words as servers); ./NAME makes one
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="no folder of that name here"):
+        tracking_uri("fresh")
+    assert not (tmp_path / "fresh").exists()
+    assert tracking_uri("./fresh")[0] == f"sqlite:///{(tmp_path / 'fresh' / 'mlflow.db').resolve()}"
+    assert (tmp_path / "fresh").is_dir()
+    assert tracking_uri("fresh")[1] == Path("fresh") / "mlartifacts"
     for bad in ("http://localhost:5000", "databricks://profile", "postgresql://host/db", "sqlite://"):
         with pytest.raises(ValueError, match="export: --mlflow"):
             tracking_uri(bad)

@@ -63,6 +63,12 @@ MODELS = """
     (["{f}:good", "--input-shape", "5"], "the model rejects an input of shape (32, 5) float32: RuntimeError: mat1 and mat2"),
     (["{f}:good", "--input-shape", "4,x"], "'4,x' is not comma-separated integers"),
     (["{f}:good", "--input-shape", "0"], "input_shape: sizes must be integers >= 1"),
+    # a size with a sign is a value to refuse for its sign, not an unknown flag ("expected one argument")
+    (["{f}:good", "--input-shape", "-3,32,32"], "input_shape: sizes must be integers >= 1, got (-3, 32, 32)"),
+    (["{f}:good", "--input-shape", "-4"], "input_shape: sizes must be integers >= 1, got (-4,)"),
+    (["{f}:good", "--input-shape=-3,32,32"], "input_shape: sizes must be integers >= 1, got (-3, 32, 32)"),
+    (["{f}:tokens", "--input-shape", "6", "--dtype", "int64", "--vocab", "-3"],
+     "vocab: token ids are drawn from [0, V): V must be an integer >= 1, got -3"),
     (["{f}:good"], "the following arguments are required: --input-shape"),
     (["{f}:tokens", "--input-shape", "6", "--dtype", "int64"], "--vocab V"),
     (["{f}:tokens", "--input-shape", "6", "--vocab", "10"], "token ids need an integer dtype"),
@@ -74,6 +80,7 @@ def test_profile_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(["profile", *(a.format(f=f) for a in argv)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("skiplab: error: ") and err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err
 
 
 def test_profile_token_model_and_import_error(tmp_path, capsys):

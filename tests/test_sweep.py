@@ -90,6 +90,15 @@ def test_readme_shows_the_example_file():
     ({"grid": {"params": 10}}, "sweep: [grid] params: a budget of 10 is below the smallest"),
     ({"grid": {"vary": "growth"}}, "sweep: [grid] vary: sizes a budget; give params or flops with it"),
     ({"grid": {"params": 20000, "vary": "depth"}}, "sweep: [grid] vary: unknown value 'depth'; allowed: width, growth"),
+    # an option none of the grid's strategies takes: the command line's rule (skips.check_options_taken)
+    ({"grid": {"skip": "add", "growth": 4}},
+     "sweep: [grid] growth: only skip 'dense' uses it, not 'add'; add one to skip or drop growth"),
+    ({"grid": {"growth": [4, 8]}}, "sweep: [grid] growth: only skip 'dense' uses it, not 'add'"),  # the default skip
+    ({"grid": {"skip": ["add", "plain"], "streams": 2}},
+     "sweep: [grid] streams: only skips 'hyper', 'mhc' use it, not 'add', 'plain'"),
+    ({"grid": {"skip": "add", "memory": "efficient"}}, "sweep: [grid] memory: only skips 'dense', 'concat-prev'"),
+    ({"grid": {"skip": "add", "params": 20000, "vary": "growth"}},
+     "sweep: [grid] vary: none of 'add' has a growth to vary"),
     ({"grid": {"dataset": "imagenet"}}, "sweep: [grid] dataset: unknown dataset 'imagenet'; known: mnist1d, digits"),
     ({"grid": {"skip": "concat-double", "depth": 20}}, "sweep: [grid] max_state_width:"),
     ({"train": {"lr": [1e-3, -1.0]}}, "sweep: [train] lr: must be a finite number > 0, got -1.0"),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from typing import Any
 
 from ..families import FAMILIES
 from ..families.transformer import PLACEMENTS
 from ..layers import ACTIVATIONS
-from ..skips import STRATEGIES, all_options
+from ..skips import STRATEGIES, all_options, check_options_taken
 from ..spec import INITS, ModelSpec
 
 
@@ -19,6 +20,13 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value that starts with a minus and a digit (-3,32,32, -1..5, -1e-3) is a value with
+        # a sign, to be refused for its sign, not an unknown flag ("expected one argument"):
+        # the rule of Python 3.13's argparse; before it only -3 and -1.5 were numbers.
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
     def error(self, message: str):  # argparse would print usage + exit; we want one line
         raise UsageError(message)
 
@@ -119,12 +127,11 @@ def options_for(args: argparse.Namespace, skip: str) -> dict[str, Any]:
 
 
 def check_option_flags(args: argparse.Namespace) -> None:
-    """A strategy option given for a command whose strategies do not declare it is an error."""
-    for name, owners in all_options().items():
-        if getattr(args, f"option_{name}", None) is not None and not any(s.name in args.skip for s in owners):
-            who = ", ".join(repr(s.name) for s in owners)
-            verb = "skip " + who + " uses" if len(owners) == 1 else "skips " + who + " use"
-            raise UsageError(f"--{name.replace('_', '-')}: only {verb} it; add one to --skip or drop the flag")
+    """A strategy option given for a command whose strategies do not declare it is an error
+    (the strategies' rule, :func:`skiplab.skips.check_options_taken`, as in sweep files)."""
+    given = [name for name in all_options() if getattr(args, f"option_{name}", None) is not None]
+    check_options_taken(given, args.skip, spell=lambda key: "--" + key.replace("_", "-"))
+
 
 def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
     """One ModelSpec per strategy named by --skip; each option flag goes to the strategies

@@ -7,6 +7,7 @@ import argparse
 from ..datasets import display_name
 from ..compare_stores import compare_stores
 from ..export import export_mlflow, export_tensorboard
+from ..export.targets import ACCEPTED, check_targets
 from ..metrics import BPC, metric_of
 from ..report import write_report
 from ..results import aggregate, pct
@@ -60,8 +61,9 @@ def run_export(args: argparse.Namespace) -> None:
     """Each export asked for, in turn: CSV, TensorBoard, MLflow (skiplab.export)."""
     if not (args.csv or args.tensorboard or args.mlflow):
         raise UsageError("say where to export: --csv FILE, --tensorboard DIR and/or --mlflow URI")
-    if args.experiment and not args.mlflow:
+    if args.experiment is not None and not args.mlflow:
         raise UsageError("--experiment names the MLflow experiment; give --mlflow URI too")
+    check_targets(args.out, args.csv, args.tensorboard, args.mlflow, args.experiment)  # all, before the first is written
     data: dict = {}
     lines = []
     if args.csv:
@@ -139,13 +141,14 @@ def add_parser(sub) -> None:
                                    "(params, metric histories, provenance tags, the report as an artifact). "
                                    "Give one or more of --csv, --tensorboard, --mlflow.")
     ep.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
-    ep.add_argument("--csv", metavar="FILE", help="CSV file to write")
+    ep.add_argument("--csv", metavar="FILE", help="CSV file to write (in an existing folder)")
     ep.add_argument("--tensorboard", metavar="DIR",
-                    help="TensorBoard log folder: one run per stored run, DIR/GROUP/SKIP-depthD-widthW-HASH-seedS "
+                    help="TensorBoard log folder (in an existing folder): one run per stored run, DIR/GROUP/SKIP-depthD-widthW-HASH-seedS "
                          "(needs skiplab[tensorboard])")
     ep.add_argument("--mlflow", metavar="URI",
-                    help="local MLflow store: sqlite:///FILE.db, or a folder (gets FOLDER/mlflow.db and "
-                         "FOLDER/mlartifacts); exporting again adds only what is new (needs skiplab[mlflow])")
+                    help=f"local MLflow store: {ACCEPTED} (a bare word names an existing folder; ./NAME makes a new one); a folder gets FOLDER/mlflow.db and FOLDER/mlartifacts; "
+                         "only the last folder of a path is created; exporting again adds only what is new "
+                         "(needs skiplab[mlflow])")
     ep.add_argument("--experiment", metavar="NAME",
                     help="MLflow experiment to write into (default: the results folder's name)")
     add_json_flag(ep)

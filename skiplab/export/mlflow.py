@@ -1,7 +1,9 @@
 """``skiplab runs export --mlflow URI``: every stored run as an MLflow run.
 
-Where: ``URI`` is ``sqlite:///FILE.db``, or a folder (``mlruns``), which gets
-``FOLDER/mlflow.db``; artifacts go to ``mlartifacts/`` beside the database. MLflow 3
+Where: ``URI`` is ``sqlite:///FILE.db``, or a folder (``./mlruns``), which gets
+``FOLDER/mlflow.db``; artifacts go to ``mlartifacts/`` beside the database; each is checked
+before MLflow is imported and before anything is created (:mod:`skiplab.export.targets`:
+a bare word is a folder only if it exists, a database file must be SQLite). MLflow 3
 keeps new features for its database stores and refuses its old file store unless
 ``MLFLOW_ALLOW_FILE_STORE=true`` is set, so a folder means a database in it; a ``file:``
 URI is passed to MLflow unchanged, for those who use that store. Nothing networked: other
@@ -41,9 +43,9 @@ import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlparse
 
 from .extras import need
+from .targets import experiment_name, mlflow_target
 from .fields import (StoredRuns, curve_name, flat_value, read_store, run_key, run_label, seconds, spec_fields,
                      summary_metrics)
 
@@ -55,29 +57,17 @@ BATCH = {"metrics": 1000, "params": 100, "tags": 100}
 
 def tracking_uri(uri: str) -> tuple[str, Path | None]:
     """The MLflow tracking URI for ``uri``, and the folder for artifacts (None: MLflow's
-    own choice, for a ``file:`` store). Creates a folder given as a path."""
-    scheme = urlparse(uri).scheme
-    if scheme == "sqlite":
-        db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-        if db is None or not db.name:
-            raise ValueError(f"export: --mlflow {uri!r}: write a database as sqlite:///PATH/TO/FILE.db")
-        _mkdir(db.parent)
-        return uri, db.parent / "mlartifacts"
-    if scheme == "file":
-        return uri, None
-    if scheme and len(scheme) > 1:  # (a one-letter scheme is a Windows drive)
-        raise ValueError(f"export: --mlflow {uri!r}: only a local store is written: sqlite:///FILE.db, a folder, "
-                         "or a file: URI")
-    folder = Path(uri)
-    _mkdir(folder)
-    return f"sqlite:///{(folder / 'mlflow.db').resolve()}", folder / "mlartifacts"
-
-
-def _mkdir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"export: cannot create {folder}: {e.strerror or e}") from None
+    own choice, for a ``file:`` store), checked first (:func:`~skiplab.export.targets.mlflow_target`).
+    Creates a new folder given as a path (only its last part)."""
+    target = mlflow_target(uri)
+    if target.create is not None:
+        try:
+            target.create.mkdir()
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ValueError(f"export: cannot create {target.create}: {e.strerror or e}") from None
+    return target.tracking_uri, target.artifacts
 
 
 @contextlib.contextmanager
@@ -167,6 +157,8 @@ def export_mlflow(out: str | os.PathLike, uri: str, experiment: str | None = Non
     ``added``, ``unchanged``, ``replaced`` runs, ``report`` (added | unchanged |
     replaced | none), with the ``experiment`` name and id and the ``tracking_uri``.
     Needs the ``mlflow`` extra."""
+    mlflow_target(uri)  # a bad target: one line, before MLflow's slow import
+    experiment = experiment_name(experiment)
     need("mlflow", "mlflow", "the MLflow export")
     stored = read_store(out)  # a missing store: one line, before anything is created
     folder = stored.path.parent

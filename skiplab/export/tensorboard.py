@@ -24,11 +24,11 @@ run is never there twice.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from .extras import need
 from .fields import curve_name, flat_value, read_store, run_path, seconds, spec_fields, summary_metrics
+from .targets import check_folder
 
 
 def run_hparams(run: dict[str, Any]) -> dict[str, Any]:
@@ -42,14 +42,14 @@ def run_hparams(run: dict[str, Any]) -> dict[str, Any]:
 def export_tensorboard(out: str | os.PathLike, logdir: str | os.PathLike) -> dict[str, Any]:
     """Write every run of the store in ``out`` under ``logdir``. Returns ``{"runs": n,
     "scalars": points written, "logdir": ...}``. Needs the ``tensorboard`` extra."""
+    logdir = check_folder("--tensorboard", logdir)  # only its last part is made, after every check
     need("tensorboard", "tensorboard", "the TensorBoard export")
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
     stored = read_store(out)
-    logdir = Path(logdir)
     try:
-        logdir.mkdir(parents=True, exist_ok=True)
+        logdir.mkdir(exist_ok=True)
     except OSError as e:
         raise ValueError(f"export: cannot create {logdir}: {e.strerror or e}") from None
     points = 0

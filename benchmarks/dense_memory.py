@@ -54,7 +54,7 @@ def run_one(family: str, depth: int, memory: str, steps: int, device: str, threa
         torch.set_num_threads(threads)
 
     from skiplab import ModelSpec, build_model
-    from skiplab.cost.analytic import analytic_cost
+    from skiplab.cost import model_cost
     from skiplab.cost.measure import saved_activation_bytes
     from skiplab.objective import loss_and_logits
 
@@ -66,7 +66,7 @@ def run_one(family: str, depth: int, memory: str, steps: int, device: str, threa
     g = torch.Generator().manual_seed(0)
     x, y = (t.to(device) for t in spec.family.random_batch(spec, batch, g))
     saved = saved_activation_bytes(model, x)
-    naive = analytic_cost(spec.replace(options=fields["options"]), batch)
+    naive = model_cost(spec.replace(options=fields["options"]), batch)
     # The lower bound, from the naive model's own saves: drop sublayers 2..L's concatenated inputs.
     positions = spec.family.positions(spec.input_shape)
     concat_inputs = sum(b["in_width"] for b in naive["per_block"][1:]) * positions * batch * 4

@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from skiplab import STRATEGIES, ModelSpec
 from skiplab.cli import main

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from skiplab import ModelSpec, build_model
-from skiplab.cost.count import model_cost
+from skiplab.cost import model_cost
 from skiplab.cost.growth import growth_over_depths
 from skiplab.cost.measure import measure_cost, saved_activation_bytes
 from skiplab.objective import loss_and_logits

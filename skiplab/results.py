@@ -50,7 +50,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_accuracy_mean": acc_mean,
             "test_accuracy_std": acc_std,
             "train_accuracy_mean": tr_mean,
-            "seconds_mean": mean_std([r["result"]["seconds"] for r in done])[0],
+            "seconds_mean": mean_std([r["result"].get("seconds") for r in done])[0],
             "metric": metric.key, "scores": scores, "score_mean": score_mean, "score_std": score_std,
             "tokens_per_second_mean": mean_std([r["result"].get("tokens_per_second") for r in done])[0],
         })

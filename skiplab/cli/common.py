@@ -7,6 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
+from ..errors import UserError
 from ..families import FAMILIES
 from ..families.transformer import PLACEMENTS
 from ..layers import ACTIVATIONS
@@ -14,11 +15,20 @@ from ..skips import STRATEGIES, all_options
 from ..spec import INITS, ModelSpec
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
+    """Every parser (the top one, each command's) takes ``--debug``: wherever it is given,
+    an error prints its traceback (``skiplab.cli.main``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: a command's parser sets it only when given, so `skiplab --debug train` keeps it
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="on an error, print its traceback")
+
     def error(self, message: str):  # argparse would print usage + exit; we want one line
         raise UsageError(message)
 

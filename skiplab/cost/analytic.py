@@ -12,6 +12,7 @@ from typing import Any
 
 from ..spec import ModelSpec
 from ..tape import Sym, Tape
+from ..errors import UserError
 
 DTYPE_BYTES = 4  # float32
 
@@ -26,7 +27,7 @@ def analytic_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     ``block_flops_ratio`` (block l+1 over block l).
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
+        raise UserError(f"batch: must be an integer >= 1, got {batch!r}")
     d = spec.describe()  # the same description the builder builds from
     family, strategy, opts = d.family, d.strategy, d.options
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..spec import ModelSpec
 from .analytic import analytic_cost
+from ..errors import UserError
 
 POLY_LAWS = ("constant", "linear", "quadratic")
 EXACT = 1e-9  # relative residual for the polynomial laws (costs are exact integers)
@@ -59,7 +60,7 @@ def classify(depths: Sequence[int], values: Sequence[float]) -> dict[str, Any]:
     d = np.asarray(depths, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if len(set(depths)) < 4:
-        raise ValueError(f"depths: need at least 4 different depths to tell growth laws apart, got {list(depths)}")
+        raise UserError(f"depths: need at least 4 different depths to tell growth laws apart, got {list(depths)}")
     for degree, law in enumerate(POLY_LAWS):
         coef = np.polynomial.polynomial.polyfit(d, y, degree)
         res = _relative_residual(y, np.polynomial.polynomial.polyval(d, coef))
@@ -84,9 +85,9 @@ def parse_depths(text: str) -> list[int]:
         else:
             depths = [int(t) for t in text.split(",")]
     except ValueError:
-        raise ValueError(f"depths: {text!r} is not a..b, a..b:step or a comma-separated list of integers") from None
+        raise UserError(f"depths: {text!r} is not a..b, a..b:step or a comma-separated list of integers") from None
     if not depths or min(depths) < 0:
-        raise ValueError(f"depths: {text!r} gives no depths >= 0")
+        raise UserError(f"depths: {text!r} gives no depths >= 0")
     return depths
 
 

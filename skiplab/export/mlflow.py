@@ -46,6 +46,7 @@ from urllib.parse import urlparse
 from .extras import need
 from .fields import (StoredRuns, curve_name, flat_value, read_store, run_key, run_label, seconds, spec_fields,
                      summary_metrics)
+from ..errors import UserError
 
 REPORT_FILES = ("report.html", "report.md")
 # MLflow's limits per log_batch call (mlflow.utils.validation): 1000 entries in all, of
@@ -60,13 +61,13 @@ def tracking_uri(uri: str) -> tuple[str, Path | None]:
     if scheme == "sqlite":
         db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
         if db is None or not db.name:
-            raise ValueError(f"export: --mlflow {uri!r}: write a database as sqlite:///PATH/TO/FILE.db")
+            raise UserError(f"export: --mlflow {uri!r}: write a database as sqlite:///PATH/TO/FILE.db")
         _mkdir(db.parent)
         return uri, db.parent / "mlartifacts"
     if scheme == "file":
         return uri, None
     if scheme and len(scheme) > 1:  # (a one-letter scheme is a Windows drive)
-        raise ValueError(f"export: --mlflow {uri!r}: only a local store is written: sqlite:///FILE.db, a folder, "
+        raise UserError(f"export: --mlflow {uri!r}: only a local store is written: sqlite:///FILE.db, a folder, "
                          "or a file: URI")
     folder = Path(uri)
     _mkdir(folder)
@@ -77,7 +78,7 @@ def _mkdir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"export: cannot create {folder}: {e.strerror or e}") from None
+        raise UserError(f"export: cannot create {folder}: {e.strerror or e}") from None
 
 
 @contextlib.contextmanager
@@ -186,7 +187,7 @@ def export_mlflow(out: str | os.PathLike, uri: str, experiment: str | None = Non
                 experiment_id = client.create_experiment(name, artifact_location=location,
                                                          tags={"skiplab.store": str(stored.path)})
             elif found.lifecycle_stage == "deleted":
-                raise ValueError(f"export: the MLflow experiment {name!r} was deleted; restore it "
+                raise UserError(f"export: the MLflow experiment {name!r} was deleted; restore it "
                                  "(mlflow experiments restore) or name another with --experiment")
             else:
                 experiment_id = found.experiment_id
@@ -202,7 +203,7 @@ def export_mlflow(out: str | os.PathLike, uri: str, experiment: str | None = Non
                 counts["replaced" if old is not None else "added"] += 1
             counts["report"] = _export_report(client, experiment_id, folder, existing.get("report"))
     except (MlflowException, OSError) as e:
-        raise ValueError(f"export: MLflow at {uri}: {str(e).strip().splitlines()[0]}") from None
+        raise UserError(f"export: MLflow at {uri}: {str(e).strip().splitlines()[0]}") from None
     return {**counts, "experiment": name, "experiment_id": experiment_id, "tracking_uri": target}
 
 

@@ -41,7 +41,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "spec_hash": spec_hash, "group": spec.get("group", ""), "dataset": spec["dataset"],
             "model": m["model"], "skip": m["skip"], "depth": m["depth"], "width": m["width"],
-            "options": m.get("options", {}), "norm": m["norm"],
+            "options": m.get("options", {}), "norm": m.get("norm"),
             "params": rs[0]["result"].get("params"),
             "seeds": len(rs), "complete": len(done),
             "diverged": sum(r["status"] == "diverged" for r in rs),

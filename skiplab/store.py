@@ -149,6 +149,8 @@ class StoreWarning(UserWarning):
 
 # Columns of ``runs`` that say a file is a skiplab store (every version has had them).
 RUNS_COLUMNS = {"spec_hash", "seed", "status", "spec", "result"}
+# What every table of runs shows of a spec's model: a row without them cannot be listed.
+MODEL_KEYS = ("model", "skip", "depth", "width")
 
 
 def _nonfinite(value: Any, path: str = "") -> list[tuple[str, float]]:
@@ -429,7 +431,7 @@ class Store:
     @staticmethod
     def _row_problem(d: dict[str, Any]) -> str:
         """Decode a run's JSON columns in place; say what makes the row unreadable, or "".
-        Readers rely on a spec naming its model and dataset, and on a complete run's result
+        Readers rely on a spec naming its dataset and its model's ``MODEL_KEYS``, and on a complete run's result
         holding the metric it is judged by (:func:`skiplab.metrics.metric_of`): one without
         it would drop out of every mean unseen."""
         from .metrics import metric_of
@@ -442,8 +444,12 @@ class Store:
             if not isinstance(d[k], dict):
                 return f"its {k} is not a JSON object"
         spec = d["spec"]
-        if not isinstance(spec.get("model"), dict) or not isinstance(spec.get("dataset"), str):
+        model = spec.get("model")
+        if not isinstance(model, dict) or not isinstance(spec.get("dataset"), str):
             return "its spec names no model or dataset"
+        missing = [k for k in MODEL_KEYS if k not in model]
+        if missing:
+            return f"its spec's model has no {', '.join(missing)}"
         if d["status"] == "complete":
             key = metric_of(d).key
             if key not in d["result"]:

@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     with warnings.catch_warnings():  # restores showwarning when the command ends
         warnings.showwarning = _show_warning(warnings.showwarning)
+        warnings.simplefilter("default", StoreWarning)  # shown, once each, whatever -W says
         try:
             args = make_parser().parse_args(argv)
             args.run(args)

@@ -407,13 +407,14 @@ def _jobs(specs):
     from skiplab.experiments.context import run_output
     if any(s["seed"] == 1 for s in specs):
         os._exit(1)
-    return [run_output(s, "h", "complete", {"status": "complete", "seed": s["seed"]}, [], "t") for s in specs]
+    return [run_output(s, "h", "complete", {"status": "complete", "seed": s["seed"], "test_accuracy": None}, [], "t")
+            for s in specs]
 
 
 @pytest.mark.slow
 def test_a_worker_that_dies_is_retried_then_stored_as_failed(tmp_path):
     from skiplab.experiments.context import Context
-    spec = {"model": {"skip": "x", "depth": 1}, "seed": 0}
+    spec = {"model": {"model": "mlp", "skip": "x", "depth": 1, "width": 1}, "dataset": "d", "seed": 0}
     with Store(tmp_path) as store:
         ctx = Context(None, False, store, workers=2, name="t")
         outs = ctx.run_jobs(_jobs, [(("h", 0), spec), (("h", 1), {**spec, "seed": 1})])

@@ -200,8 +200,8 @@ def finite_run(status: str, result: dict[str, Any], curves: Iterable[tuple[int, 
         status, result = "diverged", {**result, "message": reason}
         if "status" in result:  # a RunResult summary says its status too
             result["status"] = status
-    return status, _nulled(result), [(st, sp, n, v if v is None or not isinstance(v, float) or math.isfinite(v)
-                                      else None) for st, sp, n, v in curves]
+    return status, _nulled(result), [(st, sp, n, None if isinstance(v, float) and not math.isfinite(v) else v)
+                                      for st, sp, n, v in curves]
 
 
 class Store:

@@ -114,7 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = getattr(args, "out", None)
             log = write_log(e, argv, out if isinstance(out, str) else None)
             where = f"traceback in {log}" if log else "no log could be written; run again with --debug"
-            print(f"skiplab: internal error: {type(e).__name__}: {_first_line(e)} (a bug in skiplab, "
-                  f"not in what you gave it; {where})", file=sys.stderr)
+            print(f"skiplab: internal error: {type(e).__name__}: {_first_line(e)} ({where})", file=sys.stderr)
             return 1
     return 0

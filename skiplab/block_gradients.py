@@ -24,6 +24,7 @@ from torch import nn
 
 from .gradients import Spread, _norm, _ratio
 from .profiling.profiler import tensors_of
+from .errors import UserError
 
 
 def match_blocks(model: nn.Module, pattern: str) -> list[str]:
@@ -37,7 +38,7 @@ def match_blocks(model: nn.Module, pattern: str) -> list[str]:
              and all(fnmatch.fnmatchcase(a, b) for a, b in zip(n.split("."), want))]
     if not names:
         top = [n for n, _ in model.named_children()]
-        raise ValueError(f"blocks: no module matches {pattern!r}; the model's children are {', '.join(top)}")
+        raise UserError(f"blocks: no module matches {pattern!r}; the model's children are {', '.join(top)}")
     return names
 
 
@@ -47,7 +48,7 @@ def _loss(output: Any, generator: torch.Generator) -> torch.Tensor:
         return own
     logits = next((t for t in tensors_of(output) if t.is_floating_point() and t.requires_grad), None)
     if logits is None:
-        raise ValueError("the model's output has no floating-point tensor to take a loss of")
+        raise UserError("the model's output has no floating-point tensor to take a loss of")
     flat = logits.reshape(-1, logits.shape[-1]) if logits.dim() > 1 else logits.reshape(1, -1)
     labels = torch.randint(0, flat.shape[-1], (flat.shape[0],), generator=generator)
     return F.cross_entropy(flat.float(), labels)
@@ -87,7 +88,7 @@ def block_gradients(make_model: Callable[[int], nn.Module], make_batch: Callable
     the model is measured in ``train()`` mode."""
     for name, value in (("seeds", seeds), ("batches", batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+            raise UserError(f"{name}: must be an integer >= 1, got {value!r}")
     samples, losses, names = [], [], None
     for seed in range(seeds):
         model = make_model(seed).train()
@@ -96,7 +97,7 @@ def block_gradients(make_model: Callable[[int], nn.Module], make_batch: Callable
         params = [[p for p in modules[n].parameters() if p.requires_grad] for n in names]
         empty = [n for n, ps in zip(names, params) if not ps]
         if empty:
-            raise ValueError(f"blocks: {', '.join(empty)} hold no trainable parameters; choose modules with weights")
+            raise UserError(f"blocks: {', '.join(empty)} hold no trainable parameters; choose modules with weights")
         g = torch.Generator().manual_seed(seed)
         for i in range(batches):
             model.zero_grad(set_to_none=True)

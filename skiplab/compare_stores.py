@@ -27,6 +27,7 @@ from .metrics import metric_of
 from .results import aggregate
 from .stats import ALPHA, equivalence_p, holm, mean_std, welch_p
 from .store import Store
+from .errors import UserError
 
 
 def _cells(directory: str | Path) -> dict[tuple, dict[str, Any]]:
@@ -46,11 +47,11 @@ def compare_stores(a: str | Path, b: str | Path, margin: float | None = None,
     ``only_b`` (configurations in one store alone), ``untested`` (shared cells with fewer
     than two scores a side) and a ``summary`` sentence."""
     if margin is not None and not margin > 0:
-        raise ValueError(f"--margin: must be a number > 0, got {margin!r}")
+        raise UserError(f"--margin: must be a number > 0, got {margin!r}")
     ca, cb = _cells(a), _cells(b)
     shared = [k for k in ca if k in cb]
     if not shared:
-        raise ValueError(f"{a} and {b} hold no configuration in common (same group, dataset and spec)")
+        raise UserError(f"{a} and {b} hold no configuration in common (same group, dataset and spec)")
     metric = metric_of([ca[k] for k in shared])
     cells, untested = [], []
     for k in shared:

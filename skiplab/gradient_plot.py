@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from .gradients import GradientReport
 from .palette import color
+from .errors import UserError
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -28,12 +29,12 @@ def check_plot_path(path: str | os.PathLike) -> pathlib.Path:
     long computation, so a typo does not cost a whole run)."""
     p = pathlib.Path(path)
     if p.suffix.lower() not in PLOT_SUFFIXES:
-        raise ValueError(f"plot: {str(p)!r} must end in one of {', '.join(PLOT_SUFFIXES)}")
+        raise UserError(f"plot: {str(p)!r} must end in one of {', '.join(PLOT_SUFFIXES)}")
     parent = p.parent if str(p.parent) else pathlib.Path(".")
     if not parent.is_dir():
-        raise ValueError(f"plot: folder {str(parent)!r} does not exist")
+        raise UserError(f"plot: folder {str(parent)!r} does not exist")
     if p.is_dir() or not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise ValueError(f"plot: cannot write {str(p)!r}")
+        raise UserError(f"plot: cannot write {str(p)!r}")
     return p
 
 
@@ -46,7 +47,7 @@ def plot_gradients(reports: list[GradientReport], path: str | os.PathLike) -> pa
     """Write the figure for ``reports`` (one per strategy, same model otherwise) to ``path``."""
     path = check_plot_path(path)
     if not reports:
-        raise ValueError("plot: nothing to plot (no strategies)")
+        raise UserError("plot: nothing to plot (no strategies)")
     with_steps = reports[0].trajectory is not None
     fig = Figure(figsize=(13 if with_steps else 8.5, 4.6), layout="constrained")
     ax = fig.add_subplot(1, 2, 1) if with_steps else fig.add_subplot()

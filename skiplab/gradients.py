@@ -51,6 +51,7 @@ from .objective import flat_logits, loss_and_logits
 from .optim import make_optimizer
 from .spec import ModelSpec
 from .validate import choice, integer, number
+from .errors import UserError
 
 OPTIMIZERS = ("adam", "sgd")
 # Default learning rates: Adam's 1e-3 is Kingma & Ba's (arXiv 1412.6980) default; 0.05
@@ -354,17 +355,17 @@ def check_inputs(spec: ModelSpec, data: Dataset, config: GradientConfig) -> None
     data = data.for_model(spec)
     shape = data.input_shape
     if not spec.family.accepts(shape, spec):  # the family's own rule (an MLP flattens any shape)
-        raise ValueError(f"input_shape: {spec.model} expects {tuple(spec.input_shape)} but dataset "
+        raise UserError(f"input_shape: {spec.model} expects {tuple(spec.input_shape)} but dataset "
                          f"{data.name!r} has samples of shape {shape}")
     if spec.classes != data.classes:
-        raise ValueError(f"classes: the model has {spec.classes} outputs but dataset {data.name!r} "
+        raise UserError(f"classes: the model has {spec.classes} outputs but dataset {data.name!r} "
                          f"has {data.classes} classes")
     n = len(data.y_train)
     if config.batches * config.batch_size > n:
-        raise ValueError(f"batches: {config.batches} batches of {config.batch_size} need "
+        raise UserError(f"batches: {config.batches} batches of {config.batch_size} need "
                          f"{config.batches * config.batch_size:,} samples; {data.name!r} has {n:,}")
     if spec.norm == "batch" and config.batch_size < 2:
-        raise ValueError("batch_size: batch norm needs at least 2 samples per batch")
+        raise UserError("batch_size: batch norm needs at least 2 samples per batch")
 
 
 def _measure(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, list]:

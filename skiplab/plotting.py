@@ -13,6 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from .errors import UserError
+
 DPI = 110  # PNG resolution: a 10-inch figure is 1,100 pixels wide, readable without zooming
 
 
@@ -53,7 +55,7 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None, dpi: int 
         os.replace(tmp, path)
     except (OSError, ValueError) as e:
         tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
-        raise ValueError(f"figure: cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
+        raise UserError(f"figure: cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
     return path
 
 

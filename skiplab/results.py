@@ -41,7 +41,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "spec_hash": spec_hash, "group": spec.get("group", ""), "dataset": spec["dataset"],
             "model": m["model"], "skip": m["skip"], "depth": m["depth"], "width": m["width"],
-            "options": m.get("options", {}), "norm": m["norm"],
+            "options": m.get("options", {}), "norm": m.get("norm"),
             "params": rs[0]["result"].get("params"),
             "seeds": len(rs), "complete": len(done),
             "diverged": sum(r["status"] == "diverged" for r in rs),
@@ -50,7 +50,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_accuracy_mean": acc_mean,
             "test_accuracy_std": acc_std,
             "train_accuracy_mean": tr_mean,
-            "seconds_mean": mean_std([r["result"]["seconds"] for r in done])[0],
+            "seconds_mean": mean_std([r["result"].get("seconds") for r in done])[0],
             "metric": metric.key, "scores": scores, "score_mean": score_mean, "score_std": score_std,
             "tokens_per_second_mean": mean_std([r["result"].get("tokens_per_second") for r in done])[0],
         })

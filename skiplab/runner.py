@@ -25,6 +25,7 @@ from .executors import TEST_DIE_ENV, Inline, Pool  # noqa: F401 - TEST_DIE_ENV: 
 from .provenance import hardware, versions
 from .store import Store, now
 from .train import RunSpec
+from .errors import UserError
 
 _DATA: dict[tuple[str, str], Dataset] = {}  # per process: each dataset is loaded once
 
@@ -133,7 +134,7 @@ def executor_for(tasks: int, workers: int = 1, threads: int | None = None, retri
     pool of ``workers`` processes with ``threads`` torch threads each (default: the cores
     shared out)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
+        raise UserError(f"workers: must be an integer >= 1, got {workers!r}")
     if workers == 1 or tasks <= 1:
         return Inline(threads, on_step)
     return Pool(min(workers, tasks), threads or max(1, (os.cpu_count() or 1) // workers),

@@ -35,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .store import Store, now
+from .store import Store, finite_run, now
 
 CLAIM_POLL = 1.0  # seconds between looks at runs another command holds
 # Test hook: "N" makes the command SIGKILL itself (the parent, the store's writer) right
@@ -67,10 +67,14 @@ class Work:
 def store_output(store: Store, out: dict[str, Any]) -> int:
     """Store one run's output (``spec``, ``spec_hash``, ``seed``, ``status``, ``result``,
     ``curves``, ``started_at``, ``versions``, ``hardware``, and an optional ``artifact``:
-    the trained weights as bytes). Ctrl-C waits until the run and the count of runs this
+    the trained weights as bytes), made finite first (``out`` is updated to what is
+    stored: :func:`skiplab.store.finite_run`). Ctrl-C waits until the run and the count of runs this
     command stored are both written: a SIGINT arriving during the commit (milliseconds,
     with the disk's sync) would otherwise land between the two, and the interrupted line
     would miscount."""
+    # as stored: a NaN or infinity makes it diverged (skiplab.store.finite_run), which the
+    # counts and progress below then report, as the store holds it
+    out["status"], out["result"], out["curves"] = finite_run(out["status"], out["result"], out["curves"])
     with _interrupts_held():
         return store.add_run(out["spec"], out["spec_hash"], out["seed"], out["status"], out["result"], out["curves"],
                              out["started_at"], out.get("versions"), out.get("hardware"), artifact=out.get("artifact"))

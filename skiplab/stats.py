@@ -19,6 +19,8 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
+from .errors import UserError
+
 ALPHA = 0.05  # two-sided level of every test skiplab states
 TEST = "Welch's t-test"
 
@@ -243,7 +245,7 @@ def equivalence_p(a: Sequence[float], b: Sequence[float], margin: float) -> floa
     from scipy import stats
 
     if margin <= 0:
-        raise ValueError(f"margin: must be > 0, got {margin!r}")
+        raise UserError(f"margin: must be > 0, got {margin!r}")
     xa, xb = _finite(a), _finite(b)
     if len(xa) < 2 or len(xb) < 2:
         return None

@@ -12,6 +12,13 @@
   A claim is a lease: its holder renews it while it lives (:class:`Lease`); a claim whose
   holder is a dead process on this host, or whose lease ran out (a holder on another
   host that stopped renewing), is stale and may be taken over.
+* Nothing is lost: a NaN or infinity in a run's result or curves is stored, the run as
+  ``diverged`` with the first such value as its reason (:func:`finite_run`), the value
+  as JSON null in the result and SQL NULL in the metrics (read back as ``float('nan')``).
+* A SQLite file that is not a skiplab store is refused, for reading and for writing,
+  before anything is written into it; a corrupt row (JSON that does not decode, a
+  complete run without its metric) is skipped by the readers with a
+  :class:`StoreWarning` that names its key, and the other rows are read.
 """
 
 from __future__ import annotations
@@ -19,15 +26,18 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import socket
 import sqlite3
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import UserError
 from .provenance import hardware, versions
 
 FINISHED = ("complete", "diverged")
@@ -51,7 +61,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     step INTEGER NOT NULL,
     split TEXT NOT NULL,               -- train | test
     name TEXT NOT NULL,                -- loss | accuracy | ...
-    value REAL NOT NULL
+    value REAL                         -- NULL: not finite (NaN or infinite; the run is diverged)
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,8 +139,69 @@ def interrupted_note() -> str:
             "run the same command again to resume")
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """The store is missing, unreadable or not a skiplab store."""
+
+
+class StoreWarning(UserWarning):
+    """A stored row that cannot be read (its key named) was skipped; the others were read."""
+
+
+# Columns of ``runs`` that say a file is a skiplab store (every version has had them).
+RUNS_COLUMNS = {"spec_hash", "seed", "status", "spec", "result"}
+# What every table of runs shows of a spec's model: a row without them cannot be listed.
+MODEL_KEYS = ("model", "skip", "depth", "width")
+
+
+def _nonfinite(value: Any, path: str = "") -> list[tuple[str, float]]:
+    """(where, value) of every float in ``value`` (nested dicts and lists) that is not finite."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path, value)]
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in _nonfinite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, v in enumerate(value) for bad in _nonfinite(v, f"{path}[{i}]")]
+    return []
+
+
+def _nulled(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _nulled(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nulled(v) for v in value]
+    return value
+
+
+def finite_run(status: str, result: dict[str, Any], curves: Iterable[tuple[int, str, str, float]]
+               ) -> tuple[str, dict[str, Any], list[tuple[int, str, str, float | None]]]:
+    """A run as it is stored: every NaN or infinity in its result made null and in its
+    curves None (SQL NULL), and a ``complete`` run that held one made ``diverged``, its
+    message naming the first (a curve's earliest point, else the result field). Such a
+    run trained on an overflowing model: the loss the engines watch stayed finite while
+    an evaluation's did not (SGD at lr 60 on a plain MLP: a test loss of nan at step 4,
+    finite again later). Its row was unwritable before (``metrics.value`` is NOT NULL in
+    older stores, and SQLite stores NaN as NULL), which lost every sibling seed."""
+    curves = [tuple(c) for c in curves]
+    bad_curves = sorted((c for c in curves if isinstance(c[3], float) and not math.isfinite(c[3])),
+                        key=lambda c: c[0])
+    bad_result = _nonfinite(result)
+    if not bad_curves and not bad_result:
+        return status, result, curves
+    if status == "complete":
+        if bad_curves:
+            step, split, name, value = bad_curves[0]
+            reason = f"{split} {name} became {value} at step {step}"
+        else:
+            where, value = bad_result[0]
+            reason = f"{where} was {value} at the end of training"
+        status, result = "diverged", {**result, "message": reason}
+        if "status" in result:  # a RunResult summary says its status too
+            result["status"] = status
+    return status, _nulled(result), [(st, sp, n, None if isinstance(v, float) and not math.isfinite(v) else v)
+                                      for st, sp, n, v in curves]
 
 
 class Store:
@@ -147,11 +218,12 @@ class Store:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so
             # that a read-then-write never fails on a snapshot another process made stale.
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            if not create and not self.db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
-                # an existing SQLite file that is not a skiplab store: reading it must change nothing in it
+            if not self._ours():
+                # an existing SQLite file that is not a skiplab store: neither reading nor
+                # writing may change anything in it (WAL mode would rewrite its header)
                 self.db.close()
-                raise StoreError(f"store: {self.path} is a SQLite file but not a skiplab results store")
+                raise StoreError(f"store: {self.path} is a SQLite file but not a skiplab results store"
+                                 + ("; give --out another folder" if create else ""))
             self._wal()
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
@@ -161,6 +233,15 @@ class Store:
         self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if create:
             _WRITTEN.setdefault(self.path, 0)
+
+    def _ours(self) -> bool:
+        """Whether the file is a skiplab store, or empty (new): it has no table, or a
+        ``runs`` table with skiplab's columns. Reads only."""
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return True
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        return RUNS_COLUMNS <= columns
 
     def _wal(self) -> None:
         """WAL mode. Switching to it takes an exclusive lock, which SQLite does not wait
@@ -201,7 +282,10 @@ class Store:
         row with the same key (a failed attempt) is replaced, but a finished one is kept
         (another command stored it first: its row stays, and its id is returned).
         ``artifact``: the trained weights (bytes), stored in the same transaction, so a
-        run is never stored without the model an experiment needs of it. Returns the run id."""
+        run is never stored without the model an experiment needs of it. A NaN or infinity
+        in ``result`` or ``curves`` is stored as null, the run as ``diverged``
+        (:func:`finite_run`). Returns the run id."""
+        status, result, curves = finite_run(status, result, curves)
         with self._write():  # one transaction
             row = self.db.execute("SELECT id, status FROM runs WHERE spec_hash = ? AND seed = ?",
                                   (spec_hash, seed)).fetchone()
@@ -212,9 +296,11 @@ class Store:
             cur = self.db.execute(
                 "INSERT INTO runs (spec_hash, seed, status, spec, result, started_at, finished_at, versions, hardware)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (spec_hash, seed, status, json.dumps(spec, sort_keys=True), json.dumps(result), started_at, now(),
-                 json.dumps(run_versions or versions()), json.dumps(run_hardware or hardware())))
+                (spec_hash, seed, status, json.dumps(spec, sort_keys=True), json.dumps(result, allow_nan=False),
+                 started_at, now(), json.dumps(run_versions or versions()), json.dumps(run_hardware or hardware())))
             run_id = cur.lastrowid
+            if any(c[3] is None for c in curves):
+                self._nullable_metrics()
             self.db.executemany("INSERT INTO metrics (run_id, step, split, name, value) VALUES (?, ?, ?, ?, ?)",
                                 [(run_id, *c) for c in curves])
             if artifact is not None:
@@ -222,6 +308,19 @@ class Store:
         if self.path in _WRITTEN:
             _WRITTEN[self.path] += 1
         return run_id
+
+    def _nullable_metrics(self) -> None:
+        """Let ``metrics.value`` hold NULL in a store made before it could (its column NOT
+        NULL): the table is rebuilt, once, inside the caller's transaction, so a store is
+        changed only when a non-finite value is first stored in it."""
+        if not any(row[1] == "value" and row[3] for row in self.db.execute("PRAGMA table_info(metrics)")):
+            return
+        self.db.execute("CREATE TABLE metrics_nullable (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+                        " step INTEGER NOT NULL, split TEXT NOT NULL, name TEXT NOT NULL, value REAL)")
+        self.db.execute("INSERT INTO metrics_nullable SELECT run_id, step, split, name, value FROM metrics")
+        self.db.execute("DROP TABLE metrics")
+        self.db.execute("ALTER TABLE metrics_nullable RENAME TO metrics")
+        self.db.execute("CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id)")
 
     # -- claims: which command trains which run ---------------------------------------------
     def claim(self, spec_hash: str, seed: int, since: str | None = None) -> str:
@@ -276,10 +375,21 @@ class Store:
         cols = ["id", "name", "quick", "result", "started_at", "finished_at", "versions", "hardware"]
         try:
             rows = self.db.execute(f"SELECT {', '.join(cols)} FROM experiments ORDER BY id").fetchall()
-            return [{**dict(zip(cols, r)), **{k: json.loads(v) for k, v in zip(cols, r)
-                                               if k in ("result", "versions", "hardware")}} for r in rows]
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+        except sqlite3.DatabaseError as e:
             raise StoreError(f"store: {self.path} is corrupt ({e})") from None
+        out = []
+        for r in rows:  # a row that does not decode is skipped, saying which
+            d = dict(zip(cols, r))
+            try:
+                d.update({k: json.loads(d[k]) for k in ("result", "versions", "hardware")})
+                if not isinstance(d["result"], dict):
+                    raise ValueError("not a JSON object")
+            except (TypeError, ValueError) as e:
+                warnings.warn(StoreWarning(f"store: experiment {d['name']} (id {d['id']}) in {self.path} is corrupt: "
+                                           f"its result is not valid JSON ({e}); skipped"), stacklevel=2)
+                continue
+            out.append(d)
+        return out
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._write():
@@ -287,24 +397,64 @@ class Store:
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        if not row:
+            return default
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError) as e:
+            warnings.warn(StoreWarning(f"store: meta {key!r} in {self.path} is not valid JSON ({e}); ignored"),
+                          stacklevel=2)
+            return default
 
     # -- reading ------------------------------------------------------------------------
     def runs(self) -> list[dict[str, Any]]:
-        """Every stored run: its columns, with spec, result, versions and hardware decoded."""
+        """Every stored run: its columns, with spec, result, versions and hardware decoded.
+        A row that cannot be read (:meth:`_row_problem`) is skipped with a
+        :class:`StoreWarning` naming its key; a file SQLite cannot read is a StoreError."""
         cols = ["id", "spec_hash", "seed", "status", "spec", "result", "started_at", "finished_at", "versions",
                 "hardware"]
         out = []
         try:
             rows = self.db.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id").fetchall()
-            for row in rows:
-                d = dict(zip(cols, row))
-                for k in ("spec", "result", "versions", "hardware"):
-                    d[k] = json.loads(d[k])
-                out.append(d)
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+        except sqlite3.DatabaseError as e:
             raise StoreError(f"store: {self.path} is corrupt ({e})") from None
+        for row in rows:
+            d = dict(zip(cols, row))
+            problem = self._row_problem(d)
+            if problem:
+                warnings.warn(StoreWarning(f"store: run {d['spec_hash']} seed {d['seed']} (id {d['id']}) in "
+                                           f"{self.path} is corrupt: {problem}; skipped"), stacklevel=2)
+                continue
+            out.append(d)
         return out
+
+    @staticmethod
+    def _row_problem(d: dict[str, Any]) -> str:
+        """Decode a run's JSON columns in place; say what makes the row unreadable, or "".
+        Readers rely on a spec naming its dataset and its model's ``MODEL_KEYS``, and on a complete run's result
+        holding the metric it is judged by (:func:`skiplab.metrics.metric_of`): one without
+        it would drop out of every mean unseen."""
+        from .metrics import metric_of
+
+        for k in ("spec", "result", "versions", "hardware"):
+            try:
+                d[k] = json.loads(d[k])
+            except (TypeError, ValueError) as e:  # ValueError: JSONDecodeError, and bytes that are not UTF-8
+                return f"its {k} is not valid JSON ({e})"
+            if not isinstance(d[k], dict):
+                return f"its {k} is not a JSON object"
+        spec = d["spec"]
+        model = spec.get("model")
+        if not isinstance(model, dict) or not isinstance(spec.get("dataset"), str):
+            return "its spec names no model or dataset"
+        missing = [k for k in MODEL_KEYS if k not in model]
+        if missing:
+            return f"its spec's model has no {', '.join(missing)}"
+        if d["status"] == "complete":
+            key = metric_of(d).key
+            if key not in d["result"]:
+                return f"it is complete but its result has no {key}"
+        return ""
 
     def artifact(self, spec_hash: str, seed: int) -> bytes | None:
         """The trained weights stored with a run (None if the run or its weights are not there)."""
@@ -313,8 +463,22 @@ class Store:
         return None if row is None else bytes(row[0])
 
     def metrics(self, run_id: int) -> list[tuple[int, str, str, float]]:
-        return self.db.execute("SELECT step, split, name, value FROM metrics WHERE run_id = ? ORDER BY step, split, name",
-                               (run_id,)).fetchall()
+        """A run's curve points, (step, split, name, value); a value stored as NULL (it was
+        not finite) is ``float('nan')``; a point whose value is not a number (a corrupt
+        row) is skipped with a :class:`StoreWarning`."""
+        out = []
+        for step, split, name, value in self.db.execute(
+                "SELECT step, split, name, value FROM metrics WHERE run_id = ? ORDER BY step, split, name", (run_id,)):
+            if value is None:
+                value = math.nan
+            elif isinstance(value, int):
+                value = float(value)
+            elif not isinstance(value, float):
+                warnings.warn(StoreWarning(f"store: run id {run_id} in {self.path}: its {split} {name} at step {step} "
+                                           f"is not a number ({value!r}); skipped"), stacklevel=2)
+                continue
+            out.append((step, split, name, value))
+        return out
 
     def export_csv(self, path: str | os.PathLike) -> int:
         """One row per run: key, status, the model's main fields and the results. Returns rows written."""

@@ -31,6 +31,7 @@ from .skips.concat import MEMORY
 from .spec import ModelSpec
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from, preflight
+from .errors import UserError
 
 STUDY_SKIPS = ("plain", "add", "rezero", "highway", "dense", "concat-prev", "concat-half", "dwa", "hyper", "mhc")
 # Trained at the matched budget only. They cost 3.4x (dwa), 6x (hyper) and 11x (mhc) add's
@@ -130,7 +131,7 @@ def plan_for(model: str, quick: bool = False) -> StudyPlan:
     plans = {MLP_FAMILY.name: lambda: quick_plan() if quick else StudyPlan(),
              TRANSFORMER_FAMILY.name: lambda: transformer_plan(quick)}
     if model not in plans:
-        raise ValueError(f"model: the study has a default plan for {', '.join(plans)}, not {model!r}")
+        raise UserError(f"model: the study has a default plan for {', '.join(plans)}, not {model!r}")
     return plans[model]()
 
 

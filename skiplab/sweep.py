@@ -64,6 +64,7 @@ from .skips import STRATEGIES, OptionError, all_options, check_options_taken, si
 from .spec import ModelSpec, SpecError
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from
+from .errors import UserError
 
 BACKENDS = ("local", "ray")
 VARY = ("width", *sizing_option_names())
@@ -123,7 +124,7 @@ TABLES: dict[str, tuple[str, ...]] = {"sweep": ("group", "seeds"), "grid": _GRID
                                       "resources": _RESOURCE_KEYS}
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A sweep file that cannot be read or names something not allowed; one line that
     names the table, the key and what is allowed."""
 
@@ -352,7 +353,7 @@ def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int
     others go on. ``workers``: CPUs of a local instance, or, on an existing cluster, the
     most tasks in flight at once (default: all; Ray queues what does not fit)."""
     if isinstance(workers, bool) or (workers is not None and (not isinstance(workers, int) or workers < 1)):
-        raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
+        raise UserError(f"workers: must be an integer >= 1, got {workers!r}")
     ray = _import_ray()
     works = works_of(list(sweep.runs))
     finished = store.finished_keys()
@@ -375,9 +376,9 @@ def run_sweep(sweep: Sweep, store: Store, backend: str = "local", address: str |
     """Run (or resume) ``sweep`` into ``store`` on ``backend``. Returns counts by status,
     plus ``skipped`` (already finished)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        raise UserError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if backend == "local":
         if address:
-            raise ValueError("address: only the ray backend joins a cluster; drop --address or use --backend ray")
+            raise UserError("address: only the ray backend joins a cluster; drop --address or use --backend ray")
         return run_local(sweep, store, workers, on_done)
     return run_ray(sweep, store, address, workers, on_done)

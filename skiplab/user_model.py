@@ -17,6 +17,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .errors import UserError
+
 # Input dtypes by name: floats are drawn from N(0, 1), integers (token ids) from [0, vocab).
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "int64": torch.int64, "int32": torch.int32}
@@ -31,7 +33,7 @@ def parse_target(target: str) -> tuple[pathlib.Path, str]:
     """``"models/net.py:make"`` -> (path, "make")."""
     path, sep, name = target.rpartition(":")
     if not sep or not path or not name:
-        raise ValueError(f"{target!r}: give the model as FILE.py:FACTORY, e.g. examples/my_resnet.py:make_model")
+        raise UserError(f"{target!r}: give the model as FILE.py:FACTORY, e.g. examples/my_resnet.py:make_model")
     return pathlib.Path(path), name
 
 
@@ -39,25 +41,25 @@ def load_factory(target: str) -> Callable[[], Any]:
     """Import FILE.py by path (not from sys.path) and return its FACTORY."""
     path, name = parse_target(target)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise UserError(f"{path}: no such file")
     module_name = f"skiplab_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"{path}: not a Python file")
+        raise UserError(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
     try:
         spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[module_name]
-        raise ValueError(f"{path}: importing it raised {_first_line(e)}") from None
+        raise UserError(f"{path}: importing it raised {_first_line(e)}") from None
     factory = getattr(module, name, None)
     if factory is None:
         found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
                        and getattr(v, "__module__", None) == module_name)
-        raise ValueError(f"{path}: has no {name!r}" + (f"; it defines {', '.join(found)}" if found else ""))
+        raise UserError(f"{path}: has no {name!r}" + (f"; it defines {', '.join(found)}" if found else ""))
     if not callable(factory):
-        raise ValueError(f"{path}: {name!r} is a {type(factory).__name__}, not a callable returning a model")
+        raise UserError(f"{path}: {name!r} is a {type(factory).__name__}, not a callable returning a model")
     return factory
 
 
@@ -70,9 +72,9 @@ def load_model(target: str, seed: int = 0) -> nn.Module:
         try:
             model = factory()
         except Exception as e:
-            raise ValueError(f"{target}: the factory raised {_first_line(e)}") from None
+            raise UserError(f"{target}: the factory raised {_first_line(e)}") from None
     if not isinstance(model, nn.Module):
-        raise ValueError(f"{target}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+        raise UserError(f"{target}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -80,21 +82,21 @@ def example_input(shape: tuple[int, ...], batch: int, dtype: str = "float32", vo
                   seed: int = 0) -> torch.Tensor:
     """A random batch ``(batch, *shape)``: N(0, 1) floats, or token ids in [0, vocab)."""
     if dtype not in DTYPES:
-        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise UserError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
+        raise UserError(f"batch: must be an integer >= 1, got {batch!r}")
     if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
-        raise ValueError(f"input_shape: sizes must be integers >= 1, got {tuple(shape)}")
+        raise UserError(f"input_shape: sizes must be integers >= 1, got {tuple(shape)}")
     g = torch.Generator().manual_seed(seed)
     t = DTYPES[dtype]
     if t.is_floating_point:
         if vocab is not None:
-            raise ValueError(f"vocab: token ids need an integer dtype (--dtype int64), not {dtype}")
+            raise UserError(f"vocab: token ids need an integer dtype (--dtype int64), not {dtype}")
         return torch.randn(batch, *shape, generator=g).to(t)
     if vocab is None:
-        raise ValueError("vocab: integer inputs are token ids; give their range with --vocab V (V >= 1)")
+        raise UserError("vocab: integer inputs are token ids; give their range with --vocab V (V >= 1)")
     if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
-        raise ValueError(f"vocab: token ids are drawn from [0, V): V must be an integer >= 1, got {vocab!r}")
+        raise UserError(f"vocab: token ids are drawn from [0, V): V must be an integer >= 1, got {vocab!r}")
     return torch.randint(0, vocab, (batch, *shape), generator=g, dtype=t)
 
 
@@ -105,5 +107,5 @@ def check_accepts(model: nn.Module, x: torch.Tensor) -> None:
         with torch.no_grad():
             model(x)
     except Exception as e:
-        raise ValueError(f"the model rejects an input of shape {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}: "
+        raise UserError(f"the model rejects an input of shape {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}: "
                          f"{_first_line(e)}") from None

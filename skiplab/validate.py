@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from .errors import UserError
 
-class SpecError(ValueError):
+
+class SpecError(UserError):
     """A field of a spec or config has a value outside what is allowed; the message names both."""
 
 

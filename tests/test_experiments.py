@@ -145,15 +145,20 @@ def _boom_for(monkeypatch, fails):
     monkeypatch.setattr(skiplab.runner, "train_seeds", train_seeds)
 
 
-def test_every_run_failed_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+def test_every_run_failed_is_one_line_exit_1_and_the_first_runs_traceback_logged(tmp_path, monkeypatch, capsys):
+    """Not the user's mistake (the inputs were checked before training): an internal
+    error, its log holding the first run's stored traceback."""
     npz = tiny_npz(tmp_path / "my.npz")
     _boom_for(monkeypatch, lambda spec: True)
     code = main(["experiment", "degradation", "--quick", "--workers", "1", "--dataset", str(npz),
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
-    assert err.startswith("skiplab: error: experiment degradation: all 16 training runs failed; the first: "
-                          "RuntimeError: boom: disk on fire")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("skiplab: internal error: RuntimeError: experiment degradation: all 16 training runs "
+                          "failed; the first: RuntimeError: boom: disk on fire")
+    log, = (tmp_path / "out" / "logs").glob("error-*.log")
+    assert str(log) in err
+    assert 'raise RuntimeError("boom: disk on fire")' in log.read_text()  # the run's own traceback, as stored
     with Store(tmp_path / "out") as s:
         assert s.experiments() == [] and {r["status"] for r in s.runs()} == {"failed"}
 
@@ -402,13 +407,14 @@ def _jobs(specs):
     from skiplab.experiments.context import run_output
     if any(s["seed"] == 1 for s in specs):
         os._exit(1)
-    return [run_output(s, "h", "complete", {"status": "complete", "seed": s["seed"]}, [], "t") for s in specs]
+    return [run_output(s, "h", "complete", {"status": "complete", "seed": s["seed"], "test_accuracy": None}, [], "t")
+            for s in specs]
 
 
 @pytest.mark.slow
 def test_a_worker_that_dies_is_retried_then_stored_as_failed(tmp_path):
     from skiplab.experiments.context import Context
-    spec = {"model": {"skip": "x", "depth": 1}, "seed": 0}
+    spec = {"model": {"model": "mlp", "skip": "x", "depth": 1, "width": 1}, "dataset": "d", "seed": 0}
     with Store(tmp_path) as store:
         ctx = Context(None, False, store, workers=2, name="t")
         outs = ctx.run_jobs(_jobs, [(("h", 0), spec), (("h", 1), {**spec, "seed": 1})])

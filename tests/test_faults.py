@@ -11,6 +11,7 @@ and fast) or, as the OOM killer would, by SIGKILLing a worker process found thro
 import glob
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -217,6 +218,7 @@ def test_two_studies_at_once_share_the_plan(tmp_path):
 def test_store_claims(tmp_path, monkeypatch):
     """The claim rules: held by a live command = busy; stale when its holder is dead or its
     lease lapsed; finished = done; a finished row is never replaced."""
+    spec = {"model": {"model": "mlp", "skip": "add", "depth": 1, "width": 8}, "dataset": "mnist1d"}
     with Store(tmp_path) as a, Store(tmp_path) as b:
         assert a.claim("h", 0) == "claimed" and a.claim("h", 0) == "claimed"  # its own claim again
         assert b.claim("h", 0) == "busy"  # a lives (this very process)
@@ -227,15 +229,15 @@ def test_store_claims(tmp_path, monkeypatch):
         b.db.execute("UPDATE claims SET owner = 'o', host = 'elsewhere', pid = 1, expires = ?", (time.time() + 60,))
         assert a.claim("h", 0) == "busy"  # another host's live lease: no pid to look at, so wait
         b.db.execute("UPDATE claims SET host = ?, pid = ?", (HOST, os.getpid()))
-        a.add_run({}, "h", 0, "complete", {"test_accuracy": 0.5}, [(1, "test", "accuracy", 0.5)], "t")
+        a.add_run(spec, "h", 0, "complete", {"test_accuracy": 0.5}, [(1, "test", "accuracy", 0.5)], "t")
         assert b.claim("h", 0) == "done"
         assert a.db.execute("SELECT count(*) FROM claims").fetchone()[0] == 0  # storing dropped the claim
-        b.add_run({}, "h", 0, "failed", {"message": "late"}, [], "t")  # a finished row is kept
+        b.add_run(spec, "h", 0, "failed", {"message": "late"}, [], "t")  # a finished row is kept
         assert [(r["status"], r["result"]) for r in b.runs()] == [("complete", {"test_accuracy": 0.5})]
         assert b.db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
         # a run another command tried (failed) since this one began is not tried again now;
         # one that failed before it began is
-        b.add_run({}, "f", 0, "failed", {}, [], "t")
+        b.add_run(spec, "f", 0, "failed", {}, [], "t")
         assert a.claim("f", 0, since="2000-01-01T00:00:00+00:00") == "done"
         assert a.claim("f", 0, since="2999-01-01T00:00:00+00:00") == "claimed"
         with a.lease():
@@ -491,3 +493,241 @@ def test_ctrl_c_in_a_ray_sweep_is_one_line_exit_130_and_resumes(tmp_path):
     counts = json.loads(done.stdout)["counts"]
     assert counts["skipped"] == len(stored) and counts["complete"] == 8 - len(stored)
     _consistent(out)
+
+
+# -- nothing is lost: a run that goes NaN, a foreign file, a corrupt row ----------------------
+# SGD at lr 60 on a plain depth-8 MLP: the training loss stays finite for these few steps,
+# but the test loss overflows to NaN at an evaluation (seeds 0-2 of 4), which the store
+# could not write (metrics.value NOT NULL): every seed was lost.
+DIVERGING = ["train", "--skip", "plain", "--depth", "8", "--optimizer", "sgd", "--lr", "60", "--seeds", "4",
+             "--epochs", "0.2", "--workers", "1"]
+REASON = r"^(test|train) (loss|accuracy|bpc) became (nan|inf|-inf) at step \d+$"
+
+
+def _no_nan_json(text: str):
+    def refuse(name):
+        raise AssertionError(f"{name} in JSON output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def _nan_store_is_read_by_every_reader(out: Path, capsys) -> None:
+    """runs list (both forms, --json strict JSON), the report, and the exports read a store
+    holding a diverged run with NULL curve points, without a warning."""
+    for argv in (["runs", "list"], ["runs", "list", "--all"]):
+        assert main([*argv, "--out", str(out), "--json"]) == 0
+        cap = capsys.readouterr()
+        assert cap.err == "" and _no_nan_json(cap.out)
+    assert main(["report", "--out", str(out), "--json"]) == 0
+    assert (out / "report.html").exists() and capsys.readouterr().err == ""
+    assert main(["runs", "export", "--out", str(out), "--csv", str(out / "runs.csv")]) == 0
+    assert capsys.readouterr().err == ""
+    import csv
+    with open(out / "runs.csv") as f:
+        assert {r["status"] for r in csv.DictReader(f)} >= {"diverged"}
+
+
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+def test_a_run_whose_curves_go_nan_is_stored_diverged_and_its_siblings_finish(tmp_path, capsys, engine):
+    out = tmp_path / "o"
+    assert main([*DIVERGING, "--engine", engine, "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    runs = [r for d in _no_nan_json(cap.out) for r in d["runs"]]
+    assert sorted(r["seed"] for r in runs) == [0, 1, 2, 3] and {r["stored"] for r in runs} == {"new"}
+    diverged = [r for r in runs if r["status"] == "diverged"]
+    assert diverged and all(re.match(REASON, r["message"]) for r in diverged), runs
+    assert {r["status"] for r in runs} <= {"complete", "diverged"}
+    with Store(out) as s:
+        assert len(s.runs()) == 4
+        nulls = s.db.execute("SELECT count(*) FROM metrics WHERE value IS NULL").fetchone()[0]
+        assert nulls >= len(diverged)
+        nan_points = [v for r in s.runs() for *_, v in s.metrics(r["id"]) if v != v]
+        assert len(nan_points) == nulls  # NULL reads back as float('nan')
+    _consistent(out)
+    assert main([*DIVERGING, "--engine", engine, "--out", str(out), "--json"]) == 0  # resume: nothing to train
+    assert {r["stored"] for d in _no_nan_json(capsys.readouterr().out) for r in d["runs"]} == {"reused"}
+    _nan_store_is_read_by_every_reader(out, capsys)
+
+
+def test_a_transformer_whose_curves_go_nan_is_stored_diverged(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["train", "--model", "transformer", "--dataset", "pydoc", "--skip", "plain,add", "--depth", "2",
+            "--width", "16", "--heads", "2", "--context", "16", "--optimizer", "sgd", "--lr", "100000",
+            "--seeds", "2", "--epochs", "0.005", "--workers", "1", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    runs = [r for d in _no_nan_json(capsys.readouterr().out) for r in d["runs"]]
+    assert len(runs) == 4 and any(r["status"] == "diverged" for r in runs)
+    assert all(re.match(REASON, r["message"]) for r in runs if r["status"] == "diverged"), runs
+    _consistent(out)
+    assert main(["runs", "list", "--out", str(out), "--json"]) == 0
+    assert {d["diverged"] for d in _no_nan_json(capsys.readouterr().out)} - {0}
+
+
+def test_a_sweep_holding_a_nan_run_finishes(tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[sweep]\nseeds = 3\n[grid]\nmodel = 'mlp'\nskip = 'plain'\ndepth = 8\n"
+                     "[train]\noptimizer = 'sgd'\nlr = 60.0\nepochs = 0.2\n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(sweep), "--workers", "1", "--out", str(out), "--json"]) == 0
+    data = _no_nan_json(capsys.readouterr().out)
+    assert data["counts"].get("diverged", 0) >= 1 and data["results"][0]["seeds"] == 3
+    assert main(["sweep", str(sweep), "--workers", "1", "--out", str(out), "--json"]) == 0  # nothing left
+    assert _no_nan_json(capsys.readouterr().out)["counts"] == {"skipped": 3}
+
+
+def _foreign_db(folder: Path) -> bytes:
+    folder.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(folder / "runs.db")
+    db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer TEXT, total REAL)")
+    db.execute("INSERT INTO invoices (customer, total) VALUES ('someone', 12.5)")
+    db.commit()
+    db.close()
+    return (folder / "runs.db").read_bytes()
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "study", "experiment", "runs list", "report"])
+def test_a_foreign_sqlite_file_is_refused_before_it_is_touched(tmp_path, monkeypatch, capsys, command):
+    """Every command that opens a store (the four writers, two readers): one line, exit 2,
+    the file unchanged byte for byte, and nothing written beside it."""
+    import skiplab.cli.study as cli_study
+
+    out = tmp_path / "o"
+    before = _foreign_db(out)
+    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[sweep]\nseeds = 1\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
+    args = {"train": ["train", "--depth", "1", "--epochs", "1"], "sweep": ["sweep", str(sweep)],
+            "study": ["study", "--quick"], "experiment": ["experiment", "rezero", "--quick"],
+            "runs list": ["runs", "list"], "report": ["report"]}[command]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"skiplab: error: store: {out}/runs.db is a SQLite file but not a skiplab results store" + (
+        "\n" if command in ("runs list", "report") else "; give --out another folder\n")
+    assert (out / "runs.db").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["runs.db"]
+
+
+def _small_store(out: Path) -> None:
+    assert main(["train", "--skip", "plain,add", "--depth", "1", "--width", "8", "--epochs", "1", "--seeds", "2",
+                 "--workers", "1", "--out", str(out), "--json"]) == 0
+
+
+def test_a_corrupt_row_is_skipped_by_every_reader_with_one_warning_naming_it(tmp_path, capsys):
+    out = tmp_path / "o"
+    _small_store(out)
+    capsys.readouterr()
+    db = sqlite3.connect(out / "runs.db")
+    (rid, h, seed), = db.execute("SELECT id, spec_hash, seed FROM runs WHERE seed = 1 ORDER BY id LIMIT 1")
+    db.execute("UPDATE runs SET result = substr(result, 1, 20) WHERE id = ?", (rid,))  # JSON cut short
+    db.commit()
+    db.close()
+    warning = f"skiplab: warning: store: run {h} seed {seed} (id {rid}) in {out}/runs.db is corrupt: its result " \
+              "is not valid JSON"
+
+    def one_warning(err: str) -> None:
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(warning) and lines[0].endswith("; skipped"), err
+
+    assert main(["runs", "list", "--all", "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    one_warning(cap.err)
+    assert sorted(r["id"] for r in json.loads(cap.out)) == sorted(set(range(1, 5)) - {rid})
+    assert main(["runs", "list", "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    one_warning(cap.err)
+    assert sorted(d["seeds"] for d in json.loads(cap.out)) == [1, 2]  # the corrupt run's configuration: one seed
+    assert main(["report", "--out", str(out)]) == 0
+    one_warning(capsys.readouterr().err)
+    assert main(["runs", "export", "--out", str(out), "--csv", str(tmp_path / "runs.csv")]) == 0
+    one_warning(capsys.readouterr().err)
+    assert (tmp_path / "runs.csv").read_text().count("\n") == 1 + 3
+    # the same train command again: nothing to train (the row's status says finished); it lists what it read
+    assert main(["train", "--skip", "plain,add", "--depth", "1", "--width", "8", "--epochs", "1", "--seeds", "2",
+                 "--workers", "1", "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    one_warning(cap.err)
+    assert sum(len(d["runs"]) for d in json.loads(cap.out)) == 3
+    pytest.importorskip("pandas")
+    from skiplab import load_curves, load_runs
+    from skiplab.store import StoreWarning
+    with pytest.warns(StoreWarning, match=f"run {h} seed {seed}"):
+        assert len(load_runs(out)) == 3
+    with pytest.warns(StoreWarning, match=f"run {h} seed {seed}"):
+        assert set(load_curves(out)["seed"]) == {0, 1}
+
+
+# -- errors: the user's exit 2, skiplab's own exit 1 with a log ---------------------------------
+# A bug injected into the command line's process: `runs list` aggregates the store through
+# skiplab.results.aggregate, which raises a plain ValueError here (not the user's mistake).
+BUGGY = """
+import sys
+import skiplab.cli.runs as runs
+from skiplab.cli.main import main
+
+def aggregate(rows):
+    raise ValueError("an injected bug in aggregate")
+
+if __name__ == "__main__":
+    runs.aggregate = aggregate
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _buggy(tmp_path, *argv):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-c", BUGGY, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_an_internal_error_exits_1_with_one_line_naming_its_log(tmp_path, capsys):
+    out = tmp_path / "o"
+    _small_store(out)
+    capsys.readouterr()
+    p = _buggy(tmp_path, "runs", "list", "--out", str(out))
+    assert p.returncode == 1 and p.stdout == ""
+    m = re.fullmatch(r"skiplab: internal error: ValueError: an injected bug in aggregate \(traceback in (\S+\.log)\)\n",
+                     p.stderr)
+    assert m, p.stderr
+    log = Path(m.group(1))
+    assert log.parent == out / "logs"  # beside the store the command read
+    text = log.read_text()
+    assert f"command: skiplab runs list --out {out}" in text
+    assert "Traceback (most recent call last)" in text and text.endswith("ValueError: an injected bug in aggregate\n")
+    assert "run_list" in text  # the frames inside skiplab, not only the last one
+    # --debug: the traceback on stderr too, then the same line
+    p = _buggy(tmp_path, "runs", "list", "--out", str(out), "--debug")
+    assert p.returncode == 1 and "Traceback (most recent call last)" in p.stderr
+    assert p.stderr.splitlines()[-1].startswith("skiplab: internal error: ValueError: an injected bug")
+    assert len(list((out / "logs").glob("error-*.log"))) == 2
+
+
+@pytest.mark.parametrize("argv", [["strategies"], ["--debug", "strategies"], ["strategies", "--debug"]])
+def test_an_internal_error_without_an_out_folder_logs_in_the_cache(tmp_path, monkeypatch, capsys, argv):
+    import skiplab.cli.strategies as strategies
+
+    def broken(args):
+        raise KeyError("a missing key inside skiplab")
+    monkeypatch.setattr(strategies, "run", broken)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("skiplab: internal error: KeyError: ")
+    assert ("Traceback (most recent call last)" in err) == ("--debug" in argv)  # --debug before or after the command
+    if "--debug" not in argv:
+        assert err.count("\n") == 1
+    logs = list((tmp_path / "cache" / "skiplab" / "logs").glob("error-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err and "KeyError: 'a missing key inside skiplab'" in logs[0].read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--depth", "-1"], "depth: must be an integer >= 0, got -1"),
+    (["train", "--dataset", "nosuchdata"], "nosuchdata does not exist"),
+    (["train", "--dataset", "missing.npz"], "missing.npz does not exist"),
+    (["runs", "list", "--out", "nowhere"], "store: no results store at nowhere/runs.db"),
+    (["cost", "--depths", "1,2"], "depths: need at least 4 different depths"),
+    (["experiment", "no-such"], "invalid choice"),
+])
+def test_the_users_mistakes_still_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] in ("train", "experiment") else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("skiplab: error: ") and message in err, err
+    assert not (tmp_path / "o" / "logs").exists()

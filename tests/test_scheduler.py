@@ -33,12 +33,15 @@ def _ok(args):
     import os
 
     from skiplab.experiments.context import run_output
-    return [run_output(a, a["h"], "complete", {"status": "complete", "seed": a["seed"], "pid": os.getpid()}, [], "t")
-            for a in args]
+    return [run_output(a, a["h"], "complete", {"status": "complete", "seed": a["seed"], "pid": os.getpid(),
+                                               "test_accuracy": None}, [], "t") for a in args]
 
 
 def _works(n=3, group=()):
-    return [scheduler.Work("h", s, {"h": "h", "seed": s, "model": {"skip": "x", "depth": 1}}, group) for s in range(n)]
+    # each arg a stand-in spec with what a stored row's readers need (skiplab.store.MODEL_KEYS, a dataset)
+    return [scheduler.Work("h", s, {"h": "h", "seed": s, "dataset": "d",
+                                    "model": {"model": "mlp", "skip": "x", "depth": 1, "width": 1}}, group)
+            for s in range(n)]
 
 
 def test_a_run_held_by_another_command_is_not_given_to_any_executor(tmp_path, monkeypatch):
@@ -52,7 +55,7 @@ def test_a_run_held_by_another_command_is_not_given_to_any_executor(tmp_path, mo
             def fn(args, ran=ran, other=other):
                 ran.extend(a["seed"] for a in args)
                 if other.claim("h", 1) == "claimed":  # the other command finishes its run meanwhile
-                    other.add_run(args[0], "h", 1, "complete", {}, [], "t")
+                    other.add_run(args[0], "h", 1, "complete", {"test_accuracy": None}, [], "t")
                 return _ok(args)
             executor = Inline() if name == "inline" else Ray(FakeRay(), 1, 0, 1, 0)
             counts = scheduler.schedule(_works(), store, fn, executor)

@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+from ..errors import UserError
 from ..families import FAMILIES
 from ..families.transformer import PLACEMENTS
 from ..layers import ACTIVATIONS
@@ -15,17 +16,23 @@ from ..skips import STRATEGIES, all_options, check_options_taken
 from ..spec import INITS, ModelSpec
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
+    """Every parser (the top one, each command's) takes ``--debug``: wherever it is given,
+    an error prints its traceback (``skiplab.cli.main``)."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # A value that starts with a minus and a digit (-3,32,32, -1..5, -1e-3) is a value with
         # a sign, to be refused for its sign, not an unknown flag ("expected one argument"):
         # the rule of Python 3.13's argparse; before it only -3 and -1.5 were numbers.
         self._negative_number_matcher = re.compile(r"-\.?\d")
+        # SUPPRESS: a command's parser sets it only when given, so `skiplab --debug train` keeps it
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="on an error, print its traceback")
 
     def error(self, message: str):  # argparse would print usage + exit; we want one line
         raise UsageError(message)

@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> None:
         stored = {(r["spec_hash"], r["seed"]): r for r in store.runs()}
     # new: trained and stored by this command; reused: in the store before it began;
     # elsewhere: stored meanwhile by another command on the same store (skiplab.scheduler)
+    # (a row the store could not read is left out here; Store.runs warned, naming it)
     out = [{**stored[k], "stored": "new" if k in mine else "reused" if k in before else "elsewhere"}
-           for k in ((s.spec_hash, s.seed) for s in runs)]
+           for k in ((s.spec_hash, s.seed) for s in runs) if k in stored]
     data_out = summarize(out, specs)
     emit(args, data_out, render(data_out, args.out))
 

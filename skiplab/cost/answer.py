@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..errors import UserError
 from ..spec import ModelSpec
 from .count import TooLargeToBuild, check_batch, counted_cost, meta_model
 from .laws import POLY_LAWS, classify
@@ -54,7 +55,7 @@ def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
     top = _deepest_buildable(spec.replace(depth=0), spec.depth - 1)
     depths = list(range(max(1, top - FIT_POINTS + 1), top + 1))
     if len(depths) < 4:
-        raise ValueError(f"depth: {spec.skip} at depth {spec.depth} cannot be built even on the meta device, "
+        raise UserError(f"depth: {spec.skip} at depth {spec.depth} cannot be built even on the meta device, "
                          f"and too few smaller depths build ({len(depths)}) to fit a growth law")
     costs = [counted_cost(spec.replace(depth=d), batch) for d in depths]
 
@@ -65,7 +66,7 @@ def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
             return round(sum(c[f"c{i}"] * x ** i for i in range(len(c)))), law["law"]
         if law["law"] == "exponential":
             return c["b"] * c["base"] ** x, f"exponential, base {c['base']:.4g}"
-        raise ValueError(f"depth: {spec.skip} at depth {spec.depth} cannot be built even on the meta device, and "
+        raise UserError(f"depth: {spec.skip} at depth {spec.depth} cannot be built even on the meta device, and "
                          f"its costs over depths {depths[0]}..{depths[-1]} follow no law to extrapolate")
 
     laws = {}

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from ..spec import ModelSpec
+from ..errors import UserError
 from .answer import model_cost
 from .count import param_counts
 
@@ -45,14 +46,14 @@ def match_budget(spec: ModelSpec, *, params: int | None = None, flops: int | Non
     says whether it is within 2%.
     """
     if (params is None) == (flops is None):
-        raise ValueError("budget: give exactly one of params or flops")
+        raise UserError("budget: give exactly one of params or flops")
     metric, target = ("params", params) if params is not None else ("flops", flops)
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
-        raise ValueError(f"{metric}: the budget must be a positive integer, got {target!r}")
+        raise UserError(f"{metric}: the budget must be a positive integer, got {target!r}")
     sizing = sizing_options(spec)
     if vary != "width" and vary not in sizing:
         allowed = ", ".join(["width", *sizing])
-        raise ValueError(f"vary: skip {spec.skip!r} can vary {allowed}, not {vary!r}")
+        raise UserError(f"vary: skip {spec.skip!r} can vary {allowed}, not {vary!r}")
     # Sizes come in steps: concat-half needs even widths, the transformer multiples of its
     # heads (each attention sublayer splits its features among them).
     unit = spec.family.size_step(spec)
@@ -92,12 +93,12 @@ def _closest(sized, metric: str, target: int, spec: ModelSpec, vary: str, step: 
     (costs grow monotonically with width and growth)."""
     lo = 1
     if _cost(sized(lo), metric) > target:
-        raise ValueError(f"{metric}: a budget of {target:,} is below the smallest {spec.skip} model at depth "
+        raise UserError(f"{metric}: a budget of {target:,} is below the smallest {spec.skip} model at depth "
                          f"{spec.depth} ({vary} {lo * step}: {_cost(sized(lo), metric):,})")
     hi = 2
     while _cost(sized(hi), metric) <= target:
         if hi * step >= MAX_WIDTH:
-            raise ValueError(f"{metric}: a budget of {target:,} needs a {vary} over {MAX_WIDTH:,}")
+            raise UserError(f"{metric}: a budget of {target:,} needs a {vary} over {MAX_WIDTH:,}")
         hi *= 2
     while hi - lo > 1:  # invariant: cost(lo) <= target < cost(hi)
         mid = (lo + hi) // 2

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
 from ..model import SkipNet
 from ..profiling import Profile, profile
 from ..spec import ModelSpec
@@ -35,7 +36,7 @@ class TooLargeToBuild(Exception):
 
 def check_batch(batch: Any) -> None:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
+        raise UserError(f"batch: must be an integer >= 1, got {batch!r}")
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import UserError
+
 POLY_LAWS = ("constant", "linear", "quadratic")
 EXACT = 1e-9  # relative residual for the polynomial laws (costs are exact integers)
 NEAR = 1e-3  # relative residual for the exponential law
@@ -56,7 +58,7 @@ def classify(depths: Sequence[int], values: Sequence[float]) -> dict[str, Any]:
     d = np.asarray(depths, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if len(set(depths)) < 4:
-        raise ValueError(f"depths: need at least 4 different depths to tell growth laws apart, got {list(depths)}")
+        raise UserError(f"depths: need at least 4 different depths to tell growth laws apart, got {list(depths)}")
     for degree, law in enumerate(POLY_LAWS):
         coef = np.polynomial.polynomial.polyfit(d, y, degree)
         res = _relative_residual(y, np.polynomial.polynomial.polyval(d, coef))
@@ -81,9 +83,9 @@ def parse_depths(text: str) -> list[int]:
         else:
             depths = [int(t) for t in text.split(",")]
     except ValueError:
-        raise ValueError(f"depths: {text!r} is not a..b, a..b:step or a comma-separated list of integers") from None
+        raise UserError(f"depths: {text!r} is not a..b, a..b:step or a comma-separated list of integers") from None
     if not depths:
-        raise ValueError(f"depths: {text!r} gives no depths (a..b needs a <= b)")
+        raise UserError(f"depths: {text!r} gives no depths (a..b needs a <= b)")
     if min(depths) < 0:
-        raise ValueError(f"depths: must be >= 0, got {min(depths)} in {text!r}")
+        raise UserError(f"depths: must be >= 0, got {min(depths)} in {text!r}")
     return depths

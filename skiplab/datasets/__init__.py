@@ -12,6 +12,7 @@ from .files import (load_cifar10_folder, load_csv, load_digits_dataset, load_mni
                     load_path)
 from .mnist1d import load_mnist1d
 from .text import TextDataset, display_name, is_text_ref, load_pydoc, load_text, load_text_ref, text_ref
+from ..errors import UserError
 
 # The one map from names to loaders; the CLI's --dataset looks names up here.
 DATASETS: dict[str, Callable[[], Dataset | TextDataset]] = {"mnist1d": load_mnist1d, "digits": load_digits_dataset,
@@ -43,7 +44,7 @@ def load_dataset(name: str, label: str = "label") -> Dataset | TextDataset:
         return DATASETS[name]()
     path = pathlib.Path(name).expanduser()
     if not path.exists() and not any(c in name for c in "/\\.~"):
-        raise ValueError(f"dataset: unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a path to "
+        raise UserError(f"dataset: unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a path to "
                          f"a .txt, .npz, .csv, CIFAR-10 or MNIST folder")
     return load_path(path, label=label)
 

@@ -37,14 +37,15 @@ import numpy as np
 import torch
 
 from .base import Dataset
+from ..errors import UserError
 
 PathLike = str | os.PathLike
 
 
 # -- Shared checks: split, labels, the Dataset itself ----------------------------------
-def _fail(message: str) -> ValueError:
+def _fail(message: str) -> UserError:
     """The one error type of this module: one line, prefixed ``dataset:``."""
-    return ValueError("dataset: " + " ".join(message.splitlines()))
+    return UserError("dataset: " + " ".join(message.splitlines()))
 
 
 def _split(y: np.ndarray, test_fraction: float, seed: int, source: str) -> tuple[np.ndarray, np.ndarray]:

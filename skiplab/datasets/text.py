@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Dataset
+from ..errors import UserError
 
 TRAIN_FRACTION = 0.9
 MIN_CHARACTERS = 1_000  # shorter texts leave a validation part of under 100 characters
@@ -32,8 +33,8 @@ HASH_DIGITS = 16  # hex digits of the sha256 kept in a dataset reference (64 bit
 PYDOC = "pydoc"
 
 
-def _fail(message: str) -> ValueError:
-    return ValueError("dataset: " + " ".join(message.splitlines()))
+def _fail(message: str) -> UserError:
+    return UserError("dataset: " + " ".join(message.splitlines()))
 
 
 @dataclass(frozen=True, repr=False)

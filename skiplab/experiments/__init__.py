@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..datasets import dataset_ref
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,13 @@ def default_workers() -> int:
 def check_options(name: str, workers: int | None, dataset: str | None) -> Experiment:
     """The experiment called ``name``, once the options given are known to apply to it."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"experiment: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+        raise UserError(f"experiment: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
     for flag, given, applies in (("--dataset", dataset, exp.uses_data), ("--workers", workers, exp.uses_workers)):
         if given is not None and not applies:
-            raise ValueError(f"{flag}: does not apply to experiment {name} ({exp.why_not}); leave it out")
+            raise UserError(f"{flag}: does not apply to experiment {name} ({exp.why_not}); leave it out")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"--workers: must be an integer >= 1, got {workers!r}")
+        raise UserError(f"--workers: must be an integer >= 1, got {workers!r}")
     return exp
 
 
@@ -102,10 +103,10 @@ def run_experiment(name: str, out: str, quick: bool = False, workers: int | None
     ref = dataset_ref(dataset if dataset is not None else exp.default_dataset)
     data = load_dataset(ref)
     if exp.takes_text and isinstance(data, Dataset):  # a language-model experiment given numbers
-        raise ValueError(f"dataset: {data.name!r} is numeric; experiment {name} trains character language models "
+        raise UserError(f"dataset: {data.name!r} is numeric; experiment {name} trains character language models "
                          f"and takes a text (pydoc or a .txt file)")
     if not exp.takes_text and not isinstance(data, Dataset):  # an MLP/CNN experiment given a text
-        raise ValueError(f"dataset: {data.name!r} is a token sequence; experiment {name} trains numeric models "
+        raise UserError(f"dataset: {data.name!r} is a token sequence; experiment {name} trains numeric models "
                          f"and takes numeric datasets (mnist1d, digits, a file)")
     with Store(out) as store:
         ctx = Context(data, quick, store, workers if workers is not None else default_workers(), progress,

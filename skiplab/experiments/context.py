@@ -53,13 +53,18 @@ class Context:
 
     # -- bookkeeping shared by every way of training ------------------------------------
     def _account(self, rows: list[dict[str, Any]]) -> None:
-        """Count the runs and their failures; all of them failed is an error (one line,
-        naming the first reason): no outcome could be built from nothing."""
+        """Count the runs and their failures; all of them failed is an error: no outcome
+        could be built from nothing. Not the user's (the inputs were checked before any
+        training): an internal error, whose first line names the first reason and whose
+        log (``skiplab.cli.main``) holds that run's stored traceback."""
         self.runs += len(rows)
-        reasons = [(r["result"] or {}).get("message") or "no reason stored" for r in rows if r["status"] == "failed"]
+        failed = [r for r in rows if r["status"] == "failed"]
+        reasons = [(r["result"] or {}).get("message") or "no reason stored" for r in failed]
         self.failed += reasons
         if rows and len(reasons) == len(rows):
-            raise ValueError(f"experiment {self.name}: all {len(rows)} training runs failed; the first: {reasons[0]}")
+            tb = (failed[0]["result"] or {}).get("traceback") or ""
+            raise RuntimeError(f"experiment {self.name}: all {len(rows)} training runs failed; the first: {reasons[0]}"
+                               + (f"\n\nthe first run's traceback, as stored:\n{tb}" if tb else ""))
 
     def failure_note(self) -> str:
         """A sentence for the outcome when some runs failed (empty when none did)."""
@@ -73,10 +78,14 @@ class Context:
         self.say(f"run {done}/{total}: {m['skip']} depth {m['depth']}, seed {out['seed']}: {out['status']}")
 
     # -- three ways to train ------------------------------------------------------------
-    def _rows(self, keys: list[tuple[str, int]]) -> list[dict[str, Any]]:
-        """The stored rows of these runs, in order; the bookkeeping counts them."""
+    def _rows(self, keys: list[tuple[str, int]], specs: list[Any]) -> list[dict[str, Any]]:
+        """The stored rows of these runs, in order; the bookkeeping counts them. A row the
+        store could not read (it warned, naming it) counts as a failed run of ``specs``'."""
         stored = {(r["spec_hash"], r["seed"]): r for r in self.store.runs()}
-        rows = [stored[k] for k in keys]
+        rows = [stored.get(k) or {"id": None, "spec_hash": k[0], "seed": k[1], "status": "failed",
+                                  "spec": spec if isinstance(spec, dict) else {},
+                                  "result": {"message": "its stored row is corrupt (skipped: see the warning)"}}
+                for k, spec in zip(keys, specs)]
         self._account(rows)
         return rows
 
@@ -84,7 +93,7 @@ class Context:
         """Train ``specs`` (runs already in the store are reused) and return their stored
         rows, in the order given."""
         run_all(specs, self.store, workers=self.workers, on_done=self._progress)
-        return self._rows([(s.spec_hash, s.seed) for s in specs])
+        return self._rows([(s.spec_hash, s.seed) for s in specs], [s.to_dict() for s in specs])
 
     def train_models(self, specs: list[RunSpec]) -> list[tuple[dict[str, Any], torch.nn.Module | None]]:
         """Train ``specs`` and return, in order, each stored row with its trained model
@@ -93,7 +102,7 @@ class Context:
         without weights (by ``skiplab train``, or before weights were kept) is trained
         again here for its model, and its row stays as it was."""
         run_all(specs, self.store, workers=self.workers, on_done=self._progress, keep_weights=True)
-        rows = self._rows([(s.spec_hash, s.seed) for s in specs])
+        rows = self._rows([(s.spec_hash, s.seed) for s in specs], [s.to_dict() for s in specs])
         models = []
         for spec, row in zip(specs, rows):
             model = None
@@ -119,7 +128,7 @@ class Context:
         finished = self.store.finished_keys()
         executor = executor_for(sum(w.key not in finished for w in works), self.workers)
         schedule(works, self.store, fn, executor, self._progress)
-        return self._rows([w.key for w in works])
+        return self._rows([w.key for w in works], [w.arg for w in works])
 
 
 def run_output(spec: dict[str, Any], spec_hash: str, status: str, result: dict[str, Any],

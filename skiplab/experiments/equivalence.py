@@ -34,6 +34,7 @@ from ..stats import mean_std
 from ..train import TrainConfig
 from .context import Context
 from .outcome import CONTRADICTS, closing, decide, predict, regime, signed
+from ..errors import UserError
 
 CLAIM = "concatenation can emulate addition (seed answer 2); the reverse does not hold at equal width"
 BOUND = 1e-5  # max |output difference| (float64) below which two networks compute the same function
@@ -46,7 +47,7 @@ def dense_from_add(add: SkipNet) -> SkipNet:
     """A dense network (growth = width) computing exactly what ``add`` computes."""
     spec = add.spec
     if spec.strategy is not ADD:
-        raise ValueError(f"skip: equivalence starts from an {ADD.name!r} network, got {spec.skip!r}")
+        raise UserError(f"skip: equivalence starts from an {ADD.name!r} network, got {spec.skip!r}")
     dense = build_model(spec.replace(skip=DENSE.name, options={}), seed=0)  # growth k = w
     with torch.no_grad():
         dense.stem.load_state_dict(add.stem.state_dict())
@@ -80,7 +81,7 @@ def reverse_gap(dense: SkipNet, x: torch.Tensor) -> float:
     """Relative error of the best add-style layer for dense's block 2 (which sees
     concat(s_0, f_1) through [A, B]): min_W ||W (s_0 + f_1) - (A s_0 + B f_1)|| / ||A s_0 + B f_1||."""
     if dense.spec.depth < 2 or dense.spec.family is not MLP_FAMILY:
-        raise ValueError("depth: the reverse check needs an MLP of depth >= 2")
+        raise UserError("depth: the reverse check needs an MLP of depth >= 2")
     dense.eval()
     with torch.no_grad():
         s0 = dense.stem(x.flatten(1))

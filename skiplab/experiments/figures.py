@@ -24,6 +24,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..palette import color
 from ..plotting import depth_axis, dodge, number, positive, save_png_and_svg
+from ..errors import UserError
 
 MERGE_COLORS = {"none": color("plain"), "add": color("add"), "concat": color("dense")}
 
@@ -561,7 +562,7 @@ def figure_stem(name: str) -> str:
 def experiment_figure(name: str, result: Result) -> Figure:
     """Draw experiment ``name``'s figure from its result dict."""
     if name not in FIGURES:
-        raise ValueError(f"experiment: no figure for {name!r}; known: {', '.join(FIGURES)}")
+        raise UserError(f"experiment: no figure for {name!r}; known: {', '.join(FIGURES)}")
     return FIGURES[name][2](result)
 
 
@@ -576,7 +577,7 @@ def write_experiment_figure(name: str, result: Result, folder: str | os.PathLike
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"figure: cannot create {folder}: {e.strerror or e}") from None
+        raise UserError(f"figure: cannot create {folder}: {e.strerror or e}") from None
     png, svg = folder / f"{figure_stem(name)}.png", folder / f"{figure_stem(name)}.svg"
     save_figure(fig, png, svg)
     return png, svg

@@ -23,6 +23,7 @@ from ..study import STUDY_OPTIONS
 from ..train import TrainConfig, evaluate
 from .context import Context
 from .outcome import closing, decide, pct, predict, regime, signed
+from ..errors import UserError
 
 CLAIM = "removing one block barely hurts a residual network but breaks a plain one (Veit et al., 1605.06431)"
 SKIPS = (PLAIN.name, ADD.name, DENSE.name)
@@ -36,7 +37,7 @@ def run(ctx: Context, **form) -> dict[str, Any]:
     f = {**(QUICK if ctx.quick else DEFAULT), **form}
     depth, seeds, skips = f["depth"], f["seeds"], tuple(f["skips"])
     if not {PLAIN.name, ADD.name} <= set(skips):
-        raise ValueError(f"skips: the lesion study compares {PLAIN.name} with {ADD.name}; both must be among them")
+        raise UserError(f"skips: the lesion study compares {PLAIN.name} with {ADD.name}; both must be among them")
     train = TrainConfig(epochs=f["epochs"], evals=2)
     specs = [ctx.run_spec(ModelSpec(model=MLP_FAMILY.name, depth=depth, width=f["width"], skip=skip, norm="batch",
                                     options=STUDY_OPTIONS.get(skip, {}),

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..store import now
 from .context import Context, dataset_for, run_output
 from .outcome import closing, decide, predict, regime, signed
+from ..errors import UserError
 
 CLAIM = "U-Net's long skips help a dense prediction task; concatenating them costs more than adding them"
 # How a decoder level joins the encoder's features of its resolution: the U-Net's own merge
@@ -62,7 +63,7 @@ class UNet1d(nn.Module):
     def __init__(self, merge: str, c: int = 16):
         super().__init__()
         if merge not in MERGES:
-            raise ValueError(f"merge: {merge!r} is not one of {', '.join(MERGES)}")
+            raise UserError(f"merge: {merge!r} is not one of {', '.join(MERGES)}")
         self.merge = merge
         self._join = JOINS[merge]
         wide = WIDTH_FACTOR[merge]  # the channel arithmetic of concatenation, in one line
@@ -82,7 +83,7 @@ class UNet1d(nn.Module):
 
 def check_data(x: torch.Tensor) -> None:
     if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] % 4:
-        raise ValueError(f"dataset: long-skips needs 1-channel sequences whose length is divisible by 4 (e.g. "
+        raise UserError(f"dataset: long-skips needs 1-channel sequences whose length is divisible by 4 (e.g. "
                          f"MNIST-1D's (1, 40)); this one's samples have shape {tuple(x.shape[1:])}")
 
 

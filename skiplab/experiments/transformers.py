@@ -39,6 +39,7 @@ from ..stats import compare, mean_std
 from ..train import TrainConfig
 from .context import Context
 from .outcome import closing, decide, predict, regime, signed
+from ..errors import UserError
 
 _ADD, _DWA, _HYPER, _MHC = (s.name for s in (ADD, DWA_STRATEGY, HYPER, MHC_STRATEGY))  # the strategies compared here
 
@@ -129,7 +130,7 @@ def denseformer(ctx: Context, **form) -> dict[str, Any]:
     f = {**(DENSE_QUICK if ctx.quick else DENSE_DEFAULT), **form}
     d, deep, seeds = f["depth"], f["deeper"], f["seeds"]
     if deep <= d:
-        raise ValueError(f"experiment denseformer: deeper ({deep}) must exceed depth ({d})")
+        raise UserError(f"experiment denseformer: deeper ({deep}) must exceed depth ({d})")
     train = _train(f)
     variants = [(_ADD, d), (_DWA, d), (_ADD, deep)]
     specs = [ctx.run_spec(_lm(ctx, f, depth=depth, skip=skip), train, seed)
@@ -290,7 +291,7 @@ def norm_placement(ctx: Context, **form) -> dict[str, Any]:
     f = {**(NORM_QUICK if ctx.quick else NORM_DEFAULT), **form}
     depths, seeds, w = tuple(f["depths"]), f["seeds"], f["warmup"]
     if w < 1:
-        raise ValueError(f"experiment norm-placement: warmup must be >= 1 step, got {w!r}")
+        raise UserError(f"experiment norm-placement: warmup must be >= 1 step, got {w!r}")
     configs = {0: _train(f), w: _train(f, warmup=w)}
     specs = [ctx.run_spec(_lm(ctx, f, depth=d, skip=_ADD, placement=p), configs[wu], seed)
              for wu in configs for p in ("pre", "post") for d in depths for seed in range(seeds)]

@@ -48,6 +48,7 @@ from .extras import need
 from .targets import experiment_name, mlflow_target
 from .fields import (StoredRuns, curve_name, flat_value, read_store, run_key, run_label, seconds, spec_fields,
                      summary_metrics)
+from ..errors import UserError
 
 REPORT_FILES = ("report.html", "report.md")
 # MLflow's limits per log_batch call (mlflow.utils.validation): 1000 entries in all, of
@@ -66,7 +67,7 @@ def tracking_uri(uri: str) -> tuple[str, Path | None]:
         except FileExistsError:
             pass
         except OSError as e:
-            raise ValueError(f"export: cannot create {target.create}: {e.strerror or e}") from None
+            raise UserError(f"export: cannot create {target.create}: {e.strerror or e}") from None
     return target.tracking_uri, target.artifacts
 
 
@@ -178,7 +179,7 @@ def export_mlflow(out: str | os.PathLike, uri: str, experiment: str | None = Non
                 experiment_id = client.create_experiment(name, artifact_location=location,
                                                          tags={"skiplab.store": str(stored.path)})
             elif found.lifecycle_stage == "deleted":
-                raise ValueError(f"export: the MLflow experiment {name!r} was deleted; restore it "
+                raise UserError(f"export: the MLflow experiment {name!r} was deleted; restore it "
                                  "(mlflow experiments restore) or name another with --experiment")
             else:
                 experiment_id = found.experiment_id
@@ -194,7 +195,7 @@ def export_mlflow(out: str | os.PathLike, uri: str, experiment: str | None = Non
                 counts["replaced" if old is not None else "added"] += 1
             counts["report"] = _export_report(client, experiment_id, folder, existing.get("report"))
     except (MlflowException, OSError) as e:
-        raise ValueError(f"export: MLflow at {uri}: {str(e).strip().splitlines()[0]}") from None
+        raise UserError(f"export: MLflow at {uri}: {str(e).strip().splitlines()[0]}") from None
     return {**counts, "experiment": name, "experiment_id": experiment_id, "tracking_uri": target}
 
 

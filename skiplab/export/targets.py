@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..errors import UserError
+
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database (sqlite.org/fileformat.html)
 MLFLOW_TABLES = ("alembic_version", "experiments")  # in every MLflow database, from its first migration
 ACCEPTED = "sqlite:///FILE.db, a file: URI, or a folder"
 
 
-class TargetError(ValueError):
+class TargetError(UserError):
     """An export target that cannot be written; the message names the flag and the path."""
 
 

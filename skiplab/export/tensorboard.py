@@ -28,6 +28,7 @@ from typing import Any
 
 from .extras import need
 from .fields import curve_name, flat_value, read_store, run_path, seconds, spec_fields, summary_metrics
+from ..errors import UserError
 from .targets import check_folder
 
 
@@ -51,7 +52,7 @@ def export_tensorboard(out: str | os.PathLike, logdir: str | os.PathLike) -> dic
     try:
         logdir.mkdir(exist_ok=True)
     except OSError as e:
-        raise ValueError(f"export: cannot create {logdir}: {e.strerror or e}") from None
+        raise UserError(f"export: cannot create {logdir}: {e.strerror or e}") from None
     points = 0
     for run in stored.runs:
         folder = logdir / run_path(run)
@@ -60,7 +61,7 @@ def export_tensorboard(out: str | os.PathLike, logdir: str | os.PathLike) -> dic
             for old in folder.glob("events.out.tfevents.*"):  # a re-export replaces the run, never appends to it
                 old.unlink()
         except OSError as e:
-            raise ValueError(f"export: cannot write {folder}: {e.strerror or e}") from None
+            raise UserError(f"export: cannot write {folder}: {e.strerror or e}") from None
         wall = seconds(run["finished_at"])
         curves = stored.curves[run["id"]]
         final = summary_metrics(stored, run)

@@ -8,6 +8,7 @@ from .cnn1d import CNN1D_FAMILY
 from .cnn2d import CNN2D_FAMILY
 from .mlp import MLP_FAMILY
 from .transformer import TRANSFORMER_FAMILY
+from ..errors import UserError
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (MLP_FAMILY, CNN1D_FAMILY, CNN2D_FAMILY, TRANSFORMER_FAMILY)}
 
@@ -17,7 +18,7 @@ def get_family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"model: unknown family {name!r}; allowed: {', '.join(FAMILIES)}") from None
+        raise UserError(f"model: unknown family {name!r}; allowed: {', '.join(FAMILIES)}") from None
 
 
 __all__ = ["FAMILIES", "get_family", "Family", "Description", "ShapeError", "MLP_FAMILY", "CNN1D_FAMILY", "CNN2D_FAMILY",

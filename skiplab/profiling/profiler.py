@@ -23,6 +23,7 @@ from .recorder import Recorder
 from .result import FIGURES, Profile
 from .saved import SavedBytes
 from .scope import ModuleStack
+from ..errors import UserError
 
 
 def scalar_of(output: Any) -> torch.Tensor | None:
@@ -94,7 +95,7 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
         raise TypeError(f"profile: expected a torch.nn.Module, got {type(model).__name__}")
     backward_pass = backward
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats: must be an integer >= 1, got {repeats!r}")
+        raise UserError(f"repeats: must be an integer >= 1, got {repeats!r}")
     params = list(model.parameters())
     buffers = list(model.buffers())
     kept_buffers = [b.detach().clone() for b in buffers]

@@ -24,6 +24,7 @@ from ..palette import color
 from ..plotting import depth_axis, dodge, positive, save_png_and_svg
 from .content import GROUPS, ReportData
 from .edf import bin_weights, edf
+from ..errors import UserError
 
 GROUP_MARKERS = {"equal-width": "o", "matched-params": "s"}
 GROUP_NAMES = {"equal-width": "equal width", "matched-params": "matched budget"}
@@ -298,7 +299,7 @@ def write_figures(data: ReportData, folder: str | os.PathLike) -> list[RenderedF
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"report: cannot create {folder}: {e.strerror or e}") from None
+        raise UserError(f"report: cannot create {folder}: {e.strerror or e}") from None
     out = []
     for name, (section, title, draw) in FIGURES.items():
         png, svg = folder / f"{name}.png", folder / f"{name}.svg"

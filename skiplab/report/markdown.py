@@ -15,6 +15,7 @@ from .figures import RenderedFigure
 from ..metrics import ACCURACY
 from .tables import Table, accuracy_table, cost_table, gradient_table, size_table
 from .verdict import best_per_depth, leaders, verdict
+from ..errors import UserError
 
 GROUP_TITLES = {"equal-width": "Test accuracy at equal width",
                 "matched-params": "Test accuracy at a matched parameter budget"}
@@ -124,7 +125,7 @@ def write_markdown(text: str, out: str | os.PathLike) -> Path:
         tmp.write_text(text)
         os.replace(tmp, path)  # never a half-written report
     except OSError as e:
-        raise ValueError(f"report: cannot write {path}: {e.strerror or e}") from None
+        raise UserError(f"report: cannot write {path}: {e.strerror or e}") from None
     return path
 
 

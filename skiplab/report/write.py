@@ -15,6 +15,7 @@ from .content import load_report_data
 from .figures import write_figures
 from .html import html_report
 from .markdown import markdown_report, write_markdown
+from ..errors import UserError
 
 
 def write_report(store: Store, out: str | os.PathLike) -> dict[str, Path]:
@@ -29,7 +30,7 @@ def write_report(store: Store, out: str | os.PathLike) -> dict[str, Path]:
         tmp.write_text(html_report(data, figures, source=str(store.path)), encoding="utf-8")
         os.replace(tmp, page)  # never a half-written page
     except OSError as e:
-        raise ValueError(f"report: cannot write {page}: {e.strerror or e}") from None
+        raise UserError(f"report: cannot write {page}: {e.strerror or e}") from None
     paths = {"report.html": page, "report.md": write_markdown(markdown_report(data, figures, base=out), out)}
     for f in figures:
         for p in (f.png, f.svg):

@@ -16,6 +16,7 @@ from .dwa import DWA, DWA_STRATEGY
 from .highway import HIGHWAY, Highway
 from .hyper import HYPER, HyperConnection
 from .mhc import MHC, MHC_STRATEGY
+from ..errors import UserError
 
 # The one map from names to strategies; library, CLI and sweep files all use it.
 STRATEGIES: dict[str, Strategy] = {
@@ -30,7 +31,7 @@ def get_strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise ValueError(f"skip: unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}") from None
+        raise UserError(f"skip: unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}") from None
 
 
 def all_options() -> dict[str, list[Strategy]]:

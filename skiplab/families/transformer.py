@@ -9,11 +9,12 @@ head) or ``post`` (the original Transformer's norm(x + F(x)); Xiong et al., arXi
 compare the two). Head: next-token logits at every position (token input) or mean-pool ->
 Linear (classification of numeric sequences).
 
-Attention is written out (q k^T / sqrt(d), causal mask, softmax, times v), as nanoGPT's
-non-flash path does, rather than through ``F.scaled_dot_product_attention``: PyTorch's FLOP
-counter has no rule for the CPU flash kernel (``_scaled_dot_product_flash_attention_for_cpu``
-is absent from ``torch.utils.flop_counter``'s registry in torch 2.13), so only the explicit
-path can be measured, and the costs here are exact for it.
+Attention is ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``: PyTorch picks the
+kernel (flash on a CPU or GPU), so no T x T matrix is kept per head. Its FLOPs are counted
+by the rules ``skiplab.profiling.flop_rules`` registers for the kernels
+``torch.utils.flop_counter`` lacks (the CPU flash kernel in torch 2.13), a causal mask as the
+full T x T (2 T C FLOPs per token each for QK^T and AV, what the explicit path's matmuls
+cost).
 
 With a strategy that changes widths (dense), a sublayer maps its input width to its
 ``features``: attention then works in ``features`` channels (heads must divide them) and
@@ -22,9 +23,8 @@ the MLP's hidden layer is ``mlp_ratio x features`` wide.
 
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import make_activation, trace_activation, trace_layer
@@ -40,16 +40,13 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention, (B, T, in_width) -> (B, T, width) (Vaswani et al.,
     arXiv 1706.03762, Eq. 1; the causal mask of GPT, Radford et al. 2018)."""
 
-    def __init__(self, in_width: int, width: int, heads: int, context: int, bias: bool):
+    def __init__(self, in_width: int, width: int, heads: int, bias: bool):
         super().__init__()
         if width % heads:
             raise ValueError(f"CausalSelfAttention: heads ({heads}) must divide the width ({width})")
         self.width, self.heads = width, heads
         self.qkv = nn.Linear(in_width, 3 * width, bias=bias)
         self.proj = nn.Linear(width, width, bias=bias)
-        # True above the diagonal: the future a position may not see. Kept inverted as a buffer
-        # so that slicing it makes a view (a fresh ~mask would be one more saved tensor).
-        self.register_buffer("future", torch.ones(context, context, dtype=torch.bool).triu(1), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.qkv(z))
@@ -63,27 +60,22 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = qkv.shape
         h, d = self.heads, self.width // self.heads
         q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in qkv.split(self.width, dim=-1))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))  # (B, h, T, T)
-        att = att.masked_fill(self.future[:T, :T], float("-inf")).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, self.width)
-        return self.proj(y)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, T, d); scale 1 / sqrt(d)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, self.width))
 
     @staticmethod
     def trace(tape: Tape, z: Sym, width: int, heads: int, bias: bool) -> Sym:
-        """Measured with saved_tensors_hooks (tests/test_transformer.py): the qkv Linear keeps
-        z; q k^T keeps contiguous copies of q and k (the matmul folds (B, h, T, d) views into
-        a batched product); softmax keeps its output, which att @ v keeps with a copy of v;
-        the output projection keeps the re-laid-out y. The mask and the scale keep nothing
-        that needs a gradient."""
+        """Measured with saved_tensors_hooks on the CPU flash kernel (tests/test_transformer.py):
+        the qkv Linear keeps z; SDPA keeps q, k and v (views of the qkv output: that storage
+        once), its output (laid out (B, T, h, d), so the output projection's input is a view
+        of it and shares its storage) and one log-sum-exp per head and query; no T x T
+        matrix. FLOPs: a causal mask counted as the full T x T (skiplab.profiling.flop_rules)."""
         T = z.positions
         qkv = trace_layer(tape, z, 3 * width, 1, bias)
-        del qkv
-        q, k, v = (tape.new(width, T) for _ in range(3))  # the matmuls' contiguous copies
-        tape.save(q, k, v)
+        tape.save(qkv)
         tape.matmul += 2 * 2 * T * width * T  # q k^T and att v: 2 T C FLOPs per token each, full context
-        probs = tape.new(heads * T, T)  # (h, T, T) per sample
-        tape.save(probs)
         y = tape.new(width, T)
+        tape.keep(y, per_sample=heads * T)  # the log-sum-exp
         return trace_layer(tape, y, width, 1, bias)
 
 
@@ -292,7 +284,7 @@ class Transformer(Family):
         w = site.widths
         pre = self.norm(spec, w.in_width) if spec.placement == "pre" else nn.Identity()
         if self.kind(site) == "attention":
-            body = CausalSelfAttention(w.in_width, w.features, spec.heads, spec.context, spec.bias)
+            body = CausalSelfAttention(w.in_width, w.features, spec.heads, spec.bias)
         else:
             body = MLPSublayer(w.in_width, w.features, spec.mlp_ratio, spec.activation, spec.bias)
         return Sublayer(pre, body)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..layers import make_activation, trace_activation, trace_layer
 from ..skips.base import Connection
@@ -34,6 +35,17 @@ from ..tape import Sym, Tape
 from .base import Family, ShapeError
 
 PLACEMENTS = ("pre", "post")
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, is_causal=True)``. Under ``torch.func.vmap`` on
+    a CPU (the seed-batched engine) through SDPA's math backend: torch 2.13 has no batching
+    rule for the CPU flash kernel, so vmap would run it once per seed with a warning, and the
+    math backend is made of ops vmap batches (same FLOPs under the full T x T convention)."""
+    if q.device.type == "cpu" and torch._C._are_functorch_transforms_active():
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 class CausalSelfAttention(nn.Module):
@@ -60,7 +72,7 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = qkv.shape
         h, d = self.heads, self.width // self.heads
         q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in qkv.split(self.width, dim=-1))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, T, d); scale 1 / sqrt(d)
+        y = causal_attention(q, k, v)  # (B, h, T, d); scale 1 / sqrt(d)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, self.width))
 
     @staticmethod

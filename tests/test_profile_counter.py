@@ -384,3 +384,30 @@ def test_profile_cli_shows_recompute_and_uncounted(tmp_path, capsys):
     assert all(set(FIGURES) <= set(m) for m in d["modules"])
     assert main(["profile", f"{f}:dense", "--input-shape", "4,6", "--batch", "2"]) == 0
     assert "recompute concat MiB" in capsys.readouterr().out
+
+
+def test_profile_cli_names_uncounted_ops_in_one_line(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "attn.py"
+    f.write_text(textwrap.dedent("""
+        import torch.nn.functional as F
+        from torch import nn
+
+        class SelfAttention(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.qkv = nn.Linear(8, 24)
+
+            def forward(self, x):
+                q, k, v = self.qkv(x).unsqueeze(1).chunk(3, dim=-1)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        def make():
+            return SelfAttention()
+    """))
+    monkeypatch.delitem(flop_registry, CPU_FLASH)  # as in a torch without the rule
+    assert main(["profile", f"{f}:make", "--input-shape", "5,8", "--batch", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["uncounted_ops"] == {"aten._scaled_dot_product_flash_attention_for_cpu": 1}
+    assert captured.err.strip().splitlines() == [
+        "skiplab: warning: no FLOP rule for aten._scaled_dot_product_flash_attention_for_cpu: their FLOPs are "
+        "not in the counts (uncounted_ops)"]

@@ -79,26 +79,32 @@ LIKE = {getattr(_aten, n) for n in ("empty_like", "zeros_like", "ones_like", "fu
                                    "new_full", "scalar_tensor") if hasattr(_aten, n)}
 
 
+def storage_id(t: torch.Tensor) -> int:
+    """Which storage ``t`` is a view of: the storage's own address, not its data pointer,
+    which is 0 for every tensor on the meta device."""
+    return t.untyped_storage()._cdata
+
+
 class Kinds:
     """Tells activations, weights and constants apart (see the module docstring): the
     example inputs and the model's parameters and buffers by storage, every tensor the
     forward makes as it is made (``note``)."""
 
     def __init__(self, weights, inputs) -> None:
-        self.weight_storages = {t.untyped_storage().data_ptr() for t in weights}
-        self.input_storages = {t.untyped_storage().data_ptr() for t in inputs} - self.weight_storages
+        self.weight_storages = {storage_id(t) for t in weights}
+        self.input_storages = {storage_id(t) for t in inputs} - self.weight_storages
         self.activations = WeakTensorKeyDictionary()
         self.derived = WeakTensorKeyDictionary()  # weights computed from weights and constants
         self.reduced = WeakTensorKeyDictionary()  # outputs of counted sums over a dimension
         self.masks = WeakTensorKeyDictionary()  # tensors filled at random (dropout's mask)
 
     def is_weight(self, t: torch.Tensor) -> bool:
-        return t.untyped_storage().data_ptr() in self.weight_storages or (t in self.derived and t not in self.activations)
+        return storage_id(t) in self.weight_storages or (t in self.derived and t not in self.activations)
 
     def is_activation(self, t: torch.Tensor) -> bool:
         if self.is_weight(t) or t in self.masks:
             return False
-        return t in self.activations or t.untyped_storage().data_ptr() in self.input_storages
+        return t in self.activations or storage_id(t) in self.input_storages
 
     def kind(self, a) -> str:
         if not isinstance(a, torch.Tensor):
@@ -124,7 +130,7 @@ class Kinds:
         tensors = [a for a in _flat(args) if isinstance(a, torch.Tensor)]
         if any(self.is_activation(t) for t in tensors):
             for o in outs:
-                if o.untyped_storage().data_ptr() not in self.weight_storages:  # a parameter stays one
+                if storage_id(o) not in self.weight_storages:  # a parameter stays one
                     self.activations[o] = True
         elif any(self.is_weight(t) for t in tensors):
             for o in outs:

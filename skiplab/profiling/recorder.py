@@ -30,7 +30,7 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from .flop_rules import looks_heavy, op_name
-from .merge_rule import COPIES, Kinds, _flat, merge_flops
+from .merge_rule import COPIES, Kinds, _flat, merge_flops, storage_id
 from .scope import ModuleStack
 
 
@@ -38,7 +38,7 @@ def _cat_key(func, args, out) -> tuple:
     """A concatenation's identity across forward and a recompute: its newest input's
     storage and its output's shape."""
     newest = args[0][-1]
-    return newest.untyped_storage().data_ptr(), newest.storage_offset(), tuple(out.shape)
+    return storage_id(newest), newest.storage_offset(), tuple(out.shape)
 
 
 class Recorder(TorchDispatchMode):

@@ -411,3 +411,17 @@ def test_profile_cli_names_uncounted_ops_in_one_line(tmp_path, capsys, monkeypat
     assert captured.err.strip().splitlines() == [
         "skiplab: warning: no FLOP rule for aten._scaled_dot_product_flash_attention_for_cpu: their FLOPs are "
         "not in the counts (uncounted_ops)"]
+
+
+def test_the_counter_on_the_meta_device():
+    """Built on the meta device (no storage), a model counts the FLOPs, merges and
+    concatenations it counts on the CPU: kinds and recomputes key storages by identity,
+    not by data pointer (0 for every meta tensor)."""
+    for skip in ("add", "hyper", "dense"):
+        spec = ModelSpec(model="transformer", skip=skip, depth=2, width=8, heads=2, vocab=13, classes=13, context=6,
+                         options={"growth": 2} if skip == "dense" else {})
+        x, _ = spec.family.random_batch(spec, 3, torch.Generator().manual_seed(0))
+        cpu = profile(build_model(spec, seed=0), x).total
+        meta = profile(build_model(spec, seed=0).to("meta"), x.to("meta")).total
+        assert all(cpu[k] == meta[k] for k in ("params", "flops", "merge_flops", "concat_bytes")), skip
+        assert cpu["merge_flops"] > 0

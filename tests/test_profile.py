@@ -88,11 +88,13 @@ class _Merges(nn.Module):
         s = x + f  # 6: two activations
         s = s + self.a * f  # 6 + 6: ReZero's a * f, then the sum
         s = s + self.g * f  # 6 + 6: LayerScale's g * f (g broadcast), then the sum
-        s = s + self.bias  # 0: a bias add
+        s = s + self.bias  # 6: a weight added to an activation (the rule cannot tell a bias from
+        #                    hyper-connections' s * t + A; nn.Linear's own bias is inside addmm)
         s = 0.5 * s + 1.0  # 0: a scaling and a shift by numbers
         s = s / torch.tensor(2.0)  # 0: a 0-dim tensor is a number
-        s = s + torch.ones(1, 3)  # 0: an activation broadcast into a sum
-        s = torch.lerp(s, f, 0.3)  # 6: merges s and f
+        s = s + torch.ones(1, 3)  # 0: a constant (made from no weight and no data) acts as a number
+        s = s + x.mean(0, keepdim=True)  # 0: an activation broadcast into a sum
+        s = torch.lerp(s, f, 0.3)  # 6: merges s and f (a fixed mix of two activations)
         stacked = torch.stack([s, f])  # 0 FLOPs; 2 x 6 x 4 bytes written
         mean = stacked.sum(0) / 2  # 6 (sum over 2 copies) + 6 (the division makes it a mean)
         return torch.cat([mean, s], 1)  # 2 x 6 x 4 bytes written
@@ -100,7 +102,7 @@ class _Merges(nn.Module):
 
 def test_merge_rule_by_hand():
     p = profile(_Merges(), torch.randn(2, 3))
-    assert p.total["merge_flops"] == 6 + 12 + 12 + 6 + 12
+    assert p.total["merge_flops"] == 6 + 12 + 12 + 6 + 6 + 12
     assert p.total["concat_bytes"] == 2 * 6 * 4 * 2
     assert p.own["f"]["merge_flops"] == 0 and p.own[""]["merge_flops"] == p.total["merge_flops"]
 
@@ -158,8 +160,9 @@ def test_profile_rejects_what_is_not_a_module():
 def test_gpt2_against_pytorch_counters():
     transformers = pytest.importorskip("transformers", reason="transformers (a test-only dependency: "
                                                               "pip install 'skiplab[test]') is not installed")
-    # eager attention: under SDPA, PyTorch's flop counter has no formula for the CPU flash
-    # kernel, so it would count no FLOPs for QK^T and AV (both counters agree, both miss them)
+    # eager attention, so that FlopCounterMode is an independent reference (under SDPA it counts
+    # the CPU flash kernel only by the rule skiplab.profiling registers; tests/test_profile_counter.py
+    # checks SDPA against eager)
     config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
                                      bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
@@ -191,11 +194,13 @@ def test_gpt2_against_pytorch_counters():
             v[k] for n, v in p.own.items() if not n.startswith("transformer.h.")) == p.total[k]
     # The two residual adds per layer, 2 x (B T C), are merges in the layer's own forward;
     # gelu_new's two products of activations, 2 x (B T 4C), count too (a GELU written out);
-    # dropout's x * mask and the positional table added across the batch do not.
+    # dropout's x * mask does not. The positional table (a weight) added to the token
+    # embeddings, B T C, counts in the model's stem at every batch size.
     btc = 2 * 16 * 64
     for i in range(2):
         layer = p.of(f"transformer.h.{i}")
         assert p.own[f"transformer.h.{i}"]["merge_flops"] == 2 * btc
         assert p.own[f"transformer.h.{i}.mlp.act"]["merge_flops"] == 2 * 4 * btc
         assert layer["merge_flops"] == 2 * btc + 2 * 4 * btc and layer["concat_bytes"] == 0
+    assert p.own["transformer"]["merge_flops"] == btc
     assert p.total["backward_flops"] > p.total["flops"]

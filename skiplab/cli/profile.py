@@ -4,8 +4,10 @@ per module (see :mod:`skiplab.profiling`)."""
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
-from ..profiling import profile
+from ..profiling import UncountedOpsWarning, profile
 from ..user_model import DTYPES, check_accepts, example_input, load_model
 from .common import UsageError, add_json_flag, emit, shape_arg
 
@@ -20,7 +22,12 @@ def run(args: argparse.Namespace) -> None:
     x = example_input(args.input_shape, args.batch, args.dtype, args.vocab, seed=args.seed)
     model = load_model(args.target, seed=args.seed)
     check_accepts(model, x)
-    result = profile(model, x, timed=args.time, repeats=args.repeats)
+    with warnings.catch_warnings():  # said once below, as one line, not as a Python warning
+        warnings.simplefilter("ignore", UncountedOpsWarning)
+        result = profile(model, x, timed=args.time, repeats=args.repeats)
+    if result.uncounted_ops:
+        print("skiplab: warning: no FLOP rule for " + ", ".join(result.uncounted_ops)
+              + ": their FLOPs are not in the counts (uncounted_ops)", file=sys.stderr)
     emit(args, {"target": args.target, **result.to_dict()},
          f"{args.target}\n" + result.table(depth_group=args.depth_group, top=args.top))
 
@@ -30,7 +37,9 @@ def add_parser(sub) -> None:
         "profile", help="parameters, FLOPs, merge FLOPs, concatenation bytes and saved activations of your model",
         description="Profile one forward and backward of the model FACTORY() from FILE.py on a random batch: "
                     "per module, parameters, matmul/conv FLOPs, the FLOPs of element-wise merges (skip "
-                    "connections), bytes written by cat/stack and bytes autograd saves for backward.")
+                    "connections), bytes written by cat/stack, bytes autograd saves for backward and bytes "
+                    "a recompute concatenates again in backward. Ops that likely cost FLOPs but have no "
+                    "FLOP rule are named (uncounted_ops), not counted as 0.")
     p.add_argument("target", metavar="FILE.py:FACTORY",
                    help="a Python file and the name of a callable in it that takes no arguments and returns "
                         "a torch.nn.Module")

@@ -1,7 +1,7 @@
 """The cost of a model, counted on the model itself.
 
-``model_cost(spec)`` builds the model ``spec`` describes on the meta device (shapes and
-dtypes, no memory, no arithmetic) and runs one training forward under the profiler's one
+``model_cost(spec)`` builds the model ``spec`` describes of fake CPU tensors (on the meta
+device: shapes and dtypes, no memory, no arithmetic) and runs one training forward under the profiler's one
 counter (``skiplab.profiling``: PyTorch's FLOP formulas, the one merge rule, bytes written
 by ``cat``/``stack``, ``saved_tensors_hooks``). There is no second description of the
 model to keep equal to it: what trains is what is counted, and ``skiplab profile`` of the
@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..errors import UserError
 from ..model import SkipNet
@@ -40,24 +41,35 @@ def check_batch(batch: Any) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def meta_model(spec: ModelSpec) -> SkipNet:
-    """``spec``'s model on the meta device, in training mode. ``max_state_width`` guards real
-    memory; on meta nothing is allocated, so it is lifted (the built spec keeps the user's)."""
+def _fake(spec: ModelSpec) -> tuple[SkipNet, FakeTensorMode]:
     if max([spec.width] + [w.out_width for w in spec.block_widths()]) > INDEX_LIMIT:
         raise TooLargeToBuild(f"{spec.skip} at depth {spec.depth}: a state wider than 2^63 channels")
+    mode = FakeTensorMode()
     try:
-        with torch.device("meta"), torch.random.fork_rng(devices=[]):
-            return SkipNet(spec.replace(max_state_width=INDEX_LIMIT)).train()
+        with mode, torch.random.fork_rng(devices=[]):
+            return SkipNet(spec.replace(max_state_width=INDEX_LIMIT)).train(), mode
     except RuntimeError as e:  # "Storage size calculation overflowed": a weight past 2^63 elements
         if "overflow" in str(e):
             raise TooLargeToBuild(f"{spec.skip} at depth {spec.depth}: {e}") from None
         raise
 
 
+def meta_model(spec: ModelSpec) -> SkipNet:
+    """``spec``'s model built of fake CPU tensors (``FakeTensorMode``: shapes and dtypes on
+    the meta device, nothing allocated, no arithmetic), in training mode. Fake CPU rather
+    than plain meta tensors, so that PyTorch picks the CPU's kernels: on meta,
+    ``scaled_dot_product_attention`` falls back to its math path and keeps a T x T matrix
+    the CPU's flash kernel never saves (issue 25; ``tests/test_cost.py`` checks the count
+    against the CPU's). ``max_state_width`` guards real memory, so it is lifted here (the
+    counted spec keeps the user's)."""
+    return _fake(spec)[0]
+
+
 def meta_input(spec: ModelSpec, batch: int) -> torch.Tensor:
-    """An input batch of the right shape and dtype, on meta."""
+    """An input batch of the right shape and dtype, fake, in the model's mode."""
     x, _ = spec.family.random_batch(spec, 1, torch.Generator().manual_seed(0))
-    return torch.empty((batch, *x.shape[1:]), dtype=x.dtype, device="meta")
+    with _fake(spec)[1]:
+        return torch.empty((batch, *x.shape[1:]), dtype=x.dtype)
 
 
 @functools.lru_cache(maxsize=256)

@@ -9,11 +9,12 @@ head) or ``post`` (the original Transformer's norm(x + F(x)); Xiong et al., arXi
 compare the two). Head: next-token logits at every position (token input) or mean-pool ->
 Linear (classification of numeric sequences).
 
-Attention is written out (q k^T / sqrt(d), causal mask, softmax, times v), as nanoGPT's
-non-flash path does, rather than through ``F.scaled_dot_product_attention``: PyTorch's FLOP
-counter has no rule for the CPU flash kernel (``_scaled_dot_product_flash_attention_for_cpu``
-is absent from ``torch.utils.flop_counter``'s registry in torch 2.13), so only the explicit
-path can be measured, and the costs here are exact for it.
+Attention is ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``: PyTorch picks the
+kernel (flash on a CPU or GPU), so no T x T matrix is kept per head. Its FLOPs are counted
+by the rules ``skiplab.profiling.flop_rules`` registers for the kernels
+``torch.utils.flop_counter`` lacks (the CPU flash kernel in torch 2.13), a causal mask as the
+full T x T (2 T C FLOPs per token each for QK^T and AV, what the explicit path's matmuls
+cost).
 
 With a strategy that changes widths (dense), a sublayer maps its input width to its
 ``features``: attention then works in ``features`` channels (heads must divide them) and
@@ -22,10 +23,10 @@ the MLP's hidden layer is ``mlp_ratio x features`` wide.
 
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..layers import make_activation
 from ..skips.base import Connection
@@ -35,20 +36,28 @@ from .base import Family, ShapeError
 PLACEMENTS = ("pre", "post")
 
 
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, is_causal=True)``. Under ``torch.func.vmap`` on
+    a CPU (the seed-batched engine) through SDPA's math backend: torch 2.13 has no batching
+    rule for the CPU flash kernel, so vmap would run it once per seed with a warning, and the
+    math backend is made of ops vmap batches (same FLOPs under the full T x T convention)."""
+    if q.device.type == "cpu" and torch._C._are_functorch_transforms_active():
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention, (B, T, in_width) -> (B, T, width) (Vaswani et al.,
     arXiv 1706.03762, Eq. 1; the causal mask of GPT, Radford et al. 2018)."""
 
-    def __init__(self, in_width: int, width: int, heads: int, context: int, bias: bool):
+    def __init__(self, in_width: int, width: int, heads: int, bias: bool):
         super().__init__()
         if width % heads:
             raise ValueError(f"CausalSelfAttention: heads ({heads}) must divide the width ({width})")
         self.width, self.heads = width, heads
         self.qkv = nn.Linear(in_width, 3 * width, bias=bias)
         self.proj = nn.Linear(width, width, bias=bias)
-        # True above the diagonal: the future a position may not see. Kept inverted as a buffer
-        # so that slicing it makes a view (a fresh ~mask would be one more saved tensor).
-        self.register_buffer("future", torch.ones(context, context, dtype=torch.bool).triu(1), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.qkv(z))
@@ -62,10 +71,8 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = qkv.shape
         h, d = self.heads, self.width // self.heads
         q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in qkv.split(self.width, dim=-1))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))  # (B, h, T, T)
-        att = att.masked_fill(self.future[:T, :T], float("-inf")).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, self.width)
-        return self.proj(y)
+        y = causal_attention(q, k, v)  # (B, h, T, d); scale 1 / sqrt(d)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, self.width))
 
 
 class MLPSublayer(nn.Sequential):
@@ -268,7 +275,7 @@ class Transformer(Family):
         w = site.widths
         pre = self.norm(spec, w.in_width) if spec.placement == "pre" else nn.Identity()
         if self.kind(site) == "attention":
-            body = CausalSelfAttention(w.in_width, w.features, spec.heads, spec.context, spec.bias)
+            body = CausalSelfAttention(w.in_width, w.features, spec.heads, spec.bias)
         else:
             body = MLPSublayer(w.in_width, w.features, spec.mlp_ratio, spec.activation, spec.bias)
         return Sublayer(pre, body)

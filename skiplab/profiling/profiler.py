@@ -3,8 +3,9 @@
 One forward on the example inputs, watched three ways at once: module hooks keep the
 running module's name (``scope``), a dispatch mode books FLOPs, merges and copies to it
 (``recorder``), and ``saved_tensors_hooks`` book what autograd keeps (``saved``). Then one
-backward under ``FlopCounterMode`` for the backward FLOPs, and optionally timed
-forward+backward passes. The model's buffers (batch-norm running statistics) and
+backward under the same dispatch mode for the backward FLOPs and what a recompute
+concatenates again, and optionally timed forward+backward passes. Ops that look FLOP-heavy
+but have no FLOP rule are named in a warning (``UncountedOpsWarning``) and in the result. The model's buffers (batch-norm running statistics) and
 gradients are put back as they were, so profiling leaves the model unchanged.
 """
 
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .merge_rule import Weights
+from .merge_rule import Kinds
 from .recorder import Recorder
 from .result import FIGURES, Profile
 from .saved import SavedBytes
@@ -66,6 +67,10 @@ def _own_params(model: nn.Module) -> dict[str, int]:
     return out
 
 
+class UncountedOpsWarning(UserWarning):
+    """A profile met ops that likely cost FLOPs and have no FLOP rule: its FLOPs miss them."""
+
+
 def _time(model: nn.Module, inputs, kwargs, repeats: int) -> float | None:
     times = []
     for _ in range(repeats + 1):  # the first pass warms up the allocator and kernels
@@ -87,8 +92,13 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     convention: 2 per multiply-add); ``merge_flops`` (see ``skiplab.profiling.merge_rule``);
     ``concat_bytes``, bytes written by ``cat``/``stack``; ``saved_bytes``, what autograd keeps
     for backward (each storage once; parameters, buffers and the inputs excluded), charged
-    to the module whose forward saved it. The total adds ``backward_flops`` and, with
+    to the module whose forward saved it; ``recompute_concat_bytes``, bytes that backward
+    concatenates again (a checkpointed or memory-efficient concatenation, see
+    ``skiplab.profiling.recorder``). The total adds ``backward_flops`` and, with
     ``timed``, ``seconds_forward_backward`` (median of ``repeats`` passes after a warm-up).
+    ``uncounted_ops``: ops with no FLOP rule that likely cost FLOPs (attention kernels,
+    convolutions, matrix products), by name with their calls, forward and backward; when
+    there are any, an ``UncountedOpsWarning`` names them too.
     The model runs in the mode it is in (``train()`` for the bill of a training step).
     """
     if not isinstance(model, nn.Module):
@@ -103,19 +113,21 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     example = list(tensors_of((inputs, kwargs)))
 
     stack = ModuleStack().attach(model)
-    recorder = Recorder(stack, Weights(params + buffers))
+    recorder = Recorder(stack, Kinds(params + buffers, example))
     saved = SavedBytes(stack, params + buffers + example)
+    backward = None
     try:
         with saved.hooks(), recorder:
             output = model(*inputs, **kwargs)
+        start = scalar_of(output)
+        if start is not None and backward_pass:
+            seed = torch.ones_like(start)
+            with recorder.backward(seed):  # module hooks stay: a recompute runs forwards again
+                start.backward(seed)
+            backward = recorder.backward_flops
+            del seed
     finally:
         stack.detach()
-    start = scalar_of(output)
-    backward = None
-    if start is not None and backward_pass:
-        with FlopCounterMode(display=False) as counter:
-            start.backward()
-        backward = counter.get_total_flops()
     del output, start
     seconds = _time(model, inputs, kwargs, repeats) if timed else None
 
@@ -128,9 +140,15 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     own_params, saved_bytes = _own_params(model), saved.per_module()
     own = {name: {"params": own_params[name], "flops": recorder.flops.get(name, 0),
                   "merge_flops": recorder.merge_flops.get(name, 0),
-                  "concat_bytes": recorder.concat_bytes.get(name, 0), "saved_bytes": saved_bytes.get(name, 0)}
+                  "concat_bytes": recorder.concat_bytes.get(name, 0), "saved_bytes": saved_bytes.get(name, 0),
+                  "recompute_concat_bytes": recorder.recompute_concat_bytes.get(name, 0)}
            for name in own_params}
     total: dict[str, Any] = {k: sum(v[k] for v in own.values()) for k in FIGURES}
     total |= {"backward_flops": backward, "seconds_forward_backward": seconds}
     shapes = [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in example]
-    return Profile(own, total, shapes)
+    uncounted = dict(sorted(recorder.uncounted.items()))
+    if uncounted:
+        names = ", ".join(f"{n} ({c} call{'s' * (c != 1)})" for n, c in uncounted.items())
+        warnings.warn(UncountedOpsWarning(f"profile: no FLOP rule for {names}: these ops likely multiply matrices, "
+                                          f"and their FLOPs are not in the counts"), stacklevel=2)
+    return Profile(own, total, shapes, uncounted)

@@ -11,7 +11,7 @@ from ..export.extras import need
 from ..textable import table
 
 # The figures every module and the total carry. All are for the whole example batch.
-FIGURES = ("params", "flops", "merge_flops", "concat_bytes", "saved_bytes")
+FIGURES = ("params", "flops", "merge_flops", "concat_bytes", "saved_bytes", "recompute_concat_bytes")
 
 
 def depth_of(name: str) -> int:
@@ -29,11 +29,14 @@ class Profile:
     op and saved tensor is booked to exactly one module, so ``own`` adds up to ``total``.
     ``total`` also holds ``backward_flops`` (measured) and ``seconds_forward_backward``
     (median wall time, or None when not timed). ``inputs``: the example inputs' shapes and
-    dtypes; FLOPs and bytes are for that whole batch."""
+    dtypes; FLOPs and bytes are for that whole batch. ``uncounted_ops``: ops that likely
+    cost FLOPs but have no FLOP rule (name -> calls, forward and backward); empty when the
+    FLOPs are complete."""
 
     own: dict[str, dict[str, int]]  # module name -> FIGURES, in named_modules order
     total: dict[str, Any]
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
 
     def of(self, name: str) -> dict[str, int]:
         """Figures of module ``name`` with everything inside it (its subtree)."""
@@ -64,9 +67,9 @@ class Profile:
 
     # -- renderings ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``total``, ``inputs``, and ``modules``: one object per module with its
-        subtree's figures and, under ``own``, its own."""
-        return {"inputs": self.inputs, "total": dict(self.total),
+        """JSON-ready: ``total``, ``inputs``, ``uncounted_ops``, and ``modules``: one object per
+        module with its subtree's figures and, under ``own``, its own."""
+        return {"inputs": self.inputs, "total": dict(self.total), "uncounted_ops": dict(self.uncounted_ops),
                 "modules": [{"name": n, "depth": depth_of(n), **self.of(n), "own": dict(v)}
                             for n, v in self.own.items()]}
 
@@ -91,15 +94,24 @@ class Profile:
         shown.append(("total", self.total))
         mib = 2 ** 20
         t = self.total
+        recompute = bool(t.get("recompute_concat_bytes"))  # a column only where backward concatenates again
         cells = [[name, f["params"], f["flops"] / 1e6, f["merge_flops"] / 1e6, f["concat_bytes"] / mib,
-                  f["saved_bytes"] / mib] for name, f in shown]
+                  f["saved_bytes"] / mib, *([f["recompute_concat_bytes"] / mib] if recompute else [])]
+                 for name, f in shown]
         shapes = ", ".join(f"{tuple(i['shape'])} {i['dtype']}" for i in self.inputs)
         head = f"profile of one forward on {shapes}: modules grouped at depth {depth_group}"
-        foot = [f"backward MFLOPs (measured): {t['backward_flops'] / 1e6:,.4g}"]
+        backward = t["backward_flops"]
+        foot = [f"backward MFLOPs (measured): {backward / 1e6:,.4g}" if backward is not None
+                else "backward: none (the output has no floating-point tensor that needs a gradient)"]
         if t.get("seconds_forward_backward") is not None:
             foot.append(f"forward+backward: {t['seconds_forward_backward'] * 1e3:,.1f} ms (median)")
-        foot.append("FLOPs: 2 x multiply-adds of matmul/conv (torch.utils.flop_counter); merge: element-wise "
-                    "ops combining activations (skiplab.profiling.merge_rule); saved: bytes autograd keeps "
-                    "for backward, each storage once, parameters and inputs excluded")
-        return "\n".join([head, table(["module", "params", "MFLOPs", "merge MFLOPs", "concat MiB", "saved MiB"],
-                                      cells), *foot])
+        if self.uncounted_ops:
+            foot.append("NOT COUNTED, no FLOP rule (likely FLOP-heavy): " + ", ".join(
+                f"{n} ({c} call{'s' * (c != 1)})" for n, c in self.uncounted_ops.items()))
+        foot.append("FLOPs: 2 x multiply-adds of matmul/conv (torch.utils.flop_counter, attention kernels "
+                    "included, a causal mask as full T x T); merge: element-wise ops combining activations "
+                    "(skiplab.profiling.merge_rule); saved: bytes autograd keeps for backward, each storage "
+                    "once, parameters and inputs excluded"
+                    + ("; recompute: bytes backward concatenates again" if recompute else ""))
+        columns = ["module", "params", "MFLOPs", "merge MFLOPs", "concat MiB", "saved MiB"]
+        return "\n".join([head, table(columns + (["recompute concat MiB"] if recompute else []), cells), *foot])

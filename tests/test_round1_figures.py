@@ -55,7 +55,17 @@ def test_costs_and_init_unchanged(case):
     assert c["params"] == case["params"]
     assert {k: c["flops"][k] for k in ("matmul", "merge", "aux_matmul")} == case["flops"]
     assert (c["activation_bytes"], c["concat_bytes"]) == (case["activation_bytes"], case["concat_bytes"])
-    assert [{k: b[k] for k in BLOCK_KEYS} for b in c["per_block"]] == case["per_block"]
+    if spec.aux_every:
+        # Round 1's hand trace charged a block's output to the next block, which keeps it;
+        # the profiler (issue 25: costs counted on the model) charges each saved storage to
+        # the first module that saves it, here the aux head that reads the block's output
+        # just before the next block does. Totals are unchanged (above); per block, only
+        # that shared tensor moves, so a block keeps at most what round 1 gave it.
+        got = [{k: b[k] for k in BLOCK_KEYS if k != "activation_bytes"} for b in c["per_block"]]
+        assert got == [{k: v for k, v in b.items() if k != "activation_bytes"} for b in case["per_block"]]
+        assert all(b["activation_bytes"] <= r["activation_bytes"] for b, r in zip(c["per_block"], case["per_block"]))
+    else:
+        assert [{k: b[k] for k in BLOCK_KEYS} for b in c["per_block"]] == case["per_block"]
     x = torch.randn(5, *spec.input_shape, generator=torch.Generator().manual_seed(1))
     model = build_model(spec, seed=3).train()
     params = torch.cat([p.detach().flatten() for p in model.parameters()]).double()

@@ -1,34 +1,34 @@
 """Engines: how the seeds of one configuration are trained.
 
-``loop`` trains each seed alone (:func:`skiplab.train.train_model`). ``batched`` trains S
-seeds of one configuration as one computation: each seed's model is built as the loop
-builds it (``build_model(spec, seed)``), the S models' parameters and buffers are stacked
-along a new leading dimension (``torch.func.stack_module_state``) and one forward/backward
-runs the model, its slots bound to the stacked tensors (:class:`skiplab.seed_batched.Binder`,
+Both run the one training loop, :func:`skiplab.train.train_seeds_with`; they differ in how
+it holds the seeds' training state. ``loop`` trains each seed alone, its state its own
+module (:class:`skiplab.train.Alone`). ``batched`` trains S seeds of one configuration as
+one computation (:class:`Stacked`): each seed's model is built as the loop builds it
+(``build_model(spec, seed)``), the S models' parameters and buffers are stacked along a
+new leading dimension (``torch.func.stack_module_state``) and one forward/backward runs the
+model, its slots bound to the stacked tensors (:class:`skiplab.seed_batched.Binder`,
 ``functional_call``'s work), under ``torch.func.vmap`` over that dimension
 (https://pytorch.org/docs/stable/func.html, "Model ensembling"), with linear and batch norm
 layers and the residual streams' autograd Functions run as one kernel over all seeds
 (:mod:`skiplab.seed_batched`). Small models are bound by per-operation overhead rather
 than arithmetic, and S seeds then pay it once.
 
-Each seed keeps what it would have alone:
+Each seed keeps what it would have alone, since the loop is the same:
 
 * initial weights: ``build_model(spec, seed)``, then stacked;
-* data order: its own ``torch.Generator`` seeded with the seed, one ``randperm`` per epoch,
-  exactly as the loop draws it;
-* optimiser state: one torch optimiser over the stacked tensors. Adam, AdamW and SGD
-  (momentum, Nesterov, weight decay) are element-wise, so one over the stack is S of them;
-  gradient clipping, which is not (a global norm), is done per seed here;
+* data order: its own ``torch.Generator`` seeded with the seed, one ``randperm`` per epoch;
+* optimiser state: one torch optimiser (fused, as the loop's) over the stacked tensors.
+  Adam, AdamW and SGD (momentum, Nesterov, weight decay) are element-wise, so one over the
+  stack is S of them; gradient clipping, which is not (a global norm), is done per seed;
 * batch-norm statistics: the running mean and variance are stacked buffers, bound into the
   model and updated in place by batch norm under vmap (through views of the stacked
   buffers: :mod:`skiplab.seed_batched`);
 * divergence: each seed's loss is checked on the device every step and read back every
   ``sync_interval`` steps (every step on the CPU; see :func:`skiplab.train.sync_interval`);
-  a seed whose loss is not finite is stored ``diverged`` with the same step and message as
-  the loop's and leaves the computation's loss (its slice is computed on but never read
-  again); the others go on;
+  a seed whose loss is not finite is stored ``diverged`` and leaves the computation's loss
+  (its slice is computed on but never read again); the others go on;
 * curves and evaluations: at each evaluation a seed's slice is copied into its own module
-  and scored by the loop's own :func:`skiplab.train.evaluate`.
+  and scored by :func:`skiplab.train.evaluate`.
 
 The two engines agree to floating-point reassociation (a batched matmul sums in another
 order): ``tests/test_engine.py`` checks final parameters, buffers and metrics within 1e-4

@@ -26,7 +26,7 @@ from .fit import check_fits, model_fields_from
 from .gradients import stream_gains
 from .model import build_model
 from .objective import flat_logits, loss_and_logits
-from .optim import OPTIMIZERS, make_optimizer
+from .optim import OPTIMIZERS, FlatParameters, make_optimizer
 from .spec import ModelSpec
 from .validate import SpecError, boolean, choice, integer, number
 SCHEDULES = ("constant", "cosine")
@@ -175,9 +175,11 @@ BF16_CPU = ("precision: bf16 autocast is offered on CUDA only (on this project's
 _BF16_ON_CPU = False  # tests: let the bf16 autocast path run on the CPU, to exercise it
 SYNC_EVERY_ACCELERATOR = 50  # steps between host reads of the loss on an accelerator (and at evaluations)
 _SYNC_EVERY: int | None = None  # tests: force an interval on the CPU (None: by device)
-# The optimiser's implementation (skiplab.optim.make_optimizer): fused where torch has it for
-# the device, else multi-tensor. benchmarks/loop_optimizer.py sets "per-tensor" to compare.
+# The optimiser (skiplab.optim): its implementation (make_optimizer: fused where torch has it
+# for the device, else multi-tensor), over the parameters as one flat tensor (FlatParameters)
+# or one tensor each. benchmarks/loop_optimizer.py sets them to compare.
 _OPTIMIZER_IMPLEMENTATION = "fused"
+_FLAT_PARAMETERS = True
 
 
 def sync_interval(device: torch.device) -> int:
@@ -489,8 +491,9 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
     n = len(y_tr)
     total = max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))  # a fractional epoch: its share of the steps
     check_warmup(cfg, total)
-    opt = make_optimizer(cfg.optimizer, held.params, cfg.lr, cfg.weight_decay,
-                         implementation=_OPTIMIZER_IMPLEMENTATION)
+    flat = FlatParameters(held.params if _FLAT_PARAMETERS else [])
+    opt = make_optimizer(cfg.optimizer, flat.tensors if _FLAT_PARAMETERS else held.params, cfg.lr,
+                         cfg.weight_decay, implementation=_OPTIMIZER_IMPLEMENTATION)
     sched = make_schedule(opt, cfg, total)
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     gens = [torch.Generator().manual_seed(s.seed) for s in specs]  # data order: a function of the seed alone
@@ -547,6 +550,7 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
             (losses[live_index].sum() if len(live) < S else losses.sum()).backward()
             if cfg.grad_clip:
                 held.clip(cfg.grad_clip)
+            flat.gather()
             opt.step()
             sched.step()
             step_clock.end(held.step_fn.new_shape)
@@ -575,6 +579,7 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
         if step == total or not live:
             break
     read()  # the last step always reads; this catches any loop exit that did not
+    flat.release()
     compile_seconds, compile_note = held.step_fn.compile_seconds(step_clock), held.step_fn.failed
     # Each seed is charged an equal share of the shared wall time, so that summing a
     # group's ``seconds`` gives its wall time, and a seed's rate is the group's.

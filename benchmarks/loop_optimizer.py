@@ -79,7 +79,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--depth", type=int, default=50)
     p.add_argument("--epochs", type=int, default=1, help="per run (MNIST-1D: 32 steps each; default %(default)s)")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats, after an untimed warm-up run of each way; medians (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="interleaved repeats, after an untimed warm-up run of each way; medians (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="depth 2, 1 epoch of 256 samples, 1 repeat")
     args = p.parse_args()
@@ -120,7 +121,8 @@ def main() -> None:
         return statistics.median(a / b for a, b in zip(rates[way], rates[BASELINE]))
     for way in WAYS:
         if way not in (DEFAULT, BASELINE):
-            print(f"ratio {way} / {BASELINE}: {med[way] / med[BASELINE]:.2f}x of medians, {within(way):.2f}x per repeat")
+            print(f"ratio {way} / {BASELINE}: {med[way] / med[BASELINE]:.2f}x of medians, "
+                  f"{within(way):.2f}x per repeat")
     ratio = within(DEFAULT)
     print(f"ratio {DEFAULT} / {BASELINE} (the loop now / before): {med[DEFAULT] / med[BASELINE]:.2f}x of medians, "
           f"{ratio:.2f}x per repeat (target {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'})")

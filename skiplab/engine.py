@@ -88,8 +88,9 @@ def why_not_batched(specs: Sequence[RunSpec]) -> str | None:
 
 
 # A batched step holds every seed's training state at once, so a group takes S times the
-# memory of one run. Per seed (fp32): weights, gradients and Adam's two moments (4x the
-# parameters), and the activations a step keeps for backward (the cost model's count,
+# memory of one run. Per seed (fp32): weights, gradients (twice while they are gathered into
+# the flat tensor the optimiser steps: skiplab.optim.FlatParameters) and Adam's two moments
+# (5x the parameters), and the activations a step keeps for backward (the cost model's count,
 # within 5% of measured: tests/test_cost.py) with their gradients (2x). A group may take
 # this share of the memory free on its device; more seeds than fit train a part at a time.
 MEMORY_SHARE = 0.5
@@ -102,7 +103,7 @@ def seed_bytes(spec: RunSpec) -> int | None:
         cost = analytic_cost(spec.model, spec.train.batch_size)
     except Exception:  # noqa: BLE001 - a model the cost model cannot trace: no cap
         return None
-    return 4 * DTYPE_BYTES * cost["params"]["total"] + 2 * cost["activation_bytes"]
+    return 5 * DTYPE_BYTES * cost["params"]["total"] + 2 * cost["activation_bytes"]
 
 
 def free_bytes(device: torch.device) -> int:
@@ -157,7 +158,8 @@ def train_seeds(specs: Sequence[RunSpec], data: Dataset,
             if not specs:
                 return out
     for spec in specs:
-        out += train_seeds_with([spec], data, Alone, on_step, f"loop: {reason}" if spec.train.engine != "loop" else "loop")
+        label = f"loop: {reason}" if spec.train.engine != "loop" else "loop"
+        out += train_seeds_with([spec], data, Alone, on_step, label)
     return out
 
 

@@ -50,16 +50,19 @@ class FlatParameters:
     or not trained is left as it is. Each step, after the backward (and any clipping of
     the parameters' own gradients), :meth:`gather` writes their gradients into the flat
     tensors' and drops them. The update is element-wise, so stepping the flat tensor is
-    stepping each parameter, with one difference: a parameter with no gradient at a step
-    is stepped with a zero one (torch's behaviour with ``zero_grad(set_to_none=False)``)
-    rather than skipped; every skiplab model gives each parameter a gradient
-    (tests/test_train.py). :meth:`release` gives each parameter its own storage again."""
+    stepping each parameter, up to rounding (a kernel's vector and scalar paths may round
+    an element's last bit differently: the elements at a tensor's end take the scalar
+    path) and with one difference: a parameter with no gradient at a step is stepped with
+    a zero one (torch's behaviour with ``zero_grad(set_to_none=False)``) rather than
+    skipped; every skiplab model gives each parameter a gradient (tests/test_optim.py).
+    :meth:`release` gives each parameter its own storage again. ``flatten=False`` leaves
+    every parameter as it is (``tensors`` are the parameters; benchmarks compare)."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter]):
+    def __init__(self, params: Iterable[torch.nn.Parameter], flatten: bool = True):
         groups: dict[tuple[torch.device, torch.dtype], list[torch.nn.Parameter]] = {}
         self.rest: list[torch.Tensor] = []
         for p in params:
-            if p.requires_grad and p.is_contiguous():
+            if flatten and p.requires_grad and p.is_contiguous():
                 groups.setdefault((p.device, p.dtype), []).append(p)
             else:
                 self.rest.append(p)

@@ -460,8 +460,8 @@ def train_model(spec: RunSpec, data: Dataset,
     return out
 
 
-def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[..., Any],
-                     on_step: OnStep | None = None, label: str | None = None) -> list[tuple[torch.nn.Module, RunResult]]:
+def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[..., Any], on_step: OnStep | None = None,
+                     label: str | None = None) -> list[tuple[torch.nn.Module, RunResult]]:
     """The training loop, the one both engines run: ``specs`` are S seeds of one
     configuration (one for the loop engine), ``hold(models, cfg, channels_last)`` holds
     their training state and steps it (:class:`Alone`, or the batched engine's
@@ -491,9 +491,9 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
     n = len(y_tr)
     total = max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs))  # a fractional epoch: its share of the steps
     check_warmup(cfg, total)
-    flat = FlatParameters(held.params if _FLAT_PARAMETERS else [])
-    opt = make_optimizer(cfg.optimizer, flat.tensors if _FLAT_PARAMETERS else held.params, cfg.lr,
-                         cfg.weight_decay, implementation=_OPTIMIZER_IMPLEMENTATION)
+    flat = FlatParameters(held.params, flatten=_FLAT_PARAMETERS)  # the optimiser steps a flat tensor
+    opt = make_optimizer(cfg.optimizer, flat.tensors, cfg.lr, cfg.weight_decay,
+                         implementation=_OPTIMIZER_IMPLEMENTATION)
     sched = make_schedule(opt, cfg, total)
     eval_at = {round(total * (i + 1) / cfg.evals) for i in range(cfg.evals)}
     gens = [torch.Generator().manual_seed(s.seed) for s in specs]  # data order: a function of the seed alone
@@ -527,7 +527,7 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
         return [s for s in range(S) if active[s]]
 
     live = list(range(S))
-    live_index = torch.arange(S, device=device)  # live, on the device (indexing with a list would copy it there each step)
+    live_index = torch.arange(S, device=device)  # live, on the device (a list would be copied there each step)
     for _ in range(math.ceil(cfg.epochs)):
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (S, n)
         for i in range(0, n, cfg.batch_size):
@@ -589,8 +589,8 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
     for s, run in enumerate(specs):
         model = models[s]
         trained = samples[step if active[s] else steps[s]]
-        common = dict(curves=curves[s], tokens_per_second=trained * positions / train_share if train_share > 0 else None,
-                      trained_by=trained_by, compile_seconds=compile_seconds)
+        tps = trained * positions / train_share if train_share > 0 else None
+        common = dict(curves=curves[s], tokens_per_second=tps, trained_by=trained_by, compile_seconds=compile_seconds)
         params = sum(p.numel() for p in model.parameters())
         if not active[s]:
             out.append((model, RunResult("diverged", run.seed, None, None, None, None, steps[s],
@@ -613,5 +613,5 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
     return out
 
 
-__all__ = ["TrainConfig", "RunSpec", "RunResult", "train_run", "train_model", "train_seeds_with", "Alone", "evaluate", "preflight", "check_fits",
-           "model_fields_from", "resolve_device", "SCHEDULES", "DEVICES", "ENGINES", "OPTIMIZERS"]
+__all__ = ["TrainConfig", "RunSpec", "RunResult", "train_run", "train_model", "train_seeds_with", "Alone", "evaluate",
+           "preflight", "check_fits", "model_fields_from", "resolve_device", "SCHEDULES", "DEVICES", "ENGINES", "OPTIMIZERS"]

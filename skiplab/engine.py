@@ -88,9 +88,8 @@ def why_not_batched(specs: Sequence[RunSpec]) -> str | None:
 
 
 # A batched step holds every seed's training state at once, so a group takes S times the
-# memory of one run. Per seed (fp32): weights, gradients (twice while they are gathered into
-# the flat tensor the optimiser steps: skiplab.optim.FlatParameters) and Adam's two moments
-# (5x the parameters), and the activations a step keeps for backward (the cost model's count,
+# memory of one run. Per seed (fp32): weights, gradients and Adam's two moments (4x the
+# parameters), and the activations a step keeps for backward (the cost model's count,
 # within 5% of measured: tests/test_cost.py) with their gradients (2x). A group may take
 # this share of the memory free on its device; more seeds than fit train a part at a time.
 MEMORY_SHARE = 0.5
@@ -103,7 +102,7 @@ def seed_bytes(spec: RunSpec) -> int | None:
         cost = analytic_cost(spec.model, spec.train.batch_size)
     except Exception:  # noqa: BLE001 - a model the cost model cannot trace: no cap
         return None
-    return 5 * DTYPE_BYTES * cost["params"]["total"] + 2 * cost["activation_bytes"]
+    return 4 * DTYPE_BYTES * cost["params"]["total"] + 2 * cost["activation_bytes"]
 
 
 def free_bytes(device: torch.device) -> int:

@@ -545,12 +545,13 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
                     break
                 if len(live) < len(live_index):
                     live_index = torch.tensor(live, device=device)
-            opt.zero_grad(set_to_none=True)
+            flat.zero_grad()  # the optimiser's own would drop the parameters' views into the flat gradient
             # Seeds are independent, so the gradient of the sum is each seed's own gradient.
             (losses[live_index].sum() if len(live) < S else losses.sum()).backward()
+            if step == 0:
+                flat.check()
             if cfg.grad_clip:
                 held.clip(cfg.grad_clip)
-            flat.gather()
             opt.step()
             sched.step()
             step_clock.end(held.step_fn.new_shape)

@@ -55,32 +55,46 @@ def test_a_device_without_fused_kernels_gets_the_multi_tensor_one(monkeypatch):
                                           ("sgd", {"weight_decay": 1e-3})])
 def test_stepping_the_flat_tensor_steps_each_parameter(name, kwargs):
     """Five steps over the flat view against the same optimiser over the parameters
-    themselves: the same values (the update is element-wise; the kernels' vector and
+    themselves, each step's gradients made by a backward (autograd adds them into the
+    views in place): the same values (the update is element-wise; the kernels' vector and
     scalar paths may round an element's last bit differently, hence 1e-6, about 8 float32
-    ulps, not equality), each parameter still its own object, a view of the flat tensor."""
+    ulps, not equality); each parameter still its own object, in the flat tensor."""
     a, b = _params(), _params()
     flat = FlatParameters(b)
-    assert len(flat.tensors) == 1 and flat.tensors[0].numel() == sum(p.numel() for p in a)
-    assert all(_on(p, flat.tensors[0]) for p in b)
+    (f,) = flat.tensors
+    assert f.numel() == sum(p.numel() for p in a)
+    assert all(_on(p, f) and _on(p.grad, f.grad) for p in b)
     opt_a, opt_b = make_optimizer(name, a, 1e-2, **kwargs), make_optimizer(name, flat.tensors, 1e-2, **kwargs)
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
-        grads = [torch.randn(p.shape, generator=g) for p in a]
-        for p, q, grad in zip(a, b, grads):
-            p.grad, q.grad = grad.clone(), grad.clone()
-        flat.gather()
-        assert all(q.grad is None for q in b) and flat.tensors[0].grad.shape == flat.tensors[0].shape
+        weights = [torch.randn(p.shape, generator=g) for p in a]
+        opt_a.zero_grad(set_to_none=True)
+        flat.zero_grad()
+        assert torch.count_nonzero(f.grad) == 0
+        for params in (a, b):
+            sum((p * w).sum() + (p ** 2).sum() for p, w in zip(params, weights)).backward()
+        flat.check()
+        torch.testing.assert_close(f.grad, torch.cat([p.grad.reshape(-1) for p in a]), rtol=0, atol=0)
         opt_a.step()
         opt_b.step()
     moved = [(p - q).abs().max().item() for p, q in zip(a, _params())]
     assert min(moved) > 1e-3  # they trained
     for p, q in zip(a, b):
         torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-6, atol=1e-6)
-    kept, flat_tensor = [q.detach().clone() for q in b], flat.tensors[0]
+    kept = [q.detach().clone() for q in b]
     flat.release()
-    assert not any(_on(q, flat_tensor) for q in b) and all(torch.equal(q.detach(), k) for q, k in zip(b, kept))
+    assert not any(_on(q, f) for q in b) and all(q.grad is None and torch.equal(q.detach(), k) for q, k in zip(b, kept))
     opt_b.step()  # the released parameters are the flat tensor's no more
     assert all(torch.equal(q.detach(), k) for q, k in zip(b, kept))
+
+
+def test_a_gradient_that_left_the_flat_tensor_is_caught():
+    params = _params()
+    flat = FlatParameters(params)
+    flat.check()
+    params[2].grad = None  # what an optimiser's zero_grad(set_to_none=True) does to each parameter
+    with pytest.raises(RuntimeError, match="no longer a view into the flat gradient"):
+        flat.check()
 
 
 def test_ties_hold_and_what_cannot_be_flattened_stays_as_it_is():
@@ -93,8 +107,11 @@ def test_ties_hold_and_what_cannot_be_flattened_stays_as_it_is():
     assert model[0].weight is model[2].weight and _on(model[0].weight, flat.tensors[0])
     assert not _on(strided, flat.tensors[0])
     model(torch.randn(2, 3)).sum().backward()
-    flat.gather()
+    flat.check()
     assert torch.count_nonzero(flat.tensors[0].grad) > 0
+    strided.grad = torch.ones_like(strided)
+    flat.zero_grad()
+    assert strided.grad is None and torch.count_nonzero(flat.tensors[0].grad) == 0
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn1d", "cnn2d", "transformer"])

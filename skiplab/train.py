@@ -424,7 +424,9 @@ class Alone:
     module on the seed's batch (the loop hands it as a stack of one seed, (1, B, ...), and
     gets (1,) losses back), clipping is torch's ``clip_grad_norm_``, and the module is
     always the seed's state, so ``load`` has nothing to copy. The batched engine's holder
-    (:class:`skiplab.engine.Stacked`) has the same four members."""
+    (:class:`skiplab.engine.Stacked`) has the same members: ``models``, ``params`` (what
+    the optimiser steps), ``step_fn`` (the :class:`StepFunction`), the step itself,
+    ``clip`` and ``load``."""
 
     def __init__(self, models: list[torch.nn.Module], cfg: TrainConfig, channels_last: bool = False):
         (model,) = models

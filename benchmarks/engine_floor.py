@@ -4,7 +4,8 @@ One training step of the study's MLP (additive skips, width 64, batch norm, batc
 Adam) for S seeds, three ways, alternately in one process, one torch thread:
 
 * **loop**: S steps of the loop engine's model, one seed at a time (``loss_and_logits``,
-  backward, PyTorch's default Adam), as ``skiplab.train`` runs them;
+  backward, fused Adam over the seed's own tensors), as ``skiplab.train`` runs them (before
+  issue 26 the loop ran PyTorch's default, per-tensor Adam on the CPU: 40% of its step);
 * **engine**: one step of the batched engine's computation (the model under vmap with the
   seed-batched kernels, bound by ``Binder``; fused Adam over the stacked tensors), as
   ``skiplab.engine`` runs it;
@@ -55,7 +56,7 @@ def main() -> None:
 
     # loop: one model, S steps
     model = build_model(spec, seed=0).train()
-    opt1 = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt1 = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # the loop engine's (skiplab.optim)
 
     parts: dict[str, list[list[float]]] = {"loop": [], "engine": [], "by hand": []}  # [forward, backward, step]
 

@@ -250,3 +250,11 @@ def test_analytic_equals_measured_with_strategy_options(skip, model, options):
         for depth in (0, 1, 4):
             _check(ModelSpec(model=model, skip=skip, norm=norm, depth=depth, width=3, input_shape=SHAPES[model],
                              classes=3, aux_every=3, options=options, **EXTRA.get(model, {})))
+
+
+def test_cost_of_a_batch_norm_model_at_batch_1_is_one_line_exit_2(capsys):
+    # counted on the model itself, the cost meets the model's own rule: batch norm in
+    # training mode needs two samples per channel
+    assert main(["cost", "--model", "mlp", "--norm", "batch", "--skip", "add", "--depth", "2", "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch" in err[0] and "Traceback" not in err[0]

@@ -23,7 +23,7 @@ import torch
 
 from skiplab import runner
 from skiplab.cli import main
-from skiplab.cost import model_cost
+from skiplab.cost import param_counts
 from skiplab.store import Store
 from skiplab.sweep import RAY_MISSING, SweepError, load_sweep, parse_sweep, run_ray, run_sweep, tomllib
 
@@ -131,7 +131,7 @@ def test_grid_is_the_product_in_file_order_growth_for_dense_only():
 def test_budget_sizes_each_strategy():
     sweep = parse_sweep({"sweep": {"seeds": 1}, "grid": {"skip": ["add", "dense"], "depth": 4, "params": 20000}})
     for r in sweep.runs:
-        assert abs(model_cost(r.model, batch=1)["params"]["total"] - 20000) / 20000 < 0.05
+        assert abs(param_counts(r.model)["total"] - 20000) / 20000 < 0.05
 
 
 def test_input_shape_is_a_value_and_a_list_of_shapes_an_axis():

@@ -34,7 +34,9 @@ class BudgetMatch:
 def _cost(spec: ModelSpec, metric: str) -> int:
     # a parameter budget needs only the built model (no forward): the bisection's many
     # widths stay cheap
-    return param_counts(spec)["total"] if metric == "params" else model_cost(spec, batch=1)["flops"]["total"]
+    # FLOPs per sample: a batch of 2, as batch norm in training mode refuses one sample (the
+    # counter's figures per sample do not depend on the batch: tests/test_profile_counter.py)
+    return param_counts(spec)["total"] if metric == "params" else model_cost(spec, batch=2)["flops"]["total"]
 
 
 def match_budget(spec: ModelSpec, *, params: int | None = None, flops: int | None = None,

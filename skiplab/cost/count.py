@@ -80,7 +80,10 @@ def meta_input(spec: ModelSpec, batch: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=256)
 def _counted(spec: ModelSpec, batch: int, aux: bool) -> Profile:
-    return profile(meta_model(spec), meta_input(spec, batch), backward=False, return_aux=aux)
+    try:
+        return profile(meta_model(spec), meta_input(spec, batch), backward=False, return_aux=aux)
+    except ValueError as e:  # the model refuses this batch (batch norm in training needs 2 samples)
+        raise UserError(f"batch: {spec.model} with {spec.norm} norm cannot run a training batch of {batch}: {e}") from None
 
 
 def param_counts(spec: ModelSpec) -> dict[str, int]:

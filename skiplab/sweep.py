@@ -10,10 +10,11 @@ value or a list of values, and the sweep is the product of the lists::
 
     [grid]
     model = "cnn1d"
-    skip = ["plain", "add"]    # any ModelSpec field: depth, width, norm, ...; and any
-    growth = 16                # strategy option (growth, streams, ...): it goes to the
-                               # strategies that declare it; one none of them declares
-                               # is refused, as on the command line
+    skip = ["plain", "add"]    # any ModelSpec field: depth, width, norm, ...; any family
+    growth = 16                # option (heads, stages, ...); and any strategy option
+                               # (growth, streams, ...): it goes to the strategies that
+                               # declare it; one none of them declares is refused, as
+                               # on the command line
     depth = [2, 12]
     dataset = "mnist1d"        # also: label_column, params | flops (a budget), vary
 
@@ -61,7 +62,7 @@ from .executors import Ray
 from .runner import execute_group, run_all, works_of
 from .scheduler import schedule
 from .skips import STRATEGIES, OptionError, all_options, check_options_taken, sizing_option_names
-from .spec import ModelSpec, SpecError
+from .spec import MODEL_KEYS, ModelSpec, SpecError
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from
 from .errors import UserError
@@ -115,7 +116,8 @@ class Sweep:
         return len({s.spec_hash for s in self.runs})
 
 
-_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec) if f.name != "options")
+# every ModelSpec field and every family's options (the transformer's heads, resnet's stages, ...)
+_MODEL_KEYS = tuple(k for k in MODEL_KEYS if k != "options")
 _OPTION_KEYS = tuple(all_options())
 _GRID_KEYS = _MODEL_KEYS + _OPTION_KEYS + ("dataset", "label_column", "params", "flops", "vary")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

@@ -13,6 +13,16 @@ from ..errors import UserError
 FAMILIES: dict[str, Family] = {f.name: f for f in (MLP_FAMILY, CNN1D_FAMILY, CNN2D_FAMILY, TRANSFORMER_FAMILY)}
 
 
+def all_family_options() -> dict[str, list[Family]]:
+    """Every option name any family declares -> the families that declare it (for ModelSpec's
+    keywords, the command line's flags and sweep files' keys)."""
+    out: dict[str, list[Family]] = {}
+    for f in FAMILIES.values():
+        for o in f.options:
+            out.setdefault(o.name, []).append(f)
+    return out
+
+
 def get_family(name: str) -> Family:
     """The family called ``name``; ValueError naming the allowed names otherwise."""
     try:
@@ -21,5 +31,5 @@ def get_family(name: str) -> Family:
         raise UserError(f"model: unknown family {name!r}; allowed: {', '.join(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "get_family", "Family", "Description", "ShapeError", "MLP_FAMILY", "CNN1D_FAMILY", "CNN2D_FAMILY",
+__all__ = ["FAMILIES", "get_family", "all_family_options", "Family", "Description", "ShapeError", "MLP_FAMILY", "CNN1D_FAMILY", "CNN2D_FAMILY",
            "TRANSFORMER_FAMILY"]

@@ -31,7 +31,9 @@ class ModelSpec:
     model: str = "mlp"  # a family in skiplab.families.FAMILIES: mlp | cnn1d | cnn2d | transformer
     # Defaults: the CNN-1D with these reaches 99% on MNIST-1D in under a minute here
     # (README, "Training"); the MNIST-1D paper's CNN baseline is 94%.
-    depth: int = 6  # number of blocks; 0 = stem + head only (resnet counts layers, as its papers do)
+    # number of blocks, 0 = stem + head only; None = the family's (6; resnet counts layers, as its
+    # papers do: 20, ResNet-20, or with dense 100, DenseNet-BC-100)
+    depth: int | None = None
     width: int | None = None  # stem output width w (channels for the CNNs); None = the family's (32; resnet 16)
     skip: str = "add"  # a name in skiplab.skips.STRATEGIES
     # The strategy's own hyperparameters (dense's growth, hyper's streams, ...), checked
@@ -94,6 +96,8 @@ class ModelSpec:
             object.__setattr__(self, "activation", family.default_activation)
         if self.width is None:
             object.__setattr__(self, "width", family.default_width)
+        if self.depth is None:
+            object.__setattr__(self, "depth", family.default_depth(self))
         if self.kernel_size is None:
             object.__setattr__(self, "kernel_size", family.default_kernel_size)
         choice("norm", self.norm, family.norms)

@@ -74,7 +74,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=tuple(FAMILIES), default=_D["model"],
                    help="model family (default: %(default)s)")
-    g.add_argument("--depth", type=int, default=_D["depth"], help="number of blocks, 0 = stem + head (default: %(default)s)")
+    g.add_argument("--depth", type=int, default=None,
+                   help="number of blocks, 0 = stem + head (default: 6); resnet counts weighted layers as its "
+                        "papers do (default: 20, ResNet-20; with dense 100, DenseNet-BC-100)")
     g.add_argument("--width", type=int, default=None,
                    help=f"stem width / channels w (default: {_by_family('default_width')})")
     g.add_argument("--skip", type=skips_arg, default=[_D["skip"]],

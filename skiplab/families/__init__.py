@@ -7,10 +7,12 @@ from .base import Description, Family, ShapeError
 from .cnn1d import CNN1D_FAMILY
 from .cnn2d import CNN2D_FAMILY
 from .mlp import MLP_FAMILY
+from .resnet import RESNET_FAMILY
 from .transformer import TRANSFORMER_FAMILY
 from ..errors import UserError
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MLP_FAMILY, CNN1D_FAMILY, CNN2D_FAMILY, TRANSFORMER_FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MLP_FAMILY, CNN1D_FAMILY, CNN2D_FAMILY, TRANSFORMER_FAMILY,
+                                                   RESNET_FAMILY)}
 
 
 def all_family_options() -> dict[str, list[Family]]:

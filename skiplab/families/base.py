@@ -128,6 +128,10 @@ class Family:
         """The family's own rules for a spec, beyond its input shape (ValueError naming the field)."""
 
     # -- blocks and widths (pure arithmetic) -----------------------------------------------
+    def default_depth(self, spec: "ModelSpec") -> int:
+        """``ModelSpec.depth`` when not given (the skip and the family's options are known)."""
+        return 6
+
     def blocks(self, spec: "ModelSpec") -> int:
         """How many blocks ``spec.depth`` means: the depth itself (a family that counts
         layers, as resnet's papers do, converts)."""

@@ -43,7 +43,9 @@ class ModelSpec:
     # GELU for the transformer (GPT-2's choices).
     norm: str | None = None  # one of the family's norms: none | batch | layer (| rms for the transformer)
     activation: str | None = None  # a name in skiplab.layers.ACTIVATIONS
-    bias: bool = True  # bias on every Linear/Conv; a highway gate always keeps its own
+    # bias on every Linear/Conv; a highway gate always keeps its own. None = the family's: on, but
+    # off for resnet, whose every conv feeds a batch norm, as in its papers
+    bias: bool | None = None
     init: str = "torch"  # torch = PyTorch's default per layer; kaiming = He-normal, zero bias
     aux_every: int = 0  # an auxiliary head after every k-th block (not the last); 0 = none
     aux_weight: float = 0.3  # loss weight of each aux head (GoogLeNet's 0.3, arXiv 1409.4842)
@@ -96,6 +98,8 @@ class ModelSpec:
             object.__setattr__(self, "activation", family.default_activation)
         if self.width is None:
             object.__setattr__(self, "width", family.default_width)
+        if self.bias is None:
+            object.__setattr__(self, "bias", family.default_bias)
         if self.depth is None:
             object.__setattr__(self, "depth", family.default_depth(self))
         if self.kernel_size is None:

@@ -87,7 +87,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=None,
                    help="activation (default: " + ", ".join(f"{f.default_activation} ({f.name})"
                                                            for f in FAMILIES.values()) + ")")
-    g.add_argument("--no-bias", dest="bias", action="store_false", help="no bias on Linear/Conv layers")
+    bias = ", ".join(f.name for f in FAMILIES.values() if not f.default_bias)
+    g.add_argument("--no-bias", dest="bias", action="store_false", default=None,
+                   help=f"no bias on Linear/Conv layers (the default of {bias})")
+    g.add_argument("--bias", dest="bias", action="store_true", default=None,
+                   help="a bias on every Linear/Conv layer (the default of the other families)")
     g.add_argument("--init", choices=INITS, default=_D["init"],
                    help="torch = PyTorch's default per layer; kaiming = He-normal (default: %(default)s)")
     g.add_argument("--aux-every", type=int, default=_D["aux_every"],
@@ -95,7 +99,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-size", type=int, default=None,
                    help=f"CNN kernel size, odd (default: {_by_family('default_kernel_size')})")
     g.add_argument("--input-shape", type=shape_arg, default=None,
-                   help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: MNIST-1D, or 1,8,8 for cnn2d)")
+                   help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: " + ", ".join(
+                       f"{','.join(map(str, f.default_input_shape))} ({f.name})" for f in FAMILIES.values()) + ")")
     g.add_argument("--classes", type=int, default=None,
                    help=f"outputs (default: train: the dataset's class count; otherwise {_D['classes']})")
     add_family_option_args(p)

@@ -57,6 +57,7 @@ class Family:
     options: ClassVar[tuple[Option, ...]] = ()
     default_width: ClassVar[int] = 32  # ModelSpec.width when not given
     default_kernel_size: ClassVar[int] = 5  # ModelSpec.kernel_size when not given (odd: same padding)
+    default_bias: ClassVar[bool] = True  # ModelSpec.bias when not given
 
     # -- options ------------------------------------------------------------------------
     def declares(self, option: str) -> bool:

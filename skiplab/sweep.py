@@ -59,6 +59,7 @@ else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
 from .cost import match_budget
 from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
 from .executors import Ray
+from .families import FAMILIES, all_family_options
 from .runner import execute_group, run_all, works_of
 from .scheduler import schedule
 from .skips import STRATEGIES, OptionError, all_options, check_options_taken, sizing_option_names
@@ -119,6 +120,7 @@ class Sweep:
 # every ModelSpec field and every family's options (the transformer's heads, resnet's stages, ...)
 _MODEL_KEYS = tuple(k for k in MODEL_KEYS if k != "options")
 _OPTION_KEYS = tuple(all_options())
+_FAMILY_OPTION_KEYS = tuple(all_family_options())
 _GRID_KEYS = _MODEL_KEYS + _OPTION_KEYS + ("dataset", "label_column", "params", "flops", "vary")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
@@ -192,6 +194,11 @@ def _model_spec(point: dict[str, Any], data: Dataset) -> ModelSpec:
     fields = {k: v for k, v in point.items() if k in _MODEL_KEYS}
     if "skip" in fields:
         _choices("grid", "skip", fields["skip"], tuple(STRATEGIES))
+    if "model" in fields:
+        _choices("grid", "model", fields["model"], tuple(FAMILIES))
+    family = FAMILIES[fields.get("model", ModelSpec.model)]
+    # a family option goes to the models whose family declares it (as a strategy option does)
+    fields = {k: v for k, v in fields.items() if k not in _FAMILY_OPTION_KEYS or family.declares(k)}
     declared = {o.name for o in STRATEGIES[fields.get("skip", ModelSpec.skip)].options}
     fields["options"] = {k: v for k, v in point.items() if k in _OPTION_KEYS and k in declared}
     fields.update(model_fields_from(data, fields))
@@ -232,6 +239,14 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
         check_options_taken([k for k in grid if k in _OPTION_KEYS], skips)
     except OptionError as e:
         raise _fail("grid", str(e)) from None
+    models = _axis("grid", "model", grid.get("model", ModelSpec.model))
+    for model in models:
+        _choices("grid", "model", model, tuple(FAMILIES))
+    for key in (k for k in grid if k in _FAMILY_OPTION_KEYS):  # likewise a family option
+        if not any(FAMILIES[m].declares(key) for m in models):
+            owners = ", ".join(f.name for f in all_family_options()[key])
+            raise _fail("grid", f"{key}: only the {owners} family takes it, not {', '.join(map(repr, models))}; "
+                                f"add one to model or drop {key}")
     if "vary" in grid:
         if "params" not in grid and "flops" not in grid:
             raise _fail("grid", "vary: sizes a budget; give params or flops with it")

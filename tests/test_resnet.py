@@ -17,7 +17,7 @@ from skiplab import STRATEGIES, ModelSpec, SpecError, build_model
 from skiplab.cli import main
 from skiplab.cost import model_cost, param_counts
 from skiplab.store import Store
-from skiplab.sweep import parse_sweep
+from skiplab.sweep import SweepError, parse_sweep
 from skiplab.train import RunSpec
 
 
@@ -255,6 +255,14 @@ def test_family_options_are_sweep_keys(tmp_path):
                                                          "shortcut": ["A", "B"], "dataset": str(folder)}})
     assert [r.model.shortcut for r in sweep.runs] == ["A", "B"] and sweep.configs == 2
     assert all(r.model.input_shape == (3, 32, 32) for r in sweep.runs)
+    # as a strategy option goes to the strategies that declare it, a family option goes to
+    # the models whose family declares it, and one that none of them takes is refused
+    mixed = parse_sweep({"sweep": {"seeds": 1}, "grid": {"model": ["cnn2d", "resnet"], "depth": 8, "width": 4,
+                                                         "shortcut": "B", "dataset": str(folder)}})
+    assert [(r.model.model, r.model.to_dict().get("shortcut")) for r in mixed.runs] == [("cnn2d", None),
+                                                                                         ("resnet", "B")]
+    with pytest.raises(SweepError, match=r"^sweep: \[grid\] stages: only the resnet family takes it, not 'cnn2d'; "):
+        parse_sweep({"sweep": {"seeds": 1}, "grid": {"model": "cnn2d", "stages": 2, "dataset": str(folder)}})
 
 
 def test_identity_holds_the_family_options_by_name():

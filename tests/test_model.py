@@ -267,3 +267,33 @@ def test_from_dict_round_trip_and_unknown_key():
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(SpecError, match="^widht: unknown field"):
         ModelSpec.from_dict({"widht": 3})
+
+
+def test_family_options_left_the_fields_and_every_identity_stayed():
+    """The transformer's heads, context, mlp_ratio, placement and vocab are its family's
+    declared options now (Family.options), no longer ModelSpec fields; a spec's identity
+    is the dict and hash printed by the code before the move (commit d1cc2b3)."""
+    import dataclasses
+    from skiplab.train import RunSpec
+    assert not {"heads", "context", "vocab"} & {f.name for f in dataclasses.fields(ModelSpec)}
+    t = ModelSpec(model="transformer", skip="dense", depth=3, width=8, heads=2, mlp_ratio=2, options={"growth": 4})
+    assert t.to_dict() == {
+        "model": "transformer", "depth": 3, "width": 8, "skip": "dense", "options": {"growth": 4}, "norm": "layer",
+        "activation": "gelu", "bias": True, "init": "torch", "aux_every": 0, "aux_weight": 0.3, "kernel_size": 5,
+        "input_shape": [1, 40], "classes": 10, "max_state_width": 16384,
+        "heads": 2, "context": 40, "mlp_ratio": 2, "placement": "pre", "vocab": 0}
+    assert RunSpec(t).spec_hash == "8a9dd75a97a9065f"
+    m = ModelSpec(model="cnn1d", skip="hyper", depth=3, width=8, options={"streams": 2})
+    assert m.to_dict() == {
+        "model": "cnn1d", "depth": 3, "width": 8, "skip": "hyper", "options": {"streams": 2}, "norm": "batch",
+        "activation": "relu", "bias": True, "init": "torch", "aux_every": 0, "aux_weight": 0.3, "kernel_size": 5,
+        "input_shape": [1, 40], "classes": 10, "max_state_width": 16384}
+    assert RunSpec(m).spec_hash == "6956a3047049012c"
+    # read as attributes; another family's option reads as its default; replace and
+    # from_dict take them by name
+    assert (t.heads, t.context, t.placement, m.vocab, m.heads) == (2, 40, "pre", 0, 4)
+    assert t.replace(heads=4).heads == 4 and ModelSpec.from_dict(t.to_dict()) == t
+    # a stored spec of before the options left the identity holds the defaults: still read
+    assert ModelSpec.from_dict({**m.to_dict(), "heads": 4, "vocab": 0}) == m
+    with pytest.raises(SpecError, match="^heads: only the transformer family takes it; model 'cnn1d' does not$"):
+        ModelSpec.from_dict({**m.to_dict(), "heads": 2})

@@ -243,8 +243,14 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
     for model in models:
         _choices("grid", "model", model, tuple(FAMILIES))
     for key in (k for k in grid if k in _FAMILY_OPTION_KEYS):  # likewise a family option
+        owner = all_family_options()[key]
+        option = next(o for o in owner[0].options if o.name == key)
+        try:  # a bad value is named as such first
+            [option.check(v) for v in _axis("grid", key, grid[key]) if v is not None]
+        except SpecError as e:
+            raise _fail("grid", str(e)) from None
         if not any(FAMILIES[m].declares(key) for m in models):
-            owners = ", ".join(f.name for f in all_family_options()[key])
+            owners = ", ".join(f.name for f in owner)
             raise _fail("grid", f"{key}: only the {owners} family takes it, not {', '.join(map(repr, models))}; "
                                 f"add one to model or drop {key}")
     if "vary" in grid:

@@ -3,12 +3,11 @@ training starts (``skiplab.train.preflight``), and the model fields a dataset fi
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from .datasets import Dataset, TextDataset
 from .families import FAMILIES
-from .spec import ModelSpec
+from .spec import MODEL_KEYS, ModelSpec
 from .validate import SpecError
 
 
@@ -16,7 +15,7 @@ def model_fields_from(data: Dataset | TextDataset, given: dict[str, Any]) -> dic
     """The model fields ``data`` fixes (``input_shape`` and ``classes``, or a text's ``vocab``
     and ``classes``) that ``given`` leaves out (absent or None) and ModelSpec has: what a
     caller fills in; what the user gave is checked later (:func:`check_fits`), not overwritten."""
-    known = {f.name for f in dataclasses.fields(ModelSpec)}
+    known = set(MODEL_KEYS)
     return {k: v for k, v in data.model_fields().items() if k in known and given.get(k) is None}
 
 

@@ -10,10 +10,11 @@ value or a list of values, and the sweep is the product of the lists::
 
     [grid]
     model = "cnn1d"
-    skip = ["plain", "add"]    # any ModelSpec field: depth, width, norm, ...; and any
-    growth = 16                # strategy option (growth, streams, ...): it goes to the
-                               # strategies that declare it; one none of them declares
-                               # is refused, as on the command line
+    skip = ["plain", "add"]    # any ModelSpec field: depth, width, norm, ...; any family
+    growth = 16                # option (heads, stages, ...); and any strategy option
+                               # (growth, streams, ...): it goes to the strategies that
+                               # declare it; one none of them declares is refused, as
+                               # on the command line
     depth = [2, 12]
     dataset = "mnist1d"        # also: label_column, params | flops (a budget), vary
 
@@ -58,10 +59,11 @@ else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
 from .cost import match_budget
 from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
 from .executors import Ray
+from .families import FAMILIES, all_family_options
 from .runner import execute_group, run_all, works_of
 from .scheduler import schedule
 from .skips import STRATEGIES, OptionError, all_options, check_options_taken, sizing_option_names
-from .spec import ModelSpec, SpecError
+from .spec import MODEL_KEYS, ModelSpec, SpecError
 from .store import Store
 from .train import RunSpec, TrainConfig, model_fields_from
 from .errors import UserError
@@ -115,8 +117,10 @@ class Sweep:
         return len({s.spec_hash for s in self.runs})
 
 
-_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec) if f.name != "options")
+# every ModelSpec field and every family's options (the transformer's heads, resnet's stages, ...)
+_MODEL_KEYS = tuple(k for k in MODEL_KEYS if k != "options")
 _OPTION_KEYS = tuple(all_options())
+_FAMILY_OPTION_KEYS = tuple(all_family_options())
 _GRID_KEYS = _MODEL_KEYS + _OPTION_KEYS + ("dataset", "label_column", "params", "flops", "vary")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
@@ -190,6 +194,11 @@ def _model_spec(point: dict[str, Any], data: Dataset) -> ModelSpec:
     fields = {k: v for k, v in point.items() if k in _MODEL_KEYS}
     if "skip" in fields:
         _choices("grid", "skip", fields["skip"], tuple(STRATEGIES))
+    if "model" in fields:
+        _choices("grid", "model", fields["model"], tuple(FAMILIES))
+    family = FAMILIES[fields.get("model", ModelSpec.model)]
+    # a family option goes to the models whose family declares it (as a strategy option does)
+    fields = {k: v for k, v in fields.items() if k not in _FAMILY_OPTION_KEYS or family.declares(k)}
     declared = {o.name for o in STRATEGIES[fields.get("skip", ModelSpec.skip)].options}
     fields["options"] = {k: v for k, v in point.items() if k in _OPTION_KEYS and k in declared}
     fields.update(model_fields_from(data, fields))
@@ -230,6 +239,20 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
         check_options_taken([k for k in grid if k in _OPTION_KEYS], skips)
     except OptionError as e:
         raise _fail("grid", str(e)) from None
+    models = _axis("grid", "model", grid.get("model", ModelSpec.model))
+    for model in models:
+        _choices("grid", "model", model, tuple(FAMILIES))
+    for key in (k for k in grid if k in _FAMILY_OPTION_KEYS):  # likewise a family option
+        owner = all_family_options()[key]
+        option = next(o for o in owner[0].options if o.name == key)
+        try:  # a bad value is named as such first
+            [option.check(v) for v in _axis("grid", key, grid[key]) if v is not None]
+        except SpecError as e:
+            raise _fail("grid", str(e)) from None
+        if not any(FAMILIES[m].declares(key) for m in models):
+            owners = ", ".join(f.name for f in owner)
+            raise _fail("grid", f"{key}: only the {owners} family takes it, not {', '.join(map(repr, models))}; "
+                                f"add one to model or drop {key}")
     if "vary" in grid:
         if "params" not in grid and "flops" not in grid:
             raise _fail("grid", "vary: sizes a budget; give params or flops with it")

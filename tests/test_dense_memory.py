@@ -39,6 +39,9 @@ FAMILIES = [  # (model, norms, extra spec fields)
     ("cnn1d", ["batch", "layer"], {}),
     ("cnn2d", ["batch"], {"input_shape": (1, 6, 6)}),
     ("transformer", ["layer", "rms"], {"vocab": 11, "classes": 11, "context": 8}),
+    # DenseNet-BC: 2 dense blocks of 2 bottleneck layers and a transition between them (depth
+    # 2 x 2 x 2 + 3 layers): the stream restarts there, the aux head after block 2 reads it before
+    ("resnet", ["batch", "none"], {"input_shape": (1, 6, 6), "stages": 2, "depth": 11}),
 ]
 
 
@@ -51,8 +54,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def pair(model, skip, norm, extra, depth=3, width=8, aux_every=0):
-    specs = [ModelSpec(model=model, skip=skip, depth=depth, width=width, norm=norm, aux_every=aux_every,
-                       options={"memory": m}, **extra) for m in ("naive", "efficient")]
+    specs = [ModelSpec(**{"depth": depth, **extra}, model=model, skip=skip, width=width, norm=norm,
+                       aux_every=aux_every, options={"memory": m}) for m in ("naive", "efficient")]
     naive, efficient = (build_model(s, seed=1).double() for s in specs)
     efficient.load_state_dict(naive.state_dict())
     return specs[0], naive, efficient
@@ -168,12 +171,12 @@ def test_two_hundred_training_steps_end_at_the_same_parameters():
 
 @pytest.mark.parametrize("model,norms,extra", FAMILIES, ids=[f[0] for f in FAMILIES])
 def test_analytic_equals_measured_exactly(model, norms, extra):
-    for norm, skip, depth in itertools.product(norms[:1], CONCATS, [0, 1, 3]):
+    for norm, skip, depth in itertools.product(norms[:1], CONCATS, [extra["depth"]] if "depth" in extra else [0, 1, 3]):
         if skip == "concat-double" and model != "mlp":
             continue  # its width doubles per block; the MLP covers its rule
-        aux = 1 if model != "transformer" and depth == 3 else 0
-        spec = ModelSpec(model=model, skip=skip, depth=depth, width=8, norm=norm, aux_every=aux,
-                         options={"memory": "efficient"}, **extra)
+        aux = 1 if model != "transformer" and depth >= 3 else 0
+        spec = ModelSpec(**{**extra, "depth": depth}, model=model, skip=skip, width=8, norm=norm, aux_every=aux,
+                         options={"memory": "efficient"})
         a, m = model_cost(spec, 4), measure_cost(spec, 4, repeats=0)
         where = f"{model} {skip} depth {depth}"
         assert a["activation_bytes"] == m["activation_bytes"], where

@@ -25,7 +25,7 @@ from skiplab.export.fields import COST_FIELDS, RUN_FIELDS, run_path
 from skiplab.export.mlflow import tracking_uri
 from skiplab.report.synthetic import synthetic_store
 from skiplab.skips import all_options
-from skiplab.spec import ModelSpec
+from skiplab.spec import MODEL_KEYS, ModelSpec
 from skiplab.store import Store
 from skiplab.study import StudyPlan
 from skiplab.train import RunResult, TrainConfig
@@ -81,7 +81,7 @@ def expected_numbers(result: dict) -> dict:
 def test_flattened_names_never_collide():
     """Every spec field, strategy option, result field and cost field has a name of its own,
     so a flat table (DataFrame, MLflow params and metrics) never loses one to another."""
-    names = ([*RUN_FIELDS, "seed"] + [f.name for f in dataclasses.fields(ModelSpec) if f.name != "options"]
+    names = ([*RUN_FIELDS, "seed"] + [k for k in MODEL_KEYS if k != "options"]
              + list(all_options()) + [f.name for f in dataclasses.fields(TrainConfig)]
              + [f.name for f in dataclasses.fields(RunResult) if f.name not in ("seed", "curves", "diagnostics")]
              + list(COST_FIELDS))

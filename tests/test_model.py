@@ -16,14 +16,28 @@ MODELS = tuple(FAMILIES)
 # transformer's own are in tests/test_transformer.py.
 CLASSIC = ("mlp", "cnn1d", "cnn2d")
 
-INPUT = {"mlp": (12,), "cnn1d": (2, 9), "cnn2d": (2, 5, 7), "transformer": (2, 9)}  # cnn2d deliberately non-square
+INPUT = {"mlp": (12,), "cnn1d": (2, 9), "cnn2d": (2, 5, 7), "transformer": (2, 9),  # cnn2d deliberately non-square
+         "resnet": (2, 5, 7)}  # odd sizes: 5 x 7 -> 3 x 4 -> 2 x 2 (strides), -> 2 x 3 -> 1 x 1 (pools)
+
+
+def resnet_depth(skip, n, stages=3):
+    """The depth of a resnet of n blocks per stage, counted as its papers count layers:
+    He et al.'s 6n + 2 (2 convs per block, stem, Linear), DenseNet-BC's 6n + 4 (+ the
+    transitions' convs) for a strategy that restarts its stream at each transition."""
+    return 2 * stages * n + 2 + (stages - 1 if STRATEGIES[skip].reshape == "transition" else 0)
 
 
 def _spec(skip, model, norm, **kw):
     # Bias before batch norm is redundant (BN removes any per-channel constant, Ioffe &
     # Szegedy arXiv 1502.03167), so its gradient is zero; torchvision drops it. Tested below.
     kw.setdefault("bias", norm != "batch")
-    return ModelSpec(model=model, skip=skip, norm=norm, depth=3, width=8, aux_every=2,
+    depth, width = 3, 8
+    if model == "resnet":
+        depth = resnet_depth(skip, 1)  # 3 blocks too
+        # concat-half's state does not grow, so each transition halves it: 16 -> 8 -> 4 keeps
+        # 2 new channels in stage 3 (at 8, its single one can die at every sample of a batch)
+        width = 16 if skip == "concat-half" else 8
+    return ModelSpec(model=model, skip=skip, norm=norm, depth=depth, width=width, aux_every=2,
                      input_shape=INPUT[model], classes=5, **kw)
 
 
@@ -50,6 +64,10 @@ def _open_zero_gates(net):
 def test_forward_backward_contract(skip, model, norm):
     if norm not in FAMILIES[model].norms:
         pytest.skip(f"{model} has no {norm} norm")
+    if model == "resnet" and not STRATEGIES[skip].reshape:  # tests/test_resnet.py says why
+        with pytest.raises(SpecError, match=f"^skip: {skip!r} cannot cross the stride-2 transitions"):
+            _spec(skip, model, norm)
+        return
     spec = _spec(skip, model, norm)
     net = build_model(spec, seed=1)
     g = torch.Generator().manual_seed(2)
@@ -249,3 +267,33 @@ def test_from_dict_round_trip_and_unknown_key():
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(SpecError, match="^widht: unknown field"):
         ModelSpec.from_dict({"widht": 3})
+
+
+def test_family_options_left_the_fields_and_every_identity_stayed():
+    """The transformer's heads, context, mlp_ratio, placement and vocab are its family's
+    declared options now (Family.options), no longer ModelSpec fields; a spec's identity
+    is the dict and hash printed by the code before the move (commit d1cc2b3)."""
+    import dataclasses
+    from skiplab.train import RunSpec
+    assert not {"heads", "context", "vocab"} & {f.name for f in dataclasses.fields(ModelSpec)}
+    t = ModelSpec(model="transformer", skip="dense", depth=3, width=8, heads=2, mlp_ratio=2, options={"growth": 4})
+    assert t.to_dict() == {
+        "model": "transformer", "depth": 3, "width": 8, "skip": "dense", "options": {"growth": 4}, "norm": "layer",
+        "activation": "gelu", "bias": True, "init": "torch", "aux_every": 0, "aux_weight": 0.3, "kernel_size": 5,
+        "input_shape": [1, 40], "classes": 10, "max_state_width": 16384,
+        "heads": 2, "context": 40, "mlp_ratio": 2, "placement": "pre", "vocab": 0}
+    assert RunSpec(t).spec_hash == "8a9dd75a97a9065f"
+    m = ModelSpec(model="cnn1d", skip="hyper", depth=3, width=8, options={"streams": 2})
+    assert m.to_dict() == {
+        "model": "cnn1d", "depth": 3, "width": 8, "skip": "hyper", "options": {"streams": 2}, "norm": "batch",
+        "activation": "relu", "bias": True, "init": "torch", "aux_every": 0, "aux_weight": 0.3, "kernel_size": 5,
+        "input_shape": [1, 40], "classes": 10, "max_state_width": 16384}
+    assert RunSpec(m).spec_hash == "6956a3047049012c"
+    # read as attributes; another family's option reads as its default; replace and
+    # from_dict take them by name
+    assert (t.heads, t.context, t.placement, m.vocab, m.heads) == (2, 40, "pre", 0, 4)
+    assert t.replace(heads=4).heads == 4 and ModelSpec.from_dict(t.to_dict()) == t
+    # a stored spec of before the options left the identity holds the defaults: still read
+    assert ModelSpec.from_dict({**m.to_dict(), "heads": 4, "vocab": 0}) == m
+    with pytest.raises(SpecError, match="^heads: only the transformer family takes it; model 'cnn1d' does not$"):
+        ModelSpec.from_dict({**m.to_dict(), "heads": 2})

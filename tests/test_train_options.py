@@ -101,7 +101,7 @@ def test_sync_interval_and_channels_last_decisions(monkeypatch):
     for name in FAMILIES:
         spec = ModelSpec(model=name)
         assert not wants_channels_last(spec, cpu)
-        assert wants_channels_last(spec, cuda) == (name == "cnn2d"), name
+        assert wants_channels_last(spec, cuda) == (name in ("cnn2d", "resnet")), name  # the 2-D convolutions
 
 
 @pytest.mark.parametrize("fails_at", [1, 3])

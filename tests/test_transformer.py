@@ -181,7 +181,7 @@ def test_numeric_sequences_classify():
     (dict(context=64, input_shape=(1, 40)), r"context 64 is longer than the data's 40 steps"),
     (dict(vocab=10, classes=12), r"classes: a token model predicts the next token, so classes must equal vocab"),
     (dict(placement="post", skip="hyper"), r"placement: 'post' .* skip 'hyper' carries several tensors"),
-    (dict(placement="side"), r"placement: must be one of pre, post"),
+    (dict(placement="side"), r"placement: 'side' is not one of pre, post"),
     (dict(norm="batch"), r"norm: "),
 ])
 def test_bad_transformer_specs(kw, match):

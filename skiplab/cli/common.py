@@ -9,8 +9,7 @@ import re
 from typing import Any
 
 from ..errors import UserError
-from ..families import FAMILIES
-from ..families.transformer import PLACEMENTS
+from ..families import FAMILIES, all_family_options
 from ..layers import ACTIVATIONS
 from ..skips import STRATEGIES, all_options, check_options_taken
 from ..spec import INITS, ModelSpec
@@ -63,12 +62,23 @@ def shape_arg(text: str) -> tuple[int, ...]:
 _D = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
 
 
+def _by_family(attribute: str) -> str:
+    """``32 (mlp, cnn1d, ...), 16 (resnet)``: a family default, grouped by value."""
+    values: dict[Any, list[str]] = {}
+    for f in FAMILIES.values():
+        values.setdefault(getattr(f, attribute), []).append(f.name)
+    return ", ".join(f"{v} ({', '.join(names)})" for v, names in values.items())
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=tuple(FAMILIES), default=_D["model"],
                    help="model family (default: %(default)s)")
-    g.add_argument("--depth", type=int, default=_D["depth"], help="number of blocks, 0 = stem + head (default: %(default)s)")
-    g.add_argument("--width", type=int, default=_D["width"], help="stem width / channels w (default: %(default)s)")
+    g.add_argument("--depth", type=int, default=None,
+                   help="number of blocks, 0 = stem + head (default: 6); resnet counts weighted layers as its "
+                        "papers do (default: 20, ResNet-20; with dense 100, DenseNet-BC-100)")
+    g.add_argument("--width", type=int, default=None,
+                   help=f"stem width / channels w (default: {_by_family('default_width')})")
     g.add_argument("--skip", type=skips_arg, default=[_D["skip"]],
                    help=f"comma-separated strategies from: {', '.join(STRATEGIES)} (default: {_D['skip']})")
     norms = tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.norms))
@@ -77,35 +87,51 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=None,
                    help="activation (default: " + ", ".join(f"{f.default_activation} ({f.name})"
                                                            for f in FAMILIES.values()) + ")")
-    g.add_argument("--no-bias", dest="bias", action="store_false", help="no bias on Linear/Conv layers")
+    bias = ", ".join(f.name for f in FAMILIES.values() if not f.default_bias)
+    g.add_argument("--no-bias", dest="bias", action="store_false", default=None,
+                   help=f"no bias on Linear/Conv layers (the default of {bias})")
+    g.add_argument("--bias", dest="bias", action="store_true", default=None,
+                   help="a bias on every Linear/Conv layer (the default of the other families)")
     g.add_argument("--init", choices=INITS, default=_D["init"],
                    help="torch = PyTorch's default per layer; kaiming = He-normal (default: %(default)s)")
     g.add_argument("--aux-every", type=int, default=_D["aux_every"],
                    help="auxiliary head after every k-th block (default: %(default)s = none)")
-    g.add_argument("--kernel-size", type=int, default=_D["kernel_size"], help="CNN kernel size, odd (default: %(default)s)")
+    g.add_argument("--kernel-size", type=int, default=None,
+                   help=f"CNN kernel size, odd (default: {_by_family('default_kernel_size')})")
     g.add_argument("--input-shape", type=shape_arg, default=None,
-                   help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: MNIST-1D, or 1,8,8 for cnn2d)")
+                   help="per-sample input shape, e.g. 40 | 1,40 | 3,32,32 (default: " + ", ".join(
+                       f"{','.join(map(str, f.default_input_shape))} ({f.name})" for f in FAMILIES.values()) + ")")
     g.add_argument("--classes", type=int, default=None,
                    help=f"outputs (default: train: the dataset's class count; otherwise {_D['classes']})")
-    t = p.add_argument_group("transformer (--model transformer)")
-    t.add_argument("--heads", type=int, default=None, help=f"attention heads; must divide the width (default: {_D['heads']})")
-    t.add_argument("--context", type=int, default=None,
-                   help="sequence length T (default: 64 for text; the data's steps for numeric sequences)")
-    t.add_argument("--mlp-ratio", type=int, default=None,
-                   help=f"MLP hidden width over its output width (default: {_D['mlp_ratio']})")
-    t.add_argument("--placement", choices=PLACEMENTS, default=None,
-                   help="pre: x + F(norm(x)); post: norm(x + F(x)) (default: pre)")
-    t.add_argument("--vocab", type=int, default=None,
-                   help="token ids of this many symbols (a language model; train: from the text dataset)")
+    add_family_option_args(p)
     add_option_args(p)
 
 
-FAMILY_FLAGS = ("heads", "context", "mlp_ratio", "placement", "vocab")
+def _add_option_flag(g, o, dest: str, who: str) -> None:
+    """``--NAME`` for an Option (a strategy's or a family's): its kind, choices and help."""
+    flag = "--" + o.name.replace("_", "-")
+    default = "" if o.default is None or o.default_from_width or o.kind is bool else f" (default: {o.default})"
+    if o.kind is bool:
+        g.add_argument(flag, dest=dest, action="store_true", default=None, help=f"{who}: {o.help}")
+    elif o.kind is str:
+        g.add_argument(flag, dest=dest, choices=o.choices, default=None, help=f"{who}: {o.help}{default}")
+    else:
+        g.add_argument(flag, dest=dest, type=int, default=None, help=f"{who}: {o.help}{default}")
+
+
+def add_family_option_args(p: argparse.ArgumentParser) -> None:
+    """One flag per family option (``--heads``, ``--stages``, ...), generated from the
+    families' own declarations; a value goes to ModelSpec by the option's name (a family
+    that does not take it refuses it, naming the one that does)."""
+    g = p.add_argument_group("family options (each applies to the families that declare it)")
+    for name, owners in all_family_options().items():
+        o = next(opt for opt in owners[0].options if opt.name == name)
+        _add_option_flag(g, o, name, ", ".join(f"--model {f.name}" for f in owners))
 
 
 def family_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The family-specific flags given (a flag left out keeps ModelSpec's default)."""
-    return {k: getattr(args, k) for k in FAMILY_FLAGS if getattr(args, k, None) is not None}
+    """The family option flags given (a flag left out keeps the family's default)."""
+    return {k: getattr(args, k) for k in all_family_options() if getattr(args, k, None) is not None}
 
 
 def add_option_args(p: argparse.ArgumentParser) -> None:
@@ -114,16 +140,7 @@ def add_option_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("strategy options (each applies to the strategies that declare it)")
     for name, owners in all_options().items():
         o = next(opt for opt in owners[0].options if opt.name == name)
-        who = ", ".join(s.name for s in owners)
-        flag = "--" + name.replace("_", "-")
-        if o.kind is bool:
-            g.add_argument(flag, dest=f"option_{name}", action="store_true", default=None,
-                           help=f"{who}: {o.help}")
-        elif o.kind is str:
-            g.add_argument(flag, dest=f"option_{name}", choices=o.choices, default=None,
-                           help=f"{who}: {o.help} (default {o.default})")
-        else:
-            g.add_argument(flag, dest=f"option_{name}", type=int, default=None, help=f"{who}: {o.help}")
+        _add_option_flag(g, o, f"option_{name}", ", ".join(s.name for s in owners))
 
 
 def options_for(args: argparse.Namespace, skip: str) -> dict[str, Any]:

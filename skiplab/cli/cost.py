@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--vary: none of {', '.join(args.skip)} has a {args.vary} to vary; use --vary width")
     depths = parse_depths(args.depths) if args.depths else None
     if args.plot and depths is None:
-        depths = list(range(1, max(args.depth, 8) + 1))
+        depths = list(range(1, max(specs[0].depth, 8) + 1))
     data = [cost_summary(spec, batch=args.batch, measure=args.measure, depths=depths, params=args.params,
                          flops=args.flops, vary=args.vary if args.vary in sizing_options(spec) else "width")
             for spec in specs]

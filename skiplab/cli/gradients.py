@@ -111,7 +111,7 @@ def render(reports: list[GradientReport], dataset: str) -> str:
                      r.init.loss])
     out = [head, table(["skip", "first/last", "(min..max)", "max/min", "vanishing block",
                         "last-state RMS", "loss"], rows)]
-    blocks = _sample_blocks(s.depth)
+    blocks = _sample_blocks(s.blocks)
     if blocks:
         cols = ["skip"] + [f"block {l}" for l in blocks]
 
@@ -131,7 +131,7 @@ def render(reports: list[GradientReport], dataset: str) -> str:
                        "forward / column sum backward, largest over tokens (mean over samples)\n" + table(
                            cols, [[f"{r.spec.skip} {way}"] + pick(getattr(r.init, f"composite_gain_{way}").mean)
                                   for r in gains for way in ("forward", "backward")]))
-    out.append(f"first/last = block 1's weight-gradient norm over block {s.depth}'s (mean over samples; "
+    out.append(f"first/last = block 1's weight-gradient norm over block {s.blocks}'s (mean over samples; "
                f"min..max of the per-sample ratio; - where the last is 0, as for rezero at init); "
                f"vanishing block = first block below {c.vanish_threshold:g} x the last's")
     for r in reports:

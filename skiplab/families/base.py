@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 from torch import nn
 
 from ..layers import Head, Transform
-from ..skips.base import Site, Strategy
+from ..skips.base import BlockWidths, Option, OptionError, Site, Strategy
 
 if TYPE_CHECKING:  # for annotations only: spec imports the families, never the reverse at run time
     from ..spec import ModelSpec
 
 
 class ShapeError(ValueError):
-    """An input shape the family cannot take (turned into a SpecError naming input_shape)."""
+    """An input shape the family cannot take: a SpecError ``FIELD: message`` (``field`` ""
+    when the message names what is at fault itself: the transformer's context)."""
+
+    def __init__(self, message: str, field: str = "input_shape"):
+        super().__init__(message)
+        self.field = field
 
 
 class Family:
@@ -46,11 +51,44 @@ class Family:
     # Does training on CUDA keep this family's activations channels-last (NHWC), the layout
     # cuDNN's convolutions prefer? The engines ask ``skiplab.train.wants_channels_last``.
     channels_last: ClassVar[bool] = False
-    fields: ClassVar[tuple[str, ...]] = ()  # ModelSpec fields only this family takes (heads, context, ...)
+    # The family's own hyperparameters, declared as a strategy declares its (skiplab.skips.Option):
+    # ModelSpec keywords and attributes (spec.heads), --NAME flags, sweep keys, generated from
+    # these; a spec's identity holds them by name (ModelSpec.to_dict). None given = the default.
+    options: ClassVar[tuple[Option, ...]] = ()
+    default_width: ClassVar[int] = 32  # ModelSpec.width when not given
+    default_kernel_size: ClassVar[int] = 5  # ModelSpec.kernel_size when not given (odd: same padding)
+    default_bias: ClassVar[bool] = True  # ModelSpec.bias when not given
+
+    # -- options ------------------------------------------------------------------------
+    def declares(self, option: str) -> bool:
+        """Does this family take ``option`` (the transformer's ``heads``)?"""
+        return any(o.name == option for o in self.options)
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option's value, in declaration order: ``given`` checked, defaults filled in
+        (None = the default). Raises OptionError for an unknown option or a bad value."""
+        for key in given:
+            if not self.declares(key):
+                allowed = ", ".join(o.name for o in self.options) or "none"
+                raise OptionError(f"{key}: model {self.name!r} has no option {key!r} (its options: {allowed})")
+        return {o.name: o.default if given.get(o.name) is None else o.check(given[o.name]) for o in self.options}
 
     # -- shapes -------------------------------------------------------------------------
     def check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         raise NotImplementedError
+
+    def resolve_shape(self, spec: "ModelSpec") -> tuple[tuple[int, ...], dict[str, Any]]:
+        """``(input_shape, options it settles)`` of a spec: the default shape when none is
+        given, else the given one checked (ShapeError); a family whose options follow from
+        the shape (the transformer's context from the data's steps) returns them too."""
+        if spec.input_shape is None:
+            return self.default_input_shape, {}
+        shape = tuple(spec.input_shape)
+        try:
+            self.check_input_shape(shape)
+        except ShapeError as e:
+            raise ShapeError(f"{e}, got {shape!r}", e.field) from None
+        return shape, {}
 
     def in_channels(self, shape: tuple[int, ...]) -> int:
         """Channels the stem receives."""
@@ -89,6 +127,25 @@ class Family:
 
     def check_spec(self, spec: "ModelSpec") -> None:
         """The family's own rules for a spec, beyond its input shape (ValueError naming the field)."""
+
+    # -- blocks and widths (pure arithmetic) -----------------------------------------------
+    def default_depth(self, spec: "ModelSpec") -> int:
+        """``ModelSpec.depth`` when not given (the skip and the family's options are known)."""
+        return 6
+
+    def blocks(self, spec: "ModelSpec") -> int:
+        """How many blocks ``spec.depth`` means: the depth itself (a family that counts
+        layers, as resnet's papers do, converts)."""
+        return spec.depth
+
+    def block_widths(self, spec: "ModelSpec") -> list[BlockWidths]:
+        """Widths of every sublayer: the strategy's width rule from the stem's width (a
+        staged family restarts it at every stage)."""
+        return spec.strategy.all_widths(spec.width, spec.opts, self.blocks(spec) * self.sublayers_per_block)
+
+    def readout_width(self, spec: "ModelSpec", count: int) -> int:
+        """Width of what a head sees after ``count`` sublayers."""
+        return spec.strategy.readout_width(spec.width, spec.opts, count)
 
     # -- parts --------------------------------------------------------------------------
     def stem(self, spec: "ModelSpec", in_channels: int) -> nn.Module:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..layers import make_activation
-from ..skips.base import Connection
+from ..skips.base import Connection, Option
 from ..skips.shared_storage import Pieces, run_on_pieces
 from .base import Family, ShapeError
 
@@ -186,7 +186,15 @@ class Transformer(Family):
     default_norm = "layer"
     default_activation = "gelu"
     takes_tokens = True
-    fields = ("heads", "context", "mlp_ratio", "placement", "vocab")
+    options = (
+        Option("heads", int, 4, "attention heads; must divide the width (each attention sublayer's features)"),
+        Option("context", int, None, "sequence length T (default: 64 for text; the data's steps for numeric sequences)"),
+        Option("mlp_ratio", int, 4, "the MLP sublayer's hidden width over its output width (GPT-2: 4)"),
+        # Xiong et al., arXiv 2002.04745, compare the two placements
+        Option("placement", str, "pre", "pre: x + F(norm(x)); post: norm(x + F(x))", choices=PLACEMENTS),
+        Option("vocab", int, 0, "token ids of this many symbols, a language model (train: from the text dataset); "
+               "0: numeric input", minimum=0),
+    )
     sublayer_names = ("attention", "mlp")
 
     # -- shapes -------------------------------------------------------------------------
@@ -195,14 +203,14 @@ class Transformer(Family):
             raise ShapeError(f"transformer takes {self.input_form}")
         return shape
 
-    def resolve_shape(self, spec) -> tuple[tuple[int, ...], int]:
-        """``(input_shape, context)`` of a spec: tokens are ``(context,)``; a numeric
+    def resolve_shape(self, spec) -> tuple[tuple[int, ...], dict]:
+        """``(input_shape, {"context": T})`` of a spec: tokens are ``(context,)``; a numeric
         sequence ``(features, steps)`` has ``context = steps``."""
         if spec.vocab > 0:
             context = spec.context or 64
             if spec.input_shape is not None and tuple(spec.input_shape) != (context,):
                 raise ShapeError(f"a token model takes (context,) = ({context},)")
-            return (context,), context
+            return (context,), {"context": context}
         shape = tuple(spec.input_shape) if spec.input_shape is not None else self.default_input_shape
         if len(shape) != 2:
             raise ShapeError(f"the transformer reads a sequence: (features, steps) of numbers, or token ids "
@@ -211,8 +219,8 @@ class Transformer(Family):
         if spec.context is not None and spec.context != steps:
             longer = "longer than" if spec.context > steps else "shorter than"
             raise ShapeError(f"context {spec.context} is {longer} the data's {steps} steps; the model reads "
-                             f"whole sequences (leave context out to take the data's)")
-        return shape, steps
+                             f"whole sequences (leave context out to take the data's)", field="")
+        return shape, {"context": steps}
 
     def in_channels(self, shape):
         return shape[0] if len(shape) == 2 else 0  # tokens: the embedding's vocab, not a width
@@ -236,8 +244,6 @@ class Transformer(Family):
 
     def check_spec(self, spec) -> None:
         """The family's own rules, beyond the shape (raises ValueError naming the field)."""
-        if spec.placement not in PLACEMENTS:
-            raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {spec.placement!r}")
         if spec.placement == "post" and not spec.strategy.single_tensor(spec.opts):
             raise ValueError(f"placement: 'post' normalises the stream after each merge; skip {spec.skip!r} "
                              f"carries several tensors{' (with these options)' if spec.strategy.single_stream else ''}, "

@@ -91,6 +91,7 @@ class PlainStrategy(Strategy):
     summary = "no skip: s_l = f(s_{l-1}); the baseline"
     rule = "s_l = f_l(s_{l-1})"
     source = "baseline (no skip connection)"
+    reshape = "branch"  # He et al.'s plain nets: the first conv of a stage strides, nothing is carried
 
     def connection(self, branch, site, opts, make_gate):
         return Plain(branch)
@@ -102,6 +103,7 @@ class AddStrategy(Strategy):
     summary = "ResNet: s_l = s_{l-1} + f(s_{l-1})"
     rule = "s_l = s_{l-1} + f_l(s_{l-1})"
     source = "He et al., ResNet, arXiv 1512.03385"
+    reshape = "shortcut"  # the stream crosses a stage by the family's shortcut (He et al., Sec. 3.3)
 
     def connection(self, branch, site, opts, make_gate):
         return Residual(branch)
@@ -113,6 +115,7 @@ class ReZeroStrategy(Strategy):
     summary = "ReZero: s_l = s_{l-1} + a_l f(s_{l-1}), scalar a_l = 0 at init"
     rule = "s_l = s_{l-1} + a_l * f_l(s_{l-1}), a_l = 0 at init"
     source = "Bachlechner et al., ReZero, arXiv 2003.04887"
+    reshape = "shortcut"  # the stream crosses a stage by the family's shortcut (He et al., Sec. 3.3)
 
     def connection(self, branch, site, opts, make_gate):
         return ReZero(branch)
@@ -124,6 +127,7 @@ class LayerScaleStrategy(Strategy):
     summary = "LayerScale: s_l = s_{l-1} + g_l * f(s_{l-1}), per-channel g_l small at init"
     rule = "s_l = s_{l-1} + g_l (.) f_l(s_{l-1}), g_l = 0.1 (depth<=18), 1e-5 (<=24), 1e-6"
     source = "Touvron et al., CaiT, arXiv 2103.17239"
+    reshape = "shortcut"  # the stream crosses a stage by the family's shortcut (He et al., Sec. 3.3)
 
     def connection(self, branch, site, opts, make_gate):
         return LayerScale(branch, site.widths.features, layerscale_init(site.depth), site.channel_dim)

@@ -33,6 +33,9 @@ from torch import nn
 from ..validate import SpecError, boolean, choice, integer
 
 
+RESHAPES = ("shortcut", "branch", "transition", "")
+
+
 class OptionError(SpecError):
     """A strategy option has a bad value, or a width the strategy cannot take."""
 
@@ -152,6 +155,16 @@ class Strategy:
     # Is the stream one tensor (so a family may normalise it after each merge, the
     # transformer's post-norm placement)? DenseFormer's list and hyper's copies are not.
     single_stream: ClassVar[bool] = True
+    # How the stream crosses a change of shape (the stride-2 transitions between the stages of
+    # a staged family, skiplab.families.resnet), one of RESHAPES:
+    # "shortcut": the stream goes through the family's shortcut (subsample and zero-pad, or a
+    #   projection) and is merged with a branch that strides (He et al., arXiv 1512.03385, Sec. 3.3);
+    # "branch": nothing is carried, the striding branch's output is the state (a plain net);
+    # "transition": the stream is read out, passed through the family's transition layer and
+    #   started again (DenseNet's transition layers, Huang et al., arXiv 1608.06993, Sec. 3);
+    # "": it cannot, for ``reshape_reason``.
+    reshape: ClassVar[str] = ""
+    reshape_reason: ClassVar[str] = "it declares no rule for a change of the stream's shape"
 
     def single_tensor(self, opts: Mapping[str, Any]) -> bool:
         """Is the stream one tensor with these options (dense with memory="efficient"

@@ -133,6 +133,8 @@ class _ConcatStrategy(Strategy):
     """Shared by the four: the merge and the carried width ``keep``."""
 
     options = (MEMORY,)
+    # A concatenated state crosses a stage as DenseNet's does: a transition layer, then a new state.
+    reshape = "transition"
 
     keep_all = True  # the state carries everything (``keep`` is None): it grows, sublayers share one buffer
 

@@ -47,6 +47,8 @@ class HighwayStrategy(Strategy):
     rule = ("s_l = T (.) f_l + (1 - T) (.) s_{l-1} = s_{l-1} + T (.) (f_l - s_{l-1}), "
             "T = sigmoid(gate(s_{l-1})), gate bias -2 at init")
     source = "Srivastava et al., Highway Networks, arXiv 1505.00387"
+    reshape_reason = ("its gate reads the carried state, which a stride-2 transition gives another shape than the "
+                      "branch's output, and no strided gate is defined")
 
     def connection(self, branch, site, opts, make_gate):
         return Highway(branch, make_gate(site.widths.in_width, site.widths.features))

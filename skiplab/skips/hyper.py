@@ -139,6 +139,8 @@ class CopiesStrategy(Strategy):
 
     mixes_streams = True
     single_stream = False  # n copies
+    reshape_reason = ("its n copies of the stream are mixed as one shape, and no rule for carrying them across a "
+                      "stride-2 transition is defined (the papers build transformers)")
 
     def init(self, x0, opts):
         return expand(x0, opts["streams"])

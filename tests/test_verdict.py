@@ -86,7 +86,7 @@ def test_depth_sentence_tests_each_change(three):
     md, page, _ = three
     _in_both("mean test accuracy went: plain 51.0% -> 31.0% (fell by 20.0 +- 0.8 points, adjusted p < 0.001), "
              "add 72.0% -> 61.0% (fell by 11.0 +- 1.3 points, adjusted p = 0.01), "
-             "dense 72.5% -> 71.0% (no clear change, difference 1.5 +- 1.3 points, adjusted p = 0.66).", md, page)
+             "dense 72.5% -> 71.0% (not separated by the test, difference 1.5 +- 1.3 points, adjusted p = 0.66).", md, page)
 
 
 def test_one_seed_has_no_spread_and_no_test(one):

@@ -71,15 +71,20 @@ def _loss(model: SkipNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss_and_logits(model, x, y)[0]
 
 
-def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int = 3) -> dict[str, Any]:
+def measure_cost(spec: ModelSpec, batch: int = 32, seed: int = 0, repeats: int = 3,
+                 backward: bool = True) -> dict[str, Any]:
     """Build ``spec`` and count its costs on a random batch (``model_cost``'s keys, by the
-    same code), plus ``flops.backward`` per sample and ``seconds_forward_backward``
-    (``repeats`` timed passes after one warm-up; 0: no timing, None)."""
+    same code), plus ``flops.backward`` per sample (``backward=False``: None, and no
+    training step is run) and ``seconds_forward_backward`` (``repeats`` timed passes after
+    one warm-up; 0: no timing, None)."""
     model = build_model(spec, seed=seed).train()
     x, y = spec.family.random_batch(spec, batch, torch.Generator().manual_seed(seed))
     inference = profile(model, x, backward=False)
     training = profile(model, x, backward=False, return_aux=True) if spec.describe().aux else inference
     out = assemble(spec, batch, inference, training)
+    out["flops"]["backward"] = out["seconds_forward_backward"] = None
+    if not backward and not repeats:
+        return out
     with FlopCounterMode(display=False) as train_forward:
         model(x, return_aux=True)
     with FlopCounterMode(display=False) as train_step:

@@ -100,7 +100,7 @@ def depth_change(lo: dict[str, Any], hi: dict[str, Any]) -> str:
     if not c.tested:
         return f"{min(lo['complete'], hi['complete'])} seed: no test"
     if c.winner is None:
-        return f"no clear change, {_numbers(c, M)}"
+        return f"not separated by the test, {_numbers(c, M)}"  # a drop the corrected test cannot tell from noise is not "no change"
     return f"{'rose' if c.winner == 'b' else 'fell'} by {_numbers(c, M)[len('difference '):]}"
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layers import Head, Transform
-from ..skips.base import BlockWidths, Option, OptionError, Site, Strategy
+from ..skips.base import BlockWidths, Connection, Option, OptionError, Site, Strategy
 
 if TYPE_CHECKING:  # for annotations only: spec imports the families, never the reverse at run time
     from ..spec import ModelSpec
@@ -200,3 +200,38 @@ class Description:
     sites: tuple[Site, ...]  # one per sublayer
     readout_width: int  # what the head sees
     aux: tuple[tuple[int, int], ...]  # (block, readout width) of every auxiliary head
+
+
+class AfterMerge(Connection):
+    """``after(write(stream, f))``: a family's module applied to the merged stream, around
+    any single-tensor strategy's connection (the transformer's Post-LN norm; a ResNet's
+    ReLU after the addition). ``attr`` is the module's name in the state dict (``norm``,
+    ``act``), so stored weights keep their keys."""
+
+    def __init__(self, inner: Connection, after: nn.Module, attr: str):
+        nn.Module.__init__(self)
+        self.inner, self._attr = inner, attr
+        setattr(self, attr, after)
+        self.channel_dim = inner.channel_dim
+
+    def _after(self, x):
+        return getattr(self, self._attr)(x)
+
+    @property
+    def branch(self) -> nn.Module:  # type: ignore[override]
+        return self.inner.branch
+
+    def read(self, stream):
+        return self.inner.read(stream)
+
+    def write(self, stream, f):
+        return self._after(self.inner.write(stream, f))
+
+    def without_branch(self, stream):
+        return self._after(self.inner.without_branch(stream))
+
+    def family_parts(self):
+        return [*self.inner.family_parts(), getattr(self, self._attr)]
+
+    def kaiming_(self) -> None:
+        self.inner.kaiming_()

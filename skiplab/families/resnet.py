@@ -36,6 +36,7 @@ from torch import nn
 
 from ..layers import Head, init_kaiming, make_activation
 from ..skips.base import BlockWidths, Connection, Option
+from .base import AfterMerge
 from .conv import ConvFamily, GlobalAvgPool
 
 SHORTCUTS = ("A", "B")
@@ -79,33 +80,12 @@ class ZeroPadShortcut(nn.Module):
         return f"extra={self.extra}"
 
 
-class After(Connection):
+class After(AfterMerge):
     """The activation after the merge: ``act(write(stream, f))`` (He et al., Fig. 2: the
     ReLU follows the addition)."""
 
     def __init__(self, inner: Connection, act: nn.Module):
-        nn.Module.__init__(self)
-        self.inner, self.act = inner, act
-        self.channel_dim = inner.channel_dim
-
-    @property
-    def branch(self) -> nn.Module:  # type: ignore[override]
-        return self.inner.branch
-
-    def read(self, stream):
-        return self.inner.read(stream)
-
-    def write(self, stream, f):
-        return self.act(self.inner.write(stream, f))
-
-    def without_branch(self, stream):
-        return self.act(self.inner.without_branch(stream))
-
-    def family_parts(self):
-        return [*self.inner.family_parts(), self.act]
-
-    def kaiming_(self) -> None:
-        self.inner.kaiming_()
+        super().__init__(inner, act, "act")
 
 
 class Strided(Connection):

@@ -31,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..layers import make_activation
 from ..skips.base import Connection, Option
 from ..skips.shared_storage import Pieces, run_on_pieces
-from .base import Family, ShapeError
+from .base import AfterMerge, Family, ShapeError
 
 PLACEMENTS = ("pre", "post")
 
@@ -145,33 +145,12 @@ class Readout(nn.Module):
         return self.fc(s.mean(dim=1) if self.pool else s)
 
 
-class PostNorm(Connection):
+class PostNorm(AfterMerge):
     """Post-LN placement: ``norm(write(stream, f))``, the original Transformer's
     ``x <- LN(x + F(x))`` for any single-tensor strategy (Xiong et al., arXiv 2002.04745, Fig. 1)."""
 
     def __init__(self, inner: Connection, norm: nn.Module):
-        nn.Module.__init__(self)
-        self.inner, self.norm = inner, norm
-        self.channel_dim = inner.channel_dim
-
-    @property
-    def branch(self) -> nn.Module:  # type: ignore[override]
-        return self.inner.branch
-
-    def read(self, stream):
-        return self.inner.read(stream)
-
-    def write(self, stream, f):
-        return self.norm(self.inner.write(stream, f))
-
-    def without_branch(self, stream):
-        return self.norm(self.inner.without_branch(stream))
-
-    def family_parts(self):
-        return [*self.inner.family_parts(), self.norm]
-
-    def kaiming_(self) -> None:
-        self.inner.kaiming_()
+        super().__init__(inner, norm, "norm")
 
 
 class Transformer(Family):

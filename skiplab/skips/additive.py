@@ -102,6 +102,7 @@ class AddStrategy(Strategy):
     summary = "ResNet: s_l = s_{l-1} + f(s_{l-1})"
     rule = "s_l = s_{l-1} + f_l(s_{l-1})"
     source = "He et al., ResNet, arXiv 1512.03385"
+    starts_as_residual = True
 
     def connection(self, branch, site, opts, make_gate):
         return Residual(branch)

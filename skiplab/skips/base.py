@@ -152,6 +152,12 @@ class Strategy:
     # Is the stream one tensor (so a family may normalise it after each merge, the
     # transformer's post-norm placement)? DenseFormer's list and hyper's copies are not.
     single_stream: ClassVar[bool] = True
+    # Does a fresh connection merge exactly as ``s + f`` does (the residual net), so that a
+    # residual model rewired with it (``skiplab.rewire``) computes what it computed before?
+    # add, and the stream designs whose papers initialise to the residual net (DenseFormer,
+    # hyper-connections, mHC); not rezero (it starts without its branches), layerscale
+    # (it starts at s + 0.1 f), highway, plain or the concatenations.
+    starts_as_residual: ClassVar[bool] = False
 
     def single_tensor(self, opts: Mapping[str, Any]) -> bool:
         """Is the stream one tensor with these options (dense with memory="efficient"

@@ -110,6 +110,7 @@ class DWAStrategy(Strategy):
     rule = "X_i = Y_{i-1} + f_i(Y_{i-1}), Y_i = sum_{j<=i} alpha_ij X_j, alpha_ii = 1 and the rest 0 at init"
     source = "Pagliardini et al., DenseFormer, arXiv 2402.02622"
     single_stream = False  # the earlier block outputs and the current one
+    starts_as_residual = True  # alpha_ii = 1, the rest 0
 
     def connection(self, branch, site, opts, make_gate):
         return DWA(branch, block=site.block, ends_block=site.last_in_block)

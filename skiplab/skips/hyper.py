@@ -139,6 +139,7 @@ class CopiesStrategy(Strategy):
 
     mixes_streams = True
     single_stream = False  # n copies
+    starts_as_residual = True  # equal copies, each written f: the residual net (mHC to rounding)
 
     def init(self, x0, opts):
         return expand(x0, opts["streams"])

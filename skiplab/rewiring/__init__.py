@@ -2,6 +2,8 @@
 
 >>> rewired = skiplab.rewire(model, "rezero", example=x)        # doctest: +SKIP
 
+(The package is ``skiplab.rewiring``, so that ``skiplab.rewire`` is the function.)
+
 :func:`rewire` finds each ``x + f(x)`` of ``model`` (:mod:`.find`: ``torch.fx`` on each
 module's own forward, known block patterns where fx fails), and returns a copy of the model
 in which each becomes the strategy's connection from the stream contract

@@ -10,7 +10,8 @@ the model around it. In a traced graph, an addition ``a + b`` (``operator.add``,
   a layer (a child with parameters, or an op on a parameter): ``x + f(x)``. Without a layer
   it is arithmetic (``x + 0.044715 x^3`` inside GELU), not a skip;
 * or both come from one tensor ``x`` and only one of the two paths holds a layer: the
-  other is a parameterless shortcut (``nn.Identity()(x)``); the merge is ``x + f(x)`` still.
+  other is a parameterless shortcut, children without parameters only (``nn.Identity()(x)``);
+  the merge is ``x + f(x)`` still.
   Where both paths hold layers, the shortcut is a projection (``downsample(x)``): the merge
   is named and left as it is, since the stream changes shape there (or the two operands
   are two branches, not a stream and a branch).
@@ -253,6 +254,8 @@ class _Graph:
             s, f, ps = (b, a, pb) if lb <= la else (a, b, pa)
             return "projection", s, f, fork, ps
         s, f, ps = (b, a, pb) if la else (a, b, pa)
+        if any(n.op != "call_module" for n in ps):  # arithmetic on x, not a shortcut module
+            return None
         return "shortcut", s, f, fork, ps
 
     def describe(self, nodes: list[fx.Node], limit: int = 6) -> str:

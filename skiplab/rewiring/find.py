@@ -474,7 +474,7 @@ def _probe(model: nn.Module, example: Any, found: dict[str, Found]) -> tuple[lis
         if f.pattern is not None:
             _pattern_merges(f, c)
         else:
-            _fx_shapes(f, c)
+            _fx_shapes(f, c, batch)
     return list(first_call), batch, [(c.name, c.stream, c.out) for c in calls]
 
 
@@ -510,7 +510,7 @@ def _pattern_merges(f: Found, c: _Call) -> None:
     f.chain = "" if c.out is last else "it does not return its last merge"
 
 
-def _fx_shapes(f: Found, c: _Call) -> None:
+def _fx_shapes(f: Found, c: _Call, batch: int | None) -> None:
     ba = _bind(f.module, c.args, c.kwargs)
     placeholders = [n for n in f.graph.nodes if n.op == "placeholder"]
     try:
@@ -539,16 +539,16 @@ def _fx_shapes(f: Found, c: _Call) -> None:
         m.shape = s
         if not m.rewired:
             if r is not None and s is not None and r != s:
-                m.reason = f"projection shortcut {fmt(r)} -> {fmt(s)}: left as it is"
+                m.reason = f"projection shortcut {fmt(r, batch)} -> {fmt(s, batch)}: left as it is"
             else:
                 m.reason = "both operands pass through layers (a projection shortcut, or two branches): left as it is"
             continue
         if s is None or g is None:
             m.rewired, m.reason = False, "its operands are not tensors with shapes: left as it is"
         elif s != g:
-            m.rewired, m.reason = False, f"shapes differ ({fmt(s)} + {fmt(g)}, a broadcast): left as it is"
+            m.rewired, m.reason = False, f"shapes differ ({fmt(s, batch)} + {fmt(g, batch)}, a broadcast): left as it is"
         elif r is not None and r != s:
-            m.rewired, m.reason = False, f"its shortcut changes the shape {fmt(r)} -> {fmt(s)}: left as it is"
+            m.rewired, m.reason = False, f"its shortcut changes the shape {fmt(r, batch)} -> {fmt(s, batch)}: left as it is"
     if any(not m.rewired for m in f.merges) and not f.chain:
         f.chain = "one of its merges is left as it is"
 

@@ -78,7 +78,7 @@ class UserRun:
     train: TrainConfig
     dataset: str  # a dataset reference (skiplab.datasets.dataset_ref)
     seed: int
-    merges: int  # rewired merges (0 for the original), the "depth" tables show
+    merges: int  # the model's rewirable merges (the "depth" tables show), the original's too
     width: int  # the stream's width at the first merge
     context: int | None = None  # a text's window
     label: str = "label"
@@ -313,11 +313,10 @@ def plan_runs(target: str, skips: list[str], data: Dataset | TextDataset, datase
     check_warmup(cfg, max(1, math.ceil(math.ceil(n / cfg.batch_size) * cfg.epochs)))
     for skip in [ORIGINAL, *skips]:
         opts: tuple = ()
-        merges = 0
+        merges = len(found.rewired)
         width = found.rewired[0].width if found.rewired else 0
         if skip != ORIGINAL:
-            r = rewire(model, skip, example, found=found, **options.get(skip, {}))
-            merges = len(r.skiplab_rewiring.connections)
+            rewire(model, skip, example, found=found, **options.get(skip, {}))
             opts = get_strategy(skip).canonical(options.get(skip, {}))
         for seed in range(seeds):
             runs.append(UserRun(target, file_sha256(target.rpartition(":")[0]), skip, opts, cfg, dataset_ref, seed,
@@ -359,7 +358,7 @@ def verdict(runs: list[UserRun], stored: list[dict[str, Any]], alpha: float = AL
         steps = [r.get("seconds_per_step") for r in results if r.get("seconds_per_step")]
         out.append({"skip": skip, "params": first.get("params"), "flops_per_sample": first.get("flops_per_sample"),
                     "merge_flops_per_sample": first.get("merge_flops_per_sample"),
-                    "merges": next((r.merges for r in runs if r.skip == skip), 0),
+                    "merges": 0 if skip == ORIGINAL else next((r.merges for r in runs if r.skip == skip), 0),
                     "seeds": row.get("seeds", 0), "complete": row.get("complete", 0),
                     "score_mean": row.get("score_mean"), "score_std": row.get("score_std"),
                     "scores": row.get("scores", []),
@@ -391,7 +390,7 @@ def verdict_text(v: dict[str, Any], header: str) -> str:
              r["versus_original"]] for r in v["variants"]]
     notes = [f"{r['skip']} {p}" for r in v["variants"] for p in r["problems"]]
     losses = sorted({r["loss"] for r in v["variants"] if r["loss"]})
-    return "\n".join([header, table(["variant", "merges", "params", "MFLOPs/sample", "merge MFLOPs/sample",
-                                     f"{m['label']} (mean +- std)", "seeds ok", "ms/step", "versus the original"],
+    return "\n".join([header, table(["variant", "merges rewired", "params", "MFLOPs/sample", "merge MFLOPs/sample",
+                                     f"{m['name']}{' %' if m['scale'] == 100 else ''} (mean +- std)", "seeds ok", "ms/step", "versus the original"],
                                     rows), *notes,
                       f"loss: {', '.join(losses)}; {v['test']}" if losses else v["test"]])

@@ -110,8 +110,9 @@ class MergeSites(nn.Module):
 class MergeWatch(TorchFunctionMode):
     """Inside a module's forward: each addition of the stream (``face``, tracked by
     identity) and another tensor of its shape is merge ``count``; ``on_merge(j, skip, f,
-    in_place)`` returns what the code gets instead (the merge's output), which becomes the
-    stream. Other additions, and everything else, run as written."""
+    in_place, add)`` returns what the code gets instead (the merge's output; ``add()`` runs
+    the addition as written), which becomes the stream. Other additions, and everything
+    else, run as written."""
 
     def __init__(self, face: torch.Tensor, on_merge: Callable[[int, torch.Tensor, torch.Tensor, bool], Any]):
         super().__init__()

@@ -27,8 +27,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 def make():
     return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=103, n_positions=64,
-                                      bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
-                                      attn_pdrop=0.0))
+                                      bos_token_id=0, eos_token_id=0))  # GPT-2's dropout, 0.1
 """
 
 
@@ -114,34 +113,36 @@ def test_compare_gpt2_on_text_stores_runs_and_judges(tmp_path, capsys):
     (tmp_path / "gpt2.py").write_text(GPT2_FILE)
     txt = text_file(tmp_path)
     out_dir = tmp_path / "out"
-    argv = ["compare", f"{tmp_path}/gpt2.py:make", "--skip", "rezero,hyper", "--streams", "2", "--dataset", str(txt),
+    argv = ["compare", f"{tmp_path}/gpt2.py:make", "--skip", "add,rezero,hyper", "--streams", "2", "--dataset", str(txt),
             "--context", "16", "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--out", str(out_dir), "--json"]
     code, out, err = cli(argv, capsys)
     assert code == 0, err
     d = json.loads(out)
-    assert [v["skip"] for v in d["variants"]] == ["original", "rezero", "hyper"]
-    assert d["metric"]["key"] == "val_bpc" and d["family"] == 2
+    assert [v["skip"] for v in d["variants"]] == ["original", "add", "rezero", "hyper"]
+    assert d["metric"]["key"] == "val_bpc" and d["family"] == 3
     for v in d["variants"]:
         assert v["complete"] == 2 and len(v["scores"]) == 2 and v["loss"] == "the model's own (labels=)"
         assert v["seconds_per_step"] > 0 and v["flops_per_sample"] > 0
-    orig, rezero, hyper = d["variants"]
+    orig, add, rezero, hyper = d["variants"]
+    # add computes what GPT-2's own adds did, on the same init, data order and dropout masks
+    assert add["scores"] == orig["scores"] and add["params"] == orig["params"]
     assert rezero["params"] == orig["params"] + 4 and hyper["params"] > orig["params"]
     assert orig["merges"] == 0 and rezero["merges"] == hyper["merges"] == 4
     assert rezero["versus_original"].startswith(("original and rezero tied", "original beat rezero",
                                                  "rezero beat original"))
     with Store(out_dir, create=False) as store:
         runs = store.runs()
-    assert len(runs) == 6 and {r["status"] for r in runs} == {"complete"}
+    assert len(runs) == 8 and {r["status"] for r in runs} == {"complete"}
     assert all(r["spec"]["model"]["sha256"] == hashlib.sha256((tmp_path / "gpt2.py").read_bytes()).hexdigest()
                for r in runs)
     assert (out_dir / "compare.md").read_text().startswith(f"{tmp_path}/gpt2.py:make on {txt}")
     # resume: nothing trained again, the same verdict
     code, out2, err = cli(argv, capsys)
-    assert code == 0 and json.loads(out2)["counts"] == {"skipped": 6}
+    assert code == 0 and json.loads(out2)["counts"] == {"skipped": 8}
     assert json.loads(out2)["variants"] == d["variants"]
     # the store reads as any other: runs list
     code, listed, err = cli(["runs", "list", "--out", str(out_dir)], capsys)
-    assert code == 0 and "rezero" in listed and "6 runs" in listed
+    assert code == 0 and "rezero" in listed and "8 runs" in listed
 
 
 def test_compare_resnet_on_an_image_folder(tmp_path, capsys):

@@ -49,9 +49,11 @@ def run(args: argparse.Namespace) -> None:
         stored = store.runs()
     v = verdict(runs, stored)
     cpu = hardware().get("cpu") or "this machine"
-    header = (f"{args.target} on {display_name(ref)}: {len(v['variants'])} variants x {args.seeds} seeds, "
-              f"{args.epochs:g} epoch{'s' * (args.epochs != 1)}, batch {args.batch_size}, {args.optimizer} lr "
-              f"{args.lr:g} {args.schedule}; {cpu}")
+    steps = next((r["steps"] for r in v["variants"] if r.get("steps")), None)
+    window = f", windows of {runs[0].context}" if runs[0].context else ""
+    header = (f"{args.target} on {display_name(ref)}{window}: {len(v['variants'])} variants x {args.seeds} seeds, "
+              f"{args.epochs:g} epoch{'s' * (args.epochs != 1)}" + (f" ({steps} steps)" if steps else "")
+              + f", batch {args.batch_size}, {args.optimizer} lr {args.lr:g} {args.schedule}; {cpu}")
     text = verdict_text(v, header)
     pathlib.Path(args.out, "compare.md").write_text(text + "\n", encoding="utf-8")
     emit(args, {"target": args.target, "dataset": ref, "counts": counts, **v},

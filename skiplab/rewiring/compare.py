@@ -6,7 +6,9 @@ A run is a pure function of its spec (:class:`UserRun`): the model file (by path
 part of the identity: an edited file names other runs), the factory, the strategy (or
 ``original``) and its options, the training settings, the dataset and the seed. The seed
 gives the factory's init (``torch.manual_seed`` before ``FACTORY()``, so every variant's
-branches start from the same weights), the connections' init after it, and the data order.
+branches start from the same weights), the connections' init after it, the data order and
+what the model draws while it trains (dropout), so that a variant whose merges compute what
+the original's did (``add``) trains to the very same numbers.
 
 The loss is the model's own where it has one: a model whose forward takes ``labels`` (a
 Hugging Face model) is called with them (a text's input ids for a causal language model,
@@ -189,6 +191,7 @@ def train_user_run(run: UserRun, data: Dataset | TextDataset,
     d = windows(data, run.context)
     device = resolve_device(cfg.device)
     model = build(run, d.x_train[:2]).to(device).train()
+    torch.manual_seed(run.seed)  # what the model draws while training (dropout): a function of the seed too
     own = takes_labels(model)
     x_tr, y_tr, x_te, y_te = (t.to(device) for t in (d.x_train, d.y_train, d.x_test, d.y_test))
     n = len(y_tr)
@@ -320,7 +323,7 @@ def plan_runs(target: str, skips: list[str], data: Dataset | TextDataset, datase
             opts = get_strategy(skip).canonical(options.get(skip, {}))
         for seed in range(seeds):
             runs.append(UserRun(target, file_sha256(target.rpartition(":")[0]), skip, opts, cfg, dataset_ref, seed,
-                                merges, width, context if text else None, label))
+                                merges, width, (context or DEFAULT_CONTEXT) if text else None, label))
     return runs
 
 
@@ -363,6 +366,7 @@ def verdict(runs: list[UserRun], stored: list[dict[str, Any]], alpha: float = AL
                     "score_mean": row.get("score_mean"), "score_std": row.get("score_std"),
                     "scores": row.get("scores", []),
                     "seconds_per_step": statistics.median(steps) if steps else None,
+                    "steps": first.get("steps"),
                     "versus_original": sentences.get(skip, "-"),
                     "loss": first.get("loss"),
                     "problems": [f"seed {s['seed']}: {s['status']}: {s['result'].get('message', '')}"

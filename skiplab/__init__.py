@@ -9,12 +9,14 @@ Drop-in modules for your own networks: :mod:`skiplab.nn` (``Residual``, ``ReZero
 ``LayerScale``, ``Highway``, ``Concat``, ``DenseBlock``, ``DWA``, ``HyperConnection``, ``MHC``;
 also importable from here). The results store as pandas DataFrames: ``load_runs(out)``,
 ``load_curves(out)`` (:mod:`skiplab.export`, the ``pandas`` extra). Any model's cost per module:
-``profile(model, *inputs)`` (:mod:`skiplab.profiling`).
+``profile(model, *inputs)`` (:mod:`skiplab.profiling`). Any model's residual merges rewired to
+another strategy: ``rewire(model, "rezero", example=x)`` (:mod:`skiplab.rewiring`).
 """
 
 from .export import load_curves, load_runs
 from .model import SkipNet, build_model
 from .profiling import Profile, profile
+from .rewiring import rewire
 from .skips import (DWA, MHC, STRATEGIES, Concat, DenseBlock, Highway, HyperConnection, LayerScale, Plain,
                     ReZero, Residual, get_strategy)
 from .spec import ModelSpec, SpecError
@@ -24,5 +26,5 @@ from .version import __version__
 __all__ = [
     "ModelSpec", "SpecError", "SkipNet", "build_model", "STRATEGIES", "get_strategy",
     "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock", "DWA", "HyperConnection", "MHC",
-    "load_runs", "load_curves", "profile", "Profile", "__version__",
+    "load_runs", "load_curves", "profile", "Profile", "rewire", "__version__",
 ]

@@ -21,13 +21,13 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from . import build, cost, experiment, gradients, profile, runs, strategies, study, sweep, train
+from . import build, compare, cost, experiment, gradients, profile, rewire, runs, strategies, study, sweep, train
 from ..errors import UserError
 from ..export.extras import MissingExtra
 from ..store import StoreWarning, begin_command, interrupted_note
 from .common import Parser
 
-COMMANDS = [strategies, build, cost, gradients, profile, train, study, experiment, sweep, runs]
+COMMANDS = [strategies, build, cost, gradients, profile, rewire, compare, train, study, experiment, sweep, runs]
 
 
 def make_parser() -> Parser:

@@ -104,6 +104,7 @@ class AddStrategy(Strategy):
     rule = "s_l = s_{l-1} + f_l(s_{l-1})"
     source = "He et al., ResNet, arXiv 1512.03385"
     reshape = "shortcut"  # the stream crosses a stage by the family's shortcut (He et al., Sec. 3.3)
+    starts_as_residual = True
 
     def connection(self, branch, site, opts, make_gate):
         return Residual(branch)

@@ -165,6 +165,12 @@ class Strategy:
     # "": it cannot, for ``reshape_reason``.
     reshape: ClassVar[str] = ""
     reshape_reason: ClassVar[str] = "it declares no rule for a change of the stream's shape"
+    # Does a fresh connection merge exactly as ``s + f`` does (the residual net), so that a
+    # residual model rewired with it (``skiplab.rewire``) computes what it computed before?
+    # add, and the stream designs whose papers initialise to the residual net (DenseFormer,
+    # hyper-connections, mHC); not rezero (it starts without its branches), layerscale
+    # (it starts at s + 0.1 f), highway, plain or the concatenations.
+    starts_as_residual: ClassVar[bool] = False
 
     def single_tensor(self, opts: Mapping[str, Any]) -> bool:
         """Is the stream one tensor with these options (dense with memory="efficient"

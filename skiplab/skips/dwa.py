@@ -112,6 +112,7 @@ class DWAStrategy(Strategy):
     single_stream = False  # the earlier block outputs and the current one
     reshape_reason = ("its weighted averages sum every earlier block output, and outputs on either side of a "
                       "stride-2 transition have different shapes")
+    starts_as_residual = True  # alpha_ii = 1, the rest 0
 
     def connection(self, branch, site, opts, make_gate):
         return DWA(branch, block=site.block, ends_block=site.last_in_block)

@@ -141,6 +141,7 @@ class CopiesStrategy(Strategy):
     single_stream = False  # n copies
     reshape_reason = ("its n copies of the stream are mixed as one shape, and no rule for carrying them across a "
                       "stride-2 transition is defined (the papers build transformers)")
+    starts_as_residual = True  # equal copies, each written f: the residual net (mHC to rounding)
 
     def init(self, x0, opts):
         return expand(x0, opts["streams"])

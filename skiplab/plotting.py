@@ -49,7 +49,9 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None, dpi: int 
     half-written figure); a path that cannot be written is one ValueError naming it."""
     path = Path(path)
     fmt = fmt or path.suffix.lstrip(".") or "png"
-    tmp = path.with_name(path.name + ".tmp")
+    # one temporary name per process: two commands on one --out (two experiments at once)
+    # write the same figure, and a shared name let one rename the other's file away
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
         os.replace(tmp, path)

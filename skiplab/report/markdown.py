@@ -120,7 +120,7 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
 
 def write_markdown(text: str, out: str | os.PathLike) -> Path:
     path = Path(out) / "report.md"
-    tmp = path.with_suffix(".md.tmp")
+    tmp = path.with_suffix(f".md.{os.getpid()}.tmp")  # per process: two commands may write one report
     try:
         tmp.write_text(text)
         os.replace(tmp, path)  # never a half-written report

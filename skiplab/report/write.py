@@ -25,7 +25,7 @@ def write_report(store: Store, out: str | os.PathLike) -> dict[str, Path]:
     data = load_report_data(store)
     figures = write_figures(data, out / "figures")
     page = out / "report.html"
-    tmp = page.with_suffix(".html.tmp")
+    tmp = page.with_suffix(f".html.{os.getpid()}.tmp")  # per process: two commands may write one report
     try:
         tmp.write_text(html_report(data, figures, source=str(store.path)), encoding="utf-8")
         os.replace(tmp, page)  # never a half-written page

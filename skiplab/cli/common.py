@@ -196,3 +196,20 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def add_user_model_args(p: argparse.ArgumentParser, batch: int) -> None:
+    """The user's model and its example input, as ``profile`` and ``rewire`` take them:
+    FILE.py:FACTORY, then --input-shape, --batch, --dtype, --vocab, --seed."""
+    from ..user_model import DTYPES  # the CLI's flags, the library's dtypes
+    p.add_argument("target", metavar="FILE.py:FACTORY",
+                   help="a Python file and the name of a callable in it that takes no arguments and returns "
+                        "a torch.nn.Module")
+    g = p.add_argument_group("input")
+    g.add_argument("--input-shape", type=shape_arg, required=True,
+                   help="per-sample input shape, e.g. 3,32,32 (an image) or 64 (64 token ids)")
+    g.add_argument("--batch", type=int, default=batch, help="samples in the example batch (default: %(default)s)")
+    g.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="input dtype; an integer dtype draws token ids in [0, --vocab) (default: %(default)s)")
+    g.add_argument("--vocab", type=int, default=None, help="token ids are drawn from [0, V) (integer dtypes)")
+    g.add_argument("--seed", type=int, default=0, help="seeds the factory's init and the batch (default: %(default)s)")

@@ -8,8 +8,8 @@ import sys
 import warnings
 
 from ..profiling import UncountedOpsWarning, profile
-from ..user_model import DTYPES, check_accepts, example_input, load_model
-from .common import UsageError, add_json_flag, emit, shape_arg
+from ..user_model import check_accepts, example_input, load_model
+from .common import UsageError, add_json_flag, add_user_model_args, emit
 
 
 def run(args: argparse.Namespace) -> None:
@@ -40,17 +40,7 @@ def add_parser(sub) -> None:
                     "connections), bytes written by cat/stack, bytes autograd saves for backward and bytes "
                     "a recompute concatenates again in backward. Ops that likely cost FLOPs but have no "
                     "FLOP rule are named (uncounted_ops), not counted as 0.")
-    p.add_argument("target", metavar="FILE.py:FACTORY",
-                   help="a Python file and the name of a callable in it that takes no arguments and returns "
-                        "a torch.nn.Module")
-    g = p.add_argument_group("input")
-    g.add_argument("--input-shape", type=shape_arg, required=True,
-                   help="per-sample input shape, e.g. 3,32,32 (an image) or 64 (64 token ids)")
-    g.add_argument("--batch", type=int, default=32, help="samples in the example batch (default: %(default)s)")
-    g.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                   help="input dtype; an integer dtype draws token ids in [0, --vocab) (default: %(default)s)")
-    g.add_argument("--vocab", type=int, default=None, help="token ids are drawn from [0, V) (integer dtypes)")
-    g.add_argument("--seed", type=int, default=0, help="seeds the factory's init and the batch (default: %(default)s)")
+    add_user_model_args(p, batch=32)
     o = p.add_argument_group("output")
     o.add_argument("--depth-group", type=int, default=2,
                    help="one row per module at this depth of the module tree, its children included "

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 
 from ..rewiring.listing import dry_run, dry_run_text
-from ..user_model import DTYPES, check_accepts, example_input, load_model
-from .common import UsageError, add_json_flag, add_option_args, check_option_flags, emit, options_for, shape_arg, \
-    skips_arg
+from ..user_model import check_accepts, example_input, load_model
+from .common import UsageError, add_json_flag, add_option_args, add_user_model_args, check_option_flags, emit, \
+    options_for, skips_arg
 
 
 def run(args: argparse.Namespace) -> None:
@@ -32,22 +32,12 @@ def add_parser(sub) -> None:
                     "torch.fx on each module's own forward, known block patterns (GPT-2, Llama, timm ViT, "
                     "torchvision ResNet blocks) where fx fails. --dry-run lists each merge (module, shapes, what "
                     "it becomes) and the cost before and after (parameters, FLOPs, merge FLOPs per sample).")
-    p.add_argument("target", metavar="FILE.py:FACTORY",
-                   help="a Python file and the name of a callable in it that takes no arguments and returns "
-                        "a torch.nn.Module")
     p.add_argument("--skip", type=skips_arg, required=True, help="comma-separated strategies to rewire to")
     p.add_argument("--dry-run", action="store_true", help="list the merges and the costs (required)")
     p.add_argument("--channel-dim", type=int, choices=(1, -1), default=None,
                    help="where the stream's channels are (default: first after a convolution or batch norm, "
                         "else last)")
-    g = p.add_argument_group("input")
-    g.add_argument("--input-shape", type=shape_arg, required=True,
-                   help="per-sample input shape, e.g. 3,32,32 (an image) or 64 (64 token ids)")
-    g.add_argument("--batch", type=int, default=2, help="samples in the example batch (default: %(default)s)")
-    g.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                   help="input dtype; an integer dtype draws token ids in [0, --vocab) (default: %(default)s)")
-    g.add_argument("--vocab", type=int, default=None, help="token ids are drawn from [0, V) (integer dtypes)")
-    g.add_argument("--seed", type=int, default=0, help="seeds the factory's init and the batch (default: %(default)s)")
+    add_user_model_args(p, batch=2)
     add_option_args(p)
     add_json_flag(p)
     p.set_defaults(run=run)

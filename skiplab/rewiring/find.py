@@ -42,6 +42,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UserError
+from ..profiling.profiler import tensors_of
 from .patterns import Pattern, pattern_names, pattern_of
 from .sites import MergeWatch
 
@@ -468,7 +469,7 @@ def _probe(model: nn.Module, example: Any, found: dict[str, Found]) -> tuple[lis
             h.remove()
         for m, t in modes:
             m.training = t
-    batch = next((t.shape[0] for t in _tensors((args, kwargs)) if t.dim() > 0), None)
+    batch = next((t.shape[0] for t in tensors_of((args, kwargs)) if t.dim() > 0), None)
     for name, c in first_call.items():
         f = found[name]
         if f.pattern is not None:
@@ -476,17 +477,6 @@ def _probe(model: nn.Module, example: Any, found: dict[str, Found]) -> tuple[lis
         else:
             _fx_shapes(f, c, batch)
     return list(first_call), batch, [(c.name, c.stream, c.out) for c in calls]
-
-
-def _tensors(x: Any):
-    if isinstance(x, torch.Tensor):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _tensors(v)
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            yield from _tensors(v)
 
 
 def _pattern_merges(f: Found, c: _Call) -> None:

@@ -5,7 +5,6 @@ and judged against the original (see :mod:`skiplab.rewiring.compare`)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 
 from ..datasets import dataset_ref, display_name, load_dataset
@@ -13,10 +12,10 @@ from ..progress import ProgressBar
 from ..provenance import hardware
 from ..rewiring.compare import DEFAULT_CONTEXT, plan_runs, run_compare, verdict, verdict_text
 from ..store import Store
-from ..train import DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..train import TrainConfig
+from .train import add_step_args
 from .common import UsageError, add_json_flag, add_option_args, check_option_flags, emit, options_for, skips_arg
 
-_T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 EPOCHS = 1.0  # a user's model on a CPU: one pass unless asked
 EVALS = 2  # each evaluation scores the whole test set
 
@@ -81,15 +80,8 @@ def add_parser(sub) -> None:
                    help=f"a text's window length T (default: {DEFAULT_CONTEXT})")
     g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
     g.add_argument("--epochs", type=float, default=EPOCHS, help="passes over the training set (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=_T["batch_size"], help="(default: %(default)s)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=_T["optimizer"], help="(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=_T["lr"], help="peak learning rate (default: %(default)s)")
-    g.add_argument("--schedule", choices=SCHEDULES, default=_T["schedule"], help="(default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=_T["weight_decay"], help="(default: %(default)s)")
-    g.add_argument("--grad-clip", type=float, default=_T["grad_clip"], help="max grad norm, 0 = off (default: 0)")
-    g.add_argument("--warmup", type=int, default=_T["warmup"], help="linear warm-up steps (default: 0)")
+    add_step_args(g)
     g.add_argument("--evals", type=int, default=EVALS, help="evaluations over a run (default: %(default)s)")
-    g.add_argument("--device", choices=DEVICES, default=_T["device"], help="(default: %(default)s)")
     p.add_argument("--out", required=True, help="results store folder")
     add_option_args(p)
     add_json_flag(p)

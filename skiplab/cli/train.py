@@ -22,15 +22,9 @@ from .common import UsageError, add_json_flag, add_model_args, emit, specs_for_d
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--dataset", default="mnist1d",
-                   help="mnist1d | digits | pydoc (text) | a .txt/.npz/.csv file | a CIFAR-10 or MNIST folder "
-                        "(default: %(default)s)")
-    g.add_argument("--label-column", default="label", help="label column of a .csv dataset (default: %(default)s)")
-    g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
-    g.add_argument("--epochs", type=float, default=_T["epochs"],
-                   help="passes over the training set; a fraction trains on that share of one pass (default: %(default)s)")
+def add_step_args(g) -> None:
+    """The optimisation flags every training command takes (``train``, ``compare``): batch
+    size, optimiser, learning rate and schedule, weight decay, clipping, warm-up, device."""
     g.add_argument("--batch-size", type=int, default=_T["batch_size"], help="(default: %(default)s)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=_T["optimizer"], help="(default: %(default)s)")
     g.add_argument("--lr", type=float, default=_T["lr"], help="peak learning rate (default: %(default)s)")
@@ -40,6 +34,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=_T["warmup"],
                    help="linear learning-rate warm-up steps, then the schedule; 0 = off (default: 0)")
     g.add_argument("--device", choices=DEVICES, default=_T["device"], help="(default: %(default)s)")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--dataset", default="mnist1d",
+                   help="mnist1d | digits | pydoc (text) | a .txt/.npz/.csv file | a CIFAR-10 or MNIST folder "
+                        "(default: %(default)s)")
+    g.add_argument("--label-column", default="label", help="label column of a .csv dataset (default: %(default)s)")
+    g.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default: %(default)s)")
+    g.add_argument("--epochs", type=float, default=_T["epochs"],
+                   help="passes over the training set; a fraction trains on that share of one pass (default: %(default)s)")
+    add_step_args(g)
     g.add_argument("--engine", choices=ENGINES, default=_T["engine"],
                    help="batched: a configuration's seeds train as one vmapped computation, same numbers within "
                         "1e-4; loop: one seed at a time (default: %(default)s; README, \"The batched engine\")")

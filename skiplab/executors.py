@@ -212,8 +212,14 @@ class Ray:
     there are; Ray queues what does not fit)."""
 
     def __init__(self, ray: Any, num_cpus: float, num_gpus: float, threads: int, max_retries: int,
-                 limit: int | None = None):
+                 limit: int | None = None, cancel_on_exit: bool = True):
         self.ray, self.threads, self.limit, self.max_retries = ray, threads, limit, max_retries
+        # Tasks still in flight when the run ends are cancelled on a cluster that outlives this
+        # command. On a private instance they are not: ``ray.shutdown`` stops its workers, and a
+        # ``ray.cancel(force=True)`` racing a task's reply aborted the driver (Ray 2.x,
+        # task_manager.cc "Tried to complete task that was not pending", CI 2026-12-03), so
+        # Ctrl-C exited 1 with Ray's stack on stderr instead of 130 and one line.
+        self.cancel_on_exit = cancel_on_exit
         self.options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
                         "retry_exceptions": False}
 
@@ -249,6 +255,7 @@ class Ray:
                     for out in outs:
                         record(out)
         finally:  # done, Ctrl-C or an error: what finished is stored; stop the rest
-            for ref in pending:
-                with contextlib.suppress(Exception):  # best effort: the cluster may be gone too
-                    ray.cancel(ref, force=True)
+            if self.cancel_on_exit:
+                for ref in pending:
+                    with contextlib.suppress(Exception):  # best effort: the cluster may be gone too
+                        ray.cancel(ref)

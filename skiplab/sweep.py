@@ -386,7 +386,8 @@ def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int
     connected = _connect(ray, address, workers)
     try:  # claimed in the store like every executor's runs (skiplab.scheduler)
         executor = Ray(ray, res.num_cpus, res.num_gpus, res.threads, res.max_retries,
-                       limit=workers if (address and workers) else None)
+                       limit=workers if (address and workers) else None,
+                       cancel_on_exit=not (connected and not address))
         return schedule(works, store, execute_group, executor, on_done)
     finally:
         if connected:

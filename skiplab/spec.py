@@ -18,7 +18,7 @@ __all__ = ["ModelSpec", "SpecError", "INITS", "MODEL_KEYS"]
 
 @dataclass(frozen=True, init=False)
 class ModelSpec:
-    """A model: stem -> ``depth`` blocks joined by ``skip`` -> head (DESIGN.md).
+    """A model: stem -> ``depth`` blocks joined by ``skip`` -> head (docs/design.md).
 
     Every field is checked on creation; a bad value raises :class:`SpecError` (a
     ``ValueError``) naming the field and what is allowed. Besides the fields below, a spec

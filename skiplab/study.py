@@ -99,7 +99,7 @@ def quick_plan() -> StudyPlan:
     return StudyPlan(depths=(2, 8), seeds=2, train=TrainConfig(epochs=3, lr=3e-3, evals=3))
 
 
-# The transformer study (DESIGN.md, "The transformer family"): the residual-stream designs
+# The transformer study (docs/families/transformer.md): the residual-stream designs
 # a practitioner weighs today, on a character language model of the text every Python ships.
 TRANSFORMER_SKIPS = ("plain", "add", "rezero", "dense", "dwa", "hyper", "mhc")
 

@@ -278,5 +278,6 @@ def test_site_builds_strictly_and_opens_in_chromium(tmp_path):
                 browser.close()
     finally:
         server.shutdown()
+        server.server_close()
     assert all(title.endswith("skiplab") for title, _ in seen.values()), seen
     assert seen.get("results/quick-study/index.html", (None, 1))[1] >= 1  # the result page's figures show

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
             bar.update(0, message)
 
     result = run_study(args.out, plan, workers=args.workers, on_run=on_run, progress=progress,
-                       on_flight=on_flight, command=args.command_line)
+                       on_flight=on_flight, command=getattr(args, "command_line", None))
     bar.close()
     files = write_report_locked(args.out)
     result |= {"report": str(files["report.html"]), "report_md": str(files["report.md"])}

@@ -33,7 +33,9 @@ import pytest
 
 from skiplab.cli import main
 from skiplab.families import FAMILIES
-from skiplab.report.docs import LIST_END, LIST_START, write_docs_page
+from skiplab.report.content import load_report_data
+from skiplab.report.docs import (LIST_END, LIST_START, default_title, header_lines, is_quick, page_text,
+                                 study_command, update_index)
 from skiplab.report.synthetic import synthetic_store
 from skiplab.skips import STRATEGIES
 from skiplab.store import Store
@@ -157,52 +159,60 @@ def _store(path, command):
     return store
 
 
-def test_result_page_names_machine_command_and_date(tmp_path):
+def test_result_page_names_machine_command_and_date(tmp_path, capsys):
+    """``skiplab report --format docs``: the page, its figures beside it, its line in the index."""
+    _store(tmp_path / "full", "skiplab study --out full").close()
     results = tmp_path / "docs" / "results"
-    with _store(tmp_path / "full", "skiplab study --out full") as store:
-        files = write_docs_page(store, results / "full", title="The full study")
-    text = files["index.md"].read_text()
+    to = results / "full"
+    assert main(["report", "--format", "docs", "--out", str(tmp_path / "full"), "--to", str(to),
+                 "--title", "The full study"]) == 0
+    assert capsys.readouterr().out.startswith(f"docs page: {to / 'index.md'}\n")
+    text = (to / "index.md").read_text()
     assert text.startswith("# The full study\n")
     assert "- **Command**: `skiplab study --out full`" in text
     assert "- **Machine**: " in text and "- **Date**: runs from " in text
     assert "Smoke test" not in text
-    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):  # every figure it shows was written beside it
-        assert (results / "full" / link).is_file(), link
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert figures and all((to / link).is_file() for link in figures), figures  # written beside the page
     index = (results / "index.md").read_text()
     assert f"{LIST_START}\n- [The full study](full/index.md)\n{LIST_END}" in index
 
 
 def test_result_page_of_a_quick_store_is_a_smoke_test(tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "index.md").write_text(f"# Mine\n\nkept\n\n{LIST_START}\n- old\n{LIST_END}\n\nafter\n")
+    """The page's text and the index, without drawing figures (the test above draws them)."""
     with _store(tmp_path / "q", "skiplab study --quick --out q") as store:
-        write_docs_page(store, results / "q")
-    text = (results / "q" / "index.md").read_text()
+        data = load_report_data(store)
+        command = study_command(store)
+    assert is_quick(command) and not is_quick("skiplab study --out quick")
+    text = page_text(data, (), tmp_path, default_title(data, True), command, True)
     assert text.startswith("# The mlp study (smoke test)\n")
-    assert '!!! warning "Smoke test"' in text
+    assert '!!! warning "Smoke test"' in text and "- **Command**: `skiplab study --quick --out q`" in text
+    results = tmp_path / "results"
+    (results / "q").mkdir(parents=True)
+    (results / "q" / "index.md").write_text(text)
+    (results / "index.md").write_text(f"# Mine\n\nkept\n\n{LIST_START}\n- old\n{LIST_END}\n\nafter\n")
+    update_index(results)
     index = (results / "index.md").read_text()
     assert index == f"# Mine\n\nkept\n\n{LIST_START}\n- [The mlp study (smoke test)](q/index.md)\n{LIST_END}\n\nafter\n"
 
 
 def test_result_page_without_a_recorded_command_says_so(tmp_path):
     with _store(tmp_path / "s", None) as store:
-        files = write_docs_page(store, tmp_path / "results" / "s")
-    assert "- **Command**: not recorded in the store" in files["index.md"].read_text()
+        data = load_report_data(store)
+        assert study_command(store) is None
+    assert "- **Command**: not recorded in the store" in "\n".join(header_lines(data, None, False))
 
 
-def test_report_format_docs_from_the_command_line(tmp_path, capsys):
-    _store(tmp_path / "s", "skiplab study --quick --out s").close()
-    to = tmp_path / "results" / "s"
-    assert main(["report", "--format", "docs", "--out", str(tmp_path / "s"), "--to", str(to), "--title", "T"]) == 0
-    assert (to / "index.md").read_text().startswith("# T\n")
-    capsys.readouterr()
+def test_report_format_docs_bad_input(tmp_path, capsys):
+    _store(tmp_path / "s", "skiplab study --out s").close()
     for argv, message in [(["--format", "docs"], "--format docs: name the page's folder with --to"),
-                          (["--to", str(to)], "--to: only with --format docs"),
+                          (["--to", str(tmp_path / "r")], "--to: only with --format docs"),
+                          (["--title", "T"], "--title: only with --format docs"),
                           (["--format", "docs", "--to", str(tmp_path / "bad name")], "--to must end in a page name")]:
         assert main(["report", "--out", str(tmp_path / "s"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("skiplab: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "bad name").exists()
 
 
 def test_study_records_its_command(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ whatever else loads the machine loads both alike; then compares the two stores:
   ``skiplab runs compare``'s comparison (``skiplab.compare_stores``: Welch's t-test per
   cell, Holm-adjusted over the cells): the engines agree within 1e-4 over a few steps, but
   ten epochs of Adam amplify rounding (a bias before batch norm has no true gradient; see
-  README, "The batched engine"), so the question is whether the batched study's numbers
+  docs/engines.md), so the question is whether the batched study's numbers
   stay within the loop's spread. A cell not separated is not shown equal: ``--margin M``
   tests agreement within M points (two one-sided tests).
 

@@ -1,6 +1,6 @@
 """A random-init Hugging Face GPT-2, 2 layers of width 32, for the pydoc characters:
 ``skiplab compare examples/tiny_gpt2.py:make_model --skip add,rezero,dwa,hyper,mhc
---dataset pydoc --seeds 3 --out DIR`` (the README's "Your own model, rewired"). Needs
+--dataset pydoc --seeds 3 --out DIR`` (docs/rewire.md). Needs
 ``transformers``. GPT-2 is trained with its own loss (labels = the input ids, shifted
 inside the model)."""
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every figure the README shows, with the commands the README quotes.
+# Regenerates every figure docs/ shows, with the commands its pages quote.
 # Usage: scripts/make_figures.sh  (from the repository root, with skiplab installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshot of the report (docs/figures/report-screenshot.png).
+"""Regenerate the docs' screenshot of the report (docs/figures/report-screenshot.png).
 
 Runs the quick study (``skiplab study --quick``, about a minute on 2 CPU cores) into a
 fresh folder, or takes an existing results folder with ``--store DIR``, builds the report

@@ -1,6 +1,6 @@
 """The parts a branch is made of: a layer, a norm, an activation.
 
-A branch's transform is ``f(z) = act(norm(layer(z)))`` (DESIGN.md). Which layer and which
+A branch's transform is ``f(z) = act(norm(layer(z)))`` (docs/design.md). Which layer and which
 norm is the family's business (``skiplab.families``): a Linear for the MLP, a same-padding
 stride-1 convolution for the CNNs, so that a branch never changes the spatial size and
 every skip can merge along the channel dim.

@@ -13,7 +13,7 @@ from .spec import ModelSpec, SpecError
 
 
 class SkipNet(nn.Module):
-    """A model of DESIGN.md's shape. ``forward(x)`` returns logits ``(B, classes)``;
+    """A model of docs/design.md's shape. ``forward(x)`` returns logits ``(B, classes)``;
     ``forward(x, return_aux=True)`` returns ``(logits, [aux logits, ...])``.
 
     ``blocks`` holds one connection per sublayer (the strategy's merge module, with the

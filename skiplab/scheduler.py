@@ -1,7 +1,7 @@
 """The one scheduler: which runs to train, who trains each, and storing what comes back.
 
 Every command that trains (``train``, ``study``, ``experiment``, ``sweep`` on either
-backend) hands its runs to :func:`schedule`, which keeps the promises the README makes,
+backend) hands its runs to :func:`schedule`, which keeps the promises docs/study.md makes,
 whatever executes the work (:mod:`skiplab.executors`: this process, a pool of local
 processes, or Ray):
 

@@ -18,7 +18,7 @@ __all__ = ["ModelSpec", "SpecError", "INITS", "MODEL_KEYS"]
 
 @dataclass(frozen=True, init=False)
 class ModelSpec:
-    """A model: stem -> ``depth`` blocks joined by ``skip`` -> head (DESIGN.md).
+    """A model: stem -> ``depth`` blocks joined by ``skip`` -> head (docs/design.md).
 
     Every field is checked on creation; a bad value raises :class:`SpecError` (a
     ``ValueError``) naming the field and what is allowed. Besides the fields below, a spec
@@ -30,7 +30,7 @@ class ModelSpec:
 
     model: str = "mlp"  # a family in skiplab.families.FAMILIES: mlp | cnn1d | cnn2d | transformer | resnet
     # Defaults: the CNN-1D with these reaches 99% on MNIST-1D in under a minute here
-    # (README, "Training"); the MNIST-1D paper's CNN baseline is 94%.
+    # (docs/training.md); the MNIST-1D paper's CNN baseline is 94%.
     # number of blocks, 0 = stem + head only; None = the family's (6; resnet counts layers, as its
     # papers do: 20, ResNet-20, or with dense 100, DenseNet-BC-100)
     depth: int | None = None

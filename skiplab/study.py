@@ -48,8 +48,8 @@ STUDY_OPTIONS: dict[str, dict[str, Any]] = {"dense": {"growth": 16}}
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What a study runs. The default is sized to finish in about 8 minutes on 2 CPU
-    cores, ``quick`` in under 2 minutes (measured: README, "The main job")."""
+    """What a study runs: the default is the whole comparison, ``quick`` a smoke test of it
+    (their measured times, each with its machine and command: docs/study.md)."""
 
     skips: tuple[str, ...] = STUDY_SKIPS
     budget_only: tuple[str, ...] = BUDGET_ONLY  # strategies trained at the matched budget only
@@ -99,7 +99,7 @@ def quick_plan() -> StudyPlan:
     return StudyPlan(depths=(2, 8), seeds=2, train=TrainConfig(epochs=3, lr=3e-3, evals=3))
 
 
-# The transformer study (DESIGN.md, "The transformer family"): the residual-stream designs
+# The transformer study (docs/families/transformer.md): the residual-stream designs
 # a practitioner weighs today, on a character language model of the text every Python ships.
 TRANSFORMER_SKIPS = ("plain", "add", "rezero", "dense", "dwa", "hyper", "mhc")
 
@@ -109,7 +109,7 @@ def transformer_plan(quick: bool = False) -> StudyPlan:
     matched parameter budget per depth (the add model's size at width 64: DWA and
     hyper-connections add almost nothing, so they keep width 64; mHC's projections cost it
     a little width, dense meets it through its growth); a fixed token budget (epochs over
-    the training text). Sized to the time stated in the README ("The transformer study")."""
+    the training text). Sized to the time stated in docs/study.md ("The transformer study")."""
     from .datasets.text import load_pydoc
     from .families import TRANSFORMER_FAMILY
 
@@ -205,9 +205,11 @@ def gradient_summaries(plan: StudyPlan, data, progress: Callable[[str], None] | 
 def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = None,
               on_run: Callable[[int, int, dict[str, Any]], None] | None = None,
               progress: Callable[[str], None] | None = None,
-              on_flight: Callable[[int], None] | None = None) -> dict[str, Any]:
+              on_flight: Callable[[int], None] | None = None, command: str | None = None) -> dict[str, Any]:
     """Run (or resume) ``plan`` into the store at ``out`` (``on_flight(seeds)``: the runs
-    in training, as :func:`skiplab.runner.run_all` reports them). Returns counts by status, the
+    in training, as :func:`skiplab.runner.run_all` reports them). ``command``, the command
+    line that asked for the study, is stored as metadata ``study_command``: result pages
+    (:mod:`skiplab.report.docs`) print it beside the numbers. Returns counts by status, the
     number of runs planned and the seconds it took; the caller writes the report
     (:func:`skiplab.report.write_report_locked`)."""
     start = time.perf_counter()
@@ -228,6 +230,8 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
     with Store(out) as store:
         store.set_meta("plan", plan.to_dict())
         store.set_meta("plan_configs", configs)  # the report shows these; older runs apart
+        if command is not None:
+            store.set_meta("study_command", command)
         if store.meta("summaries_for") != configs_hash:
             store.set_meta("costs", cost_summaries(plan, plan.train.batch_size))
             store.set_meta("gradients", gradient_summaries(plan, data, progress))

@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "bf16")  # the forward's arithmetic: fp32, or bf16 autocas
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Defaults reach the MNIST-1D paper's CNN baseline (94%) with
-    ``cnn1d``/``add`` at its default depth and width (README, "Training")."""
+    ``cnn1d``/``add`` at its default depth and width (docs/training.md)."""
 
     optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9, Nesterov)
     lr: float = 3e-3  # peak learning rate
@@ -171,7 +171,7 @@ class RunResult:
 
 # -- Accelerator options: the decisions, each testable on the CPU --------------------------
 BF16_CPU = ("precision: bf16 autocast is offered on CUDA only (on this project's CPU it trained the study's MLPs "
-            "at 0.7 to 1.0x fp32's speed: README, \"Accelerator options\"); use --precision fp32, or --device cuda")
+            "at 0.7 to 1.0x fp32's speed: docs/scaling.md, \"Accelerator options\"); use --precision fp32, or --device cuda")
 _BF16_ON_CPU = False  # tests: let the bf16 autocast path run on the CPU, to exercise it
 SYNC_EVERY_ACCELERATOR = 50  # steps between host reads of the loss on an accelerator (and at evaluations)
 _SYNC_EVERY: int | None = None  # tests: force an interval on the CPU (None: by device)
@@ -228,9 +228,9 @@ class StepFunction:
         start = clock.now()
         self.fn = torch.compile(eager) if cfg.compile else eager
         # torch.compile's first use in a process imports the compiler (Dynamo, Inductor):
-        # 3.3 s on this project's CPU (README, "Accelerator options"), a cost of compiling
+        # 3.3 s on this project's CPU (docs/scaling.md, "Accelerator options"), a cost of compiling
         # that the first step's time misses (uncounted, it made short compiled runs look
-        # slower than eager: the README's 0.13x loop row, now 1.26x)
+        # slower than eager: docs/scaling.md's 0.13x loop row, now 1.26x)
         self.setup_seconds = clock.now() - start
         self.failed: str | None = None  # why compiling failed
         self.first_compiled = False  # the first call ran compiled (its time is the compile time)

@@ -1,6 +1,6 @@
 """The package's shape: no import cycles (at run time), and no strategy or family name
 compared as a string outside ``skiplab/skips/`` and ``skiplab/families/`` (the rest of the
-code asks the strategy or the family instead: DESIGN.md, "The residual stream").
+code asks the strategy or the family instead: docs/design.md, "The stream contract").
 
 Method: both read the source with ``ast``; the cycle check is Tarjan's strongly connected
 components over the graph of ``import`` / ``from ... import`` statements, leaving out those

@@ -110,7 +110,7 @@ def test_bias_before_batch_norm_gets_no_gradient():
 
 # -- parameter counts ------------------------------------------------------------------
 def closed_form(skip, model, norm, bias, depth, w, k, kernel, fan_in, classes, aux_every):
-    """Parameters per part, from DESIGN.md's table; written independently of skiplab."""
+    """Parameters per part, from docs/design.md's table; written independently of skiplab."""
     K = {"mlp": 1, "cnn1d": kernel, "cnn2d": kernel ** 2}[model]
     b = int(bias)
 

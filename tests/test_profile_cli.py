@@ -1,5 +1,5 @@
 """``skiplab profile FILE.py:FACTORY`` and ``skiplab gradients FILE.py:FACTORY --blocks``:
-the README's example file runs through the command line, and every bad input is one line
+the docs' example file (docs/profile.md) runs through the command line, and every bad input is one line
 on stderr with exit code 2."""
 
 import json

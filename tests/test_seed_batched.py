@@ -129,7 +129,7 @@ def test_stream_functions_take_one_node_for_all_seeds(skip, monkeypatch):
 @pytest.mark.slow
 def test_study_engines_benchmark_runs_both_studies_and_compares_them(tmp_path):
     """benchmarks/study_engines.py --quick: both quick studies stored whole, one comparison
-    line per cell, and the closing count (what the README quotes from the full run)."""
+    line per cell, and the closing count (what docs/engines.md quotes from the full run)."""
     import re
     import subprocess
     import sys

@@ -85,7 +85,7 @@ def test_dense_block_grows_by_the_growth_rate():
 @pytest.mark.parametrize("l", [1, 2, 5])
 def test_width_rules_closed_forms(l):
     w, k = 6, 4
-    want = {  # (in, features, out), written from DESIGN.md's table
+    want = {  # (in, features, out), written from docs/design.md's table
         "plain": (w, w, w), "add": (w, w, w), "rezero": (w, w, w), "layerscale": (w, w, w),
         "highway": (w, w, w),
         "dense": (w + (l - 1) * k, k, w + l * k),

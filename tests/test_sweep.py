@@ -66,9 +66,9 @@ def test_example_names_the_grid():
     assert all(r.model.input_shape == (1, 40) and r.model.classes == 10 for r in sweep.runs)  # from the dataset
 
 
-def test_readme_shows_the_example_file():
-    readme = (EXAMPLE.parents[1] / "README.md").read_text()
-    block = readme.split("## Scaling out", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+def test_docs_show_the_example_file():
+    page = (EXAMPLE.parents[1] / "docs" / "scaling.md").read_text()
+    block = page.split("# Scaling out", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     assert block.strip() in EXAMPLE.read_text()
 
 

@@ -26,7 +26,7 @@ def pydoc():
 
 def test_pydoc_numbers_split_and_symbols(pydoc):
     text = pydoc_text()
-    # the text every Python ships; its size changes little between versions (DESIGN.md: about 465,000)
+    # the text every Python ships; its size changes little between versions (docs/data.md: about 465,000)
     assert 400_000 < pydoc.characters == len(text) < 600_000
     assert pydoc.vocab == pydoc.classes == len(set(text)) and 90 < pydoc.vocab < 120
     assert pydoc.symbols == "".join(sorted(set(text)))

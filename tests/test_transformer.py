@@ -133,7 +133,7 @@ def test_analytic_equals_measured_full_grid(skip):
 
 
 def test_attention_flops_per_token():
-    """QK^T and AV: 2 T C FLOPs per token each at full context (DESIGN.md); with the
+    """QK^T and AV: 2 T C FLOPs per token each at full context (docs/families/transformer.md); with the
     projections (qkv 6C^2, out 2C^2) and the MLP (16 C^2 at ratio 4): 24 C^2 + 4 T C per
     token per block, the known transformer count (Kaplan et al., arXiv 2001.08361, Table 1)."""
     T, C = 32, 16

@@ -11,6 +11,7 @@ on stderr and exits with code 2. Any other exception is a bug inside skiplab: on
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import os
 import signal
 import sys
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("default", StoreWarning)  # shown, once each, whatever -W says
         try:
             args = make_parser().parse_args(argv)
+            args.command_line = "skiplab " + shlex.join(argv)  # as typed, for stores to record
             args.run(args)
         except (UserError, MissingExtra) as e:  # MissingExtra: an optional library, named
             if getattr(args, "debug", False):

@@ -10,6 +10,7 @@ from ..export import export_mlflow, export_tensorboard
 from ..export.targets import ACCEPTED, check_targets
 from ..metrics import BPC, metric_of
 from ..report import write_report
+from ..report.docs import write_docs_page
 from ..results import aggregate, pct
 from ..store import Store
 from ..textable import table
@@ -120,7 +121,16 @@ def _margin(text: str) -> float:
 
 
 def run_report(args: argparse.Namespace) -> None:
+    if args.format == "docs" and not args.to:
+        raise UsageError("--format docs: name the page's folder with --to (e.g. --to docs/results/study)")
+    if args.format != "docs" and (args.to or args.title):
+        raise UsageError(f"{'--to' if args.to else '--title'}: only with --format docs")
     with Store(args.out, create=False) as store:
+        if args.format == "docs":
+            files = write_docs_page(store, args.to, title=args.title)
+            emit(args, {name: str(path) for name, path in files.items()},
+                 f"docs page: {files['index.md']}\nalso: {len(files) - 2} figures in figures/, listed in {files['../index.md']}")
+            return
         files = write_report(store, args.out)
     emit(args, {name: str(path) for name, path in files.items()},
          f"report: {files['report.html']}\nalso: report.md, {len(files) - 2} figure files in figures/ (PNG and SVG)")
@@ -172,5 +182,12 @@ def add_parser(sub) -> None:
                                    "self-contained page), DIR/report.md, and every figure as PNG and SVG "
                                    "in DIR/figures/.")
     p.add_argument("--out", default="skiplab-out", help="results folder (default: %(default)s)")
+    p.add_argument("--format", choices=("report", "docs"), default="report",
+                   help="report: DIR/report.html, report.md, figures/; docs: one result page for the documentation "
+                        "site, with the machine, the command and the date (default: %(default)s)")
+    p.add_argument("--to", default=None, metavar="FOLDER",
+                   help="with --format docs: the page's folder, e.g. docs/results/study (FOLDER/index.md and "
+                        "FOLDER/figures/; the parent's index.md lists it)")
+    p.add_argument("--title", default=None, help="with --format docs: the page's title (default: from the plan)")
     add_json_flag(p)
     p.set_defaults(run=run_report)

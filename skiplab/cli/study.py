@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
             bar.update(0, message)
 
     result = run_study(args.out, plan, workers=args.workers, on_run=on_run, progress=progress,
-                       on_flight=on_flight)
+                       on_flight=on_flight, command=getattr(args, "command_line", None))
     bar.close()
     files = write_report_locked(args.out)
     result |= {"report": str(files["report.html"]), "report_md": str(files["report.md"])}
@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
     p.add_argument("--memory", choices=MEMORIES, default=None,
                    help="the concatenating strategies' activation memory: naive (default) or efficient "
-                        "(each feature stored once; the same results; see README, \"Dense at linear memory\")")
+                        "(each feature stored once; the same results; see docs/memory-efficient.md)")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: min(2, cores))")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where runs train; not part of a run's identity, so resuming elsewhere keeps them "

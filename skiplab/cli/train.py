@@ -48,7 +48,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_step_args(g)
     g.add_argument("--engine", choices=ENGINES, default=_T["engine"],
                    help="batched: a configuration's seeds train as one vmapped computation, same numbers within "
-                        "1e-4; loop: one seed at a time (default: %(default)s; README, \"The batched engine\")")
+                        "1e-4; loop: one seed at a time (default: %(default)s; docs/engines.md)")
     add_accelerator_args(g)
     b = p.add_argument_group("matched budget")
     b.add_argument("--params", type=int, help="size each strategy's width to this many parameters")
@@ -63,7 +63,7 @@ def add_accelerator_args(g) -> None:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step's forward and backward; the same results up to rounding, "
                         "so not part of a run's identity; the compile time is reported; falls back to eager, "
-                        "saying why, where compiling fails (README, \"The batched engine\")")
+                        "saying why, where compiling fails (docs/engines.md)")
     g.add_argument("--precision", choices=PRECISIONS, default=_T["precision"],
                    help="bf16: the forward under bf16 autocast, the loss in fp32; CUDA only; part of a run's "
                         "identity (default: %(default)s)")

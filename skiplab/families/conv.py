@@ -25,8 +25,7 @@ class ConvFamily(Family):
     # vmap runs a convolution with per-seed weights as one grouped convolution (a group per
     # seed); on the CPU that trained the default CNN-1D at 0.78-0.84x the loop's seed-steps/s
     # with 3 and 8 seeds, and 1.00-1.04x with seed_batched's batch norm: no gain, so the
-    # loop, the reference, trains them (benchmarks/engine_throughput.py, README "The
-    # batched engine").
+    # loop, the reference, trains them (benchmarks/engine_throughput.py, docs/engines.md).
     batches_on_cpu = False
     spatial_dims: int
     conv: type[nn.Module]

@@ -1,6 +1,6 @@
 """Bytes autograd keeps for backward, per module: ``saved_tensors_hooks`` on a forward,
 each storage counted once (the first module to save it is charged), parameters, buffers
-and the example inputs not at all (DESIGN.md's activation-memory convention)."""
+and the example inputs not at all (docs/design.md, "Counting conventions")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Open ``report.html`` in a real, headless Chromium and say what it saw, optionally taking
-a screenshot: the browser test (``tests/test_report_browser.py``) and the README's
+a screenshot: the browser test (``tests/test_report_browser.py``) and the docs'
 screenshot (``scripts/report_screenshot.py``) both go through here.
 
 Needs Playwright for Python (``pip install playwright``; its package carries the driver)

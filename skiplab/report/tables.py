@@ -59,7 +59,7 @@ def size_table(rows: list[dict[str, Any]], budget: int | None = None) -> Table:
 
 def cost_table(costs: list[dict[str, Any]]) -> Table:
     """One row per configuration; for the concatenating strategies both activation bills
-    (``memory`` naive and efficient, README "Dense at linear memory"), when stored."""
+    (``memory`` naive and efficient, docs/memory-efficient.md), when stored."""
     both = any("activation_bytes_by_memory" in c for c in costs)
 
     def bills(c: dict[str, Any]) -> list[str]:

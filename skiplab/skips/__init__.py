@@ -1,8 +1,10 @@
 """Skip strategies: the registry, and the drop-in merge modules.
 
+```pycon
 >>> from skiplab.skips import STRATEGIES
 >>> sorted(STRATEGIES)[:3]
 ['add', 'concat-double', 'concat-half']
+```
 """
 
 from __future__ import annotations

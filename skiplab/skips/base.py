@@ -1,4 +1,4 @@
-"""The residual-stream contract every skip strategy honours (DESIGN.md, "The residual stream").
+"""The residual-stream contract every skip strategy honours (docs/design.md, "The stream contract").
 
 A model is stem -> sublayers -> head. A **sublayer** is a branch (norm -> transform) whose
 output is merged into the **stream**: whatever flows between sublayers. A strategy owns
@@ -137,7 +137,7 @@ class Strategy:
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line, shown by `skiplab strategies`
-    rule: ClassVar[str]  # the update rule, in DESIGN.md's notation
+    rule: ClassVar[str]  # the update rule, in docs/design.md's notation
     source: ClassVar[str]  # paper or answer the strategy comes from
     options: ClassVar[tuple[Option, ...]] = ()
     # Its colour in every figure: Okabe & Ito's colour-blind-safe set

@@ -44,6 +44,7 @@ BUDGET_ONLY = ("dwa", "hyper", "mhc")
 # strategy checks its own. Dense: k = w/4 at width 64 (DenseNet uses k = 12..32 with far
 # wider states). The experiments that train dense use the same.
 STUDY_OPTIONS: dict[str, dict[str, Any]] = {"dense": {"growth": 16}}
+COMMAND_KEY = "study_command"  # store metadata: the command line that filled the store
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
         store.set_meta("plan", plan.to_dict())
         store.set_meta("plan_configs", configs)  # the report shows these; older runs apart
         if command is not None:
-            store.set_meta("study_command", command)
+            store.set_meta(COMMAND_KEY, command)
         if store.meta("summaries_for") != configs_hash:
             store.set_meta("costs", cost_summaries(plan, plan.train.batch_size))
             store.set_meta("gradients", gradient_summaries(plan, data, progress))

@@ -95,21 +95,14 @@ def test_python_block_runs(code, request, monkeypatch):
 
 
 # -- pages and nav ----------------------------------------------------------------------
-def test_every_strategy_has_a_page_in_the_nav():
+@pytest.mark.parametrize("folder, names", [("strategies", STRATEGIES), ("families", FAMILIES)])
+def test_every_strategy_and_family_has_a_page_in_the_nav(folder, names):
     nav = set(nav_pages())
-    for name in STRATEGIES:
-        page = f"strategies/{name}.md"
-        assert (DOCS / page).is_file(), f"no page for strategy {name!r}: docs/{page}"
+    for name in names:
+        page = f"{folder}/{name}.md"
+        assert (DOCS / page).is_file(), f"no page for {name!r}: docs/{page}"
         assert page in nav, f"docs/{page} is not in mkdocs.yml's nav"
         assert f"`{name}`" in (DOCS / page).read_text().split("\n", 1)[0]  # its title names it
-
-
-def test_every_family_has_a_page_in_the_nav():
-    nav = set(nav_pages())
-    for name in FAMILIES:
-        page = f"families/{name}.md"
-        assert (DOCS / page).is_file(), f"no page for family {name!r}: docs/{page}"
-        assert page in nav, f"docs/{page} is not in mkdocs.yml's nav"
 
 
 def test_every_nav_entry_exists_and_every_page_is_in_the_nav():

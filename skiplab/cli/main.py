@@ -11,8 +11,8 @@ on stderr and exits with code 2. Any other exception is a bug inside skiplab: on
 from __future__ import annotations
 
 import datetime as dt
-import shlex
 import os
+import shlex
 import signal
 import sys
 import tempfile

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..store import Store
+from ..study import COMMAND_KEY
 from .content import ReportData, describe_hardware, describe_versions, distinct, load_report_data
 from .figures import write_figures
 from .markdown import markdown_report
 
-COMMAND_KEY = "study_command"  # store metadata: the command line that filled the store
 LIST_START = "<!-- result pages: written by skiplab report --format docs -->"
 LIST_END = "<!-- end of result pages -->"
 INDEX_INTRO = """# Result pages

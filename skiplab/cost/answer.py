@@ -6,7 +6,7 @@ depth, past what a tensor's size can hold), saying so under ``estimated``."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import UserError
 from ..spec import ModelSpec
@@ -22,6 +22,27 @@ def model_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
         return counted_cost(spec, batch)
     except TooLargeToBuild:
         return beyond_buildable(spec, batch)
+
+
+def model_costs(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> list[dict[str, Any]]:
+    """``[model_cost(spec.replace(depth=d), batch) for d in depths]``, the same figures, with
+    every buildable depth (and the depths an estimate fits) counted in one forward at the
+    deepest where ``skiplab.cost.prefix`` applies (issue 25, item 7)."""
+    from . import prefix
+
+    check_batch(batch)
+    depths = list(depths)
+    if depths and prefix.applies(spec, depths):
+        deepest = max(depths)
+        top = deepest if _builds(spec.replace(depth=deepest)) else _deepest_buildable(spec.replace(depth=0),
+                                                                                     deepest - 1)
+        need = {d for d in depths if d <= top}
+        if top < deepest:  # the depths the growth law of the unbuildable ones is fitted on
+            need |= set(range(max(1, top - FIT_POINTS + 1), top + 1))
+        need = {d for d in need if not prefix.has(spec.replace(depth=d), batch)}
+        if need and prefix.applies(spec, sorted(need)):
+            prefix.sweep(spec, sorted(need), batch)
+    return [model_cost(spec.replace(depth=d), batch) for d in depths]
 
 
 FIT_POINTS = 8  # depths the extrapolation fits: enough to tell the laws apart (classify needs 4)
@@ -60,7 +81,7 @@ def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
     costs = [counted_cost(spec.replace(depth=d), batch) for d in depths]
 
     def law_at(values: list[int]) -> tuple[float, str]:
-        law = classify(depths, values)
+        law = _classify(tuple(depths), tuple(values))
         c, x = law["coefficients"], spec.depth
         if law["law"] in POLY_LAWS:
             return round(sum(c[f"c{i}"] * x ** i for i in range(len(c)))), law["law"]
@@ -88,6 +109,13 @@ def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
         "estimated": (f"too large to build even on the meta device: extrapolated from depths {depths[0]}..{depths[-1]} "
                       f"({', '.join(f'{label} {laws[path]}' for label, path in named.items())})"),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _classify(depths: tuple[int, ...], values: tuple) -> dict[str, Any]:
+    """``classify``, memoised: every depth past the buildable ones fits the same values
+    (a concat-double sweep's unbuildable depths all extrapolate from one window)."""
+    return classify(list(depths), list(values))
 
 
 def _at(d: dict[str, Any], path: tuple[str, ...]) -> Any:

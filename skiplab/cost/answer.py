@@ -18,6 +18,11 @@ def model_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     """``counted_cost(spec, batch)`` (see there for the keys), or for a model too large to
     build even on meta, ``beyond_buildable``'s estimate: totals only, and ``estimated``."""
     check_batch(batch)
+    from . import prefix
+
+    first_bad = _UNBUILDABLE_FROM.get(spec.replace(depth=0)) if prefix.enabled() else None
+    if first_bad is not None and spec.depth >= first_bad:  # known not to build: no second try
+        return beyond_buildable(spec, batch)
     try:
         return counted_cost(spec, batch)
     except TooLargeToBuild:
@@ -34,24 +39,44 @@ def model_costs(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> list
     depths = list(depths)
     if depths and prefix.applies(spec, depths):
         deepest = max(depths)
-        top = deepest if _builds(spec.replace(depth=deepest)) else _deepest_buildable(spec.replace(depth=0),
-                                                                                     deepest - 1)
-        need = {d for d in depths if d <= top}
-        if top < deepest:  # the depths the growth law of the unbuildable ones is fitted on
-            need |= set(range(max(1, top - FIT_POINTS + 1), top + 1))
-        need = {d for d in need if not prefix.has(spec.replace(depth=d), batch)}
-        if need and prefix.applies(spec, sorted(need)):
-            prefix.sweep(spec, sorted(need), batch)
+        need = {d for d in depths if not prefix.has(spec.replace(depth=d), batch)}
+        try:
+            if need:
+                prefix.sweep(spec, sorted(need), batch)
+        except TooLargeToBuild:  # the deepest do not build: count up to the deepest that does
+            top = _deepest_buildable(spec.replace(depth=0), deepest - 1)
+            # ... and the depths the growth law of the others is fitted on
+            need = {d for d in depths if d <= top} | set(range(max(1, top - FIT_POINTS + 1), top + 1))
+            need = {d for d in need if not prefix.has(spec.replace(depth=d), batch)}
+            if need and prefix.applies(spec, sorted(need)):
+                prefix.sweep(spec, sorted(need), batch)
     return [model_cost(spec.replace(depth=d), batch) for d in depths]
 
 
 FIT_POINTS = 8  # depths the extrapolation fits: enough to tell the laws apart (classify needs 4)
 
 
+# spec at depth 0 -> the smallest depth known not to build: every depth from there on
+# fails too, so the unbuildable depths of a sweep share one bisection
+_UNBUILDABLE_FROM: dict[ModelSpec, int] = {}
+
+
 @functools.lru_cache(maxsize=64)
 def _deepest_buildable(base: ModelSpec, below: int) -> int:
     """The largest depth <= ``below`` at which ``base`` builds on meta (0 if none): a
     bisection, as a model that builds at depth d builds at every smaller depth."""
+    from . import prefix
+
+    first_bad = _UNBUILDABLE_FROM.get(base) if prefix.enabled() else None
+    if first_bad is not None and first_bad <= below:
+        return first_bad - 1  # first_bad - 1 built (it was the bisection's answer)
+    lo = _bisect(base, below)
+    if lo < below:
+        _UNBUILDABLE_FROM[base] = min(lo + 1, _UNBUILDABLE_FROM.get(base, lo + 1))
+    return lo
+
+
+def _bisect(base: ModelSpec, below: int) -> int:
     lo, hi = 0, below
     while lo < hi:
         mid = (lo + hi + 1) // 2

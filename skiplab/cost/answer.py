@@ -20,7 +20,7 @@ def model_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     check_batch(batch)
     from . import prefix
 
-    first_bad = _UNBUILDABLE_FROM.get(spec.replace(depth=0)) if prefix.enabled() else None
+    first_bad = _UNBUILDABLE_FROM.get(_base(spec)) if prefix.enabled() and _UNBUILDABLE_FROM else None
     if first_bad is not None and spec.depth >= first_bad:  # known not to build: no second try
         return beyond_buildable(spec, batch)
     try:
@@ -51,6 +51,15 @@ def model_costs(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> list
             if need and prefix.applies(spec, sorted(need)):
                 prefix.sweep(spec, sorted(need), batch)
     return [model_cost(spec.replace(depth=d), batch) for d in depths]
+
+
+def _base(spec: ModelSpec) -> ModelSpec | None:
+    """``spec`` at depth 0, the key of what is known not to build (None where depth 0 is no
+    valid depth: resnet counts layers)."""
+    try:
+        return spec.replace(depth=0)
+    except ValueError:
+        return None
 
 
 FIT_POINTS = 8  # depths the extrapolation fits: enough to tell the laws apart (classify needs 4)

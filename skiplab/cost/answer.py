@@ -6,7 +6,7 @@ depth, past what a tensor's size can hold), saying so under ``estimated``."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import UserError
 from ..spec import ModelSpec
@@ -18,19 +18,74 @@ def model_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     """``counted_cost(spec, batch)`` (see there for the keys), or for a model too large to
     build even on meta, ``beyond_buildable``'s estimate: totals only, and ``estimated``."""
     check_batch(batch)
+    from . import prefix
+
+    first_bad = _UNBUILDABLE_FROM.get(_base(spec)) if prefix.enabled() and _UNBUILDABLE_FROM else None
+    if first_bad is not None and spec.depth >= first_bad:  # known not to build: no second try
+        return beyond_buildable(spec, batch)
     try:
         return counted_cost(spec, batch)
     except TooLargeToBuild:
         return beyond_buildable(spec, batch)
 
 
+def model_costs(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> list[dict[str, Any]]:
+    """``[model_cost(spec.replace(depth=d), batch) for d in depths]``, the same figures, with
+    every buildable depth (and the depths an estimate fits) counted in one forward at the
+    deepest where ``skiplab.cost.prefix`` applies (issue 25, item 7)."""
+    from . import prefix
+
+    check_batch(batch)
+    depths = list(depths)
+    if depths and prefix.applies(spec, depths):
+        deepest = max(depths)
+        need = {d for d in depths if not prefix.has(spec.replace(depth=d), batch)}
+        try:
+            if need:
+                prefix.sweep(spec, sorted(need), batch)
+        except TooLargeToBuild:  # the deepest do not build: count up to the deepest that does
+            top = _deepest_buildable(spec.replace(depth=0), deepest - 1)
+            # ... and the depths the growth law of the others is fitted on
+            need = {d for d in depths if d <= top} | set(range(max(1, top - FIT_POINTS + 1), top + 1))
+            need = {d for d in need if not prefix.has(spec.replace(depth=d), batch)}
+            if need and prefix.applies(spec, sorted(need)):
+                prefix.sweep(spec, sorted(need), batch)
+    return [model_cost(spec.replace(depth=d), batch) for d in depths]
+
+
+def _base(spec: ModelSpec) -> ModelSpec | None:
+    """``spec`` at depth 0, the key of what is known not to build (None where depth 0 is no
+    valid depth: resnet counts layers)."""
+    try:
+        return spec.replace(depth=0)
+    except ValueError:
+        return None
+
+
 FIT_POINTS = 8  # depths the extrapolation fits: enough to tell the laws apart (classify needs 4)
+
+
+# spec at depth 0 -> the smallest depth known not to build: every depth from there on
+# fails too, so the unbuildable depths of a sweep share one bisection
+_UNBUILDABLE_FROM: dict[ModelSpec, int] = {}
 
 
 @functools.lru_cache(maxsize=64)
 def _deepest_buildable(base: ModelSpec, below: int) -> int:
     """The largest depth <= ``below`` at which ``base`` builds on meta (0 if none): a
     bisection, as a model that builds at depth d builds at every smaller depth."""
+    from . import prefix
+
+    first_bad = _UNBUILDABLE_FROM.get(base) if prefix.enabled() else None
+    if first_bad is not None and first_bad <= below:
+        return first_bad - 1  # first_bad - 1 built (it was the bisection's answer)
+    lo = _bisect(base, below)
+    if lo < below:
+        _UNBUILDABLE_FROM[base] = min(lo + 1, _UNBUILDABLE_FROM.get(base, lo + 1))
+    return lo
+
+
+def _bisect(base: ModelSpec, below: int) -> int:
     lo, hi = 0, below
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -60,7 +115,7 @@ def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
     costs = [counted_cost(spec.replace(depth=d), batch) for d in depths]
 
     def law_at(values: list[int]) -> tuple[float, str]:
-        law = classify(depths, values)
+        law = _classify(tuple(depths), tuple(values))
         c, x = law["coefficients"], spec.depth
         if law["law"] in POLY_LAWS:
             return round(sum(c[f"c{i}"] * x ** i for i in range(len(c)))), law["law"]
@@ -88,6 +143,13 @@ def beyond_buildable(spec: ModelSpec, batch: int) -> dict[str, Any]:
         "estimated": (f"too large to build even on the meta device: extrapolated from depths {depths[0]}..{depths[-1]} "
                       f"({', '.join(f'{label} {laws[path]}' for label, path in named.items())})"),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _classify(depths: tuple[int, ...], values: tuple) -> dict[str, Any]:
+    """``classify``, memoised: every depth past the buildable ones fits the same values
+    (a concat-double sweep's unbuildable depths all extrapolate from one window)."""
+    return classify(list(depths), list(values))
 
 
 def _at(d: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -115,6 +115,10 @@ def counted_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     over block l).
     """
     check_batch(batch)
+    from .prefix import known  # a sweep over depths may have counted it already (skiplab.cost.prefix)
+    hit = known(spec, batch)
+    if hit is not None:
+        return hit
     aux = bool(spec.describe().aux)
     inference = _counted(spec, batch, False)
     return assemble(spec, batch, inference, _counted(spec, batch, True) if aux else inference)
@@ -126,10 +130,12 @@ def _per_sample(value: int, batch: int, what: str) -> int:
     return value // batch
 
 
-def assemble(spec: ModelSpec, batch: int, inference: Profile, training: Profile) -> dict[str, Any]:
+def assemble(spec: ModelSpec, batch: int, inference: Profile, training: Profile,
+             params: dict[str, int] | None = None) -> dict[str, Any]:
     """``model_cost``'s answer from two profiles of ``spec``'s model on a batch of ``batch``:
     an inference forward and a training forward (aux heads included; the same profile when
-    there are none). ``skiplab.cost.measure`` passes profiles made on a real device."""
+    there are none). ``skiplab.cost.measure`` passes profiles made on a real device;
+    ``skiplab.cost.prefix`` passes ``params`` (``param_counts(spec)``, counted on its model)."""
     d = spec.describe()
     parts = ("stem", "head", "aux_heads")
     flops = {part: inference.of(part) if part in inference.own else None for part in parts}
@@ -150,7 +156,7 @@ def assemble(spec: ModelSpec, batch: int, inference: Profile, training: Profile)
         "skip": spec.skip, "model": spec.model, "depth": spec.depth, "width": spec.width,
         "options": dict(d.options), "batch": batch,
         "state_width": spec.state_width, "spec": spec.to_dict(),
-        "params": param_counts(spec),
+        "params": dict(params) if params is not None else param_counts(spec),
         "flops": {"matmul": matmul, "merge": merge, "total": matmul + merge, "aux_matmul": aux_matmul},
         # per position of the sequence (per token for the transformer; = per sample for the MLP)
         "flops_per_token": (matmul + merge) / d.positions,

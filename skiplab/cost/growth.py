@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..spec import ModelSpec
-from .answer import model_cost
+from .answer import model_costs
 from .laws import classify
 
 def growth_over_depths(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> dict[str, Any]:
     """The growth law of parameters, FLOPs and activation memory of ``spec`` over ``depths``,
     with the costs at each depth under ``curve`` (counted; a depth too large to build even
     on meta is estimated, and its point says so under ``estimated``)."""
-    costs = [model_cost(spec.replace(depth=d), batch) for d in depths]
+    costs = model_costs(spec, depths, batch)
     for c, d in zip(costs, depths):
         c["buildable"] = _buildable(spec.replace(depth=d))
         del c["per_block"], c["spec"]  # a curve point needs the totals only

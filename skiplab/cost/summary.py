@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from ..skips.concat import MEMORY
 from ..spec import ModelSpec
-from .answer import model_cost
+from .answer import model_cost, model_costs
 from .budget import match_budget
 from .growth import growth_over_depths
 from .measure import measure_cost, why_not_measurable
@@ -51,6 +51,8 @@ def cost_summary(spec: ModelSpec, *, batch: int = 32, measure: bool = False,
         budget = {"metric": match.metric, "target": match.target, "achieved": match.achieved,
                   "relative_error": match.relative_error, "within_tolerance": match.within_tolerance,
                   "width": spec.width, "options": spec.opts}
+    if depths is not None:  # every depth of the sweep and this one in one count (skiplab.cost.prefix)
+        model_costs(spec, sorted({*depths, spec.depth}), batch)
     out = model_cost(spec, batch)
     bills = memory_bills(spec, batch)
     if bills:

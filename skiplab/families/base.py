@@ -55,6 +55,11 @@ class Family:
     # ModelSpec keywords and attributes (spec.heads), --NAME flags, sweep keys, generated from
     # these; a spec's identity holds them by name (ModelSpec.to_dict). None given = the default.
     options: ClassVar[tuple[Option, ...]] = ()
+    # Are this family's costs the same counted on plain meta tensors as on fake CPU ones
+    # (no op picks its kernel by device: attention does)? Then ``skiplab.cost.prefix``
+    # counts its depth sweeps on meta, several times faster (tests/test_cost_prefix.py
+    # checks the figures equal the fake CPU count's).
+    counts_on_meta: ClassVar[bool] = False
     default_width: ClassVar[int] = 32  # ModelSpec.width when not given
     default_kernel_size: ClassVar[int] = 5  # ModelSpec.kernel_size when not given (odd: same padding)
     default_bias: ClassVar[bool] = True  # ModelSpec.bias when not given

@@ -7,6 +7,7 @@ from .conv import ConvFamily
 
 class CNN1D(ConvFamily):
     name = "cnn1d"
+    counts_on_meta = True  # no op picks its kernel by device (skiplab.cost.prefix)
     summary = "1-D convolutions (same padding, stride 1) -> norm -> activation; global average pool"
     layout = "(B, C, L)"
     spatial_dims = 1

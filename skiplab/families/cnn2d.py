@@ -7,6 +7,7 @@ from .conv import ConvFamily
 
 class CNN2D(ConvFamily):
     name = "cnn2d"
+    counts_on_meta = True  # no op picks its kernel by device (skiplab.cost.prefix)
     summary = "2-D convolutions (same padding, stride 1) -> norm -> activation; global average pool"
     layout = "(B, C, H, W)"
     spatial_dims = 2

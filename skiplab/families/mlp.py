@@ -15,6 +15,7 @@ class MLP(Family):
     layout = "(B, C)"
     default_input_shape = (40,)  # MNIST-1D: sequences of length 40 (Greydanus, arXiv 2011.14439)
     input_form = "(features,) or any shape, flattened"
+    counts_on_meta = True  # no op picks its kernel by device (skiplab.cost.prefix)
 
     def check_input_shape(self, shape):
         if len(shape) < 1:

@@ -178,10 +178,14 @@ def main(argv: list[str] | None = None) -> dict:
     only = set(args.rows.split(",")) if args.rows else None
     result = {"cpu": cpu_name(), "torch": torch.__version__, "shape": asdict(shape),
               "peer": getattr(package, "__name__", None), "runs": []}
-    for threads in [int(t) for t in args.threads.split(",")]:
-        torch.set_num_threads(threads)
-        rows = [r for depth in depths for r in measure(depth, shape, repeats, steps, warmup, package, only)]
-        result["runs"].append({"threads": threads, "rows": rows})
+    before = torch.get_num_threads()
+    try:
+        for threads in [int(t) for t in args.threads.split(",")]:
+            torch.set_num_threads(threads)
+            rows = [r for depth in depths for r in measure(depth, shape, repeats, steps, warmup, package, only)]
+            result["runs"].append({"threads": threads, "rows": rows})
+    finally:
+        torch.set_num_threads(before)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

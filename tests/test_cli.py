@@ -86,7 +86,7 @@ def test_python_dash_m_no_traceback():
 @pytest.mark.parametrize("argv, message", [
     (["build", "--skip", "hyper", "--streams", "0"], "skiplab: error: streams: must be an integer >= 1, got 0"),
     (["build", "--skip", "add", "--streams", "4"],
-     "skiplab: error: --streams: only skips 'hyper', 'mhc' use it, not 'add'; add one to --skip or drop --streams"),
+     "skiplab: error: --streams: only skips 'hyper', 'mhc', 'mhc-lite' use it, not 'add'; add one to --skip or drop --streams"),
     (["build", "--skip", "add", "--growth", "4"],
      "skiplab: error: --growth: only skip 'dense' uses it, not 'add'; add one to --skip or drop --growth"),
     (["cost", "--skip", "mhc", "--iterations", "0"], "skiplab: error: iterations: must be an integer >= 1, got 0"),

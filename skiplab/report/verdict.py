@@ -201,6 +201,10 @@ def stream_gain_sentence(data: ReportData) -> str | None:
         if depth != D:
             continue
         strategy = STRATEGIES.get(skip)
+        if strategy is not None and strategy.gain_by_construction == "both":
+            parts.append(f"{skip} 1 forward and backward by construction")  # nothing left to vary
+            fixed.append(f"{skip}: {strategy.gain_reason}")
+            continue
         if strategy is not None and strategy.gain_by_construction == "forward":
             # a 1 guaranteed by the method is no finding: show what can vary, the backward gain
             mean, std = mean_std(backward.get((skip, depth), []))
@@ -212,7 +216,7 @@ def stream_gain_sentence(data: ReportData) -> str | None:
         before = init.get(skip)
         parts.append(f"{skip} {'-' if before is None else f'{before:.3g}'} at init, "
                      f"{spread_text(mean, std, len(gains), digits=3)} after training")
-    why = f" (forward gain fixed by construction for {'; '.join(fixed)})" if fixed else ""
+    why = f" (gain fixed by construction for {'; '.join(fixed)})" if fixed else ""
     return (f"Composite residual gain prod H_res after the last of {D} blocks (largest absolute row sum over "
             f"tokens, forward; column sum, backward; 1 = no amplification; mHC's Fig. 3), at the matched budget: "
             + "; ".join(parts) + why + ".")

@@ -16,8 +16,11 @@ them before its final norm, which removes the factor n; averaging keeps the equa
 heads with no norm before them, as the MLP's and CNNs' have).
 
 Layout: the stream is one tensor ``(n, B, *layout)``, the copies stacked in front of the
-family's own layout; channels are at ``channel_dim`` of the layout. Mixing the copies is
-element-wise work (the merge's FLOPs); the dynamic projections ``W`` are learned linear
+family's own layout; channels are at ``channel_dim`` of the layout (stored token-major by
+the dynamic form, see below). Reading and mixing the copies is one matrix product per
+layer (issue 27: fewer, larger operations), so the cost model counts it as matmul FLOPs,
+2 per multiply-add, as PyTorch's counter does; what stays element-wise (adding ``B^T f``,
+the dynamic coefficients) is the merge's. The dynamic projections ``W`` are learned linear
 maps (matmul FLOPs, as highway's gate is).
 """
 

@@ -12,7 +12,8 @@ and the three maps computed per token from the flattened stream x' = RMSNorm(vec
     H_pre = sigmoid(H~_pre),  H_post = 2 sigmoid(H~_post),  H_res = SK(H~_res)  (Eq. 6-8)
 
 where SK is Sinkhorn-Knopp: M_0 = exp(H~_res), then columns and rows normalised to sum 1
-in turn, ``iterations`` times (the paper's t_max = 20). A doubly-stochastic H_res has
+in turn, ``iterations`` times (the paper's t_max = 20; computed with a maximum subtracted
+before exp, in float32, see :class:`_SinkhornKnopp`). A doubly-stochastic H_res has
 spectral norm <= 1 and products of such matrices stay doubly stochastic, so the composite
 residual mapping over depth cannot blow up (their Fig. 3: HC's gain reaches ~3000 in a
 27B model, mHC's stays ~1.6).

@@ -12,6 +12,7 @@ composite-gain diagnostic is checked against a hand product of matrices.
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -314,6 +315,24 @@ def test_drop_in_modules_wrap_a_users_branch():
     dwa = DWA(nn.Linear(8, 8), block=1)
     outputs, y = dwa(DWA.expand(x))
     assert len(outputs) == 2 and torch.allclose(y, x + dwa.branch(x))  # alpha = (0, 1) at init
+
+
+@pytest.mark.parametrize("make", [
+    lambda: HyperConnection(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1, dynamic=False),
+    lambda: HyperConnection(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1),
+    lambda: MHC(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1),
+    lambda: MHCLite(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1),
+], ids=["static", "dynamic", "mhc", "mhc-lite"])
+def test_connections_read_any_memory_layout_of_the_stream(make):
+    # each writes the layout its own products read fastest (stream-major for static
+    # hyper, token-major for the others); given the other one it must compute the same
+    g = torch.Generator().manual_seed(3)
+    conn = make()
+    _perturb(SimpleNamespace(blocks=[conn]))  # the strategy's own parameters off their init
+    H = torch.randn(3, 2, 5, 8, generator=g)  # (n, B, T, C), stream-major
+    tokens_major = H.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)  # same values, (B, T, n, C) memory
+    with torch.no_grad():
+        assert torch.allclose(conn(H), conn(tokens_major), atol=1e-6)
 
 
 # -- the composite-gain diagnostic --------------------------------------------------------

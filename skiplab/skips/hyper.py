@@ -18,10 +18,12 @@ heads with no norm before them, as the MLP's and CNNs' have).
 Layout: the stream is one tensor ``(n, B, *layout)``, the copies stacked in front of the
 family's own layout; channels are at ``channel_dim`` of the layout (stored token-major by
 the dynamic form, see below). Reading and mixing the copies is one matrix product per
-layer (issue 27: fewer, larger operations), so the cost model counts it as matmul FLOPs,
-2 per multiply-add, as PyTorch's counter does; what stays element-wise (adding ``B^T f``,
-the dynamic coefficients) is the merge's. The dynamic projections ``W`` are learned linear
-maps (matmul FLOPs, as highway's gate is).
+layer (issue 27: fewer, larger operations). That product is still the merge: the
+connection declares ``products_are_merges``, so the cost model counts it as merge FLOPs
+(K multiplications and K - 1 additions per output element, what the element-wise sum over
+the copies counted), not as matmul FLOPs (``skiplab.profiling.merge_rule``); so is what stays
+element-wise (adding ``B^T f``, the dynamic coefficients). The dynamic projections ``W`` are
+learned linear maps (matmul FLOPs, as highway's gate is).
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ class HyperConnection(Connection):
     >>> reduce(hc(H)).shape
     torch.Size([2, 5, 8])
     """
+
+    # its matrix products mix the copies: merge FLOPs in the cost model (profiling.merge_rule)
+    products_are_merges = True
 
     def __init__(self, branch: nn.Module | None = None, *, channels: int, streams: int = 4, layer: int = 0,
                  channel_dim: int = 1, dynamic: bool = True):

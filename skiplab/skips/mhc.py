@@ -138,6 +138,10 @@ class MHC(Connection):
     for all tokens (one projection, one Sinkhorn-Knopp), then ``H_pre x`` and ``H_res x`` in
     one contraction per token; ``write`` adds ``H_post^T f``."""
 
+    # H_pre x and H_res x are one matrix product: merge FLOPs in the cost model, as for
+    # hyper-connections (profiling.merge_rule); the projection x phi stays matmul (a parameter)
+    products_are_merges = True
+
     def __init__(self, branch: nn.Module | None = None, *, channels: int, streams: int = 4,
                  channel_dim: int = 1, iterations: int = 20):
         super().__init__(branch)

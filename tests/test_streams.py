@@ -414,3 +414,22 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     assert rows[0]["x_add"] == 1.0 and all(r["ms_per_step"] > 0 and r["x_add_cpu"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert '"row": "mhc-lite"' in printed
+
+
+# Per sample, transformer depth 6, width 64, vocab 103 (the README's cost table). Stream
+# mixing is a merge (skiplab.profiling.merge_rule, products_are_merges): hyper's figures are
+# what they were when the mixing was written element-wise (before issue 27's one contraction
+# per layer). mHC's merge was 3,620,608 then; 3,005,440 now, because the rewrite itself does
+# less merge arithmetic: its RMSNorm is one vector_norm (not a merge: 513 per token and
+# sublayer fewer), the norm's scale comes after the projection (24 products instead of 256:
+# 232 fewer), Sinkhorn-Knopp's first iteration is log_softmax/softmax (56 fewer):
+# (513 + 232 + 56) x 64 tokens x 12 sublayers = 615,168.
+STREAM_COSTS = {"hyper": (47_243_264, 2_166_784), "mhc": (54_321_152, 3_005_440), "mhc-lite": (57_466_880, 2_784_256)}
+
+
+@pytest.mark.parametrize("skip", list(STREAM_COSTS))
+def test_stream_mixing_is_counted_as_merge_flops(skip):
+    from skiplab.cost import model_cost
+    c = model_cost(ModelSpec(model="transformer", skip=skip, depth=6, width=64, vocab=103, classes=103))
+    assert (c["flops"]["matmul"], c["flops"]["merge"]) == STREAM_COSTS[skip]
+    assert c["concat_bytes"] == 0  # stacking the mixing's operands is no concatenation

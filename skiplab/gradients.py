@@ -210,7 +210,18 @@ def stream_gains(model: nn.Module, x: torch.Tensor) -> dict[str, list[float]] | 
         for h in handles:
             h.remove()
     forward, backward = composite_gains(matrices)
-    return {"forward": forward, "backward": backward}
+    return {"forward": forward, "backward": backward, "stochastic_gap": stochastic_gap(matrices)}
+
+
+def stochastic_gap(matrices: list[torch.Tensor]) -> float:
+    """How far the mixing matrices are from doubly stochastic: the largest ``|row sum - 1|``
+    or ``|column sum - 1|`` over sublayers and tokens (mHC's Sinkhorn residual after its set
+    iterations; mHC-lite's is 0 to rounding by construction; hyper's is unconstrained)."""
+    gap = 0.0
+    for m in matrices:
+        m = m.double()
+        gap = max(gap, float((m.sum(-1) - 1).abs().amax()), float((m.sum(-2) - 1).abs().amax()))
+    return gap
 
 
 def composite_gains(matrices: list[torch.Tensor]) -> tuple[list[float], list[float]]:

@@ -610,6 +610,8 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
         gains = stream_gains(model, x_te[:GAIN_BATCH]) if hasattr(model, "description") else None
         diagnostics = {"composite_gain_forward": gains["forward"][-1],
                        "composite_gain_backward": gains["backward"][-1]} if gains else {}
+        if gains and model.description.strategy.gain_by_construction:  # mhc, mhc-lite: how doubly stochastic
+            diagnostics["doubly_stochastic_gap"] = gains["stochastic_gap"]
         bpc = {"val_bpc": te_loss / math.log(2), "train_bpc": tr_loss / math.log(2)} if text else {}
         out.append((model, RunResult("complete", run.seed, tr_acc, te_acc, tr_loss, te_loss, step,
                                      (clock.now() - start) / S, params, "", diagnostics, **common, **bpc)))

@@ -320,7 +320,7 @@ WORDING = {
     "runs-export-tensorboard-missing-parent": "/no/such does not exist",
     "runs-export-tensorboard-is-a-file": "is a file, not a folder",
     "sweep-growth-on-add": "sweep: [grid] growth: only skip 'dense' uses it, not 'add'",
-    "sweep-streams-on-add": "sweep: [grid] streams: only skips 'hyper', 'mhc' use it, not 'add'",
+    "sweep-streams-on-add": "sweep: [grid] streams: only skips 'hyper', 'mhc', 'mhc-lite' use it, not 'add'",
     "sweep-memory-on-add-and-plain": "sweep: [grid] memory: only skips 'dense', ",
     "sweep-vary-growth-on-add": "sweep: [grid] vary: none of 'add' has a growth to vary",
     "sweep-negative-vocab": "vocab: must be an integer >= 0, got -3",

@@ -19,7 +19,7 @@ def run(capsys, *argv):
 def test_strategies_json(capsys):
     code, out, _ = run(capsys, "strategies", "--json")
     data = json.loads(out)
-    assert code == 0 and [d["skip"] for d in data][:2] == ["plain", "add"] and len(data) == 12
+    assert code == 0 and [d["skip"] for d in data][:2] == ["plain", "add"] and len(data) == 13  # mhc-lite the 13th
     assert all(d["summary"] and d["source"] for d in data)
 
 
@@ -80,13 +80,13 @@ def test_python_dash_m_no_traceback():
     assert r.stderr.strip() == "skiplab: error: depth: must be an integer >= 0, got -3"
     r = subprocess.run([sys.executable, "-m", "skiplab", "strategies", "--json"],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and len(json.loads(r.stdout)) == 12
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 13  # mhc-lite the 13th
 
 
 @pytest.mark.parametrize("argv, message", [
     (["build", "--skip", "hyper", "--streams", "0"], "skiplab: error: streams: must be an integer >= 1, got 0"),
     (["build", "--skip", "add", "--streams", "4"],
-     "skiplab: error: --streams: only skips 'hyper', 'mhc' use it, not 'add'; add one to --skip or drop --streams"),
+     "skiplab: error: --streams: only skips 'hyper', 'mhc', 'mhc-lite' use it, not 'add'; add one to --skip or drop --streams"),
     (["build", "--skip", "add", "--growth", "4"],
      "skiplab: error: --growth: only skip 'dense' uses it, not 'add'; add one to --skip or drop --growth"),
     (["cost", "--skip", "mhc", "--iterations", "0"], "skiplab: error: iterations: must be an integer >= 1, got 0"),

@@ -151,6 +151,9 @@ def closed_form(skip, model, norm, bias, depth, w, k, kernel, fan_in, classes, a
     elif skip == "mhc":  # phi (nC x (2n + n^2)), a (3), b_pre (n), b_post (n), b_res (n x n)
         n = 4
         blocks, widths = [t(w, w) + n * w * (2 * n + n * n) + 3 + 2 * n + n * n] * depth, [w] * depth
+    elif skip == "mhc-lite":  # phi (nC x (2n + n!)), a (3), b_pre (n), b_post (n), b_res (n!): 24 permutations
+        n, perms = 4, 24
+        blocks, widths = [t(w, w) + n * w * (2 * n + perms) + 3 + 2 * n + perms] * depth, [w] * depth
     state = widths[-1] if depth else w
 
     def head(c):

@@ -13,9 +13,9 @@ def x():
     return torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
 
 
-def test_registry_names_are_designs_twelve():
+def test_registry_names_are_designs_twelve_and_mhc_lite():
     assert list(STRATEGIES) == ["plain", "add", "rezero", "layerscale", "highway", "dense",
-                                "concat-prev", "concat-double", "concat-half", "dwa", "hyper", "mhc"]
+                                "concat-prev", "concat-double", "concat-half", "dwa", "hyper", "mhc", "mhc-lite"]
     for s in STRATEGIES.values():
         assert s.summary and s.rule and s.source
 

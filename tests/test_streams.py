@@ -1,14 +1,18 @@
-"""The multi-tensor streams: DenseFormer's DWA, hyper-connections and mHC.
+"""The multi-tensor streams: DenseFormer's DWA, hyper-connections, mHC and mHC-lite.
 
 Method: each is checked against a direct transcription of its paper's equations written
 here, loop by loop, with the same weights (perturbed away from their init, so that every
 term matters), to 1e-5; at init each model equals the residual net of the same seed;
-the constraints mHC promises hold (doubly stochastic H_res, non-negative H_pre/H_post,
-n = 1 is the identity); the drop-in modules work around a user's own branch; the
+the constraints mHC and mHC-lite promise hold (doubly stochastic H_res, non-negative
+H_pre/H_post, n = 1 is the identity; mHC-lite's exactly, to 1e-6, where mHC's 20
+Sinkhorn-Knopp iterations leave a gap); Sinkhorn-Knopp stays finite for logits of 1e3 and
+for half-precision input; the drop-in modules work around a user's own branch; the
 composite-gain diagnostic is checked against a hand product of matrices.
 """
 
+import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +24,7 @@ from skiplab.gradients import GradientConfig, composite_gains, measure_gradients
 from skiplab.skips import DWA, MHC, HyperConnection
 from skiplab.skips.hyper import expand, reduce
 from skiplab.skips.mhc import sinkhorn_knopp
+from skiplab.skips.mhc_lite import MHCLite
 
 FAMILIES = {"mlp": (12,), "cnn1d": (2, 9), "cnn2d": (2, 5, 4)}
 
@@ -45,10 +50,11 @@ def _x(spec, n=7):
 # -- at init: the residual net ------------------------------------------------------------
 @pytest.mark.parametrize("model", list(FAMILIES))
 @pytest.mark.parametrize("skip, options, tol", [("dwa", {}, 0.0), ("hyper", {}, 0.0), ("hyper", {"static": True}, 0.0),
-                                                ("mhc", {}, 2e-6), ("mhc", {"streams": 3}, 2e-6)])
+                                                ("mhc", {}, 2e-6), ("mhc", {"streams": 3}, 2e-6),
+                                                ("mhc-lite", {}, 2e-6), ("mhc-lite", {"streams": 3}, 2e-6)])
 def test_equals_the_residual_net_at_init(model, skip, options, tol):
     # DenseFormer alpha_ii = 1 (Sec. 3.1); HC A_m = e_k, A_r = I, B = 1, W = 0 (Sec. 2.3);
-    # mHC: equal copies and rows of H_res summing to 1 keep the copies equal.
+    # mHC and mHC-lite: equal copies and rows of H_res summing to 1 keep the copies equal.
     spec = _spec(skip, model, **options)
     x = _x(spec)
     want = build_model(spec.replace(skip="add", options={}), seed=5)(x)
@@ -194,6 +200,108 @@ def test_mhc_maps_obey_their_constraints():
     assert torch.allclose(one, torch.ones(5, 1, 1))  # n = 1: the identity
 
 
+def test_sinkhorn_knopp_is_finite_for_large_logits_and_half_precision():
+    # exp(logits) overflows float32 above ~88 and float16 above ~11: a maximum is
+    # subtracted before exp (the first iteration runs as log_softmax, softmax)
+    g = torch.Generator().manual_seed(0)
+    big = 1e3 * torch.randn(64, 4, 4, generator=g)
+    big[0] = torch.tensor([[1e3, 1e3, -1e3, 0.0], [-1e3, -1e3, -1e3, -1e3], [1e3, -1e3, 1e3, -1e3], [0.0, 0.0, 0.0, 1e3]])
+    big.requires_grad_()
+    m = sinkhorn_knopp(big, 20)
+    assert torch.isfinite(m).all() and (m >= 0).all()
+    assert torch.allclose(m.sum(-1), torch.ones(64, 4), atol=1e-5)  # rows: the last normalisation
+    m.pow(2).sum().backward()
+    assert torch.isfinite(big.grad).all()
+    # the stable first iteration changes no value where the plain one is finite (1e-6)
+    small = torch.randn(5, 3, 3, generator=g)
+    assert torch.allclose(sinkhorn_knopp(small, 7), _sinkhorn_reference(small, 7), atol=1e-6)
+    for dtype in (torch.float16, torch.bfloat16):  # float32 inside, the result in the input's dtype
+        half = (20 * torch.randn(8, 4, 4, generator=g)).to(dtype)
+        out = sinkhorn_knopp(half, 20)
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        assert torch.allclose(out.float(), sinkhorn_knopp(half.float(), 20), atol=1e-2)  # the dtype's rounding
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a model under autocast: finite, doubly stochastic rows
+        spec = _spec("mhc", "mlp")
+        net = build_model(spec, seed=0)
+        _perturb(net)
+        with torch.no_grad():
+            net.blocks[0].a.mul_(1e4)  # logits in the thousands
+        out = net(_x(spec))
+    assert torch.isfinite(out).all()
+
+
+def _permutations(n):
+    """The n x n permutation matrices in itertools' order, P[i, sigma(i)] = 1, built from
+    the identity's rows."""
+    return [torch.eye(n)[list(sigma)] for sigma in itertools.permutations(range(n))]
+
+
+def _mhc_lite_reference(model, x, n, channel_dim):
+    """Yang and Gao (arXiv 2601.05732): mHC's Eq. 3 and 5-7, token by token, with
+    H_res = sum_k softmax(a_res x' phi_res + b_res)_k P_k over the n! permutations."""
+    h0 = model.stem(model.description.family.prepare_input(x, model.spec))
+    shape = h0.movedim(channel_dim, -1).shape
+    C = shape[-1]
+    perms = _permutations(n)
+    xs = torch.stack([h0.movedim(channel_dim, -1).reshape(-1, C)] * n, 1)  # (tokens, n, C)
+    for block in model.blocks:
+        v = xs.reshape(xs.shape[0], n * C)  # vec(x_l)
+        v = v / torch.sqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6)  # RMSNorm
+        phi = block.phi  # rows: phi_pre (n), phi_post (n), phi_res (n!)
+        pre = torch.sigmoid(block.a[0] * (v @ phi[:n].T) + block.b_pre)
+        post = 2 * torch.sigmoid(block.a[1] * (v @ phi[n:2 * n].T) + block.b_post)
+        weights = torch.softmax(block.a[2] * (v @ phi[2 * n:].T) + block.b_res, -1)  # (tokens, n!)
+        h_res = sum(weights[:, k, None, None] * P for k, P in enumerate(perms))
+        h_in = torch.einsum("tk,tkc->tc", pre, xs)
+        f = block.branch(h_in.reshape(shape).movedim(-1, channel_dim)).movedim(channel_dim, -1).reshape(-1, C)
+        xs = torch.einsum("tij,tjc->tic", h_res, xs) + post[:, :, None] * f[:, None, :]
+    return model.head(xs.mean(1).reshape(shape).movedim(-1, channel_dim))
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+@pytest.mark.parametrize("streams", [3, 4])
+def test_mhc_lite_matches_the_papers_equations(model, streams):
+    spec = _spec("mhc-lite", model, streams=streams)
+    net = build_model(spec, seed=4).eval()
+    _perturb(net)
+    assert net.blocks[0].phi.shape == (2 * streams + math.factorial(streams), streams * 6)
+    x = _x(spec)
+    with torch.no_grad():
+        want = _mhc_lite_reference(net, x, streams, 1)
+        assert torch.allclose(net(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_mhc_lite_is_doubly_stochastic_by_construction_where_mhc_is_not():
+    # the same stream through one mHC-lite and one mHC layer with weights far from init
+    # (large logits: the mixing matrices far from the identity)
+    g = torch.Generator().manual_seed(2)
+    lite = MHCLite(nn.Identity(), channels=6, streams=4, channel_dim=-1)
+    mhc = MHC(nn.Identity(), channels=6, streams=4, channel_dim=-1)
+    with torch.no_grad():
+        for layer in (lite, mhc):
+            layer.phi.copy_(torch.randn(layer.phi.shape, generator=g))
+            layer.a.fill_(3.0)
+    H = expand(torch.randn(50, 6, generator=g), 4) + torch.randn(4, 50, 6, generator=g)
+    res = lite.maps(H)["res"]
+    assert (res >= 0).all()
+    rows, cols = (res.sum(-1) - 1).abs().max(), (res.sum(-2) - 1).abs().max()
+    assert rows < 1e-6 and cols < 1e-6  # exact to float32 rounding
+    sk = mhc.maps(H)["res"]  # Sinkhorn-Knopp at the paper's t_max = 20
+    gap = (sk.sum(-2) - 1).abs().max()
+    assert gap > 1e-4 > 100 * cols  # its columns are left off
+    one = MHCLite(nn.Identity(), channels=6, streams=1, channel_dim=-1).maps(H[:1])["res"]
+    assert torch.equal(one, torch.ones_like(one))  # n = 1: the identity
+
+
+def test_mhc_lite_starts_where_mhc_starts():
+    spec = _spec("mhc-lite")
+    lite, mhc = build_model(spec, seed=0), build_model(spec.replace(skip="mhc"), seed=0)
+    H = expand(lite.stem(_x(spec)), 4)
+    assert torch.allclose(lite.blocks[0].maps(H)["res"], mhc.blocks[0].maps(H)["res"], atol=1e-6)
+    with pytest.raises(ValueError, match="n <= 6"):
+        spec.replace(options={"streams": 7}).describe()
+
+
 # -- drop-in use --------------------------------------------------------------------------
 def test_drop_in_modules_wrap_a_users_branch():
     x = torch.randn(2, 5, 8)  # (B, T, C): channels last, as a transformer holds them
@@ -209,6 +317,24 @@ def test_drop_in_modules_wrap_a_users_branch():
     assert len(outputs) == 2 and torch.allclose(y, x + dwa.branch(x))  # alpha = (0, 1) at init
 
 
+@pytest.mark.parametrize("make", [
+    lambda: HyperConnection(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1, dynamic=False),
+    lambda: HyperConnection(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1),
+    lambda: MHC(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1),
+    lambda: MHCLite(nn.Linear(8, 8), channels=8, streams=3, channel_dim=-1),
+], ids=["static", "dynamic", "mhc", "mhc-lite"])
+def test_connections_read_any_memory_layout_of_the_stream(make):
+    # each writes the layout its own products read fastest (stream-major for static
+    # hyper, token-major for the others); given the other one it must compute the same
+    g = torch.Generator().manual_seed(3)
+    conn = make()
+    _perturb(SimpleNamespace(blocks=[conn]))  # the strategy's own parameters off their init
+    H = torch.randn(3, 2, 5, 8, generator=g)  # (n, B, T, C), stream-major
+    tokens_major = H.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)  # same values, (B, T, n, C) memory
+    with torch.no_grad():
+        assert torch.allclose(conn(H), conn(tokens_major), atol=1e-6)
+
+
 # -- the composite-gain diagnostic --------------------------------------------------------
 def test_composite_gains_against_a_hand_product():
     a = torch.tensor([[[2.0, -1.0], [0.5, 0.5]]])
@@ -219,19 +345,21 @@ def test_composite_gains_against_a_hand_product():
     assert backward == [2.5, float(prod.abs().sum(0).max())]
 
 
-def test_gradients_report_composite_gain_for_hyper_and_mhc():
+def test_gradients_report_composite_gain_for_hyper_mhc_and_mhc_lite():
     from skiplab.datasets import Dataset
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 12, generator=g)
     data = Dataset("tiny", x, x[:, :5].argmax(1), x, x[:, :5].argmax(1), classes=5)
     config = GradientConfig(seeds=1, batches=1, batch_size=32, steps=6, checkpoints=2, lr=0.05)
-    for skip in ("hyper", "mhc"):
+    for skip in ("hyper", "mhc", "mhc-lite"):
         d = measure_gradients(_spec(skip).replace(norm="batch"), data, config).to_dict()
         assert d["composite_gain_forward"] == pytest.approx([1.0] * 4)  # A_r = I; H_res ~ I at init
         after = d["trajectory"][-1]["composite_gain_forward"]
         assert len(after) == 4 and all(math.isfinite(v) for v in after)
-        if skip == "mhc":  # doubly stochastic products: every row sums to 1, whatever training did
+        if skip != "hyper":  # doubly stochastic products: every row sums to 1, whatever training did
             assert after == pytest.approx([1.0] * 4, abs=1e-3)
+        if skip == "mhc-lite":  # and every column, exactly: the backward gain too
+            assert d["trajectory"][-1]["composite_gain_backward"] == pytest.approx([1.0] * 4, abs=1e-5)
     d = measure_gradients(_spec("add").replace(norm="batch"), data, config).to_dict()
     assert d["composite_gain_forward"] is None
 
@@ -264,3 +392,44 @@ def test_options_have_one_canonical_form():
 def test_drop_in_modules_check_their_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
+    """benchmarks/stream_overhead.py --quick: one row per skiplab strategy, and the peer
+    package's rows only when it imports (here made absent, as on a machine without it).
+    The shape of the output only: no timing is checked."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "benchmarks" / "stream_overhead.py"
+    spec = importlib.util.spec_from_file_location("stream_overhead", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stream_overhead", bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "peer_package", lambda: None)
+    result = bench.main(["--quick", "--threads", "1", "--json"])
+    assert result["peer"] is None and [run["threads"] for run in result["runs"]] == [1]
+    rows = result["runs"][0]["rows"]
+    assert [r["row"] for r in rows] == ["add", "dwa", "hyper", "hyper static", "mhc", "mhc-lite"]
+    assert rows[0]["x_add"] == 1.0 and all(r["ms_per_step"] > 0 and r["x_add_cpu"] > 0 for r in rows)
+    printed = capsys.readouterr().out
+    assert '"row": "mhc-lite"' in printed
+
+
+# Per sample, transformer depth 6, width 64, vocab 103 (the README's cost table). Stream
+# mixing is a merge (skiplab.profiling.merge_rule, products_are_merges): hyper's figures are
+# what they were when the mixing was written element-wise (before issue 27's one contraction
+# per layer). mHC's merge was 3,620,608 then; 3,005,440 now, because the rewrite itself does
+# less merge arithmetic: its RMSNorm is one vector_norm (not a merge: 513 per token and
+# sublayer fewer), the norm's scale comes after the projection (24 products instead of 256:
+# 232 fewer), Sinkhorn-Knopp's first iteration is log_softmax/softmax (56 fewer):
+# (513 + 232 + 56) x 64 tokens x 12 sublayers = 615,168.
+STREAM_COSTS = {"hyper": (47_243_264, 2_166_784), "mhc": (54_321_152, 3_005_440), "mhc-lite": (57_466_880, 2_784_256)}
+
+
+@pytest.mark.parametrize("skip", list(STREAM_COSTS))
+def test_stream_mixing_is_counted_as_merge_flops(skip):
+    from skiplab.cost import model_cost
+    c = model_cost(ModelSpec(model="transformer", skip=skip, depth=6, width=64, vocab=103, classes=103))
+    assert (c["flops"]["matmul"], c["flops"]["merge"]) == STREAM_COSTS[skip]
+    assert c["concat_bytes"] == 0  # stacking the mixing's operands is no concatenation

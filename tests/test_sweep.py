@@ -95,7 +95,7 @@ def test_docs_show_the_example_file():
      "sweep: [grid] growth: only skip 'dense' uses it, not 'add'; add one to skip or drop growth"),
     ({"grid": {"growth": [4, 8]}}, "sweep: [grid] growth: only skip 'dense' uses it, not 'add'"),  # the default skip
     ({"grid": {"skip": ["add", "plain"], "streams": 2}},
-     "sweep: [grid] streams: only skips 'hyper', 'mhc' use it, not 'add', 'plain'"),
+     "sweep: [grid] streams: only skips 'hyper', 'mhc', 'mhc-lite' use it, not 'add', 'plain'"),
     ({"grid": {"skip": "add", "memory": "efficient"}}, "sweep: [grid] memory: only skips 'dense', 'concat-prev'"),
     ({"grid": {"skip": "add", "params": 20000, "vary": "growth"}},
      "sweep: [grid] vary: none of 'add' has a growth to vary"),

@@ -45,6 +45,15 @@ output's shape at batch 1. The rule, one FLOP per output element (``addcmul`` 2)
   its out-of-place form when the tensor written to is an activation; written into a weight
   (a running statistic) it is a state update, never a merge.
 
+Stream mixing is a merge too (issue 27): hyper-connections, mHC and mHC-lite mix their
+copies of the stream with one matrix product per layer (``mm``, ``bmm``), where an
+element-wise sum over the copies would have been counted by the rule above. A matrix
+product counts as a merge, and not as matmul FLOPs, when the module running it declares
+``products_are_merges = True`` (its own ops: a branch inside it is a module of its own),
+no operand is a parameter or buffer (a learned projection such as mHC's ``x phi`` stays
+matmul) and at least one is an activation: K multiplications and K - 1 additions per
+output element for a contraction over K, what the same mix written element-wise counts.
+
 Activations, norms, softmax, pooling (``mean``) and attention kernels are their own ATen
 ops and never merges. What the rule can still count that is no skip: products inside a
 layer written out by hand (GPT-2's ``gelu_new``, ``x * sigmoid(x)``, gated MLPs) and, on the
@@ -75,6 +84,8 @@ PRODUCTS = {_aten.mul.Tensor, _aten.div.Tensor}
 # CPU dropout in training mode draws its mask with bernoulli_, then computes x * mask
 RANDOM_FILLS = {_aten.bernoulli_.float, _aten.bernoulli_.Tensor}
 COPIES = {_aten.cat.default, _aten.stack.default}
+# matrix products a ``products_are_merges`` module's mixing may run (see the module docstring)
+MATRIX_PRODUCTS = {_aten.mm.default, _aten.bmm.default}
 # Factories that take a tensor for its shape, dtype and device only: their values are not its data.
 LIKE = {getattr(_aten, n) for n in ("empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like",
                                    "randint_like", "new_empty", "new_empty_strided", "new_zeros", "new_ones",
@@ -183,3 +194,19 @@ def merge_flops(func, args, out: torch.Tensor, kinds: Kinds) -> int:
     if any(kinds.kind(a) == "activation" and a.shape != out.shape for a in summed):
         return 0  # an activation broadcast into a sum: a mask across heads, not a merge
     return per * out.numel()
+
+
+def product_merge_flops(func, args, module, kinds: Kinds) -> int | None:
+    """Merge FLOPs of the matrix product ``func(*args)`` run by ``module`` when it is stream
+    mixing (see the module docstring: ``K`` multiplications and ``K - 1`` additions per
+    output element), else None (a matmul, or no matrix product)."""
+    if func not in MATRIX_PRODUCTS or not getattr(type(module), "products_are_merges", False):
+        return None
+    a, b = args[0], args[1]
+    if any(storage_key(t) in kinds.weight_storages for t in (a, b)):
+        return None  # a learned projection: matmul FLOPs
+    if not (kinds.is_activation(a) or kinds.is_activation(b)):
+        return None
+    k = a.shape[-1]
+    outputs = a.numel() // k * b.shape[-1]  # (..., m, k) @ (..., k, n): ... m n elements
+    return (2 * k - 1) * outputs

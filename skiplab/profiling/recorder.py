@@ -30,7 +30,7 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from .flop_rules import looks_heavy, op_name
-from .merge_rule import COPIES, Kinds, _flat, merge_flops
+from .merge_rule import COPIES, Kinds, _flat, merge_flops, product_merge_flops
 from .storage import storage_key
 from .scope import ModuleStack
 
@@ -81,7 +81,10 @@ class Recorder(TorchDispatchMode):
                 return r
         out = func(*args, **kwargs)
         where = self.stack.current
-        if packet in flop_registry:
+        mixing = None if self.in_backward else product_merge_flops(func, args, self.stack.current_module, self.kinds)
+        if mixing is not None:  # stream mixing: a merge (merge_rule), not matmul FLOPs
+            self.merge_flops[where] += mixing
+        elif packet in flop_registry:
             n = int(flop_registry[packet](*args, **kwargs, out_val=out))
             if self.in_backward:
                 self.backward_flops += n
@@ -93,14 +96,24 @@ class Recorder(TorchDispatchMode):
             self._in_backward(func, args, kwargs, out, where)
             return out
         if func in COPIES:
-            self.concat_bytes[where] += out.numel() * out.element_size()
-            self.cats.setdefault(_cat_key(func, args, out), where)
-        elif isinstance(out, torch.Tensor):
+            if self._concatenates(args[0]):
+                self.concat_bytes[where] += out.numel() * out.element_size()
+                self.cats.setdefault(_cat_key(func, args, out), where)
+        elif mixing is None and isinstance(out, torch.Tensor):
             n = merge_flops(func, args, out, self.kinds)
             if n:
                 self.merge_flops[where] += n
         self.kinds.note(func, (args, kwargs), out)
         return out
+
+    def _concatenates(self, inputs) -> bool:
+        """Is this ``cat``/``stack`` concatenation traffic? When an input is an activation,
+        and it does not run in a ``products_are_merges`` module: there a ``cat`` stacks the
+        mixing's operands (hyper's ``[A_m | A_r]``, mHC's per-token maps, a few numbers per
+        token), not the stream's features. Stacking weights alone is never counted."""
+        if getattr(type(self.stack.current_module), "products_are_merges", False):
+            return False
+        return any(isinstance(t, torch.Tensor) and self.kinds.is_activation(t) for t in inputs)
 
     def _in_backward(self, func, args, kwargs, out, where) -> None:
         tensors = [a for a in _flat((args, kwargs)) if isinstance(a, torch.Tensor)]

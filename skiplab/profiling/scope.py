@@ -13,23 +13,31 @@ from torch import nn
 
 class ModuleStack:
     """Install with ``attach(model)``; ``current`` is the innermost running module's dotted
-    name ("" for the model itself); ``detach()`` removes the hooks."""
+    name ("" for the model itself) and ``current_module`` the module itself (None outside
+    any); ``detach()`` removes the hooks."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.modules: list[nn.Module] = []
         self._handles: list = []
 
     @property
     def current(self) -> str:
         return self.names[-1] if self.names else ""
 
+    @property
+    def current_module(self) -> nn.Module | None:
+        return self.modules[-1] if self.modules else None
+
     def attach(self, model: nn.Module) -> "ModuleStack":
         for name, module in model.named_modules():
-            def push(*_, name=name):
+            def push(*_, name=name, module=module):
                 self.names.append(name)
+                self.modules.append(module)
 
             def pop(*_):
                 self.names.pop()
+                self.modules.pop()
 
             self._handles.append(module.register_forward_pre_hook(push))
             # always_call: an exception inside the forward still pops its name
@@ -41,3 +49,4 @@ class ModuleStack:
             h.remove()
         self._handles.clear()
         self.names.clear()
+        self.modules.clear()

@@ -178,6 +178,13 @@ def gradient_sentence(data: ReportData) -> str | None:
               "far above 1: it grows toward the input).")
 
 
+def _gap_text(gaps: list[float] | None) -> str:
+    """The largest distance from doubly stochastic over runs (rows and columns of every
+    H_res after training: mHC's Sinkhorn residual, mHC-lite's rounding), or nothing for
+    runs stored before it was measured."""
+    return f"; distance from doubly stochastic, the largest |row or column sum - 1| of a trained H_res: {max(gaps):.1e}" if gaps else ""
+
+
 def stream_gain_sentence(data: ReportData) -> str | None:
     """Hyper-connections and mHC: the composite residual gain after the last block, at init
     (the study's gradient summaries) and after training (each run's diagnostics), at the
@@ -194,6 +201,11 @@ def stream_gain_sentence(data: ReportData) -> str | None:
         gain = ((r.get("result") or {}).get("diagnostics") or {}).get("composite_gain_backward")
         if r["status"] == "complete" and gain is not None and r["spec"].get("group") == "matched-params":
             backward[(r["spec"]["model"]["skip"], r["spec"]["model"]["depth"])].append(gain)
+    gaps: dict[tuple[str, int], list[float]] = defaultdict(list)  # distance from doubly stochastic
+    for r in data.runs:
+        gap = ((r.get("result") or {}).get("diagnostics") or {}).get("doubly_stochastic_gap")
+        if r["status"] == "complete" and gap is not None and r["spec"].get("group") == "matched-params":
+            gaps[(r["spec"]["model"]["skip"], r["spec"]["model"]["depth"])].append(gap)
     D = max(d for _, d in trained)
     init = {g["skip"]: g.get("composite_gain_forward") for g in data.gradients if g["depth"] == D}
     parts, fixed = [], []
@@ -201,18 +213,23 @@ def stream_gain_sentence(data: ReportData) -> str | None:
         if depth != D:
             continue
         strategy = STRATEGIES.get(skip)
+        if strategy is not None and strategy.gain_by_construction == "both":
+            parts.append(f"{skip} 1 forward and backward by construction{_gap_text(gaps.get((skip, depth)))}")
+            fixed.append(f"{skip}: {strategy.gain_reason}")
+            continue
         if strategy is not None and strategy.gain_by_construction == "forward":
             # a 1 guaranteed by the method is no finding: show what can vary, the backward gain
             mean, std = mean_std(backward.get((skip, depth), []))
             parts.append(f"{skip} 1 forward by construction, backward "
-                         f"{spread_text(mean, std, len(backward.get((skip, depth), [])), digits=3)} after training")
+                         f"{spread_text(mean, std, len(backward.get((skip, depth), [])), digits=3)} after training"
+                         f"{_gap_text(gaps.get((skip, depth)))}")
             fixed.append(f"{skip}: {strategy.gain_reason}")
             continue
         mean, std = mean_std(gains)
         before = init.get(skip)
         parts.append(f"{skip} {'-' if before is None else f'{before:.3g}'} at init, "
                      f"{spread_text(mean, std, len(gains), digits=3)} after training")
-    why = f" (forward gain fixed by construction for {'; '.join(fixed)})" if fixed else ""
+    why = f" (gain fixed by construction for {'; '.join(fixed)})" if fixed else ""
     return (f"Composite residual gain prod H_res after the last of {D} blocks (largest absolute row sum over "
             f"tokens, forward; column sum, backward; 1 = no amplification; mHC's Fig. 3), at the matched budget: "
             + "; ".join(parts) + why + ".")

@@ -18,13 +18,14 @@ from .dwa import DWA, DWA_STRATEGY
 from .highway import HIGHWAY, Highway
 from .hyper import HYPER, HyperConnection
 from .mhc import MHC, MHC_STRATEGY
+from .mhc_lite import MHC_LITE
 from ..errors import UserError
 
 # The one map from names to strategies; library, CLI and sweep files all use it.
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (PLAIN, ADD, REZERO, LAYERSCALE, HIGHWAY, DENSE, CONCAT_PREV, CONCAT_DOUBLE, CONCAT_HALF,
-              DWA_STRATEGY, HYPER, MHC_STRATEGY)
+              DWA_STRATEGY, HYPER, MHC_STRATEGY, MHC_LITE)
 }
 
 

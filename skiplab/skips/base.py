@@ -148,8 +148,9 @@ class Strategy:
     # Is the stream a composite of residual mixing matrices whose gain is worth reporting
     # (hyper-connections, mHC)? Such connections implement ``mixing_matrix``.
     mixes_streams: ClassVar[bool] = False
-    # Which direction of that gain holds by construction, and why ("" for none): a report
-    # shows the direction that can vary instead of presenting a guaranteed 1 as a finding.
+    # Which direction of that gain holds by construction ("forward", "both"; "" for none),
+    # and why: a report shows the direction that can vary instead of presenting a
+    # guaranteed 1 as a finding.
     gain_by_construction: ClassVar[str] = ""
     gain_reason: ClassVar[str] = ""
     # Is the stream one tensor (so a family may normalise it after each merge, the

@@ -16,12 +16,19 @@ them before its final norm, which removes the factor n; averaging keeps the equa
 heads with no norm before them, as the MLP's and CNNs' have).
 
 Layout: the stream is one tensor ``(n, B, *layout)``, the copies stacked in front of the
-family's own layout; channels are at ``channel_dim`` of the layout. Mixing the copies is
-element-wise work (the merge's FLOPs); the dynamic projections ``W`` are learned linear
-maps (matmul FLOPs, as highway's gate is).
+family's own layout; channels are at ``channel_dim`` of the layout (stored token-major by
+the dynamic form, see below). Reading and mixing the copies is one matrix product per
+layer (issue 27: fewer, larger operations). That product is still the merge: the
+connection declares ``products_are_merges``, so the cost model counts it as merge FLOPs
+(K multiplications and K - 1 additions per output element, what the element-wise sum over
+the copies counted), not as matmul FLOPs (``skiplab.profiling.merge_rule``); so is what stays
+element-wise (adding ``B^T f``, the dynamic coefficients). The dynamic projections ``W`` are
+learned linear maps (matmul FLOPs, as highway's gate is).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,23 +39,72 @@ from .base import Connection, Option, Strategy
 
 DYNAMIC_SCALE = 0.01  # s_alpha = s_beta at init; the dynamic part starts at 0 because W = 0 (Sec. 2.2)
 
+
 def stream_channel_dim(channel_dim: int) -> int:
     """The channel dim of a stacked stream ``(n, B, *layout)``, given the layout's."""
     return channel_dim + 1 if channel_dim >= 0 else channel_dim
 
-def mix(weights: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-    """``out_j = sum_k weights[k, j] H_k``: ``weights`` (n, n, ...) broadcast against H's
-    copies (n, ...). Element-wise products and a sum: n^2 multiplies and n (n - 1) adds per
-    element of a copy."""
-    return (weights * H.unsqueeze(1)).sum(0)
 
 def expand(x0: torch.Tensor, n: int) -> torch.Tensor:
     """n copies of ``x0`` stacked in front: ``(n, *x0.shape)`` (a view, nothing copied)."""
     return x0.unsqueeze(0).expand(n, *x0.shape)
 
+
 def reduce(H: torch.Tensor) -> torch.Tensor:
     """The copies averaged: what the head (or the final norm) sees."""
     return H.sum(0) / H.shape[0]
+
+
+# -- the stream per token ------------------------------------------------------------------
+# Per-token mixing is one small matrix product per token, ``(n + 1, n) @ (n, C)``: written as
+# one ``torch.bmm`` over all tokens it is one kernel per mixing, where broadcast products and
+# sums wrote an (n, n, tokens, C) intermediate (issue 27: at the transformer study's shape,
+# 2,048 tokens of width 64, the bmm and its backward took 3.4 ms against 6.1 ms for the
+# broadcast form, one thread, benchmarks/stream_overhead.py's machine). A bmm reads each
+# token's n x C rows in place when the stream is stored token-major, so the connections that
+# mix per token write their stream that way: shape ``(n, B, *layout)`` as always, memory
+# ``(B, *S, n, C)``. Any other strides are read correctly too, by a copy.
+
+def token_rows(H: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Size]:
+    """The stream ``(n, B, *layout)`` as ``(tokens, n, C)``, tokens in ``(B, *S)`` order, and
+    ``(B, *S)``: a view of a token-major stream, a copy of any other."""
+    t = H.movedim(stream_channel_dim(channel_dim), -1).movedim(0, -2)  # (B, *S, n, C)
+    # contiguous: the first layer's stream is n views of one tensor (stride 0), which bmm
+    # would multiply token by token (2,048 small products and copies, issue 27's profile)
+    return t.reshape(-1, *t.shape[-2:]).contiguous(), t.shape[:-2]
+
+
+def stream_of_rows(rows: torch.Tensor, lead: torch.Size, channel_dim: int) -> torch.Tensor:
+    """``(tokens, n, C)`` back to the stream's shape ``(n, B, *layout)`` (a view)."""
+    return rows.view(*lead, *rows.shape[-2:]).movedim(-2, 0).movedim(-1, stream_channel_dim(channel_dim))
+
+
+def layout_of_rows(rows: torch.Tensor, lead: torch.Size, channel_dim: int) -> torch.Tensor:
+    """``(tokens, C)`` in the family's layout ``(B, *layout)``, contiguous: a branch computes
+    on the memory layout it gets, and a convolution rounds differently on channels-last
+    memory (the residual-net equality at init in tests/test_streams.py is exact)."""
+    return rows.reshape(*lead, rows.shape[-1]).movedim(-1, channel_dim).contiguous()
+
+
+def rows_of_layout(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """A branch's output ``(B, *layout)`` as ``(tokens, C)``, tokens in ``(B, *S)`` order."""
+    return x.movedim(channel_dim, -1).reshape(-1, x.shape[channel_dim])
+
+
+def read_and_mix(weights: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's branch input and mixed copies in one contraction: ``weights``
+    ``(tokens, n + 1, n)`` (row 0 the read weights, rows 1..n the residual mixing matrix, so
+    ``mixed_j = sum_k weights[t, 1 + j, k] H_k``) against ``rows`` ``(tokens, n, C)``.
+    Returns ``h`` ``(tokens, C)`` and ``mixed`` ``(tokens, n, C)``, views of one result."""
+    h, mixed = torch.bmm(weights, rows).split([1, rows.shape[1]], dim=1)
+    return h.squeeze(1), mixed
+
+
+def write_rows(mixed: torch.Tensor, post: torch.Tensor, f_rows: torch.Tensor) -> torch.Tensor:
+    """``mixed_j + post_j f`` per token: ``mixed`` ``(tokens, n, C)``, ``post`` ``(tokens, n)``,
+    ``f_rows`` ``(tokens, C)``; a new token-major ``(tokens, n, C)``."""
+    return torch.addcmul(mixed, post.unsqueeze(-1), f_rows.unsqueeze(1))
+
 
 class HyperConnection(Connection):
     """One layer's hyper-connection around ``branch``.
@@ -57,11 +113,19 @@ class HyperConnection(Connection):
     copy ``k mod n`` at init); ``channels``: C, needed by the dynamic projections;
     ``channel_dim``: where C sits in the family's layout (1 for (B, C, *S), -1 for (B, T, C)).
 
+    ``read`` computes the branch's input and the mixed copies ``A_r^T H`` in one contraction
+    (``A_m`` and ``A_r`` side by side, one matrix product); ``write`` adds ``B^T f`` to the
+    mixed copies it kept. A ``write`` given another stream than the last ``read`` (a lesion,
+    the gradient probe's views of one stream) mixes that stream itself.
+
     >>> hc = HyperConnection(nn.Linear(8, 8), streams=4, layer=0, channels=8, channel_dim=-1)
     >>> H = expand(torch.randn(2, 5, 8), 4)      # (n, B, T, C)
     >>> reduce(hc(H)).shape
     torch.Size([2, 5, 8])
     """
+
+    # its matrix products mix the copies: merge FLOPs in the cost model (profiling.merge_rule)
+    products_are_merges = True
 
     def __init__(self, branch: nn.Module | None = None, *, channels: int, streams: int = 4, layer: int = 0,
                  channel_dim: int = 1, dynamic: bool = True):
@@ -83,51 +147,52 @@ class HyperConnection(Connection):
             self.s_b = nn.Parameter(torch.tensor(DYNAMIC_SCALE))
         self._cache: tuple | None = None
 
-    def coefficients(self, H: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A_m, A_r, B for this stream: static (n), (n, n), (n); dynamic per token
-        (n, B, *S), (n_k, n_j, B, *S), (n, B, *S), where S are the layout's non-channel dims."""
+    def _static(self) -> torch.Tensor:
+        """``[A_m | A_r]``, (n, n + 1): column 0 reads, column 1 + j makes copy j."""
+        return torch.cat([self.a_m.unsqueeze(1), self.a_r], 1)
+
+    def _dynamic(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per token (Eq. 10-13): ``[A_m | A_r](H)`` (tokens, n, n + 1) and ``B(H)`` (tokens, n)."""
         n = self.streams
-        if not self.dynamic:
-            return {"a_m": self.a_m, "a_r": self.a_r, "b": self.b}
-        cdim = stream_channel_dim(self.channel_dim)
-        bar = F.layer_norm(H.movedim(cdim, -1), (H.shape[cdim],))  # norm(H) per copy and token, channels last
-        t = torch.tanh(F.linear(bar, self.w))  # (n, B, *S, n + 2): tanh(H_bar W) (Eq. 11-13)
-        tok = [1] * (t.dim() - 2)  # the static part broadcast over (B, *S)
-        return {"a_m": self.s_a * t[..., 0] + self.a_m.view(n, *tok),
-                "a_r": self.s_a * t[..., 1:n + 1].movedim(-1, 1) + self.a_r.view(n, n, *tok),
-                "b": self.s_b * t[..., n + 1] + self.b.view(n, *tok)}
+        bar = F.layer_norm(rows, rows.shape[-1:])  # norm(H) per copy and token
+        t = torch.tanh(F.linear(bar, self.w))  # (tokens, n, n + 2): tanh(H_bar W)
+        return torch.addcmul(self._static(), self.s_a, t[..., :n + 1]), torch.addcmul(self.b, self.s_b, t[..., n + 1])
 
-    def _against(self, c: torch.Tensor, H: torch.Tensor, lead: int) -> torch.Tensor:
-        """Coefficients with ``lead`` stream dims in front, shaped to broadcast against a
-        stream tensor with ``lead`` stream dims: a size-1 dim where the channels are (and
-        everywhere, for static coefficients)."""
-        if not self.dynamic:
-            return c.view(*c.shape, *([1] * (H.dim() - 1)))
-        cdim = stream_channel_dim(self.channel_dim)
-        return c.unsqueeze(cdim + lead - 1 if cdim >= 0 else cdim)
-
-    def _cached(self, H: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self._cache is None or self._cache[0] is not H:  # read and write share one computation
-            self._cache = (H, self.coefficients(H))
-        return self._cache[1]
+    def _read(self, H: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The branch's input ``A_m^T H`` (Eq. 4) in the family's layout, and what ``write``
+        needs: the mixed copies ``A_r^T H`` and ``B``."""
+        n = self.streams
+        if not self.dynamic:  # one (n + 1, n) matrix for every token: one matrix product over the whole stream
+            h, mixed = (self._static().t() @ H.reshape(n, -1)).split([1, n])
+            return h.view(H.shape[1:]), (mixed.view(H.shape), None)
+        rows, lead = token_rows(H, self.channel_dim)
+        am_ar, b = self._dynamic(rows)
+        h, mixed = read_and_mix(am_ar.transpose(1, 2), rows)
+        return layout_of_rows(h, lead, self.channel_dim), (mixed, b, lead)
 
     def read(self, H: torch.Tensor) -> torch.Tensor:
-        a_m = self._against(self._cached(H)["a_m"], H, 1)
-        return (a_m * H).sum(0)  # h_in = A_m^T H (Eq. 4)
+        h, kept = self._read(H)
+        self._cache = (H, kept)
+        return h
 
     def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        c = self._cached(H)
-        self._cache = None
-        a_r, b = self._against(c["a_r"], H, 2), self._against(c["b"], H, 1)
-        return mix(a_r, H) + b * f.unsqueeze(0)  # H <- A_r^T H + B^T f (Eq. 5)
+        cache, self._cache = self._cache, None
+        kept = cache[1] if cache is not None and cache[0] is H else self._read(H)[1]
+        if not self.dynamic:  # H <- A_r^T H + B^T f (Eq. 5)
+            mixed = kept[0]
+            return torch.addcmul(mixed, self.b.view(-1, *[1] * f.dim()), f.unsqueeze(0))
+        mixed, b, lead = kept
+        return stream_of_rows(write_rows(mixed, b, rows_of_layout(f, self.channel_dim)), lead, self.channel_dim)
 
     def mixing_matrix(self, H: torch.Tensor) -> torch.Tensor:
         """H_res with ``H' = H_res H + ...``, i.e. ``A_r^T``: (1, n, n) for the static form,
         (tokens, n, n) per token for the dynamic form."""
         with torch.no_grad():
-            a_r = self.coefficients(H)["a_r"]
-            n = self.streams
-            return a_r.reshape(n, n, -1).permute(2, 1, 0)  # [t, j, k] = A_r[k, j, t]
+            if not self.dynamic:
+                return self.a_r.t().unsqueeze(0)
+            am_ar, _ = self._dynamic(token_rows(H, self.channel_dim)[0])
+            return am_ar[..., 1:].transpose(1, 2)  # [t, j, k] = A_r[k, j, t]
+
 
 STREAMS = Option("streams", int, 4, "copies n of the stream (the paper's expansion rate; 4 is its common choice)")
 

@@ -12,7 +12,8 @@ and the three maps computed per token from the flattened stream x' = RMSNorm(vec
     H_pre = sigmoid(H~_pre),  H_post = 2 sigmoid(H~_post),  H_res = SK(H~_res)  (Eq. 6-8)
 
 where SK is Sinkhorn-Knopp: M_0 = exp(H~_res), then columns and rows normalised to sum 1
-in turn, ``iterations`` times (the paper's t_max = 20). A doubly-stochastic H_res has
+in turn, ``iterations`` times (the paper's t_max = 20; computed with a maximum subtracted
+before exp, in float32, see :class:`_SinkhornKnopp`). A doubly-stochastic H_res has
 spectral norm <= 1 and products of such matrices stay doubly stochastic, so the composite
 residual mapping over depth cannot blow up (their Fig. 3: HC's gain reaches ~3000 in a
 27B model, mHC's stays ~1.6).
@@ -38,7 +39,8 @@ from torch import nn
 from .. import seed_batched
 from ..validate import integer
 from .base import Connection, Option
-from .hyper import STREAMS, CopiesStrategy, mix, stream_channel_dim
+from .hyper import (STREAMS, CopiesStrategy, layout_of_rows, read_and_mix, rows_of_layout, stream_of_rows, token_rows,
+                    write_rows)
 
 GATE_INIT = 0.01  # a_pre, a_post, a_res at init
 OFF_DIAGONAL = -6.0  # b_res off the diagonal: exp(-6) ~ 0.0025 of the diagonal's weight
@@ -46,24 +48,38 @@ RMS_EPS = 1e-6
 
 
 class _SinkhornKnopp(torch.autograd.Function):
-    """The unrolled iterations with a hand-written backward: the same arithmetic as autograd
-    would do, without its per-operation bookkeeping (the matrices are tiny, so that
-    bookkeeping is most of the time: a training step of the study's depth-50 mHC MLP went
-    from 358 to 190 ms on one thread, ``benchmarks/stream_step_time.py`` before and after,
-    on a loaded 2-core CPU). It keeps what autograd would keep: exp's output, and for
-    each normalisation its result and the sums it divided by. Written with
-    ``setup_context`` so that torch.func's vmap can run it (the batched engine); what
-    backward needs is returned by forward as extra outputs, as the torch.func docs ask
-    (https://pytorch.org/docs/stable/notes/extending.func.html)."""
+    """Sinkhorn-Knopp on ``(..., n, n, T)``: T matrices with their rows at dim -3 and columns
+    at -2, the tokens last, so that every normalisation sums n vectors of T numbers (in the
+    tokens-first layout each sum reduced 4 contiguous numbers: 20 iterations took 5.5 ms
+    against 0.6 ms here, 2,048 tokens, n = 4, one thread; issue 27).
+
+    Stable for any finite logits (issue 27: exp(logits) overflowed float32 above about 88).
+    The first iteration runs in the log domain: the columns as ``log_softmax`` (a maximum
+    subtracted before ``exp``), the rows as ``softmax`` of that, which is the first
+    iteration's exp -> columns -> rows exactly. After it the rows sum to 1 and every column
+    to at least 1/n; each later normalisation then divides by a sum in [1/n, n] (a column
+    normalisation leaves row sums in [1/n, n] when the rows summed to 1, and the other way
+    round), so nothing later overflows or divides by 0.
+
+    The backward is written by hand: the arithmetic autograd would do without its
+    per-operation bookkeeping, which is most of the time for matrices this small (a training
+    step of the study's depth-50 mHC MLP went from 358 to 190 ms on one thread,
+    ``benchmarks/stream_step_time.py`` before and after). It keeps what autograd would keep:
+    the first iteration's two results, then each normalisation's result and the sums it
+    divided by. Written with ``setup_context`` so that torch.func's vmap can run it (the
+    batched engine); what backward needs is returned by forward as extra outputs, as the
+    torch.func docs ask (https://pytorch.org/docs/stable/notes/extending.func.html)."""
 
     generate_vmap_rule = True  # forward and backward are plain tensor code: vmap runs them as they are
 
     @staticmethod
     def forward(logits: torch.Tensor, iterations: int):
-        m = torch.exp(logits)
-        kept, sums = [m], []
-        for _ in range(iterations):
-            for dim in (-2, -1):  # columns, then rows
+        log_cols = torch.log_softmax(logits, -3)  # columns to 1, in the log domain
+        cols = log_cols.exp()
+        m = torch.softmax(log_cols, -2)  # then rows to 1: iteration 1 done
+        kept, sums = [cols, m], []
+        for _ in range(iterations - 1):
+            for dim in (-3, -2):  # columns, then rows
                 s = m.sum(dim, keepdim=True)
                 m = m / s
                 kept.append(m)
@@ -72,32 +88,59 @@ class _SinkhornKnopp(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        steps = ctx.steps = 2 * inputs[1]
-        ctx.save_for_backward(*output[1:steps + 1], output[0], *output[steps + 1:])  # kept, then sums
+        steps = ctx.steps = 2 * (inputs[1] - 1)
+        ctx.save_for_backward(*output[1:steps + 2], output[0], *output[steps + 2:])  # kept, then sums
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zero gradients made for the 4 t_max extra outputs
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, *_):  # the extra outputs carry no gradient
+    def backward(ctx, grad: torch.Tensor | None, *_):  # the extra outputs carry no gradient
+        if grad is None:
+            return None, None
         saved = ctx.saved_tensors
-        kept, sums = saved[:ctx.steps + 1], saved[ctx.steps + 1:]
+        kept, sums = saved[:ctx.steps + 2], saved[ctx.steps + 2:]
+        # in the layout of the saved tensors: a gradient that arrives tokens-first (the
+        # matrices are permuted after this function) made every operation below strided,
+        # 8x slower than the forward (issue 27's profile)
+        grad = grad.contiguous()
         for k in range(ctx.steps - 1, -1, -1):
-            dim = -2 if k % 2 == 0 else -1
-            out = kept[k + 1]  # out = m / s, s = m.sum(dim): dm = (g - sum(g * out, dim)) / s
-            grad = (grad - (grad * out).sum(dim, keepdim=True)) / sums[k]
-        return grad * kept[0], None  # d exp(x) = exp(x) dx
+            dim = -3 if k % 2 == 0 else -2
+            out = kept[k + 2]  # out = m / s, s = m.sum(dim): dm = (g - sum(g * out, dim)) / s
+            grad = (grad - (grad * out).sum(dim, keepdim=True)).div_(sums[k])
+        cols, m = kept[0], kept[1]
+        grad = m * (grad - (grad * m).sum(-2, keepdim=True))  # through the rows' softmax
+        return grad - cols * grad.sum(-3, keepdim=True), None  # through the columns' log_softmax
+
+
+def sinkhorn_tokens_last(logits: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Doubly-stochastic matrices from ``logits`` ``(..., n, n, T)`` (rows at -3, columns at
+    -2, T tokens last): columns and rows normalised in turn, ``iterations`` times, rows last
+    (so rows sum to 1 to rounding). Float32 inside whatever the input's dtype (float16 or
+    bfloat16 under autocast); the result in the input's dtype."""
+    dtype = logits.dtype
+    # Under the batched engine the seeds are one more leading dimension: one node for all
+    out = seed_batched.over_seeds(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits.float())
+    return out.to(dtype)
 
 
 def sinkhorn_knopp(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     """A doubly-stochastic matrix from ``logits`` (..., n, n): exp, then columns and rows
     normalised in turn, ``iterations`` times (rows last, so rows sum to 1 to rounding)."""
-    # Under the batched engine the seeds are one more leading dimension: one node for all
-    return seed_batched.over_seeds(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits)
+    n = logits.shape[-1]
+    flat = logits.reshape(-1, n, n).permute(1, 2, 0)  # (n, n, T)
+    return sinkhorn_tokens_last(flat.contiguous(), iterations).permute(2, 0, 1).reshape(logits.shape)
 
 
 class MHC(Connection):
     """One layer's manifold-constrained hyper-connection around ``branch``; the stream is
     ``(n, B, *layout)`` as for :class:`~skiplab.skips.hyper.HyperConnection`, channels at
-    ``channel_dim`` of the layout."""
+    ``channel_dim`` of the layout, stored token-major. ``read`` computes the three maps once
+    for all tokens (one projection, one Sinkhorn-Knopp), then ``H_pre x`` and ``H_res x`` in
+    one contraction per token; ``write`` adds ``H_post^T f``."""
+
+    # H_pre x and H_res x are one matrix product: merge FLOPs in the cost model, as for
+    # hyper-connections (profiling.merge_rule); the projection x phi stays matmul (a parameter)
+    products_are_merges = True
 
     def __init__(self, branch: nn.Module | None = None, *, channels: int, streams: int = 4,
                  channel_dim: int = 1, iterations: int = 20):
@@ -113,48 +156,56 @@ class MHC(Connection):
         self.b_res = nn.Parameter(OFF_DIAGONAL * (1 - torch.eye(n)))
         self._cache: tuple | None = None
 
+    def projections(self, rows: torch.Tensor) -> torch.Tensor:
+        """``RMSNorm(vec x_l) [phi_pre, phi_post, phi_res]`` (Eq. 5), transposed: (2n + n^2,
+        tokens), from ``rows`` (tokens, n, C). The norm's scale is applied after the
+        projection (``(r x) phi = r (x phi)``, r per token): a product of 2n + n^2 numbers per
+        token instead of n C."""
+        x = rows.reshape(rows.shape[0], -1)  # vec(x_l), (tokens, nC)
+        # one reduction over x (its backward one product), where x.square().mean() took 4
+        r = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1).square() / x.shape[-1] + RMS_EPS)
+        # (tokens, 2n + n^2) @ ...: x's gradient comes out in x's own layout, so that the
+        # bmm's gradient for the same rows adds to it without strided reads
+        return (F.linear(x, self.phi) * r.unsqueeze(1)).t().contiguous()
+
+    def maps_tokens_last(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """H_pre (n, tokens), H_post (n, tokens) and H_res (n, n, tokens) (Eq. 5-8)."""
+        n = self.streams
+        p = self.projections(rows)
+        pre = torch.sigmoid(self.a[0] * p[:n] + self.b_pre.unsqueeze(1))
+        s = torch.sigmoid(self.a[1] * p[n:2 * n] + self.b_post.unsqueeze(1))
+        res = self.a[2] * p[2 * n:].view(n, n, -1) + self.b_res.unsqueeze(2)
+        return pre, s + s, sinkhorn_tokens_last(res, self.iterations)  # 2 sigmoid, as a sum: nothing to keep
+
     def maps(self, H: torch.Tensor) -> dict[str, torch.Tensor]:
         """H_pre (B, *S, n), H_post (B, *S, n) and H_res (B, *S, n, n) per token."""
-        n, cdim = self.streams, stream_channel_dim(self.channel_dim)
-        x = H.movedim(cdim, -1).movedim(0, -2)  # (B, *S, n, C): each token's n x C stream
-        x = x.reshape(*x.shape[:-2], -1)  # vec(x_l), (B, *S, nC)
-        r = torch.rsqrt((x * x).sum(-1, keepdim=True) / x.shape[-1] + RMS_EPS)
-        p = F.linear(x * r, self.phi)  # RMSNorm(vec x_l) [phi_pre, phi_post, phi_res]
-        pre = self.a[0] * p[..., :n] + self.b_pre
-        post = self.a[1] * p[..., n:2 * n] + self.b_post
-        res = self.a[2] * p[..., 2 * n:].unflatten(-1, (n, n)) + self.b_res
-        s = torch.sigmoid(post)
-        return {"pre": torch.sigmoid(pre), "post": s + s,  # 2 sigmoid, written as a sum: nothing to keep
-                "res": sinkhorn_knopp(res, self.iterations)}
+        rows, lead = token_rows(H, self.channel_dim)
+        pre, post, res = self.maps_tokens_last(rows)
+        return {"pre": pre.t().reshape(*lead, -1), "post": post.t().reshape(*lead, -1),
+                "res": res.permute(2, 0, 1).reshape(*lead, *res.shape[:2])}
 
-    def _cached(self, H: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self._cache is None or self._cache[0] is not H:
-            self._cache = (H, self.maps(H))
-        return self._cache[1]
+    def _read(self, H: torch.Tensor):
+        rows, lead = token_rows(H, self.channel_dim)
+        pre, post, res = self.maps_tokens_last(rows)
+        weights = torch.cat([pre.unsqueeze(0), res]).permute(2, 0, 1).contiguous()  # (tokens, 1 + n, n)
+        h, mixed = read_and_mix(weights, rows)  # H_pre x_l and H_res x_l
+        return layout_of_rows(h, lead, self.channel_dim), (mixed, post.t(), lead)
 
     def read(self, H: torch.Tensor) -> torch.Tensor:
-        pre = self._cached(H)["pre"].movedim(-1, 0)  # (n, B, *S)
-        return (self._channel(pre, 1) * H).sum(0)  # H_pre x_l
+        h, kept = self._read(H)
+        self._cache = (H, kept)
+        return h
 
     def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        m = self._cached(H)
-        self._cache = None
-        # mix wants weights[k, j] (input copy k -> output copy j) = H_res[j, k]
-        weights = m["res"].movedim(-1, 0).movedim(-1, 1)  # (B, *S, j, k) -> (k, j, B, *S)
-        post = m["post"].movedim(-1, 0)  # (n, B, *S)
-        return mix(self._channel(weights, 2), H) + self._channel(post, 1) * f.unsqueeze(0)  # Eq. 3
-
-    def _channel(self, c: torch.Tensor, lead: int) -> torch.Tensor:
-        """Per-token maps (``lead`` stream dims, then B, *S) with a size-1 channel dim put
-        where the stream's channels are."""
-        cdim = stream_channel_dim(self.channel_dim)
-        return c.unsqueeze(cdim + lead - 1 if cdim >= 0 else cdim)
+        cache, self._cache = self._cache, None
+        mixed, post, lead = cache[1] if cache is not None and cache[0] is H else self._read(H)[1]
+        # x_{l+1} = H_res x_l + H_post^T F(H_pre x_l) (Eq. 3)
+        return stream_of_rows(write_rows(mixed, post, rows_of_layout(f, self.channel_dim)), lead, self.channel_dim)
 
     def mixing_matrix(self, H: torch.Tensor) -> torch.Tensor:
         """H_res per token: (tokens, n, n)."""
         with torch.no_grad():
-            n = self.streams
-            return self.maps(H)["res"].reshape(-1, n, n)
+            return self.maps_tokens_last(token_rows(H, self.channel_dim)[0])[2].permute(2, 0, 1)
 
 
 class MHCStrategy(CopiesStrategy):

@@ -1,0 +1,206 @@
+"""What the stream strategies cost per training step of the transformer study's model,
+relative to add, side by side in one run (issue 27, item 1).
+
+The model is the transformer study's (``skiplab.study.transformer_plan``): width 64, 4 heads,
+context 64, pre-norm, layer norm, the pydoc text's 103 symbols, batch 32 windows; one step is
+forward, backward and Adam. Rows: skiplab's add, dwa, hyper (dynamic and static), mhc and
+mhc-lite, and, when lucidrains' ``hyper-connections`` package (PyPI) is importable, its
+hyper-connections (``HyperConnections``) and its manifold-constrained variant (``mHC``)
+wrapped around the same branches (skiplab's pre-norm attention and MLP sublayers), the same
+stem and head, 4 streams, with each layer's index for its init (the package's own way:
+``get_init_and_expand_reduce_stream_functions``). The package is read for nothing else.
+
+Every model is built once; each repeat times ``--steps`` steps of every model in turn
+(interleaved, so that a change in the machine's load lands on all rows alike), after
+warm-up steps; the table shows the median over repeats of ms per step and its ratio to
+add's median at the same depth. On a shared machine the ratios move by several percent
+between runs: compare rows of one run, not runs.
+
+    python benchmarks/stream_overhead.py [--threads 1,2] [--depths 6,12] [--repeats 7] [--json]
+    PYTHONPATH=/path/to/hyper-connections python benchmarks/stream_overhead.py   # with the peer rows
+    python benchmarks/stream_overhead.py --quick   # tiny shapes: checks that it runs (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skiplab import STRATEGIES, ModelSpec, build_model
+
+VOCAB = 103  # the pydoc text's symbols (skiplab.datasets.text.load_pydoc().vocab on Python 3.12)
+STREAMS = 4  # every multi-stream row: the papers' common n
+
+
+@dataclass(frozen=True)
+class Shape:
+    width: int = 64
+    heads: int = 4
+    context: int = 64
+    batch: int = 32
+
+
+QUICK = Shape(width=16, heads=2, context=8, batch=2)
+
+# (row label, skip, options): skiplab's rows; a skip the registry lacks is left out
+SKIPLAB_ROWS = [("add", "add", {}), ("dwa", "dwa", {}), ("hyper", "hyper", {}),
+                ("hyper static", "hyper", {"static": True}), ("mhc", "mhc", {}), ("mhc-lite", "mhc-lite", {})]
+PEER_ROWS = ["hc (package)", "mhc (package)"]
+
+
+def spec_for(skip: str, options: dict, depth: int, shape: Shape) -> ModelSpec:
+    return ModelSpec(model="transformer", skip=skip, depth=depth, width=shape.width, heads=shape.heads,
+                     context=shape.context, vocab=VOCAB, classes=VOCAB, options=options)
+
+
+def peer_package():
+    """lucidrains' ``hyper_connections`` module, or None when it is not importable."""
+    try:
+        import hyper_connections
+    except ImportError:
+        return None
+    return hyper_connections
+
+
+class PeerModel(nn.Module):
+    """skiplab's add model (same stem, branches and head) with each branch wrapped by the
+    package's connection instead: ``expand -> hc(branch) per sublayer -> reduce -> head``."""
+
+    def __init__(self, add_model: nn.Module, make: Callable, expand: nn.Module, reduce: nn.Module, width: int):
+        super().__init__()
+        self.stem, self.head, self.expand, self.reduce = add_model.stem, add_model.head, expand, reduce
+        self.blocks = nn.ModuleList(make(dim=width, branch=block.branch, layer_index=i)
+                                    for i, block in enumerate(add_model.blocks))
+
+    def forward(self, x):
+        h = self.expand(self.stem(x))  # (B n, T, C): the package folds the streams into the batch
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.reduce(h))  # the streams summed, then skiplab's final norm and head
+
+
+def peer_model(package, label: str, depth: int, shape: Shape, seed: int) -> nn.Module:
+    add = build_model(spec_for("add", {}, depth, shape), seed=seed)
+    factory = (package.get_init_and_expand_reduce_stream_functions if label.startswith("hc")
+               else package.mc_get_init_and_expand_reduce_stream_functions)
+    make, expand, reduce = factory(STREAMS)
+    return PeerModel(add, make, expand, reduce, shape.width)
+
+
+class Stepper:
+    """One model, its Adam and a fixed batch: ``step()`` is one training step."""
+
+    def __init__(self, model: nn.Module, shape: Shape, seed: int = 0):
+        self.model = model.train()
+        self.opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randint(0, VOCAB, (shape.batch, shape.context), generator=g)
+        self.y = torch.randint(0, VOCAB, (shape.batch, shape.context), generator=g)
+
+    def step(self) -> torch.Tensor:
+        logits = self.model(self.x)
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), self.y.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None) -> list[tuple[str, Stepper]]:
+    """The rows to time, add first; ``only``: these labels (and add) alone."""
+    rows = []
+    for label, skip, options in SKIPLAB_ROWS:
+        if skip in STRATEGIES and (only is None or label in only or label == "add"):
+            rows.append((label, Stepper(build_model(spec_for(skip, options, depth, shape), seed=0), shape)))
+    if package is not None:
+        rows += [(label, Stepper(peer_model(package, label, depth, shape, seed=0), shape)) for label in PEER_ROWS
+                 if only is None or label in only]
+    return rows
+
+
+def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, package,
+            only: set[str] | None = None) -> list[dict]:
+    rows = rows_for(depth, shape, package, only)
+    for _, s in rows:
+        for _ in range(warmup):
+            s.step()
+    times: dict[str, list[float]] = {label: [] for label, _ in rows}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in rows}
+    for _ in range(repeats):  # interleaved: every row once per repeat
+        for label, s in rows:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                s.step()
+            times[label].append((time.perf_counter() - start) / steps)
+            cpu[label].append((time.process_time() - start_cpu) / steps)
+    base, base_cpu = statistics.median(times[rows[0][0]]), statistics.median(cpu[rows[0][0]])
+    return [{"row": label, "depth": depth, "ms_per_step": 1e3 * statistics.median(t),
+             "x_add": statistics.median(t) / base, "spread": [1e3 * min(t), 1e3 * max(t)],
+             "cpu_ms_per_step": 1e3 * statistics.median(cpu[label]),
+             "x_add_cpu": statistics.median(cpu[label]) / base_cpu} for label, t in times.items()]
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", default="1", help="torch threads, one run per value: 1, 2 or 1,2 (default 1)")
+    p.add_argument("--depths", default="6,12", help="blocks (default 6,12: the study's range)")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per row (default 7)")
+    p.add_argument("--steps", type=int, default=3, help="steps per repeat (default 3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rows", default=None, help="only these rows (labels, comma-separated; add is always timed)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks that it runs")
+    p.add_argument("--json", action="store_true", help="the result as JSON on stdout")
+    args = p.parse_args(argv)
+    shape, depths = (QUICK, [1]) if args.quick else (Shape(), [int(d) for d in args.depths.split(",")])
+    repeats, steps, warmup = (1, 1, 1) if args.quick else (args.repeats, args.steps, args.warmup)
+    package = peer_package()
+    only = set(args.rows.split(",")) if args.rows else None
+    result = {"cpu": cpu_name(), "torch": torch.__version__, "shape": asdict(shape),
+              "peer": getattr(package, "__name__", None), "runs": []}
+    before = torch.get_num_threads()
+    try:
+        for threads in [int(t) for t in args.threads.split(",")]:
+            torch.set_num_threads(threads)
+            rows = [r for depth in depths for r in measure(depth, shape, repeats, steps, warmup, package, only)]
+            result["runs"].append({"threads": threads, "rows": rows})
+    finally:
+        torch.set_num_threads(before)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{result['cpu']}, torch {result['torch']}; width {shape.width}, {shape.heads} heads, context "
+              f"{shape.context}, batch {shape.batch}; median of {repeats} interleaved repeats of {steps} steps"
+              + ("" if package else "; hyper-connections package not importable: no peer rows"))
+        for run in result["runs"]:
+            print(f"\n{run['threads']} thread(s)")
+            print(f"{'row':14s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} {'x add':>6s}")
+            for r in run["rows"]:
+                lo, hi = r["spread"]
+                print(f"{r['row']:14s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
+                      f"{r['cpu_ms_per_step']:7.1f} {r['x_add_cpu']:6.2f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

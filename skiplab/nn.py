@@ -53,6 +53,10 @@ and reduce it after the last):
   ``HyperConnection``, with the copies' mixing matrix projected to doubly stochastic by
   Sinkhorn-Knopp and the read and write weights non-negative (Xie et al., mHC, arXiv
   2512.24880). Same stream as ``HyperConnection``.
+* :class:`MHCLite` ``(branch, channels=C, streams=n, channel_dim=1)``: as ``MHC``, with the
+  mixing matrix an exact convex combination of the ``n!`` permutation matrices (softmax
+  weights from the same inputs), so doubly stochastic with no iterations; ``n <= 6`` (Yang
+  and Gao, mHC-lite, arXiv 2601.05732). Same stream as ``HyperConnection``.
 
 :class:`Connection` is the base class: subclass it, override ``read`` and ``write``, and
 your merge drops in the same way. These are the modules skiplab's own models are built
@@ -61,9 +65,9 @@ from (``skiplab.skips``, one file per strategy, each with its strategy's facts b
 
 from __future__ import annotations
 
-from .skips import DWA, MHC, Concat, Connection, DenseBlock, Highway, HyperConnection, LayerScale, Plain, ReZero, Residual
+from .skips import DWA, MHC, Concat, MHCLite, Connection, DenseBlock, Highway, HyperConnection, LayerScale, Plain, ReZero, Residual
 from .skips.hyper import expand as expand_streams
 from .skips.hyper import reduce as reduce_streams
 
 __all__ = ["Connection", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock", "DWA",
-           "HyperConnection", "MHC", "expand_streams", "reduce_streams"]
+           "HyperConnection", "MHC", "MHCLite", "expand_streams", "reduce_streams"]

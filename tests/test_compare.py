@@ -173,7 +173,7 @@ NPZ_Y = np.arange(30) % 3
     (RESNET, "dense", [], r"skip 'dense' cannot rewire a model: its merge makes the stream"),
     (RESNET, "hyper", [], r"skip 'hyper' carries a stream of several tensors .* stages.0.0 \(BasicBlock\): "
                           r"it does not return its last merge"),
-    (RESNET, "rezero", ["--streams", "2"], r"--streams: only skips 'hyper', 'mhc' use it, not 'rezero'"),
+    (RESNET, "rezero", ["--streams", "2"], r"--streams: only skips 'hyper', 'mhc', 'mhc-lite' use it, not 'rezero'"),
 ])
 @pytest.mark.parametrize("command", ["compare", "rewire"])
 def test_bad_input(tmp_path, capsys, command, model, skip, extra, message):

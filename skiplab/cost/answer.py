@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from ..spec import ModelSpec
+from . import memo
 from .count import TooLargeToBuild, check_batch, counted_cost, meta_model
 from .laws import POLY_LAWS, classify
 
@@ -18,9 +19,8 @@ def model_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     """``counted_cost(spec, batch)`` (see there for the keys), or for a model too large to
     build even on meta, ``beyond_buildable``'s estimate: totals only, and ``estimated``."""
     check_batch(batch)
-    from . import prefix
 
-    first_bad = _UNBUILDABLE_FROM.get(_base(spec)) if prefix.enabled() and _UNBUILDABLE_FROM else None
+    first_bad = _UNBUILDABLE_FROM.get(_base(spec)) if memo.enabled() and _UNBUILDABLE_FROM else None
     if first_bad is not None and spec.depth >= first_bad:  # known not to build: no second try
         return beyond_buildable(spec, batch)
     try:
@@ -39,7 +39,7 @@ def model_costs(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> list
     depths = list(depths)
     if depths and prefix.applies(spec, depths):
         deepest = max(depths)
-        need = {d for d in depths if not prefix.has(spec.replace(depth=d), batch)}
+        need = {d for d in depths if not memo.has(spec.replace(depth=d), batch)}
         try:
             if need:
                 prefix.sweep(spec, sorted(need), batch)
@@ -47,7 +47,7 @@ def model_costs(spec: ModelSpec, depths: Sequence[int], batch: int = 32) -> list
             top = _deepest_buildable(spec.replace(depth=0), deepest - 1)
             # ... and the depths the growth law of the others is fitted on
             need = {d for d in depths if d <= top} | set(range(max(1, top - FIT_POINTS + 1), top + 1))
-            need = {d for d in need if not prefix.has(spec.replace(depth=d), batch)}
+            need = {d for d in need if not memo.has(spec.replace(depth=d), batch)}
             if need and prefix.applies(spec, sorted(need)):
                 prefix.sweep(spec, sorted(need), batch)
     return [model_cost(spec.replace(depth=d), batch) for d in depths]
@@ -74,9 +74,7 @@ _UNBUILDABLE_FROM: dict[ModelSpec, int] = {}
 def _deepest_buildable(base: ModelSpec, below: int) -> int:
     """The largest depth <= ``below`` at which ``base`` builds on meta (0 if none): a
     bisection, as a model that builds at depth d builds at every smaller depth."""
-    from . import prefix
-
-    first_bad = _UNBUILDABLE_FROM.get(base) if prefix.enabled() else None
+    first_bad = _UNBUILDABLE_FROM.get(base) if memo.enabled() else None
     if first_bad is not None and first_bad <= below:
         return first_bad - 1  # first_bad - 1 built (it was the bisection's answer)
     lo = _bisect(base, below)

@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..model import SkipNet
 from ..profiling import Profile, profile
 from ..spec import ModelSpec
+from .memo import known
 
 DTYPE_BYTES = 4  # float32
 INDEX_LIMIT = sys.maxsize  # what a tensor's size may be, even on meta (int64)
@@ -115,8 +116,7 @@ def counted_cost(spec: ModelSpec, batch: int = 32) -> dict[str, Any]:
     over block l).
     """
     check_batch(batch)
-    from .prefix import known  # a sweep over depths may have counted it already (skiplab.cost.prefix)
-    hit = known(spec, batch)
+    hit = known(spec, batch)  # a sweep over depths may have counted it already (skiplab.cost.prefix)
     if hit is not None:
         return hit
     aux = bool(spec.describe().aux)

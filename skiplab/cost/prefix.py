@@ -21,7 +21,6 @@ strides change with the depth) and models with auxiliary heads take the slow pat
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
@@ -34,42 +33,12 @@ from ..profiling.saved import SavedBytes
 from ..profiling.scope import ModuleStack
 from ..profiling.storage import storage_key
 from ..spec import ModelSpec
+from .memo import enabled, remember
 from .count import INDEX_LIMIT, _build, _fake, assemble, check_batch, meta_input
-
-# (spec, batch) -> counted_cost's answer, filled by ``sweep``; read by ``counted_cost``.
-_KNOWN: "OrderedDict[tuple[ModelSpec, int], dict[str, Any]]" = OrderedDict()
-KNOWN_LIMIT = 4096
-
-
-def enabled() -> bool:
-    return os.environ.get("SKIPLAB_COST_PREFIX", "1") != "0"
-
-
-def known(spec: ModelSpec, batch: int) -> dict[str, Any] | None:
-    """A copy of ``counted_cost(spec, batch)`` when a sweep already counted it, else None."""
-    if not enabled():
-        return None
-    hit = _KNOWN.get((spec, batch))
-    return _copy(hit) if hit is not None else None
-
-
-def _copy(x):
-    """A copy of a cost answer (dicts and lists of numbers and strings) that callers may
-    change: ``copy.deepcopy``'s result, several times faster."""
-    if isinstance(x, dict):
-        return {k: _copy(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_copy(v) for v in x]
-    return x
-
 
 def meta_allowed() -> bool:
     """``SKIPLAB_COST_META=0``: count every family on fake CPU tensors (tests compare both)."""
     return os.environ.get("SKIPLAB_COST_META", "1") != "0"
-
-
-def has(spec: ModelSpec, batch: int) -> bool:
-    return enabled() and (spec, batch) in _KNOWN
 
 
 def applies(spec: ModelSpec, depths: Sequence[int]) -> bool:
@@ -231,7 +200,5 @@ def _sweep(spec, wanted, batch, model, mode, x, desc, per) -> dict[int, dict[str
         params["total"] = sum(params.values())
         cost = assemble(s, batch, prof, prof, params=params)
         out[d] = cost
-        _KNOWN[(s, batch)] = _copy(cost)
-        while len(_KNOWN) > KNOWN_LIMIT:
-            _KNOWN.popitem(last=False)
+        remember(s, batch, cost)
     return out

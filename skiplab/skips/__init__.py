@@ -18,7 +18,7 @@ from .dwa import DWA, DWA_STRATEGY
 from .highway import HIGHWAY, Highway
 from .hyper import HYPER, HyperConnection
 from .mhc import MHC, MHC_STRATEGY
-from .mhc_lite import MHC_LITE
+from .mhc_lite import MHC_LITE, MHCLite
 from ..errors import UserError
 
 # The one map from names to strategies; library, CLI and sweep files all use it.
@@ -77,5 +77,5 @@ def options_text(options) -> str:
 
 __all__ = [
     "STRATEGIES", "get_strategy", "all_options", "check_options_taken", "sizing_option_names", "options_text", "Strategy", "Connection", "Option", "OptionError", "Site",
-    "BlockWidths", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock", "DWA", "HyperConnection", "MHC",
+    "BlockWidths", "Plain", "Residual", "ReZero", "LayerScale", "Highway", "Concat", "DenseBlock", "DWA", "HyperConnection", "MHC", "MHCLite",
 ]

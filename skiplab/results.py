@@ -13,6 +13,9 @@ from .skips import STRATEGIES, options_text
 from .stats import mean_std, spread_text
 
 
+REGIME_GROUP = "regime"  # a study's regime-check runs (skiplab.study.StudyPlan.regime_factor)
+
+
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (group, dataset, spec_hash): the configuration, how many seeds finished,
     diverged or failed, and test/train accuracy mean and std over the complete ones.

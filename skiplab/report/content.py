@@ -7,7 +7,7 @@ runs, the same list of what is missing.
 
 from __future__ import annotations
 
-from ..skips import options_text
+from ..skips import ADD, options_text
 
 import json
 import statistics
@@ -19,7 +19,7 @@ from typing import Any
 from ..datasets import display_name
 from ..experiments import EXPERIMENTS
 from ..metrics import Metric, metric_of
-from ..results import aggregate, cost_key
+from ..results import REGIME_GROUP, aggregate, cost_key
 from ..store import FINISHED, Store
 
 # The study's two comparisons, in the order the report shows them.
@@ -100,7 +100,9 @@ class ReportData:
         return [r for r in self.rows if r["group"] == group]
 
     def other_rows(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["group"] not in GROUPS]
+        """Rows outside the study's groups (earlier plans, ``skiplab train``); the regime
+        check's runs have their own section (:mod:`skiplab.report.regime`)."""
+        return [r for r in self.rows if r["group"] not in GROUPS and r["group"] != REGIME_GROUP]
 
     def cost_of(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """The stored analytic cost of an aggregated row's configuration, if there is one."""
@@ -140,6 +142,14 @@ def planned_cells(plan: dict[str, Any]) -> list[tuple[str, str, int]]:
             if not (group == "equal-width" and skip in budget_only)]
 
 
+def regime_runs_planned(plan: dict[str, Any] | None) -> int:
+    """How many regime-check runs a stored plan asks for: one per depth with a factor
+    (``StudyPlan.regime_runs``: add's, so none in a plan without add)."""
+    if not plan or not plan.get("regime_factor") or ADD.name not in plan["skips"]:
+        return 0
+    return len(plan["depths"])
+
+
 def _missing(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Planned (group, skip, depth) cells with fewer finished seeds than planned."""
     cell = {(r["group"], r["skip"], r["depth"]): r for r in rows if r["group"] in GROUPS}
@@ -149,6 +159,10 @@ def _missing(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         done = (r["complete"] + r["diverged"]) if r else 0
         if done < plan["seeds"]:
             out.append(f"{group}, {skip}, depth {depth}: {done} of {plan['seeds']} seeds finished")
+    if regime_runs_planned(plan):
+        done = {r["depth"] for r in rows if r["group"] == REGIME_GROUP and r["complete"] + r["diverged"]}
+        out += [f"{REGIME_GROUP}, add trained {plan['regime_factor']:g}x as long, depth {d}: not finished"
+                for d in plan["depths"] if d not in done]
     return out
 
 
@@ -172,7 +186,7 @@ def load_report_data(store: Store) -> ReportData:
     for r in rows:  # runs of an earlier, different plan are shown apart
         if r["spec_hash"] not in in_plan:
             r["group"] = f"other: {r['group']}"
-    expected = len(planned_cells(plan)) * plan["seeds"] if plan else None
+    expected = len(planned_cells(plan)) * plan["seeds"] + regime_runs_planned(plan) if plan else None
     finished = sum(r["status"] in FINISHED and r["spec_hash"] in in_plan for r in runs)
     curve_hashes = {r["spec_hash"] for r in rows if r["group"] in GROUPS}
     return ReportData(runs=runs, plan=plan, rows=rows, costs=store.meta("costs") or [],

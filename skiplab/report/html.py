@@ -19,7 +19,8 @@ from typing import Sequence
 from .content import GROUPS, ReportData, describe_experiment, describe_plan, experiments_note, provenance, status
 from ..experiments.figures import figure_stem
 from .figures import RenderedFigure
-from .tables import Table, accuracy_table, cost_table, gradient_table, size_table
+from .regime import regime_lines
+from .tables import Table, accuracy_table, cost_table, gradient_table, size_table, throughput_table
 from .verdict import best_per_depth, leaders, verdict
 
 # (id, heading): every page has these sections, in this order, whatever the store holds.
@@ -109,7 +110,10 @@ def _question(data: ReportData) -> str:
 def _verdict(data: ReportData) -> str:
     lead = leaders(data)  # the table a reader scans first: per depth, the leader or the tied set
     table = (f"<p>Leaders per depth (Holm-adjusted over the report's comparisons):</p>{_table(lead)}" if lead else "")
-    return table + "<ul class=\"verdict\">" + "".join(f"<li>{esc(line)}</li>" for line in verdict(data)) + "</ul>"
+    regime = regime_lines(data)
+    check = (f"<p>{esc(regime[0])}</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in regime[1:-1])
+             + f"</ul><p>{esc(regime[-1])}</p>") if regime else ""
+    return table + "<ul class=\"verdict\">" + "".join(f"<li>{esc(line)}</li>" for line in verdict(data)) + "</ul>" + check
 
 
 def _cost(data: ReportData, figures: Sequence[RenderedFigure]) -> str:
@@ -146,6 +150,9 @@ def _training(data: ReportData, figures: Sequence[RenderedFigure]) -> str:
                 + "<p>Best per depth:</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in best_per_depth(data, group))
                 + "</ul><details><summary>Sizes: width, strategy options and parameters of each configuration</summary>"
                 + _table(size_table(rows, budget)) + "</details>")
+        speed = throughput_table(rows)
+        if speed:
+            out += "<p>Training tokens per second, per run (on the machine in Provenance):</p>" + _table(speed)
     other = data.other_rows()
     if other:
         out += ("<h3>Other runs (not in the current plan)</h3><p>Runs stored by earlier plans or by skiplab train "

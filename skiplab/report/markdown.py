@@ -13,7 +13,8 @@ from .content import (ReportData, describe_experiment, describe_plan, experiment
                       provenance, status)
 from .figures import RenderedFigure
 from ..metrics import ACCURACY
-from .tables import Table, accuracy_table, cost_table, gradient_table, size_table
+from .regime import regime_lines
+from .tables import Table, accuracy_table, cost_table, gradient_table, size_table, throughput_table
 from .verdict import best_per_depth, leaders, verdict
 from ..errors import UserError
 
@@ -86,6 +87,9 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
     if lead:  # the table a reader scans first: per depth, the leader or the tied set
         parts += ["Leaders per depth (Holm-adjusted over the report's comparisons):", "", _md_table(lead), ""]
     parts += [f"- {line}" for line in verdict(data)]
+    regime = regime_lines(data)
+    if regime:
+        parts += ["", regime[0], "", *(f"- {line}" for line in regime[1:-1]), "", regime[-1]]
     for group, title in GROUP_TITLES.items():
         g = data.group_rows(group)
         if not g:
@@ -96,6 +100,9 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
                   *(f"- {line}" for line in best_per_depth(data, group)),
                   "", "Sizes (width, strategy options: parameters):", "",
                   _md_table(size_table(g, data.budget if group == "matched-params" else None))]
+        speed = throughput_table(g)
+        if speed:
+            parts += ["", "Training tokens per second, per run (on the machine in Provenance):", "", _md_table(speed)]
     other = data.other_rows()
     if other:
         parts += ["", "## Other runs (not in the current plan)", "",

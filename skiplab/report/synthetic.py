@@ -63,7 +63,7 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
     for spec in specs[:runs]:
         m = spec.model
         final = accuracy(spec) if accuracy else _accuracy(m.skip, m.depth, rng)
-        steps = 100 * plan.train.epochs
+        steps = round(100 * spec.train.epochs)  # a regime run trains longer than the plan
         curves = []
         for i in range(1, evals + 1):
             step = round(steps * i / evals)
@@ -75,7 +75,8 @@ def synthetic_store(directory: str | os.PathLike, plan: StudyPlan, runs: int | N
         result = {"status": "complete", "seed": spec.seed, "train_accuracy": final + 0.05, "test_accuracy": final,
                   "train_loss": 2.3 * (1 - final), "test_loss": 2.3 * (1 - final) + 0.1, "steps": steps,
                   "seconds": 1.0 + m.depth / 10, "message": "",
-                  "params": params[(spec.group, m.skip, m.depth, m.width, options_text(m.options))]}
+                  "params": params.get((spec.group, m.skip, m.depth, m.width, options_text(m.options)))
+                  or params[("matched-params", m.skip, m.depth, m.width, options_text(m.options))]}
         if bpc:
             result |= {"val_bpc": bpc(spec), "train_bpc": bpc(spec) - 0.1, "tokens_per_second": 1e4}
         store.add_run(spec.to_dict(), spec.spec_hash, spec.seed, "complete", result, curves, now(), v, hw)

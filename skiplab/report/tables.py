@@ -40,6 +40,20 @@ def accuracy_table(rows: list[dict[str, Any]]) -> Table:
     return _grid(rows, fmt)
 
 
+def throughput_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Cells: training tokens (predicted positions) per second of each configuration's runs
+    (mean over seeds; a batched group's seeds share one figure), or None when no row has
+    one (a classifier's runs)."""
+    if not any(r.get("tokens_per_second_mean") for r in rows):
+        return None
+
+    def fmt(r: dict[str, Any] | None) -> str:
+        v = r and r.get("tokens_per_second_mean")
+        return f"{v:,.0f}" if v else "-"
+
+    return _grid(rows, fmt)
+
+
 def size_table(rows: list[dict[str, Any]], budget: int | None = None) -> Table:
     """Cells: the width (and dense growth) each strategy got, its parameters, and how far
     off the budget it landed where that is more than 2%."""

@@ -1,0 +1,79 @@
+"""The regime check (issue 27): a study plan with ``regime_factor`` also trains add at each
+depth that many times as long (seed 0), and the report says whether the plan's add is within
+``regime_tolerance`` of it. Checked on synthetic stores whose answer is set by hand."""
+
+import dataclasses
+
+import pytest
+
+from skiplab.report import write_report
+from skiplab.report.content import load_report_data
+from skiplab.report.regime import regime_cells, regime_lines
+from skiplab.report.synthetic import synthetic_store
+from skiplab.results import REGIME_GROUP
+from skiplab.skips import ADD
+from skiplab.study import StudyPlan, plan_for
+from skiplab.train import TrainConfig
+
+PLAN = StudyPlan(skips=("add", "dense"), budget_only=("add", "dense"), depths=(2, 4), seeds=2, budget_params=None,
+                 train=TrainConfig(epochs=2, evals=2), regime_factor=2.0, regime_tolerance=0.05)
+
+
+def test_plan_adds_one_longer_add_run_per_depth():
+    runs = PLAN.runs()
+    regime = [r for r in runs if r.group == REGIME_GROUP]
+    assert [r.model.depth for r in regime] == [2, 4]
+    for r in regime:
+        assert r.model.skip == ADD.name and r.seed == 0 and r.train.epochs == 4
+        short = [s for s in runs if s.group == "matched-params" and s.model == r.model and s.seed == 0]
+        assert len(short) == 1 and short[0].train.epochs == 2  # the same model and seed, half the training
+    assert len(runs) == 2 * 2 * 2 + 2
+    assert StudyPlan(depths=(2,), regime_factor=0).regime_runs() == []
+
+
+def test_transformer_default_has_the_check_and_the_quick_form_does_not():
+    assert plan_for("transformer").regime_factor == 2
+    assert plan_for("transformer", quick=True).regime_factor == 0
+
+
+def _bpc(gap_at: dict[int, float]):
+    """val bpc per run: 2.0 for the plan's runs, 2.0 - gap for the longer one."""
+    def bpc(spec):
+        return 2.0 - gap_at[spec.model.depth] if spec.group == REGIME_GROUP else 2.0
+    return bpc
+
+
+@pytest.mark.parametrize("gaps, verdict", [({2: 0.01, 4: 0.04}, "In the regime at every depth"),
+                                            ({2: 0.01, 4: 0.2}, "Not in the regime at every depth")])
+def test_report_says_whether_the_plan_is_in_the_regime(tmp_path, gaps, verdict):
+    with synthetic_store(tmp_path, PLAN, bpc=_bpc(gaps)) as store:
+        data = load_report_data(store)
+        assert data.expected == len(PLAN.runs()) and not data.partial
+        cells = regime_cells(data)
+        assert [c.depth for c in cells] == [2, 4]
+        assert [round(c.gap, 6) for c in cells] == [gaps[2], gaps[4]]
+        assert cells[0].longer_steps == 2 * cells[0].steps
+        lines = regime_lines(data)
+        write_report(store, tmp_path)
+    assert lines[-1].startswith(verdict)
+    assert ("NOT within 0.05" in lines[2]) == (gaps[4] > 0.05)
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    for text in (md, page):
+        assert "Regime check" in text and verdict in text
+        assert "Other runs" not in text  # the longer runs are the check's, not "other" runs
+    assert "Training tokens per second" in md
+
+
+def test_a_missing_longer_run_is_reported_missing(tmp_path):
+    runs = len(PLAN.runs()) - 1  # the last regime run not stored
+    with synthetic_store(tmp_path, PLAN, runs=runs, bpc=_bpc({2: 0.01, 4: 0.01})) as store:
+        data = load_report_data(store)
+        assert data.partial and any(REGIME_GROUP in m and "depth 4" in m for m in data.missing)
+        lines = regime_lines(data)
+    assert lines[-1] == "The check is incomplete." and "missing" in lines[2]
+
+
+def test_a_plan_without_the_check_reports_none(tmp_path):
+    plan = dataclasses.replace(PLAN, regime_factor=0.0)
+    with synthetic_store(tmp_path, plan, bpc=_bpc({2: 0, 4: 0})) as store:
+        assert regime_lines(load_report_data(store)) == []

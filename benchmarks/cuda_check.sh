@@ -7,7 +7,9 @@
 #      the loss read back every 50 steps (the CUDA default) against every step;
 #   2. the throughput table: benchmarks/engine_throughput.py --device cuda, the CPU table's
 #      rows with 3, 8 and 32 seeds;
-#   3. --compile and --precision bf16 at depth 50 with 8 seeds.
+#   3. --compile and --precision bf16 at depth 50 with 8 seeds;
+#   4. the transformer study's GPU preset (issue 27.5: skiplab study --model transformer --preset gpu),
+#      sized by estimate for 10 minutes; its report is kept in LOG_DIR/gpu-study.
 #
 #   bash benchmarks/cuda_check.sh [LOG_DIR]     (default: $OUT, else ./cuda-check)
 #
@@ -31,3 +33,4 @@ stage equivalence 120 env SKIPLAB_TEST_DEVICE=cuda "$py" -m pytest -q -p no:cach
 stage throughput 210 "$py" benchmarks/engine_throughput.py --device cuda --seeds 3,8,32
 stage compile 150 "$py" benchmarks/engine_throughput.py --device cuda --depths 50 --seeds 8 --no-cnn --compile --repeats 1
 stage bf16 60 "$py" benchmarks/engine_throughput.py --device cuda --depths 50 --seeds 8 --no-cnn --precision bf16
+stage gpu-study 660 "$py" -m skiplab study --model transformer --preset gpu --device cuda --out "$log/gpu-study"

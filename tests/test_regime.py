@@ -31,9 +31,10 @@ def test_plan_adds_one_longer_add_run_per_depth():
     assert StudyPlan(depths=(2,), regime_factor=0).regime_runs() == []
 
 
-def test_transformer_default_has_the_check_and_the_quick_form_does_not():
-    assert plan_for("transformer").regime_factor == 2
-    assert plan_for("transformer", quick=True).regime_factor == 0
+def test_the_transformer_study_checks_its_regime_in_both_forms():
+    for quick in (False, True):
+        plan = plan_for("transformer", quick=quick)
+        assert plan.regime_factor == 2 and len(plan.regime_runs()) == len(plan.depths)
 
 
 def _bpc(gap_at: dict[int, float]):
@@ -77,3 +78,24 @@ def test_a_plan_without_the_check_reports_none(tmp_path):
     plan = dataclasses.replace(PLAN, regime_factor=0.0)
     with synthetic_store(tmp_path, plan, bpc=_bpc({2: 0, 4: 0})) as store:
         assert regime_lines(load_report_data(store)) == []
+
+
+def test_the_gpu_preset_is_the_transformer_study_sized_up():
+    plan = plan_for("transformer", preset="gpu")
+    base = plan_for("transformer")
+    assert (plan.model.width, plan.model.context, plan.depths) == (256, 256, (12,))
+    assert plan.skips == base.skips and plan.seeds == 3 and plan.regime_factor == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "gpu"], "preset: gpu is a preset of the full transformer study (--model transformer, without --quick)"),
+    (["--model", "transformer", "--quick", "--preset", "gpu"], "preset: gpu is a preset of the full transformer study"),
+    (["--model", "transformer", "--preset", "tpu"], "argument --preset: invalid choice: 'tpu'"),
+])
+def test_a_bad_preset_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    from skiplab.cli import main
+
+    assert main(["study", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("skiplab: error: ") and message in err[0]
+    assert not (tmp_path / "out").exists()

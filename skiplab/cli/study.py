@@ -8,7 +8,7 @@ from ..progress import ProgressBar, StepRate
 from ..report import write_report_locked
 from ..families import FAMILIES
 from ..skips.concat import MEMORIES
-from ..study import on_device, plan_for, run_study, with_engine, with_memory, with_train
+from ..study import PRESETS, on_device, plan_for, run_study, with_engine, with_memory, with_train
 from ..train import DEVICES, ENGINES
 from .common import UsageError, add_json_flag, emit
 from .train import add_accelerator_args
@@ -18,7 +18,7 @@ COUNT_WORDS = {"elsewhere": "stored by another command meanwhile", "retried": "r
 
 
 def run(args: argparse.Namespace) -> None:
-    plan = with_engine(on_device(plan_for(args.model, args.quick), args.device), args.engine)
+    plan = with_engine(on_device(plan_for(args.model, args.quick, args.preset), args.device), args.engine)
     plan = with_train(plan, compile=args.compile, precision=args.precision)
     if args.memory:
         plan = with_memory(plan, args.memory)
@@ -66,6 +66,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", choices=tuple(FAMILIES), default="mlp",
                    help="mlp: the MLP study on MNIST-1D; transformer: the residual-stream study, a character "
                         "language model on Python's documentation text (default: %(default)s)")
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="gpu: the transformer study sized for one GPU (width 256, context 256, depth 12; use with "
+                        "--model transformer --device cuda; not yet run on a GPU)")
     p.add_argument("--out", default="skiplab-out", help="output folder (default: %(default)s)")
     p.add_argument("--memory", choices=MEMORIES, default=None,
                    help="the concatenating strategies' activation memory: naive (default) or efficient "

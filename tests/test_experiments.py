@@ -329,22 +329,25 @@ def test_language_model_experiments_refuse_numeric_data_in_one_line(tmp_path, ca
 def test_a_users_text_file_from_another_cwd_names_its_runs_by_path_and_hash(tmp_path, monkeypatch):
     txt = tiny_txt(tmp_path / "d" / "my.txt")
     monkeypatch.chdir(tmp_path / "d")
-    form = dict(depth=1, deeper=2, width=16, heads=2, context=16, epochs=1, batch_size=64, evals=1, seeds=1)
+    form = dict(depth=1, add_depths=(1, 2), width=16, heads=2, context=16, epochs=1, batch_size=64, evals=1, seeds=1,
+                warmup=0)
     r = run_experiment("denseformer", str(tmp_path / "out"), workers=2, dataset="my.txt", form=form)
     from skiplab.datasets import dataset_ref
     ref = dataset_ref(str(txt))
     assert r["dataset"] == ref and ref.startswith(str(txt) + "@") and r["failed_runs"] == 0
     with Store(tmp_path / "out") as s:
         runs = s.runs()
-    assert len(runs) == 3 and {x["spec"]["dataset"] for x in runs} == {ref}
+    assert len(runs) == 4 and {x["spec"]["dataset"] for x in runs} == {ref}
+    longer = [x for x in runs if x["spec"]["train"]["epochs"] == 2]  # the trained-regime check: add at depth 1 twice as long
+    assert [(x["spec"]["model"]["skip"], x["spec"]["model"]["depth"], x["seed"]) for x in longer] == [("add", 1, 0)]
     assert {x["status"] for x in runs} == {"complete"} and all(x["result"]["val_bpc"] > 0 for x in runs)
     assert {(t["skip"], t["depth"]) for t in r["table"]} == {("add", 1), ("dwa", 1), ("add", 2)}
     # 1 seed: no test, so no verdict, and the outcome says so with the stored numbers
     assert r["verdict"] == INCONCLUSIVE and "1 seed: no test" in r["outcome"]
     bpc = {(t["skip"], t["depth"]): t["val_bpc_mean"] for t in r["table"]}
     assert f"dwa depth 1 {bpc[('dwa', 1)]:.3f} bpc" in r["outcome"]
-    with pytest.raises(ValueError, match="^experiment denseformer: deeper"):
-        run_experiment("denseformer", str(tmp_path / "out"), workers=1, dataset="my.txt", form={**form, "deeper": 1})
+    with pytest.raises(ValueError, match="^experiment denseformer: add_depths"):
+        run_experiment("denseformer", str(tmp_path / "out"), workers=1, dataset="my.txt", form={**form, "add_depths": (1,)})
 
 
 def test_norm_placement_trains_each_placement_with_and_without_warmup(tmp_path):
@@ -353,6 +356,10 @@ def test_norm_placement_trains_each_placement_with_and_without_warmup(tmp_path):
     r = run_experiment("norm-placement", str(tmp_path / "out"), workers=2, dataset=str(txt), form=form)
     with Store(tmp_path / "out") as s:
         runs = s.runs()
+    longer = [x for x in runs if x["spec"]["train"]["epochs"] == 4]  # the trained-regime check's run
+    assert [(x["spec"]["model"]["placement"], x["spec"]["train"].get("warmup", 0), x["seed"]) for x in longer] \
+        == [("pre", 0, 0)]
+    runs = [x for x in runs if x not in longer]
     got = sorted((x["spec"]["model"]["placement"], x["spec"]["train"].get("warmup", 0), x["seed"]) for x in runs)
     assert got == sorted((p, w, seed) for p in ("pre", "post") for w in (0, 3) for seed in (0, 1))
     assert all("warmup" not in x["spec"]["train"] for x in runs if x["spec"]["train"].get("warmup", 0) == 0)

@@ -37,6 +37,7 @@ from ..model import build_model
 from ..skips import ADD, DWA_STRATEGY, HYPER, MHC_STRATEGY
 from ..spec import ModelSpec
 from ..stats import compare, mean_std
+from ..study import TRANSFORMER_EPOCHS, TRANSFORMER_LR, TRANSFORMER_WARMUP
 from ..train import TrainConfig
 from .context import Context
 from .outcome import closing, decide, predict, regime, signed
@@ -144,9 +145,10 @@ def _setting(f: dict[str, Any], seeds: int) -> str:
 # -- denseformer ------------------------------------------------------------------------------
 DENSE_CLAIM = ("a DenseFormer (depth-weighted averages, dwa) beats the residual transformer (add) at equal depth and "
                "matches a deeper one (2402.02622: 48 DWA blocks match 72, 1.5x the depth)")
-# Sized to the transformer study's regime (skiplab.study: Adam 1e-2, 100 warm-up steps, 8 epochs).
-DENSE_DEFAULT = dict(depth=4, add_depths=(4, 5, 6, 8), width=64, heads=4, context=64, epochs=8, batch_size=32,
-                     lr=1e-2, warmup=100, evals=8, seeds=3)
+# The transformer study's regime (skiplab.study's TRANSFORMER_* training, measured there).
+TRAINED = dict(epochs=TRANSFORMER_EPOCHS, lr=TRANSFORMER_LR, warmup=TRANSFORMER_WARMUP)
+DENSE_DEFAULT = dict(depth=4, add_depths=(4, 5, 6, 8), width=64, heads=4, context=64, batch_size=32, evals=8, seeds=3,
+                     **TRAINED)
 DENSE_QUICK = dict(depth=2, add_depths=(2, 3), width=32, heads=2, context=32, epochs=0.3, batch_size=64, lr=3e-3,
                    evals=2, seeds=2)
 
@@ -256,8 +258,7 @@ def denseformer(ctx: Context, **form) -> dict[str, Any]:
 # -- hyper-gain --------------------------------------------------------------------------------
 GAIN_CLAIM = ("hyper-connections' composite residual gain grows in training while mHC's stays near 1 "
               "(2512.24880, Fig. 3: about 3000 vs 1 to 1.6 in a 27B model)")
-GAIN_DEFAULT = dict(depths=(2, 4), width=64, heads=4, context=64, epochs=8, batch_size=32, lr=1e-2, warmup=100,
-                    evals=8, seeds=3)  # the transformer study's regime (skiplab.study)
+GAIN_DEFAULT = dict(depths=(2, 4), width=64, heads=4, context=64, batch_size=32, evals=8, seeds=3, **TRAINED)
 GAIN_QUICK = dict(depths=(1, 2), width=16, heads=2, context=16, epochs=0.3, batch_size=256, lr=3e-3, evals=2, seeds=2)
 GAIN_BATCH = 256  # validation windows the gain at init is measured on (as training does after)
 
@@ -349,8 +350,8 @@ def _plain(values, digits: int = 3) -> str:
 # -- norm-placement ----------------------------------------------------------------------------
 NORM_CLAIM = ("Post-LN transformers need a learning-rate warm-up and train worse as depth grows; Pre-LN ones train "
               "without (Xiong et al., 2002.04745)")
-NORM_DEFAULT = dict(depths=(2, 6), width=64, heads=4, context=64, epochs=8, batch_size=32, lr=1e-2, evals=4,
-                    warmup=100, seeds=3)  # the transformer study's regime (skiplab.study)
+NORM_DEFAULT = dict(depths=(2, 6), width=64, heads=4, context=64, batch_size=32, evals=4, seeds=3,
+                    **TRAINED)  # its warmup is the warm-up arm's; the other trains without
 NORM_QUICK = dict(depths=(1, 3), width=16, heads=2, context=16, epochs=0.3, batch_size=128, lr=3e-3, evals=2,
                   warmup=20, seeds=2)
 

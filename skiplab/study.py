@@ -141,7 +141,7 @@ def transformer_gpu_plan() -> StudyPlan:
     """The transformer study sized for one GPU (issue 27.5; ``skiplab study --model
     transformer --preset gpu --device cuda``): width 256, 4 heads, context 256, depth 12, 3
     seeds, the same strategies and regime check. Sized by estimate for 10 minutes on one H200
-    (about 9.5M parameters per model, 8,192 tokens a step, 570 steps), and NOT yet run on any
+    (about 9.5M parameters per model, 8,192 tokens a step, about 510 steps), and NOT yet run on any
     GPU (none has been lent since it was written): ``benchmarks/cuda_check.sh`` runs it when one is."""
     from .datasets.text import load_pydoc
     from .families import TRANSFORMER_FAMILY

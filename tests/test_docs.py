@@ -215,7 +215,7 @@ def test_study_records_its_command(tmp_path, monkeypatch):
 
     tiny = StudyPlan(skips=("add",), depths=(1,), seeds=1, budget_params=None,
                      train=TrainConfig(epochs=1, evals=1))
-    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: tiny)
+    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick, preset=None: tiny)
     out = tmp_path / "out"
     assert main(["study", "--quick", "--out", str(out), "--workers", "1", "--json"]) == 0
     with Store(out, create=False) as store:

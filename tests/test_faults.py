@@ -41,7 +41,7 @@ from skiplab.cli.main import main
 from skiplab.study import StudyPlan
 from skiplab.train import TrainConfig
 if __name__ == "__main__":
-    cli.plan_for = lambda model, quick: {PLAN}
+    cli.plan_for = lambda model, quick, preset=None: {PLAN}
     sys.exit(main(sys.argv[1:]))
 """
 STUDY_KEYS = {(r.spec_hash, r.seed) for r in eval(PLAN, {"StudyPlan": StudyPlan, "TrainConfig": TrainConfig}).runs()}
@@ -177,7 +177,7 @@ def test_ctrl_c_in_each_command_is_one_line_exit_130(tmp_path, monkeypatch, caps
         s.add_run({"model": {}}, "h", 0, "complete", {}, [], "2026-01-01T00:00:00+00:00")
     monkeypatch.setattr(runner, "execute", interrupted)
     monkeypatch.setattr(runner, "execute_group", interrupted)  # every command's task, via the scheduler
-    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
+    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick, preset=None: eval(PLAN))
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 2\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
     args = {"study": ["study", "--quick"], "train": ["train", "--model", "mlp", "--depth", "1", "--epochs", "1"],
@@ -592,7 +592,7 @@ def test_a_foreign_sqlite_file_is_refused_before_it_is_touched(tmp_path, monkeyp
 
     out = tmp_path / "o"
     before = _foreign_db(out)
-    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick: eval(PLAN))
+    monkeypatch.setattr(cli_study, "plan_for", lambda model, quick, preset=None: eval(PLAN))
     sweep = tmp_path / "s.toml"
     sweep.write_text("[sweep]\nseeds = 1\n[grid]\nmodel = 'mlp'\ndepth = 1\n[train]\nepochs = 1\n")
     args = {"train": ["train", "--depth", "1", "--epochs", "1"], "sweep": ["sweep", str(sweep)],

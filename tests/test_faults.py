@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from skiplab import runner, scheduler
 from skiplab.cli import main
+from skiplab.run import runner, scheduler
+from skiplab.run.config import RunSpec, TrainConfig
 from skiplab.spec import ModelSpec
 from skiplab.store import HOST, Store
 from skiplab.study import StudyPlan
-from skiplab.train import RunSpec, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses process groups and /proc")
@@ -39,7 +39,7 @@ import sys
 import skiplab.cli.study as cli
 from skiplab.cli.main import main
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
+from skiplab.run.config import TrainConfig
 if __name__ == "__main__":
     cli.plan_for = lambda model, quick: {PLAN}
     sys.exit(main(sys.argv[1:]))

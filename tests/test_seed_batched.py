@@ -1,4 +1,4 @@
-"""The batched engine's fast paths (skiplab/seed_batched.py): linear and batch norm layers
+"""The batched engine's fast paths (skiplab/run/seed_batched.py): linear and batch norm layers
 run as one kernel over all seeds under the engine's vmap. Each seed's output and batch
 norm statistics must equal its own model's, and the fast path must be the one taken."""
 
@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import stack_module_state, vmap
 
 from skiplab import ModelSpec, build_model
-from skiplab.seed_batched import Binder, install
+from skiplab.run.seed_batched import Binder, install
 
 SEEDS = 3
 
@@ -93,7 +93,7 @@ def test_binder_gives_tied_parameters_one_tensor():
 
 
 def test_over_seeds_runs_the_function_once_on_all_seeds():
-    from skiplab.seed_batched import over_seeds
+    from skiplab.run.seed_batched import over_seeds
     seen = []
 
     def fn(a, b):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import seed_batched
+from ..run import seed_batched
 from .base import Connection, Strategy
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import seed_batched
+from ..run import seed_batched
 from ..validate import integer
 from .base import Connection, Option
 from .hyper import (STREAMS, CopiesStrategy, layout_of_rows, read_and_mix, rows_of_layout, stream_of_rows, token_rows,

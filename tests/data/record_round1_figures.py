@@ -3,11 +3,12 @@ commit 192ae2f with the round-1 API (ModelSpec had a `growth` field); kept for p
 `python tests/data/record_round1_figures.py tests/data/round1_figures.json` on that commit."""
 import hashlib, json, sys
 import torch
-from skiplab.spec import ModelSpec
 from skiplab.cost import model_cost
-from skiplab.model import build_model
-from skiplab.train import RunSpec, TrainConfig, train_run
 from skiplab.datasets import Dataset
+from skiplab.model import build_model
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_run
+from skiplab.spec import ModelSpec
 
 SKIPS = ["plain", "add", "rezero", "layerscale", "highway", "dense", "concat-prev", "concat-double", "concat-half"]
 cases = []

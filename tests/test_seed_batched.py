@@ -109,6 +109,25 @@ def test_over_seeds_runs_the_function_once_on_all_seeds():
     assert torch.equal(over_seeds(fn, a[0], b[0]), fn(a[0], b[0]))  # outside vmap: fn as it is
 
 
+def test_the_neutral_marker_batches_through_the_engine_only_once_it_registers(monkeypatch):
+    """Strategies call their Functions through skiplab.batching.over_leading_dims; importing
+    the engine's fast paths registers over_seeds there; with nothing registered, the call is
+    plain (vmap runs it per seed)."""
+    from skiplab import batching
+    from skiplab.run.seed_batched import over_seeds
+    assert batching._batcher is over_seeds
+    seen = []
+
+    def fn(a):
+        seen.append(a.shape)
+        return a * 2
+    x = torch.randn(3, 4)
+    vmap(lambda t: batching.over_leading_dims(fn, t))(x)
+    monkeypatch.setattr(batching, "_batcher", None)
+    vmap(lambda t: batching.over_leading_dims(fn, t))(x)
+    assert seen == [(3, 4), (4,)]  # the engine's: once, the seeds leading; plain: one seed's shape under vmap
+
+
 @pytest.mark.parametrize("skip", ["dwa", "mhc"])
 def test_stream_functions_take_one_node_for_all_seeds(skip, monkeypatch):
     """DWA's weighted sum and mHC's Sinkhorn-Knopp see the seeds as a leading dimension."""

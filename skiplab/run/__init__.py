@@ -9,4 +9,8 @@
 * :mod:`~skiplab.run.scheduler`: resume, claims, retries and storing, over
   :mod:`~skiplab.run.executors` (this process, local worker processes, Ray);
 * :mod:`~skiplab.run.runner`: training runs as the scheduler's work, and ``run_all``.
+
+Strategies and families never import this package (``tests/test_architecture.py``): a
+strategy's autograd Function that may run batched over seeds says so through the neutral
+:mod:`skiplab.batching`, and the batched engine does the rest.
 """

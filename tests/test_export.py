@@ -26,7 +26,7 @@ from skiplab.export.mlflow import tracking_uri
 from skiplab.report.synthetic import synthetic_store
 from skiplab.run.config import RunResult, TrainConfig
 from skiplab.skips import all_options
-from skiplab.spec import MODEL_KEYS, ModelSpec
+from skiplab.spec import MODEL_KEYS
 from skiplab.store import Store
 from skiplab.study import StudyPlan
 

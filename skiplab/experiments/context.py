@@ -25,7 +25,7 @@ from ..datasets import Dataset, TextDataset
 from ..model import build_model
 from ..provenance import hardware, versions
 from ..run.config import RunSpec
-from ..run.runner import dataset_for, execute_keeping_weights, executor_for, load_state, run_all  # noqa: F401 - dataset_for: the experiments' one cache
+from ..run.runner import execute_keeping_weights, executor_for, load_state, run_all
 from ..run.scheduler import Work, schedule
 from ..store import Store
 

@@ -25,7 +25,7 @@ from ..store import Store, now
 from . import scheduler
 from .batched import train_seeds, why_not_batched, why_not_batched_alone
 from .config import RunSpec
-from .executors import TEST_DIE_ENV, Inline, Pool  # noqa: F401 - TEST_DIE_ENV: the tests' hook, named here too
+from .executors import Inline, Pool
 from .loop import OnStep
 
 _DATA: dict[tuple[str, str], Dataset] = {}  # per process: each dataset is loaded once

@@ -1,7 +1,7 @@
 """Record figures of the 9 round-1 strategies before the stream redesign (issue 12). Ran once at
 commit 192ae2f with the round-1 API (ModelSpec had a `growth` field); kept for provenance:
 `python tests/data/record_round1_figures.py tests/data/round1_figures.json` on that commit."""
-import hashlib, json, sys
+import json, sys
 import torch
 from skiplab.cost import model_cost
 from skiplab.datasets import Dataset

@@ -1,5 +1,5 @@
 """Is bf16 autocast worth offering on a CPU? fp32 against bf16 autocast (the path
-``--precision bf16`` runs on CUDA, forced on the CPU with ``skiplab.train._BF16_ON_CPU``),
+``--precision bf16`` runs on CUDA, forced on the CPU with ``skiplab.run.config._BF16_ON_CPU``),
 seed-steps per second of training, for the study's MLPs (width 64, batch norm, batch 128,
 Adam) at depths 8 and 50: the loop engine with one seed, and the batched engine with 8
 seeds. One epoch of MNIST-1D per measurement, fp32 and bf16 alternately, median of
@@ -16,11 +16,11 @@ import statistics
 
 import torch
 
-import skiplab.train
+import skiplab.run.config
 from skiplab.datasets import load_mnist1d
-from skiplab.engine import train_seeds
+from skiplab.run.batched import train_seeds
+from skiplab.run.config import RunSpec, TrainConfig
 from skiplab.study import StudyPlan
-from skiplab.train import RunSpec, TrainConfig
 
 
 def rate(runs: list[RunSpec], data) -> tuple[float, str]:
@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(1)
-    skiplab.train._BF16_ON_CPU = True
+    skiplab.run.config._BF16_ON_CPU = True
     data = load_mnist1d()
     mlp = StudyPlan().model.replace(input_shape=data.input_shape, classes=data.classes)
     print(f"torch {torch.__version__}, 1 thread; load average before {os.getloadavg()[0]:.2f}")

@@ -27,9 +27,9 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="skipla
 import torch  # noqa: E402
 
 from skiplab.datasets import load_mnist1d  # noqa: E402
-from skiplab.engine import train_seeds  # noqa: E402
+from skiplab.run.batched import train_seeds  # noqa: E402
+from skiplab.run.config import RunSpec, TrainConfig  # noqa: E402
 from skiplab.study import StudyPlan  # noqa: E402
-from skiplab.train import RunSpec, TrainConfig  # noqa: E402
 
 BATCH = 128
 

@@ -4,11 +4,11 @@ One training step of the study's MLP (additive skips, width 64, batch norm, batc
 Adam) for S seeds, three ways, alternately in one process, one torch thread:
 
 * **loop**: S steps of the loop engine's model, one seed at a time (``loss_and_logits``,
-  backward, fused Adam over the seed's own tensors), as ``skiplab.train`` runs them (before
+  backward, fused Adam over the seed's own tensors), as ``skiplab.run.loop`` runs them (before
   issue 26 the loop ran PyTorch's default, per-tensor Adam on the CPU: 40% of its step);
 * **engine**: one step of the batched engine's computation (the model under vmap with the
   seed-batched kernels, bound by ``Binder``; fused Adam over the stacked tensors), as
-  ``skiplab.engine`` runs it;
+  ``skiplab.run.batched`` runs it;
 * **by hand**: the same arithmetic written directly on plain (S, B, C) tensors with no vmap
   and no modules: per layer a ``baddbmm``, batch norm over S x C channels, ReLU and the
   residual add; the head; cross-entropy; fused Adam. A floor for eager PyTorch: whatever
@@ -37,7 +37,7 @@ from torch.func import stack_module_state, vmap
 from skiplab import build_model
 from skiplab.datasets import load_mnist1d
 from skiplab.objective import loss_and_logits
-from skiplab.seed_batched import Binder, install
+from skiplab.run.seed_batched import Binder, install
 from skiplab.study import StudyPlan
 
 
@@ -56,7 +56,7 @@ def main() -> None:
 
     # loop: one model, S steps
     model = build_model(spec, seed=0).train()
-    opt1 = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # the loop engine's (skiplab.optim)
+    opt1 = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # the loop engine's (skiplab.run.optim)
 
     parts: dict[str, list[list[float]]] = {"loop": [], "engine": [], "by hand": []}  # [forward, backward, step]
 

@@ -2,7 +2,7 @@
 matmul peak measured in the same run, for the study's MLPs (additive skips: ModelSpec's default; width 64, batch norm,
 batch 128, Adam) at depths 2, 8, 24 and 50 and the default CNN-1D, with 3 and 8 seeds.
 
-Each row trains the same seeds with ``skiplab.engine.train_seeds``, ``engine="loop"`` (one
+Each row trains the same seeds with ``skiplab.run.batched.train_seeds``, ``engine="loop"`` (one
 seed after another) and ``engine="batched"`` (one vmapped computation), alternately, on
 MNIST-1D, for ``--epochs`` of training; a seed-step is one seed's optimiser step. Rates are
 the engines' own ``tokens_per_second`` (training time only, evaluations excluded) over the
@@ -36,11 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skiplab import ModelSpec, build_model
 from skiplab.datasets import load_mnist1d
-from skiplab.engine import train_seeds
 from skiplab.families import get_family
 from skiplab.objective import loss_and_logits
+from skiplab.run.batched import train_seeds
+from skiplab.run.config import RunSpec, TrainConfig
 from skiplab.study import StudyPlan
-from skiplab.train import RunSpec, TrainConfig
 
 
 def matmul_peak(n: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:

@@ -2,11 +2,11 @@
 
 Issue 26: per-tensor Adam (PyTorch's default on a CPU, a dozen small ops per parameter
 tensor) was 40% of the loop's step on the study's depth-50 MLP. The loop now builds its
-optimiser with ``skiplab.optim.make_optimizer``'s default, fused where torch has it, over
-the parameters as views into one flat tensor (``skiplab.optim.FlatParameters``). This
+optimiser with ``skiplab.run.optim.make_optimizer``'s default, fused where torch has it, over
+the parameters as views into one flat tensor (``skiplab.run.optim.FlatParameters``). This
 trains the study's model (``skiplab.study.StudyPlan``: MLP, additive skips, width 64, batch
-norm, batch 128, Adam at lr 3e-3, cosine schedule; depth 50) with ``skiplab.train.train_run``
-(the loop engine), identical runs but for the optimiser (``skiplab.train._OPTIMIZER_IMPLEMENTATION``
+norm, batch 128, Adam at lr 3e-3, cosine schedule; depth 50) with ``skiplab.run.loop.train_run``
+(the loop engine), identical runs but for the optimiser (``skiplab.run.loop._OPTIMIZER_IMPLEMENTATION``
 and ``_FLAT_PARAMETERS``):
 
 * ``fused+flat``: the default: ``fused=True`` over one flat tensor;
@@ -37,11 +37,12 @@ from pathlib import Path
 
 import torch
 
-import skiplab.train
+import skiplab.run.loop
 from skiplab import build_model
 from skiplab.datasets import load_mnist1d
+from skiplab.run.config import RunSpec
+from skiplab.run.loop import train_run
 from skiplab.study import StudyPlan
-from skiplab.train import RunSpec, train_run
 
 # name: (make_optimizer's implementation, parameters as one flat tensor)
 WAYS = {"fused+flat": ("fused", True), "fused": ("fused", False), "foreach": ("foreach", False),
@@ -63,12 +64,12 @@ def cpu_name() -> str:
 
 def steps_per_second(spec: RunSpec, data, way: str) -> tuple[float, float]:
     """One loop-engine run with the optimiser ``way``: (training steps per second, test loss)."""
-    saved = skiplab.train._OPTIMIZER_IMPLEMENTATION, skiplab.train._FLAT_PARAMETERS
-    skiplab.train._OPTIMIZER_IMPLEMENTATION, skiplab.train._FLAT_PARAMETERS = WAYS[way]
+    saved = skiplab.run.loop._OPTIMIZER_IMPLEMENTATION, skiplab.run.loop._FLAT_PARAMETERS
+    skiplab.run.loop._OPTIMIZER_IMPLEMENTATION, skiplab.run.loop._FLAT_PARAMETERS = WAYS[way]
     try:
         r = train_run(spec, data)
     finally:
-        skiplab.train._OPTIMIZER_IMPLEMENTATION, skiplab.train._FLAT_PARAMETERS = saved
+        skiplab.run.loop._OPTIMIZER_IMPLEMENTATION, skiplab.run.loop._FLAT_PARAMETERS = saved
     if r.status != "complete" or not r.tokens_per_second:
         raise SystemExit(f"{way}: the run did not complete ({r.status}: {r.message})")
     samples = spec.train.epochs * len(data.y_train)  # whole epochs: every sample once per epoch
@@ -101,9 +102,9 @@ def main() -> None:
           f"interleaved repeat(s)")
     warm = dataclasses.replace(spec, train=dataclasses.replace(cfg, epochs=0.1))
     for way in WAYS:  # untimed: the process's first run pays one-time set-up (lazy imports, allocator)
-        skiplab.train._OPTIMIZER_IMPLEMENTATION, skiplab.train._FLAT_PARAMETERS = WAYS[way]
+        skiplab.run.loop._OPTIMIZER_IMPLEMENTATION, skiplab.run.loop._FLAT_PARAMETERS = WAYS[way]
         train_run(warm, data)
-    skiplab.train._OPTIMIZER_IMPLEMENTATION, skiplab.train._FLAT_PARAMETERS = WAYS[DEFAULT]
+    skiplab.run.loop._OPTIMIZER_IMPLEMENTATION, skiplab.run.loop._FLAT_PARAMETERS = WAYS[DEFAULT]
     rates: dict[str, list[float]] = {w: [] for w in WAYS}
     for r in range(args.repeats):
         names = list(WAYS)

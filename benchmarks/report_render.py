@@ -22,8 +22,8 @@ from pathlib import Path
 
 from skiplab.report import write_report
 from skiplab.report.synthetic import synthetic_store
+from skiplab.run.config import TrainConfig
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
 
 PLAN = StudyPlan(skips=("plain", "add", "rezero", "dense", "concat-half"), depths=(2, 8, 24, 50, 100), seeds=4,
                  train=TrainConfig(epochs=15, evals=5))

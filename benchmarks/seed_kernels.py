@@ -1,6 +1,6 @@
 """The batched engine's fast paths, one layer at a time: microseconds per call of a linear
 layer and a batch norm under the engine's vmap over S seeds, with the fast path
-(``skiplab.seed_batched.install``), with vmap's own batching rule (nothing installed), and
+(``skiplab.run.seed_batched.install``), with vmap's own batching rule (nothing installed), and
 S calls of one seed's plain module (what the loop engine does), alternately in one
 process, one torch thread, the study's sizes (width 64, batch 128), forward only. Each
 call is timed inside one vmap over ``--calls`` calls, so vmap's own entry and exit are
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import stack_module_state, vmap
 
-from skiplab.seed_batched import Binder, install
+from skiplab.run.seed_batched import Binder, install
 
 
 def main() -> None:

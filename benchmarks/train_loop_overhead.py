@@ -1,6 +1,6 @@
-"""What skiplab's training harness costs: steps per second of ``skiplab.train.train_run``
+"""What skiplab's training harness costs: steps per second of ``skiplab.run.loop.train_run``
 against a plain hand-written PyTorch loop, same model, data, optimiser (fused Adam, which
-skiplab steps over its parameters as one flat tensor: ``skiplab.optim.FlatParameters``),
+skiplab steps over its parameters as one flat tensor: ``skiplab.run.optim.FlatParameters``),
 schedule and batch order, timed alternately in one process. Target: the harness costs at most 5%
 (ratio >= 0.95).
 
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from skiplab import ModelSpec, build_model
 from skiplab.datasets import load_mnist1d
-from skiplab.train import RunSpec, TrainConfig, train_run
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_run
 
 
 def hand_loop(spec: RunSpec, data) -> int:

@@ -1,5 +1,5 @@
 """Does a model fit its data? The checks a run would otherwise fail inside, made before any
-training starts (``skiplab.train.preflight``), and the model fields a dataset fixes."""
+training starts (``skiplab.run.loop.preflight``), and the model fields a dataset fixes."""
 
 from __future__ import annotations
 

@@ -45,13 +45,13 @@ import torch
 from torch import nn
 
 from .datasets import Dataset, load_mnist1d
+from .errors import UserError
 from .fit import check_fits
 from .model import build_model
 from .objective import flat_logits, loss_and_logits
-from .optim import make_optimizer
+from .run.optim import make_optimizer
 from .spec import ModelSpec
 from .validate import choice, integer, number
-from .errors import UserError
 
 OPTIMIZERS = ("adam", "sgd")
 # Default learning rates: Adam's 1e-3 is Kingma & Ba's (arXiv 1412.6980) default; 0.05

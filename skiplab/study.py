@@ -5,7 +5,7 @@ everything in the store; ``report.html``, ``report.md`` and the figures at the e
 The study is resumable: its runs are keyed by spec hash and seed in ``DIR/runs.db``, so
 running it again skips what finished (an interrupted study loses nothing it finished).
 Two studies started on the same ``DIR`` share the work: each run is claimed in the store
-before it is trained (:mod:`skiplab.runner`), each waits for the runs the other holds,
+before it is trained (:mod:`skiplab.run.runner`), each waits for the runs the other holds,
 and they write the report one at a time; both end with the whole plan, each run once.
 """
 
@@ -24,15 +24,17 @@ from .cost import match_budget, model_cost, param_counts
 from .cost.budget import sizing_options
 from .cost.summary import memory_bills
 from .datasets import dataset_ref, is_text_ref, load_dataset
+from .errors import UserError
+from .fit import model_fields_from
 from .gradients import GradientConfig, measure_gradients
 from .results import REGIME_GROUP
-from .runner import run_all
+from .run.config import RunSpec, TrainConfig
+from .run.loop import preflight
+from .run.runner import run_all
 from .skips import ADD, get_strategy
 from .skips.concat import MEMORY
 from .spec import ModelSpec
 from .store import Store
-from .train import RunSpec, TrainConfig, model_fields_from, preflight
-from .errors import UserError
 
 STUDY_SKIPS = ("plain", "add", "rezero", "highway", "dense", "concat-prev", "concat-half", "dwa", "hyper", "mhc")
 # Trained at the matched budget only. They cost 3.4x (dwa), 6x (hyper) and 11x (mhc) add's
@@ -217,7 +219,7 @@ def on_device(plan: StudyPlan, device: str) -> StudyPlan:
 
 
 def with_engine(plan: StudyPlan, engine: str) -> StudyPlan:
-    """``plan`` with its seeds trained by ``engine`` (batched | loop, :mod:`skiplab.engine`);
+    """``plan`` with its seeds trained by ``engine`` (batched | loop, :mod:`skiplab.run.batched`);
     like the device, not part of a run's identity."""
     return dataclasses.replace(plan, train=dataclasses.replace(plan.train, engine=engine))
 
@@ -268,7 +270,7 @@ def run_study(out: str | os.PathLike, plan: StudyPlan, workers: int | None = Non
               progress: Callable[[str], None] | None = None,
               on_flight: Callable[[int], None] | None = None, command: str | None = None) -> dict[str, Any]:
     """Run (or resume) ``plan`` into the store at ``out`` (``on_flight(seeds)``: the runs
-    in training, as :func:`skiplab.runner.run_all` reports them). ``command``, the command
+    in training, as :func:`skiplab.run.runner.run_all` reports them). ``command``, the command
     line that asked for the study, is stored as metadata ``study_command``: result pages
     (:mod:`skiplab.report.docs`) print it beside the numbers. Returns counts by status, the
     number of runs planned and the seconds it took; the caller writes the report

@@ -30,10 +30,10 @@ Runs are keyed by spec hash and seed, as everywhere in skiplab, so both backends
 the same keys, and re-running a sweep skips what finished. On both, a run whose worker
 process dies (SIGKILL, out of memory) is started again ``max_retries`` times, then stored
 as ``failed`` with the reason, and the other runs go on. Both go through skiplab's one
-scheduler (:mod:`skiplab.scheduler`), which claims each run in the store before it is
+scheduler (:mod:`skiplab.run.scheduler`), which claims each run in the store before it is
 trained or submitted, so two commands on one store (local or Ray, in any mix) share the
 work and train each run once; the driver is the store's only writer. On the ``ray``
-backend Ray places the tasks and retries a dead worker's (:class:`skiplab.executors.Ray`).
+backend Ray places the tasks and retries a dead worker's (:class:`skiplab.run.executors.Ray`).
 """
 
 from __future__ import annotations
@@ -58,15 +58,16 @@ else:  # Python 3.10: the same parser, from PyPI (pyproject's dependency)
 
 from .cost import match_budget
 from .datasets import Dataset, dataset_ref, is_text_ref, load_dataset
-from .executors import Ray
+from .errors import UserError
 from .families import FAMILIES, all_family_options
-from .runner import execute_group, run_all, works_of
-from .scheduler import schedule
+from .fit import model_fields_from
+from .run.config import RunSpec, TrainConfig
+from .run.executors import Ray
+from .run.runner import execute_group, run_all, works_of
+from .run.scheduler import schedule
 from .skips import STRATEGIES, OptionError, all_options, check_options_taken, sizing_option_names
 from .spec import MODEL_KEYS, ModelSpec, SpecError
 from .store import Store
-from .train import RunSpec, TrainConfig, model_fields_from
-from .errors import UserError
 
 BACKENDS = ("local", "ray")
 VARY = ("width", *sizing_option_names())
@@ -330,7 +331,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 def run_local(sweep: Sweep, store: Store, workers: int | None = None, on_done: OnDone | None = None) -> dict[str, int]:
     """Runs in a process pool, ``workers`` at a time (default: one per ``num_cpus`` cores,
     i.e. one per core), each with ``num_cpus`` torch threads, through
-    :func:`skiplab.runner.run_all`; the parent stores each result. A run whose worker
+    :func:`skiplab.run.runner.run_all`; the parent stores each result. A run whose worker
     dies is started again ``max_retries`` times, as on Ray."""
     threads = sweep.resources.threads
     return run_all(list(sweep.runs), store, workers=workers or max(1, (os.cpu_count() or 1) // threads),
@@ -370,7 +371,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
 def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int | None = None,
             on_done: OnDone | None = None) -> dict[str, int]:
     """One Ray task per configuration's seeds not yet finished in ``store`` (they train as
-    one batched computation, as on the local backend; :func:`skiplab.runner.group_key`), each asking for
+    one batched computation, as on the local backend; :func:`skiplab.run.runner.group_key`), each asking for
     ``sweep.resources``; results are stored by this process as tasks finish. A task whose
     worker dies is retried ``max_retries`` times by Ray, then stored as ``failed``; the
     others go on. ``workers``: CPUs of a local instance, or, on an existing cluster, the
@@ -384,7 +385,7 @@ def run_ray(sweep: Sweep, store: Store, address: str | None = None, workers: int
         return {"skipped": len(works)}
     res = sweep.resources
     connected = _connect(ray, address, workers)
-    try:  # claimed in the store like every executor's runs (skiplab.scheduler)
+    try:  # claimed in the store like every executor's runs (skiplab.run.scheduler)
         executor = Ray(ray, res.num_cpus, res.num_gpus, res.threads, res.max_retries,
                        limit=workers if (address and workers) else None,
                        cancel_on_exit=not (connected and not address))

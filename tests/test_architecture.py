@@ -101,6 +101,36 @@ def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def _reached(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_strategies_and_families_import_no_run_machinery():
+    """Nothing under skiplab/skips/ or skiplab/families/ imports skiplab.run (the engines,
+    scheduler, executors), directly or through another module (issue 26, item 5): a
+    strategy's Function that may run batched over seeds says so through the neutral
+    skiplab.batching, and the batched engine does the rest."""
+    graph = import_graph()
+    models = [m for m in graph if m.split(".")[1:2] in (["skips"], ["families"])]
+    assert "skiplab.skips.dwa" in models and "skiplab.skips.mhc" in models and "skiplab.families.mlp" in models
+    found = {m: sorted(w for w in _reached(graph, m) if w == "skiplab.run" or w.startswith("skiplab.run."))
+             for m in models}
+    assert {m: w for m, w in found.items() if w} == {}
+
+
+def test_the_run_import_check_sees_imports():
+    graph = {"skiplab.skips.a": {"skiplab.spec"}, "skiplab.spec": {"skiplab.run.loop"}, "skiplab.run.loop": set()}
+    assert _reached(graph, "skiplab.skips.a") == {"skiplab.spec", "skiplab.run.loop"}
+    graph = import_graph()  # the edges the check follows: DWA's import of the marker; "from . import x" forms
+    assert "skiplab.batching" in graph["skiplab.skips.dwa"] and "skiplab.run.seed_batched" in graph["skiplab.run.batched"]
+
+
 NAMES = set(STRATEGIES) | set(FAMILIES)
 
 

@@ -5,7 +5,7 @@ Method: each case builds its files (data files, sweep files, stores) in ``tmp_pa
 records the bytes of every file there, runs the command line in-process
 (``skiplab.cli.main``) and compares. No case may start training: the errors that used to
 surface inside a run (a ``failed`` row, exit 0) are now found by the pre-flight checks
-(``skiplab.train.preflight``), so each case takes well under a second or two. CUDA is
+(``skiplab.run.loop.preflight``), so each case takes well under a second or two. CUDA is
 hidden (``torch.cuda.is_available`` patched to False) so ``--device cuda`` is bad input on
 any machine, including one with a GPU.
 """
@@ -382,8 +382,10 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(tmp_path, capsys, m
 # -- the pre-flight checks themselves, and the good calls next to the bad ones ----------
 def test_preflight_checks_fit_and_device_before_any_run(monkeypatch):
     from skiplab.datasets import load_dataset
+    from skiplab.fit import check_fits
+    from skiplab.run.config import RunSpec, TrainConfig
+    from skiplab.run.loop import preflight
     from skiplab.spec import ModelSpec, SpecError
-    from skiplab.train import RunSpec, TrainConfig, check_fits, preflight
 
     digits = load_dataset("digits")  # (1, 8, 8), 10 classes
     check_fits(ModelSpec(model="mlp", input_shape=(64,), classes=10), digits)  # an MLP flattens: same features

@@ -16,8 +16,8 @@ import pytest
 from skiplab.cli import main
 from skiplab.compare_stores import compare_stores
 from skiplab.report.synthetic import synthetic_store
+from skiplab.run.config import TrainConfig
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
 
 PLAN = StudyPlan(skips=("plain", "add", "dense"), depths=(2, 8), seeds=3, train=TrainConfig(epochs=1, evals=1))
 BASE = {("plain", 2): 0.50, ("plain", 8): 0.30, ("add", 2): 0.70, ("add", 8): 0.60, ("dense", 2): 0.70,

@@ -37,10 +37,10 @@ from skiplab.report.content import load_report_data
 from skiplab.report.docs import (LIST_END, LIST_START, default_title, header_lines, is_quick, page_text,
                                  study_command, update_index)
 from skiplab.report.synthetic import synthetic_store
+from skiplab.run.config import TrainConfig
 from skiplab.skips import STRATEGIES
 from skiplab.store import Store
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -17,9 +17,9 @@ from skiplab.report.content import load_report_data
 from skiplab.report.edf import bin_weights, complexity_bin, edf, edf_at
 from skiplab.report.figures import error_edf
 from skiplab.report.synthetic import synthetic_store
+from skiplab.run.config import TrainConfig
 from skiplab.skips import STRATEGIES
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
 
 PLAN = StudyPlan(skips=("plain", "add"), depths=(2, 8), seeds=2, train=TrainConfig(epochs=1, evals=2))
 

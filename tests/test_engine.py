@@ -1,7 +1,7 @@
 """The batched engine against the loop: the same seeds, the same numbers.
 
-Method: each configuration trains S seeds with ``skiplab.engine.train_seeds`` (batched:
-one vmapped computation) and each seed again alone with ``skiplab.train.train_model`` (the
+Method: each configuration trains S seeds with ``skiplab.run.batched.train_seeds`` (batched:
+one vmapped computation) and each seed again alone with ``skiplab.run.loop.train_model`` (the
 loop, the reference). A seed's final parameters (all of them, as one vector), its float
 buffers (batch norm's running statistics) and its metrics and curves must agree within
 1e-4 relative: |a - b| <= 1e-4 |b| (vectors: in L2 norm). The difference is floating-point
@@ -22,12 +22,14 @@ import torch
 
 from skiplab import ModelSpec
 from skiplab.datasets import Dataset, load_dataset
-from skiplab.engine import train_seeds, why_not_batched
 from skiplab.families import get_family
-from skiplab.runner import group_key, run_all
+from skiplab.fit import model_fields_from
+from skiplab.run.batched import train_seeds, why_not_batched
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_model
+from skiplab.run.runner import group_key, run_all
 from skiplab.skips import STRATEGIES
 from skiplab.store import Store
-from skiplab.train import RunSpec, TrainConfig, model_fields_from, train_model
 
 RTOL = 1e-4
 SEEDS = (0, 1, 2)
@@ -161,7 +163,7 @@ def test_seeds_that_would_not_fit_in_memory_train_a_part_at_a_time(tiny, monkeyp
     each part batched and each seed as the loop trains it; a seed left over is the loop's,
     and with room for fewer than two the loop trains them all. The memory free is made
     small; what a seed takes is the cost model's count."""
-    import skiplab.engine as E
+    import skiplab.run.batched as E
     model = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4, norm="batch", bias=False)
     runs = _runs(model, seeds=tuple(range(5)))
     per_seed = E.seed_bytes(runs[0])
@@ -178,7 +180,7 @@ def test_seeds_that_would_not_fit_in_memory_train_a_part_at_a_time(tiny, monkeyp
         "loop: one seed left over (memory)"]
     room_for(1.5)
     assert [r.trained_by for _, r in train_seeds(runs[:2], tiny)] == [
-        "loop: two seeds would not fit in the memory a batch may use (skiplab.engine.MEMORY_SHARE)"] * 2
+        "loop: two seeds would not fit in the memory a batch may use (skiplab.run.batched.MEMORY_SHARE)"] * 2
     room_for(1e6)
     assert E.seeds_at_once(runs) == 5
 
@@ -259,19 +261,19 @@ def test_runner_batches_a_configurations_seeds_and_never_reruns_a_finished_one(t
 @pytest.mark.parametrize("every", [3, 100])
 def test_reading_the_loss_late_stores_the_same_divergence(tiny, monkeypatch, every):
     """On an accelerator the losses are read back every few steps, not every step
-    (skiplab.train.sync_interval; forced here on the CPU). A seed that diverges between two
+    (skiplab.run.step.sync_interval; forced here on the CPU). A seed that diverges between two
     reads is found at the next one, and stored as when found at once: the step at which its
     loss first became NaN, that loss in the message. The seeds that finish are untouched by
     it: their parameters, buffers, curves and metrics are bitwise those of reading every
     step."""
-    import skiplab.train
+    import skiplab.run.loop
     x = tiny.x_train.clone()
     x[5] = float("nan")
     data = dataclasses.replace(tiny, x_train=x)
     model = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4, norm="batch", bias=False)
     runs = _runs(model, seeds=tuple(range(10)), epochs=0.5, evals=1)  # 4 steps, one read at the last
     at_once = train_seeds(runs, data)
-    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", every)
+    monkeypatch.setattr(skiplab.run.step, "_SYNC_EVERY", every)
     calls = []
     late = train_seeds(runs, data, on_step=lambda step, total, loss, seeds: calls.append((step, seeds)))
     steps = [r.steps if r.status == "diverged" else 4 for _, r in at_once]  # a diverged run's steps: before the NaN

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import skiplab.runner
+import skiplab.run.runner
 from skiplab import ModelSpec, build_model
 from skiplab.cli import main
 from skiplab.experiments import EXPERIMENTS, run_experiment
@@ -136,13 +136,13 @@ def test_experiments_that_operate_on_their_models_store_their_runs(tmp_path, mon
 def _boom_for(monkeypatch, fails):
     """Make training raise for the runs ``fails(spec)`` picks (in this process): the
     runner's ``train_seeds`` trains a configuration's seeds, which fail together."""
-    real = skiplab.runner.train_seeds
+    real = skiplab.run.batched.train_seeds
 
     def train_seeds(specs, data, on_step=None):
         if any(map(fails, specs)):
             raise RuntimeError("boom: disk on fire")
         return real(specs, data, on_step)
-    monkeypatch.setattr(skiplab.runner, "train_seeds", train_seeds)
+    monkeypatch.setattr(skiplab.run.runner, "train_seeds", train_seeds)
 
 
 def test_every_run_failed_is_one_line_exit_1_and_the_first_runs_traceback_logged(tmp_path, monkeypatch, capsys):

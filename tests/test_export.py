@@ -24,11 +24,11 @@ from skiplab.export import MissingExtra, load_curves, load_runs
 from skiplab.export.fields import COST_FIELDS, RUN_FIELDS, run_path
 from skiplab.export.mlflow import tracking_uri
 from skiplab.report.synthetic import synthetic_store
+from skiplab.run.config import RunResult, TrainConfig
 from skiplab.skips import all_options
-from skiplab.spec import MODEL_KEYS, ModelSpec
+from skiplab.spec import MODEL_KEYS
 from skiplab.store import Store
 from skiplab.study import StudyPlan
-from skiplab.train import RunResult, TrainConfig
 
 PLAN = StudyPlan(skips=("plain", "add", "dense"), depths=(2, 8), seeds=2, train=TrainConfig(epochs=1, evals=3))
 RUNS = 3 * 2 * 2 * 2 + 1  # skips x depths x budgets x seeds, and one failed run

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from skiplab import runner, scheduler
 from skiplab.cli import main
+from skiplab.run import executors, runner, scheduler
+from skiplab.run.config import RunSpec, TrainConfig
 from skiplab.spec import ModelSpec
 from skiplab.store import HOST, Store
 from skiplab.study import StudyPlan
-from skiplab.train import RunSpec, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses process groups and /proc")
@@ -39,7 +39,7 @@ import sys
 import skiplab.cli.study as cli
 from skiplab.cli.main import main
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
+from skiplab.run.config import TrainConfig
 if __name__ == "__main__":
     cli.plan_for = lambda model, quick, preset=None: {PLAN}
     sys.exit(main(sys.argv[1:]))
@@ -278,7 +278,7 @@ def test_dead_worker_retried_then_failed_and_the_rest_finish(tmp_path, monkeypat
     computes; seeds 0 and 3 finish. (retries=1 rather than the default 2: each new worker
     imports torch, seconds apiece.) The loop engine: one run per task, so that each seed's
     death is its own (batched, the four seeds are one task: test_dead_worker_costs_its_batch)."""
-    monkeypatch.setenv(runner.TEST_DIE_ENV, "1,2:1")
+    monkeypatch.setenv(executors.TEST_DIE_ENV, "1,2:1")
     specs = [RunSpec(_model(), TrainConfig(epochs=1, evals=1, engine="loop"), seed=s) for s in range(4)]
     with Store(tmp_path / "pool") as store:
         counts = runner.run_all(specs, store, workers=2, threads=1, retries=1)
@@ -287,7 +287,7 @@ def test_dead_worker_retried_then_failed_and_the_rest_finish(tmp_path, monkeypat
     assert rows[1]["status"] == "failed"
     assert rows[1]["result"]["message"] == "worker process died (signal 9) 2 times"
     _consistent(tmp_path / "pool")
-    monkeypatch.delenv(runner.TEST_DIE_ENV)
+    monkeypatch.delenv(executors.TEST_DIE_ENV)
     with Store(tmp_path / "ref") as store:  # reference: in this process (the hook is read by workers only)
         runner.run_all(specs, store, workers=1, threads=1)
         ref = {r["seed"]: r for r in store.runs()}
@@ -302,7 +302,7 @@ def test_dead_worker_costs_its_batch(tmp_path, monkeypatch):
     """Batched (the default), a configuration's seeds are one task: config A (seeds 0, 1)
     dies at every attempt, so both its runs are stored failed; config B (seeds 2, 3) dies
     once, is retried as a whole and computes what an undisturbed batch does."""
-    monkeypatch.setenv(runner.TEST_DIE_ENV, "1,3:1")
+    monkeypatch.setenv(executors.TEST_DIE_ENV, "1,3:1")
     cfg = TrainConfig(epochs=1, evals=1)
     specs = [RunSpec(_model(), cfg, seed=s) for s in (0, 1)] + [RunSpec(_model().replace(width=12), cfg, seed=s) for s in (2, 3)]
     with Store(tmp_path / "pool") as store:
@@ -310,7 +310,7 @@ def test_dead_worker_costs_its_batch(tmp_path, monkeypatch):
         rows = {r["seed"]: r for r in store.runs()}
     assert counts == {"skipped": 0, "complete": 2, "failed": 2, "retried": 4}
     assert [rows[s]["result"]["message"] for s in (0, 1)] == ["worker process died (signal 9) 2 times"] * 2
-    monkeypatch.delenv(runner.TEST_DIE_ENV)
+    monkeypatch.delenv(executors.TEST_DIE_ENV)
     with Store(tmp_path / "ref") as store:
         runner.run_all(specs[2:], store, workers=1, threads=1)
         ref = {r["seed"]: r for r in store.runs()}

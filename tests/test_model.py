@@ -277,7 +277,7 @@ def test_family_options_left_the_fields_and_every_identity_stayed():
     declared options now (Family.options), no longer ModelSpec fields; a spec's identity
     is the dict and hash printed by the code before the move (commit d1cc2b3)."""
     import dataclasses
-    from skiplab.train import RunSpec
+    from skiplab.run.config import RunSpec
     assert not {"heads", "context", "vocab"} & {f.name for f in dataclasses.fields(ModelSpec)}
     t = ModelSpec(model="transformer", skip="dense", depth=3, width=8, heads=2, mlp_ratio=2, options={"growth": 4})
     assert t.to_dict() == {

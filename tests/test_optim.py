@@ -1,4 +1,4 @@
-"""The optimisers (skiplab.optim): which implementation each name gets, the flat parameter
+"""The optimisers (skiplab.run.optim): which implementation each name gets, the flat parameter
 view the training loop steps (FlatParameters), and benchmarks/loop_optimizer.py's quick
 form (its output, not its speed)."""
 
@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import skiplab.train
+import skiplab.run.loop
 from skiplab import ModelSpec
 from skiplab.model import build_model
 from skiplab.objective import loss_and_logits
-from skiplab.optim import FlatParameters, make_optimizer
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_model
+from skiplab.run.optim import FlatParameters, make_optimizer
 from skiplab.skips import STRATEGIES
-from skiplab.train import RunSpec, TrainConfig, train_model
 
 
 def _params(seed=0):
@@ -142,7 +143,7 @@ def test_the_loop_trains_the_same_over_the_flat_tensor_and_gives_its_modules_bac
     model, r = train_model(run, tiny)
     storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert len(storages) == len(list(model.parameters()))
-    monkeypatch.setattr(skiplab.train, "_FLAT_PARAMETERS", False)
+    monkeypatch.setattr(skiplab.run.loop, "_FLAT_PARAMETERS", False)
     ref_model, ref = train_model(run, tiny)
     assert r.test_loss == pytest.approx(ref.test_loss, rel=1e-5)
     for p, q in zip(model.parameters(), ref_model.parameters()):

@@ -11,9 +11,9 @@ from skiplab.report.content import load_report_data
 from skiplab.report.regime import regime_cells, regime_lines
 from skiplab.report.synthetic import synthetic_store
 from skiplab.results import REGIME_GROUP
+from skiplab.run.config import TrainConfig
 from skiplab.skips import ADD
 from skiplab.study import StudyPlan, plan_for
-from skiplab.train import TrainConfig
 
 PLAN = StudyPlan(skips=("add", "dense"), budget_only=("add", "dense"), depths=(2, 4), seeds=2, budget_params=None,
                  train=TrainConfig(epochs=2, evals=2), regime_factor=2.0, regime_tolerance=0.05)

@@ -17,9 +17,9 @@ from skiplab.report import write_report
 from skiplab.report.figures import FIGURES, pareto_front
 from skiplab.report.html import SECTIONS
 from skiplab.report.synthetic import synthetic_store
+from skiplab.run.config import TrainConfig
 from skiplab.store import Store
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
 
 PLAN = StudyPlan(skips=("plain", "add", "dense"), depths=(2, 8), seeds=3, train=TrainConfig(epochs=2, evals=3))
 RUNS = 3 * 2 * 2 * 3  # skips x depths x budgets x seeds

@@ -11,12 +11,12 @@ import os
 import pytest
 
 from skiplab.experiments import run_experiment
+from skiplab.report import write_report_locked
 from skiplab.report.browser import browser_missing, view_in_browser
 from skiplab.report.figures import FIGURES
 from skiplab.report.html import SECTIONS
-from skiplab.report import write_report_locked
+from skiplab.run.config import TrainConfig
 from skiplab.study import StudyPlan, run_study
-from skiplab.train import TrainConfig
 
 REQUIRED = os.environ.get("SKIPLAB_REQUIRE_BROWSER") == "1"  # set by .ci/run: a skip there is a failure
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from skiplab import STRATEGIES, ModelSpec, SpecError, build_model
 from skiplab.cli import main
 from skiplab.cost import model_cost, param_counts
+from skiplab.run.config import RunSpec
 from skiplab.store import Store
 from skiplab.sweep import SweepError, parse_sweep
-from skiplab.train import RunSpec
 
 
 def resnet_params(n, w=16, classes=10, shortcut="A", conv_bias=False, fc_bias=False, k=3):
@@ -224,8 +224,8 @@ def test_kaiming_init_and_lesions_keep_shapes(skip, depth):
 def test_gradient_routes_are_measured_at_every_block():
     """The gradient diagnostics tap every connection's read and write (skiplab.gradients):
     at a stage's first block too, behind the shortcut and the transition."""
-    from skiplab.gradients import GradientConfig, measure_gradients
     from skiplab.datasets import Dataset
+    from skiplab.gradients import GradientConfig, measure_gradients
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(40, 3, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g)
     data = Dataset("toy", x, y, x, y, classes=10)

@@ -35,8 +35,9 @@ import torch
 from skiplab.cost import model_cost
 from skiplab.datasets import Dataset
 from skiplab.model import build_model
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_run
 from skiplab.spec import ModelSpec
-from skiplab.train import RunSpec, TrainConfig, train_run
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "round1_figures.json").read_text())
 BLOCK_KEYS = ("block", "in_width", "features", "out_width", "params", "flops", "merge_flops", "activation_bytes",
@@ -83,9 +84,9 @@ NUDGES = 4  # trainings from nudged weights per recorded run: the measured sprea
 
 def _train(spec: ModelSpec, data: Dataset, monkeypatch, nudge: int | None):
     """One recorded run; with ``nudge``, its weights multiplied by 1 + 2^-23 u at build time."""
-    import skiplab.train
+    import skiplab.run.loop
 
-    build = skiplab.train.build_model
+    build = skiplab.run.loop.build_model
 
     def nudged(model_spec, seed):
         model = build(model_spec, seed=seed)
@@ -94,7 +95,7 @@ def _train(spec: ModelSpec, data: Dataset, monkeypatch, nudge: int | None):
             for p in model.parameters():
                 p.mul_(1 + 2.0 ** -23 * (2 * torch.rand(p.shape, generator=g) - 1))
         return model
-    monkeypatch.setattr(skiplab.train, "build_model", build if nudge is None else nudged)
+    monkeypatch.setattr(skiplab.run.loop, "build_model", build if nudge is None else nudged)
     return train_run(RunSpec(spec, TrainConfig(epochs=2, batch_size=32, evals=1), "tiny", seed=1), data)
 
 

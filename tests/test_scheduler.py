@@ -1,4 +1,4 @@
-"""One scheduler (skiplab.scheduler) over every executor: each run claimed in the store,
+"""One scheduler (skiplab.run.scheduler) over every executor: each run claimed in the store,
 trained once, stored once, whichever command or executor trains it (issue 26).
 
 Fast tests here; the process-killing ones are in test_faults.py (slow)."""
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from skiplab import runner, scheduler
-from skiplab.executors import Inline, Ray
 from skiplab.experiments.context import Context
+from skiplab.run import runner, scheduler
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.executors import Inline, Ray
 from skiplab.spec import ModelSpec
 from skiplab.store import Store
-from skiplab.train import RunSpec, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ModelSpec(model="mlp", depth=1, width=8, input_shape=(40,), classes=10)
@@ -188,11 +188,11 @@ def test_run_all_picks_this_process_for_one_task_and_a_pool_for_more():
 
 
 def test_the_scheduler_and_executors_know_runs_not_models():
-    """skiplab.scheduler and skiplab.executors import the store and provenance, no model,
+    """skiplab.run.scheduler and skiplab.run.executors import the store and provenance, no model,
     strategy, family or training code (issue 26, item 5: the tree shows the architecture)."""
     import ast
     for name in ("scheduler", "executors"):
-        tree = ast.parse((ROOT / "skiplab" / f"{name}.py").read_text())
+        tree = ast.parse((ROOT / "skiplab" / "run" / f"{name}.py").read_text())
         local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and n.module}
         local |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and not n.module
                   for a in n.names}

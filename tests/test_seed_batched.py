@@ -1,4 +1,4 @@
-"""The batched engine's fast paths (skiplab/seed_batched.py): linear and batch norm layers
+"""The batched engine's fast paths (skiplab/run/seed_batched.py): linear and batch norm layers
 run as one kernel over all seeds under the engine's vmap. Each seed's output and batch
 norm statistics must equal its own model's, and the fast path must be the one taken."""
 
@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import stack_module_state, vmap
 
 from skiplab import ModelSpec, build_model
-from skiplab.seed_batched import Binder, install
+from skiplab.run.seed_batched import Binder, install
 
 SEEDS = 3
 
@@ -93,7 +93,7 @@ def test_binder_gives_tied_parameters_one_tensor():
 
 
 def test_over_seeds_runs_the_function_once_on_all_seeds():
-    from skiplab.seed_batched import over_seeds
+    from skiplab.run.seed_batched import over_seeds
     seen = []
 
     def fn(a, b):
@@ -107,6 +107,25 @@ def test_over_seeds_runs_the_function_once_on_all_seeds():
     assert torch.allclose(a.grad, b.sum(-1, keepdim=True).expand(3, 4, 2))
     seen.clear()
     assert torch.equal(over_seeds(fn, a[0], b[0]), fn(a[0], b[0]))  # outside vmap: fn as it is
+
+
+def test_the_neutral_marker_batches_through_the_engine_only_once_it_registers(monkeypatch):
+    """Strategies call their Functions through skiplab.batching.over_leading_dims; importing
+    the engine's fast paths registers over_seeds there; with nothing registered, the call is
+    plain (vmap runs it per seed)."""
+    from skiplab import batching
+    from skiplab.run.seed_batched import over_seeds
+    assert batching._batcher is over_seeds
+    seen = []
+
+    def fn(a):
+        seen.append(a.shape)
+        return a * 2
+    x = torch.randn(3, 4)
+    vmap(lambda t: batching.over_leading_dims(fn, t))(x)
+    monkeypatch.setattr(batching, "_batcher", None)
+    vmap(lambda t: batching.over_leading_dims(fn, t))(x)
+    assert seen == [(3, 4), (4,)]  # the engine's: once, the seeds leading; plain: one seed's shape under vmap
 
 
 @pytest.mark.parametrize("skip", ["dwa", "mhc"])

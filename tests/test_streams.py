@@ -366,7 +366,8 @@ def test_gradients_report_composite_gain_for_hyper_mhc_and_mhc_lite():
 
 def test_a_trained_hyper_run_stores_its_composite_gain():
     from skiplab.datasets import Dataset
-    from skiplab.train import RunSpec, TrainConfig, train_run
+    from skiplab.run.config import RunSpec, TrainConfig
+    from skiplab.run.loop import train_run
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 12, generator=g)
     data = Dataset("tiny", x, x[:, :5].argmax(1), x, x[:, :5].argmax(1), classes=5)

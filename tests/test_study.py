@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from skiplab.runner import run_all
+from skiplab.report import write_report_locked
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.runner import run_all
 from skiplab.spec import ModelSpec
 from skiplab.store import Store
-from skiplab.report import write_report_locked
 from skiplab.study import StudyPlan, run_study
-from skiplab.train import RunSpec, TrainConfig
 
 # A small plan: 2 strategies x 2 depths x 2 budgets x 2 seeds = 16 short runs.
 PLAN = ("StudyPlan(skips=('plain', 'add'), depths=(1, 3), seeds=2, budget_params=20000,"
@@ -25,7 +25,7 @@ PLAN = ("StudyPlan(skips=('plain', 'add'), depths=(1, 3), seeds=2, budget_params
 SCRIPT = f"""
 import sys
 from skiplab.study import StudyPlan, run_study
-from skiplab.train import TrainConfig
+from skiplab.run.config import TrainConfig
 if __name__ == "__main__":
     run_study(sys.argv[1], {PLAN}, workers=2)
 """

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from skiplab import runner
 from skiplab.cli import main
 from skiplab.cost import param_counts
+from skiplab.run import runner
 from skiplab.store import Store
 from skiplab.sweep import RAY_MISSING, SweepError, load_sweep, parse_sweep, run_ray, run_sweep, tomllib
 

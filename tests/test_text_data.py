@@ -14,9 +14,11 @@ from skiplab import ModelSpec
 from skiplab.cli import main
 from skiplab.datasets import Dataset, TextDataset, dataset_ref, load_dataset, load_pydoc, load_text
 from skiplab.datasets.text import MIN_CHARACTERS, from_text, pydoc_text
+from skiplab.fit import check_fits, model_fields_from
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import evaluate, train_model
 from skiplab.spec import SpecError
 from skiplab.store import Store
-from skiplab.train import RunSpec, TrainConfig, check_fits, evaluate, model_fields_from, train_model
 
 
 @pytest.fixture(scope="module")

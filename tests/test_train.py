@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from skiplab import ModelSpec
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_run
 from skiplab.spec import SpecError
-from skiplab.train import RunSpec, TrainConfig, train_run
 
 
 
@@ -93,7 +94,7 @@ def test_runs_without_warmup_keep_their_identity():
 
 
 def _rates(cfg, total):
-    from skiplab.train import make_schedule
+    from skiplab.run.loop import make_schedule
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched, rates = make_schedule(opt, cfg, total), []
     for _ in range(total):
@@ -147,9 +148,9 @@ def test_stream_mixing_runs_store_their_gain_at_each_evaluation(tiny):
 @pytest.mark.parametrize("every", [3, 100])
 def test_reading_the_loss_late_stores_the_step_it_diverged(tiny, monkeypatch, every):
     """The loop engine reads its loss back every few steps on an accelerator
-    (skiplab.train.sync_interval; forced here on the CPU): a run whose loss turns NaN
+    (skiplab.run.step.sync_interval; forced here on the CPU): a run whose loss turns NaN
     between two reads is stored as when read every step, at the step the NaN appeared."""
-    import skiplab.train
+    import skiplab.run.loop
     x = tiny.x_train.clone()
     x[5] = float("nan")
     data = dataclasses.replace(tiny, x_train=x)
@@ -157,7 +158,7 @@ def test_reading_the_loss_late_stores_the_step_it_diverged(tiny, monkeypatch, ev
     runs = [RunSpec(model, TrainConfig(epochs=1, batch_size=32, evals=1, lr=1e-2), "tiny", seed=s) for s in range(5)]
     at_once = [train_run(r, data) for r in runs]
     assert {r.steps for r in at_once} >= {0, 1, 3} and {r.status for r in at_once} == {"diverged"}
-    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", every)
+    monkeypatch.setattr(skiplab.run.step, "_SYNC_EVERY", every)
     for run, r1 in zip(runs, at_once):
         calls = []
         r = train_run(run, data, on_step=lambda step, total, loss: calls.append(step))
@@ -165,8 +166,8 @@ def test_reading_the_loss_late_stores_the_step_it_diverged(tiny, monkeypatch, ev
         assert r.message == f"loss became nan at step {r.steps + 1}"
         assert calls == [t for t in (3, 6) if every == 3 and t <= r.steps]  # progress only at reads
     clean = runs[0]
-    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", None)
+    monkeypatch.setattr(skiplab.run.step, "_SYNC_EVERY", None)
     a = train_run(clean, tiny)
-    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", every)
+    monkeypatch.setattr(skiplab.run.step, "_SYNC_EVERY", every)
     b = train_run(clean, tiny)
     assert (a.status, a.steps, a.curves, a.test_loss) == (b.status, b.steps, b.curves, b.test_loss)

@@ -10,15 +10,16 @@ import json
 import pytest
 import torch
 
-import skiplab.train
+import skiplab.run.loop
 from skiplab import ModelSpec
 from skiplab.cli import main
-from skiplab.engine import train_seeds
 from skiplab.families import FAMILIES
+from skiplab.run.batched import train_seeds
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import preflight, train_model
+from skiplab.run.step import SYNC_EVERY_ACCELERATOR, sync_interval, wants_channels_last
 from skiplab.spec import SpecError
 from skiplab.sweep import parse_sweep
-from skiplab.train import (SYNC_EVERY_ACCELERATOR, RunSpec, TrainConfig, preflight, sync_interval, train_model,
-                           wants_channels_last)
 
 MODEL = ModelSpec(model="mlp", depth=2, width=8, input_shape=(1, 8), classes=4, norm="batch", bias=False)
 
@@ -62,7 +63,7 @@ def test_bf16_is_refused_off_cuda_before_training(tiny, capsys):
         assert main(command) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.splitlines() == [
-            "skiplab: error: " + skiplab.train.BF16_CPU], err
+            "skiplab: error: " + skiplab.run.config.BF16_CPU], err
 
 
 def test_sweep_train_table_takes_the_options():
@@ -96,7 +97,7 @@ def test_the_cli_takes_compile_and_precision(command, capsys):
 def test_sync_interval_and_channels_last_decisions(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
     assert sync_interval(cpu) == 1 and sync_interval(cuda) == SYNC_EVERY_ACCELERATOR > 1
-    monkeypatch.setattr(skiplab.train, "_SYNC_EVERY", 7)
+    monkeypatch.setattr(skiplab.run.step, "_SYNC_EVERY", 7)
     assert sync_interval(cpu) == sync_interval(cuda) == 7
     for name in FAMILIES:
         spec = ModelSpec(model=name)
@@ -193,7 +194,7 @@ def test_bf16_autocast_path_trains_when_let_run_on_the_cpu(tiny, monkeypatch):
     """The bf16 path (forward under autocast, loss in fp32), which runs on CUDA, forced on
     the CPU to exercise it in both engines, with layer and batch norm: it trains, and its
     numbers are not fp32's."""
-    monkeypatch.setattr(skiplab.train, "_BF16_ON_CPU", True)
+    monkeypatch.setattr(skiplab.run.config, "_BF16_ON_CPU", True)
     for norm, batched in (("layer", "batched"), ("batch", "batched")):
         model = dataclasses.replace(MODEL, norm=norm)
         runs = lambda **t: [dataclasses.replace(r, model=model) for r in _runs(epochs=5, **t)]  # noqa: E731

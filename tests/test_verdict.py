@@ -18,13 +18,13 @@ from html import escape
 
 import pytest
 
+from skiplab import stats
 from skiplab.cli import main
 from skiplab.report import write_report
 from skiplab.report.synthetic import synthetic_store
 from skiplab.results import aggregate, pct
-from skiplab import stats
+from skiplab.run.config import TrainConfig
 from skiplab.study import StudyPlan
-from skiplab.train import TrainConfig
 
 # Final test accuracy per (skip, depth) and seed, the same in both of the study's groups.
 KNOWN = {

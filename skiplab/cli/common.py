@@ -176,7 +176,7 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
 def specs_for_data(args: argparse.Namespace, data: Any) -> list[ModelSpec]:
     """As :func:`specs_from_args`, with what the user left out filled in from ``data``
     (input shape and classes, or a text's vocabulary); what the user gave is checked later
-    against the data (``skiplab.train.check_fits``), never overwritten."""
+    against the data (``skiplab.fit.check_fits``), never overwritten."""
     from ..fit import model_fields_from
     fill = model_fields_from(data, vars(args))
     if not FAMILIES[args.model].takes_tokens:

@@ -11,10 +11,10 @@ from ..datasets import dataset_ref, display_name, load_dataset
 from ..progress import ProgressBar
 from ..provenance import hardware
 from ..rewiring.compare import DEFAULT_CONTEXT, plan_runs, run_compare, verdict, verdict_text
+from ..run.config import TrainConfig
 from ..store import Store
-from ..train import TrainConfig
-from .train import add_step_args
 from .common import UsageError, add_json_flag, add_option_args, check_option_flags, emit, options_for, skips_arg
+from .train import add_step_args
 
 EPOCHS = 1.0  # a user's model on a CPU: one pass unless asked
 EVALS = 2  # each evaluation scores the whole test set

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..families import FAMILIES
 from ..progress import ProgressBar, StepRate
 from ..report import write_report_locked
-from ..families import FAMILIES
+from ..run.config import DEVICES, ENGINES
 from ..skips.concat import MEMORIES
 from ..study import PRESETS, on_device, plan_for, run_study, with_engine, with_memory, with_train
-from ..train import DEVICES, ENGINES
 from .common import UsageError, add_json_flag, emit
 from .train import add_accelerator_args
 

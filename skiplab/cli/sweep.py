@@ -11,11 +11,11 @@ from ..datasets import display_name
 from ..metrics import BPC
 from ..progress import ProgressBar, StepRate
 from ..results import aggregate, pct
+from ..run.loop import preflight
 from ..skips import options_text
 from ..store import Store
 from ..sweep import BACKENDS, Sweep, load_sweep, run_sweep
 from ..textable import table
-from ..train import preflight
 from .common import UsageError, add_json_flag, emit
 from .study import COUNT_WORDS
 

@@ -12,11 +12,13 @@ from ..datasets import dataset_ref, load_dataset
 from ..metrics import BPC, metric_of
 from ..progress import ProgressBar, StepRate
 from ..results import pct
+from ..run.config import DEVICES, ENGINES, PRECISIONS, SCHEDULES, RunSpec, TrainConfig
+from ..run.loop import preflight
+from ..run.optim import OPTIMIZERS
+from ..run.runner import group_key, run_all
 from ..stats import mean_std
-from ..runner import group_key, run_all
 from ..store import Store
 from ..textable import table
-from ..train import DEVICES, ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, TrainConfig, preflight
 from .common import UsageError, add_json_flag, add_model_args, emit, specs_for_data
 
 _T = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
                 rate.reset()
             bar.update(done[0], f"{flying} in flight, step {step}/{total}, "
                                 f"{rate.tick(step * flying):,.0f} seed-steps/s, loss {loss:.3f}")
-        # one scheduler for every command (skiplab.scheduler): each run claimed in the store,
+        # one scheduler for every command (skiplab.run.scheduler): each run claimed in the store,
         # so two commands on one --out train each run once, inline or in worker processes
         run_all(runs, store, workers=workers, on_done=on_done, on_step=on_step,
                 on_flight=lambda n: flight.__setitem__(0, n))
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
         bar.close()
         stored = {(r["spec_hash"], r["seed"]): r for r in store.runs()}
     # new: trained and stored by this command; reused: in the store before it began;
-    # elsewhere: stored meanwhile by another command on the same store (skiplab.scheduler)
+    # elsewhere: stored meanwhile by another command on the same store (skiplab.run.scheduler)
     # (a row the store could not read is left out here; Store.runs warned, naming it)
     out = [{**stored[k], "stored": "new" if k in mine else "reused" if k in before else "elsewhere"}
            for k in ((s.spec_hash, s.seed) for s in runs) if k in stored]

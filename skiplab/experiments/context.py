@@ -6,7 +6,7 @@ runner (:meth:`Context.train`), a ``RunSpec`` whose trained model the experiment
 operates on (:meth:`Context.train_models`: equivalence, lesion; the weights are stored with
 the run, so a resume loads them rather than training again), or a network of the
 experiment's own (:meth:`Context.run_jobs`: long-skips' U-Net). All three go through the
-one scheduler (:mod:`skiplab.scheduler`): resumed, claimed in the store, a dead worker's
+one scheduler (:mod:`skiplab.run.scheduler`): resumed, claimed in the store, a dead worker's
 runs retried.
 
 ``dataset`` is the reference every spec carries: a registry name (``mnist1d``) or the
@@ -24,10 +24,10 @@ import torch
 from ..datasets import Dataset, TextDataset
 from ..model import build_model
 from ..provenance import hardware, versions
-from ..runner import dataset_for, execute_keeping_weights, executor_for, load_state, run_all  # noqa: F401 - dataset_for: the experiments' one cache
-from ..scheduler import Work, schedule
+from ..run.config import RunSpec
+from ..run.runner import execute_keeping_weights, executor_for, load_state, run_all
+from ..run.scheduler import Work, schedule
 from ..store import Store
-from ..train import RunSpec
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Context:
                  jobs: list[tuple[tuple[str, int], Any]]) -> list[dict[str, Any]]:
         """Each job ``(store key (spec hash, seed), argument)`` through ``fn``, a picklable
         function of a list of arguments returning one run output per argument (the shape
-        :func:`skiplab.scheduler.store_output` takes), on this process or ``workers``
+        :func:`skiplab.run.scheduler.store_output` takes), on this process or ``workers``
         processes, through the scheduler: a job already finished in the store is not run
         again. Returns, in order, each job's stored row."""
         works = [Work(h, seed, arg) for (h, seed), arg in jobs]
@@ -133,6 +133,6 @@ class Context:
 
 def run_output(spec: dict[str, Any], spec_hash: str, status: str, result: dict[str, Any],
                curves: list, started: str, **extra) -> dict[str, Any]:
-    """A run's output in the shape the store takes (as :mod:`skiplab.runner` builds it)."""
+    """A run's output in the shape the store takes (as :mod:`skiplab.run.runner` builds it)."""
     return {"spec": spec, "spec_hash": spec_hash, "seed": spec["seed"], "status": status, "result": result,
             "curves": curves, "started_at": started, "versions": versions(), "hardware": hardware(), **extra}

@@ -21,9 +21,9 @@ from dataclasses import asdict
 from typing import Any
 
 from ..families import MLP_FAMILY
+from ..run.config import TrainConfig
 from ..skips import ADD, PLAIN
 from ..spec import ModelSpec
-from ..train import TrainConfig
 from .context import Context
 from .outcome import closing, decide, pct, predict, regime, signed
 

@@ -29,10 +29,10 @@ from ..cost import model_cost
 from ..cost.measure import saved_activation_bytes
 from ..families import MLP_FAMILY
 from ..model import build_model
+from ..run.config import TrainConfig
 from ..skips import ADD, DENSE
 from ..skips.concat import MEMORY
 from ..spec import ModelSpec
-from ..train import TrainConfig
 from .context import Context
 from .outcome import closing, decide, pct, predict, regime
 

@@ -26,15 +26,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..families import MLP_FAMILY
 from ..model import SkipNet, build_model
+from ..run.config import TrainConfig
 from ..skips import ADD, DENSE
 from ..spec import ModelSpec
 from ..stats import mean_std
-from ..train import TrainConfig
 from .context import Context
 from .outcome import CONTRADICTS, closing, decide, predict, regime, signed
-from ..errors import UserError
 
 CLAIM = "concatenation can emulate addition (seed answer 2); the reverse does not hold at equal width"
 BOUND = 1e-5  # max |output difference| (float64) below which two networks compute the same function

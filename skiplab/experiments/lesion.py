@@ -16,14 +16,15 @@ import statistics
 from typing import Any
 
 
+from ..errors import UserError
 from ..families import MLP_FAMILY
+from ..run.config import TrainConfig
+from ..run.loop import evaluate
 from ..skips import ADD, DENSE, PLAIN
 from ..spec import ModelSpec
 from ..study import STUDY_OPTIONS
-from ..train import TrainConfig, evaluate
 from .context import Context
 from .outcome import closing, decide, pct, predict, regime, signed
-from ..errors import UserError
 
 CLAIM = "removing one block barely hurts a residual network but breaks a plain one (Veit et al., 1605.06431)"
 SKIPS = (PLAIN.name, ADD.name, DENSE.name)

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..run.runner import dataset_for  # the experiments' one dataset cache
 from ..store import now
-from .context import Context, dataset_for, run_output
+from .context import Context, run_output
 from .outcome import closing, decide, predict, regime, signed
 from ..errors import UserError
 

@@ -23,12 +23,12 @@ from typing import Any
 from ..cost import match_budget
 from ..cost.budget import sizing_options
 from ..families import MLP_FAMILY
+from ..run.config import TrainConfig
 from ..skips import ADD, CONCAT_HALF, DENSE, PLAIN, REZERO
 from ..spec import ModelSpec
-from ..study import STUDY_OPTIONS
-from ..train import TrainConfig
-from .context import Context
 from ..stats import compare
+from ..study import STUDY_OPTIONS
+from .context import Context
 from .outcome import closing, decide, pct, predict, regime, signed
 
 

@@ -31,17 +31,17 @@ from dataclasses import asdict
 from typing import Any
 
 from ..datasets import TextDataset
-from ..gradients import stream_gains
+from ..errors import UserError
 from ..families import TRANSFORMER_FAMILY
+from ..gradients import stream_gains
 from ..model import build_model
+from ..run.config import TrainConfig
 from ..skips import ADD, DWA_STRATEGY, HYPER, MHC_STRATEGY
 from ..spec import ModelSpec
 from ..stats import compare, mean_std
 from ..study import TRANSFORMER_EPOCHS, TRANSFORMER_LR, TRANSFORMER_WARMUP
-from ..train import TrainConfig
 from .context import Context
 from .outcome import closing, decide, predict, regime, signed
-from ..errors import UserError
 
 _ADD, _DWA, _HYPER, _MHC = (s.name for s in (ADD, DWA_STRATEGY, HYPER, MHC_STRATEGY))  # the strategies compared here
 

@@ -45,11 +45,11 @@ class Family:
     default_norm: ClassVar[str] = "batch"
     default_activation: ClassVar[str] = "relu"
     takes_tokens: ClassVar[bool] = False  # can it embed token ids (a language model)?
-    # Does the batched engine (skiplab.engine: seeds under torch.func.vmap) beat the loop on a
+    # Does the batched engine (skiplab.run.batched: seeds under torch.func.vmap) beat the loop on a
     # CPU? Where not, the engine leaves this family's CPU runs to the loop, saying so.
     batches_on_cpu: ClassVar[bool] = True
     # Does training on CUDA keep this family's activations channels-last (NHWC), the layout
-    # cuDNN's convolutions prefer? The engines ask ``skiplab.train.wants_channels_last``.
+    # cuDNN's convolutions prefer? The engines ask ``skiplab.run.step.wants_channels_last``.
     channels_last: ClassVar[bool] = False
     # The family's own hyperparameters, declared as a strategy declares its (skiplab.skips.Option):
     # ModelSpec keywords and attributes (spec.heads), --NAME flags, sweep keys, generated from

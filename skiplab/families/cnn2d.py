@@ -15,7 +15,7 @@ class CNN2D(ConvFamily):
     default_input_shape = (1, 8, 8)  # scikit-learn's 8x8 digits
     input_form = "(channels, height, width)"
     # 2-D convolutions on CUDA run faster on NHWC tensors (tensor cores; PyTorch's "channels
-    # last" tutorial); applied on CUDA only (skiplab.train.wants_channels_last).
+    # last" tutorial); applied on CUDA only (skiplab.run.step.wants_channels_last).
     channels_last = True
 
 

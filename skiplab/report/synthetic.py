@@ -17,9 +17,9 @@ import random
 from typing import Callable
 
 from ..provenance import hardware, versions
+from ..run.config import RunSpec
 from ..store import Store, now
 from ..study import StudyPlan, cost_summaries
-from ..train import RunSpec
 
 # Made-up accuracy law: accuracy = base - drop * log2(depth), per strategy (fraction correct).
 _DROP = {"plain": 0.09, "concat-prev": 0.06, "concat-half": 0.06, "highway": 0.03, "add": 0.02, "rezero": 0.01,

@@ -39,20 +39,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import clock, scheduler
+from .. import clock
 from ..datasets import Dataset, TextDataset
-from ..errors import UserError
-from ..executors import Inline
 from ..datasets import is_text_ref
+from ..errors import UserError
 from ..metrics import ACCURACY, BPC, metric_of
-from ..optim import make_optimizer
 from ..provenance import hardware, versions
 from ..results import aggregate
+from ..run import scheduler
+from ..run.config import TrainConfig, resolve_device
+from ..run.executors import Inline
+from ..run.loop import check_warmup, make_schedule
+from ..run.optim import make_optimizer
 from ..skips import get_strategy
 from ..stats import ALPHA, Family, compare, test_statement
 from ..store import Store, now
 from ..textable import table
-from ..train import TrainConfig, check_warmup, make_schedule, resolve_device
 from ..user_model import _first_line, load_model
 from . import ORIGINAL, plan, rewire
 from .listing import cost

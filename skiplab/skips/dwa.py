@@ -17,13 +17,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import seed_batched
+from ..batching import over_leading_dims
 from .base import Connection, Strategy
 
 
 def _weights(alpha: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
     """alpha_j, one per term; alpha (k,), or (S, k) with the seeds first (the batched
-    engine's ``seed_batched.over_seeds``), each seed's weights shaped to its slice of x."""
+    engine, through ``skiplab.batching``), each seed's weights shaped to its slice of x."""
     weights = alpha.unbind(-1)
     return [w.view(*w.shape, *[1] * (x.dim() - w.dim())) for w in weights]
 
@@ -90,7 +90,7 @@ class DWA(Connection):
             return outputs, x
         outputs = (*outputs, x)
         # Y_i = sum_j alpha_{i,j} X_j (Eq. 1); under the batched engine, one node for all seeds
-        return outputs, seed_batched.over_seeds(_WeightedSum.apply, self.alpha, *outputs)
+        return outputs, over_leading_dims(_WeightedSum.apply, self.alpha, *outputs)
 
     @staticmethod
     def expand(x0: torch.Tensor):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import seed_batched
+from ..batching import over_leading_dims
 from ..validate import integer
 from .base import Connection, Option
 from .hyper import (STREAMS, CopiesStrategy, layout_of_rows, read_and_mix, rows_of_layout, stream_of_rows, token_rows,
@@ -119,7 +119,7 @@ def sinkhorn_tokens_last(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     bfloat16 under autocast); the result in the input's dtype."""
     dtype = logits.dtype
     # Under the batched engine the seeds are one more leading dimension: one node for all
-    out = seed_batched.over_seeds(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits.float())
+    out = over_leading_dims(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits.float())
     return out.to(dtype)
 
 

@@ -1,13 +1,14 @@
 """Record figures of the 9 round-1 strategies before the stream redesign (issue 12). Ran once at
 commit 192ae2f with the round-1 API (ModelSpec had a `growth` field); kept for provenance:
 `python tests/data/record_round1_figures.py tests/data/round1_figures.json` on that commit."""
-import hashlib, json, sys
+import json, sys
 import torch
-from skiplab.spec import ModelSpec
 from skiplab.cost import model_cost
-from skiplab.model import build_model
-from skiplab.train import RunSpec, TrainConfig, train_run
 from skiplab.datasets import Dataset
+from skiplab.model import build_model
+from skiplab.run.config import RunSpec, TrainConfig
+from skiplab.run.loop import train_run
+from skiplab.spec import ModelSpec
 
 SKIPS = ["plain", "add", "rezero", "layerscale", "highway", "dense", "concat-prev", "concat-double", "concat-half"]
 cases = []

@@ -21,7 +21,9 @@ seeds, then wraps the result again:
 
 :func:`over_seeds` does the same for a function that treats leading dimensions as a batch
 (DWA's weighted sum, mHC's Sinkhorn-Knopp: hand-written autograd Functions), running it
-below the vmap layer, where an autograd Function is a plain one.
+below the vmap layer, where an autograd Function is a plain one. Strategies do not call it:
+they mark such a call with the neutral :func:`skiplab.batching.over_leading_dims`, which this
+module, once imported, runs through :func:`over_seeds`.
 
 Both compute each seed's numbers with the same kernels as a seed alone, so
 ``tests/test_engine.py``'s 1e-4 agreement with the loop holds. The unwrapping uses
@@ -37,6 +39,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import batching
 
 try:  # functorch's tensor-level API (torch >= 2.0); absent or changed: vmap's own rules
     from torch._C._functorch import (_add_batch_dim, _unwrap_batched, maybe_current_level, maybe_get_level,
@@ -205,6 +209,10 @@ class Binder:
     def __call__(self, params: dict, buffers: dict) -> None:
         for owner, kind, attr, key in self.slots:
             getattr(owner, kind)[attr] = (params if kind == "_parameters" else buffers)[key]
+
+
+# The strategies' calls marked batchable (skiplab.batching) run through over_seeds from now on.
+batching.batch_with(over_seeds)
 
 
 __all__ = ["install", "Binder", "over_seeds"]

@@ -1,5 +1,5 @@
 """Executors: where the scheduler's tasks run. They only run a task and hand back its
-outputs; resume, claims, storing and progress are the scheduler's (:mod:`skiplab.scheduler`).
+outputs; resume, claims, storing and progress are the scheduler's (:mod:`skiplab.run.scheduler`).
 
 * :class:`Inline`: in this process, one task after another (progress can show each step).
 * :class:`Pool`: local worker processes of our own, one pipe each, rather than
@@ -28,9 +28,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..store import now
 from . import scheduler
 from .scheduler import Plan, TaskFn, failed
-from .store import now
 
 Record = Callable[[dict[str, Any]], None]
 Flight = Callable[[int], None]

@@ -8,326 +8,31 @@ result on the CPU. A loss that turns NaN or infinite ends the run with status
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
-import statistics
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from . import clock
-from .datasets import Dataset, TextDataset
-from .families import get_family
-from .fit import check_fits, model_fields_from
-from .gradients import stream_gains
-from .model import build_model
-from .objective import flat_logits, loss_and_logits
-from .optim import OPTIMIZERS, FlatParameters, make_optimizer
-from .spec import ModelSpec
-from .validate import SpecError, boolean, choice, integer, number
-SCHEDULES = ("constant", "cosine")
-ENGINES = ("batched", "loop")  # skiplab.engine
-DEVICES = ("cpu", "cuda", "auto")
-PRECISIONS = ("fp32", "bf16")  # the forward's arithmetic: fp32, or bf16 autocast (CUDA)
+from .. import clock
+from ..datasets import Dataset, TextDataset
+from ..fit import check_fits
+from ..gradients import stream_gains
+from ..model import build_model
+from ..objective import flat_logits, loss_and_logits
+from ..spec import ModelSpec
+from ..validate import SpecError
+from .config import RunResult, RunSpec, TrainConfig, check_precision, resolve_device
+from .optim import FlatParameters, make_optimizer
+from .step import (DivergenceWatch, StepClock, StepFunction, autocast_dtype, sync_interval, to_channels_last,
+                   wants_channels_last)
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Defaults reach the MNIST-1D paper's CNN baseline (94%) with
-    ``cnn1d``/``add`` at its default depth and width (docs/training.md)."""
-
-    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9, Nesterov)
-    lr: float = 3e-3  # peak learning rate
-    schedule: str = "cosine"  # constant | cosine (decay to 0 over the run, Loshchilov & Hutter 1608.03983)
-    batch_size: int = 128
-    epochs: float = 30  # passes over the training set; a fraction trains on that share of one pass's steps
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    evals: int = 10  # evaluations on the test set over the run (curves)
-    device: str = "cpu"  # cpu | cuda | auto; not part of a run's identity
-    # Linear learning-rate warm-up over this many steps (from lr / warmup up to lr), then the
-    # schedule over the remaining steps (Xiong et al., arXiv 2002.04745: Post-LN needs it).
-    # 0 = none; then it is left out of a run's identity, so runs stored before it existed
-    # keep their spec hash.
-    warmup: int = 0
-    # How the seeds of one configuration train (skiplab.engine): "batched", S seeds as one
-    # vmapped computation where it applies, else "loop", one at a time. The two agree within
-    # 1e-4, so like device it is not part of a run's identity, and the default is left out
-    # of to_dict.
-    engine: str = "batched"
-    # torch.compile the training step's forward (and so its backward): the loss function in
-    # the loop engine, the vmapped loss in the batched one. It changes results only by
-    # rounding, so like the engine it is not part of a run's identity (absent from to_dict
-    # when False). Where compiling fails, the run trains eagerly and says why (trained_by).
-    compile: bool = False
-    # The forward's arithmetic: "fp32", or "bf16" (torch.autocast to bfloat16, the loss in
-    # fp32; CUDA only). bf16 changes results, so it is part of a run's identity; the default
-    # is left out of to_dict, so runs stored before it existed keep their spec hash.
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        choice("optimizer", self.optimizer, OPTIMIZERS)
-        choice("schedule", self.schedule, SCHEDULES)
-        choice("device", self.device, DEVICES)
-        choice("engine", self.engine, ENGINES)
-        boolean("compile", self.compile)
-        choice("precision", self.precision, PRECISIONS)
-        if self.precision == "bf16" and self.device == "cpu" and not _BF16_ON_CPU:
-            raise SpecError(BF16_CPU)
-        for name in ("batch_size", "evals"):
-            integer(name, getattr(self, name), 1)
-        number("epochs", self.epochs, 0.0, strict=True)
-        if isinstance(self.epochs, float) and self.epochs.is_integer():  # 3.0 and 3 name the same run
-            object.__setattr__(self, "epochs", int(self.epochs))
-        integer("warmup", self.warmup, 0)
-        number("lr", self.lr, 0.0, strict=True)
-        number("weight_decay", self.weight_decay)
-        number("grad_clip", self.grad_clip)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: model, data, training settings and seed."""
-
-    model: ModelSpec
-    train: TrainConfig = field(default_factory=TrainConfig)
-    dataset: str = "mnist1d"  # a dataset name or path (skiplab.datasets.load_dataset)
-    seed: int = 0
-    group: str = ""  # free label (e.g. "equal-width"), part of the identity
-    label: str = "label"  # label column, for .csv datasets
-
-    def to_dict(self) -> dict[str, Any]:
-        train = dataclasses.asdict(self.train)
-        if not train["warmup"]:  # the default: absent, as in every run stored before warm-up existed
-            del train["warmup"]
-        if train["engine"] == "batched":  # the default: absent, as in every run stored before engines existed
-            del train["engine"]
-        if not train["compile"]:  # the default: absent, as in every run stored before it existed
-            del train["compile"]
-        if train["precision"] == "fp32":  # likewise (bf16 stays: it is part of the identity)
-            del train["precision"]
-        return {"model": self.model.to_dict(), "train": train,
-                "dataset": self.dataset, "seed": self.seed, "group": self.group, "label": self.label}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
-        return cls(model=ModelSpec.from_dict(d["model"]), train=TrainConfig(**d["train"]),
-                   dataset=d["dataset"], seed=d["seed"], group=d.get("group", ""), label=d.get("label", "label"))
-
-    @property
-    def spec_hash(self) -> str:
-        """Identity of the configuration, without the seed, the device, the engine and
-        compilation (where and how a run executes does not change what it is; bf16
-        precision does, and is kept)."""
-        d = self.to_dict()
-        del d["seed"], d["train"]["device"]
-        d["train"].pop("engine", None)
-        d["train"].pop("compile", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass
-class RunResult:
-    status: str  # complete | diverged
-    seed: int
-    train_accuracy: float | None
-    test_accuracy: float | None
-    train_loss: float | None
-    test_loss: float | None
-    steps: int
-    seconds: float
-    params: int
-    message: str = ""
-    # Strategy diagnostics of the trained model, e.g. the composite residual gain of
-    # hyper-connections and mHC after the last block (skiplab.gradients.stream_gains).
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    curves: list[tuple[int, str, str, float]] = field(default_factory=list)  # (step, split, name, value)
-    # Language models (a text dataset): cross-entropy in bits per character, nats / ln 2.
-    # Optional, so results stored before they existed still load.
-    val_bpc: float | None = None
-    train_bpc: float | None = None
-    # Training positions predicted per second of training (evaluations excluded): samples x
-    # positions per sample (a classification sample is one position).
-    tokens_per_second: float | None = None
-    # The engine that trained it: "batched", "loop", or "loop: <why batching did not apply>"
-    # (skiplab.engine); None when train_run was called directly.
-    trained_by: str | None = None
-    # With TrainConfig.compile: seconds torch.compile took, measured as the first training
-    # step's wall time minus the median of the next steps' (up to 20); the first step also
-    # runs once, and a later recompile (a smaller last batch) is not counted. Batched: the
-    # batch's, the same for each of its seeds. None without compile; optional, so results
-    # stored before it existed still load.
-    compile_seconds: float | None = None
-
-    def summary(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        del d["curves"]
-        return d
-
-
-# -- Accelerator options: the decisions, each testable on the CPU --------------------------
-BF16_CPU = ("precision: bf16 autocast is offered on CUDA only (on this project's CPU it trained the study's MLPs "
-            "at 0.7 to 1.0x fp32's speed: docs/scaling.md, \"Accelerator options\"); use --precision fp32, or --device cuda")
-_BF16_ON_CPU = False  # tests: let the bf16 autocast path run on the CPU, to exercise it
-SYNC_EVERY_ACCELERATOR = 50  # steps between host reads of the loss on an accelerator (and at evaluations)
-_SYNC_EVERY: int | None = None  # tests: force an interval on the CPU (None: by device)
-# The optimiser (skiplab.optim): its implementation (make_optimizer: fused where torch has it
+# The optimiser (skiplab.run.optim): its implementation (make_optimizer: fused where torch has it
 # for the device, else multi-tensor), over the parameters as one flat tensor (FlatParameters)
 # or one tensor each. benchmarks/loop_optimizer.py sets them to compare.
 _OPTIMIZER_IMPLEMENTATION = "fused"
 _FLAT_PARAMETERS = True
-
-
-def sync_interval(device: torch.device) -> int:
-    """Every how many steps the engines read the loss back to the host (to stop a diverged
-    run, to report progress): 1 on the CPU, where a read costs nothing and a run stops at
-    the very step it diverged; :data:`SYNC_EVERY_ACCELERATOR` elsewhere, where each read
-    waits for the device to drain its queue. Between reads the check stays on the device
-    (:class:`DivergenceWatch`); evaluations and the last step read it too."""
-    if _SYNC_EVERY is not None:
-        return _SYNC_EVERY
-    return 1 if device.type == "cpu" else SYNC_EVERY_ACCELERATOR
-
-
-def check_precision(cfg: TrainConfig, device: torch.device) -> None:
-    """bf16 autocast runs on CUDA only (SpecError otherwise, before any training)."""
-    if cfg.precision == "bf16" and device.type != "cuda" and not _BF16_ON_CPU:
-        raise SpecError(BF16_CPU)
-
-
-def autocast_dtype(cfg: TrainConfig) -> torch.dtype | None:
-    """The dtype the forward is autocast to (``loss_and_logits(..., autocast=)``), or None."""
-    return torch.bfloat16 if cfg.precision == "bf16" else None
-
-
-def wants_channels_last(model: ModelSpec, device: torch.device) -> bool:
-    """Whether a run of ``model`` on ``device`` keeps its model and inputs channels-last:
-    on CUDA, for a family that asks for it (``Family.channels_last``: cnn2d)."""
-    return device.type == "cuda" and get_family(model.model).channels_last
-
-
-def to_channels_last(t: torch.Tensor) -> torch.Tensor:
-    """A 4-D (B, C, H, W) tensor in channels-last memory format; others as they are."""
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
-class StepFunction:
-    """The training step's loss function, compiled with torch.compile when ``cfg.compile``
-    asks. torch.compile compiles at a call (the first, and a recompile for a new input
-    shape, such as a smaller last batch); a call that raises there is run again eagerly,
-    and every later one too: the run trains on, ``failed`` says why. Dynamo traces with
-    fake tensors, so a failed compile has changed no parameter or buffer; an error that is
-    not the compiler's raises again from the eager call."""
-
-    def __init__(self, eager: Callable, cfg: TrainConfig):
-        self.eager = eager
-        start = clock.now()
-        self.fn = torch.compile(eager) if cfg.compile else eager
-        # torch.compile's first use in a process imports the compiler (Dynamo, Inductor):
-        # 3.3 s on this project's CPU (docs/scaling.md, "Accelerator options"), a cost of compiling
-        # that the first step's time misses (uncounted, it made short compiled runs look
-        # slower than eager: docs/scaling.md's 0.13x loop row, now 1.26x)
-        self.setup_seconds = clock.now() - start
-        self.failed: str | None = None  # why compiling failed
-        self.first_compiled = False  # the first call ran compiled (its time is the compile time)
-        self.new_shape = False  # the last call met input shapes not seen before: it compiled
-        self._shapes: set[tuple] = set()
-
-    def __call__(self, *args):
-        if self.fn is self.eager:
-            self.new_shape = False
-            return self.eager(*args)
-        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
-        self.new_shape = shapes not in self._shapes
-        self._shapes.add(shapes)
-        try:
-            out = self.fn(*args)
-        except Exception as e:  # noqa: BLE001 - any compile failure: train eagerly, saying why
-            self.fn = self.eager
-            self.failed = f"compile failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
-            return self.eager(*args)
-        self.first_compiled = True
-        return out
-
-    def compile_seconds(self, steps: "StepClock") -> float | None:
-        """What compiling cost this run: the compiler's set-up, and the excess of the first
-        step and of each recompiling one over a typical step (None if no step ran compiled)."""
-        if not self.first_compiled:
-            return None
-        first = steps.compile_seconds()
-        return self.setup_seconds + (first or 0.0)
-
-
-class StepClock:
-    """Wall times of steps, for :attr:`RunResult.compile_seconds`: the first step, the steps
-    that met a new input shape (a recompile: a smaller last batch, say), and up to 20 others,
-    whose median is a typical step."""
-
-    KEEP = 21  # the first step and 20 more
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.recompiles: list[float] = []
-        self.start = 0.0
-
-    def begin(self) -> None:
-        self.start = clock.now()
-
-    def end(self, new_shape: bool = False) -> None:
-        t = clock.now() - self.start
-        if not self.times:
-            self.times.append(t)
-        elif new_shape:
-            self.recompiles.append(t)
-        elif len(self.times) < self.KEEP:
-            self.times.append(t)
-
-    def compile_seconds(self) -> float | None:
-        """The first step's and each recompiling step's excess over the median of the others
-        (the first alone if it is the only one)."""
-        if not self.times:
-            return None
-        rest = self.times[1:]
-        typical = statistics.median(rest) if rest else 0.0
-        return max(0.0, self.times[0] - typical) + sum(max(0.0, t - typical) for t in self.recompiles)
-
-
-class DivergenceWatch:
-    """Each seed's first non-finite loss, watched on the device: per step, ``see(losses,
-    step)`` records (with ``torch.where``, no host read) the first step whose loss is not
-    finite and that loss, and sums loss x predictions for the running train loss (float64,
-    as the Python floats it replaces). ``read()`` brings them to the host: the engines call
-    it every :func:`sync_interval` steps, at each evaluation and at the last step."""
-
-    def __init__(self, seeds: int, device: torch.device):
-        self.first = torch.full((seeds,), -1, dtype=torch.long, device=device)  # 0-based step; -1: finite so far
-        self.value = torch.zeros(seeds, device=device)  # the loss at that step
-        self.run_loss = torch.zeros(seeds, dtype=torch.float64, device=device)
-        self.last = torch.zeros(seeds, device=device)  # the latest loss (progress reports)
-
-    def see(self, losses: torch.Tensor, step: int, predictions: int) -> None:
-        losses = losses.detach()
-        fresh = ~torch.isfinite(losses) & (self.first < 0)
-        self.first = torch.where(fresh, step, self.first)
-        self.value = torch.where(fresh, losses, self.value)
-        self.run_loss += losses.double() * predictions
-        self.last = losses
-
-    def read(self) -> tuple[list[int], list[float], list[float]]:
-        """(first bad step, its loss, latest loss), each a list over the seeds."""
-        return self.first.tolist(), self.value.tolist(), self.last.tolist()
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SpecError("device: cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(device)
 
 
 def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | None = None,
@@ -337,7 +42,7 @@ def preflight(runs: Sequence[RunSpec], load: Callable[[str, str], Dataset] | Non
     exists here (``device=False`` skips that, for runs sent to other machines). Raises
     SpecError (a ValueError) with one line naming the first problem."""
     if load is None:
-        from .datasets import load_dataset as load
+        from ..datasets import load_dataset as load
     data: dict[tuple[str, str], Dataset] = {}
     checked: set[tuple[str, str, str]] = set()
     for run in runs:
@@ -424,7 +129,7 @@ class Alone:
     module on the seed's batch (the loop hands it as a stack of one seed, (1, B, ...), and
     gets (1,) losses back), clipping is torch's ``clip_grad_norm_``, and the module is
     always the seed's state, so ``load`` has nothing to copy. The batched engine's holder
-    (:class:`skiplab.engine.Stacked`) has the same members: ``models``, ``params`` (what
+    (:class:`skiplab.run.batched.Stacked`) has the same members: ``models``, ``params`` (what
     the optimiser steps), ``step_fn`` (the :class:`StepFunction`), the step itself,
     ``clip`` and ``load``."""
 
@@ -467,7 +172,7 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
     """The training loop, the one both engines run: ``specs`` are S seeds of one
     configuration (one for the loop engine), ``hold(models, cfg, channels_last)`` holds
     their training state and steps it (:class:`Alone`, or the batched engine's
-    :class:`skiplab.engine.Stacked`: the S modules' tensors stacked, the step under vmap).
+    :class:`skiplab.run.batched.Stacked`: the S modules' tensors stacked, the step under vmap).
     Everything else is here once: the data order (each seed's own generator), the
     optimiser and schedule, each seed's divergence (read every :func:`sync_interval`
     steps), the evaluation schedule and curves, and the :class:`RunResult` of each seed.
@@ -618,5 +323,5 @@ def train_seeds_with(specs: Sequence[RunSpec], data: Dataset, hold: Callable[...
     return out
 
 
-__all__ = ["TrainConfig", "RunSpec", "RunResult", "train_run", "train_model", "train_seeds_with", "Alone", "evaluate",
-           "preflight", "check_fits", "model_fields_from", "resolve_device", "SCHEDULES", "DEVICES", "ENGINES", "OPTIMIZERS"]
+__all__ = ["train_run", "train_model", "train_seeds_with", "Alone", "OnStep", "evaluate", "preflight", "check_warmup",
+           "make_schedule", "steps_of"]

@@ -1,16 +1,16 @@
 """Engines: how the seeds of one configuration are trained.
 
-Both run the one training loop, :func:`skiplab.train.train_seeds_with`; they differ in how
+Both run the one training loop, :func:`skiplab.run.loop.train_seeds_with`; they differ in how
 it holds the seeds' training state. ``loop`` trains each seed alone, its state its own
-module (:class:`skiplab.train.Alone`). ``batched`` trains S seeds of one configuration as
+module (:class:`skiplab.run.loop.Alone`). ``batched`` trains S seeds of one configuration as
 one computation (:class:`Stacked`): each seed's model is built as the loop builds it
 (``build_model(spec, seed)``), the S models' parameters and buffers are stacked along a
 new leading dimension (``torch.func.stack_module_state``) and one forward/backward runs the
-model, its slots bound to the stacked tensors (:class:`skiplab.seed_batched.Binder`,
+model, its slots bound to the stacked tensors (:class:`skiplab.run.seed_batched.Binder`,
 ``functional_call``'s work), under ``torch.func.vmap`` over that dimension
 (https://pytorch.org/docs/stable/func.html, "Model ensembling"), with linear and batch norm
 layers and the residual streams' autograd Functions run as one kernel over all seeds
-(:mod:`skiplab.seed_batched`). Small models are bound by per-operation overhead rather
+(:mod:`skiplab.run.seed_batched`). Small models are bound by per-operation overhead rather
 than arithmetic, and S seeds then pay it once.
 
 Each seed keeps what it would have alone, since the loop is the same:
@@ -22,13 +22,13 @@ Each seed keeps what it would have alone, since the loop is the same:
   stack is S of them; gradient clipping, which is not (a global norm), is done per seed;
 * batch-norm statistics: the running mean and variance are stacked buffers, bound into the
   model and updated in place by batch norm under vmap (through views of the stacked
-  buffers: :mod:`skiplab.seed_batched`);
+  buffers: :mod:`skiplab.run.seed_batched`);
 * divergence: each seed's loss is checked on the device every step and read back every
-  ``sync_interval`` steps (every step on the CPU; see :func:`skiplab.train.sync_interval`);
+  ``sync_interval`` steps (every step on the CPU; see :func:`skiplab.run.step.sync_interval`);
   a seed whose loss is not finite is stored ``diverged`` and leaves the computation's loss
   (its slice is computed on but never read again); the others go on;
 * curves and evaluations: at each evaluation a seed's slice is copied into its own module
-  and scored by :func:`skiplab.train.evaluate`.
+  and scored by :func:`skiplab.run.loop.evaluate`.
 
 The two engines agree to floating-point reassociation (a batched matmul sums in another
 order): ``tests/test_engine.py`` checks final parameters, buffers and metrics within 1e-4
@@ -46,16 +46,17 @@ from typing import Sequence
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..cost import model_cost
+from ..cost.count import DTYPE_BYTES
+from ..cost.measure import available_memory_bytes
+from ..datasets import Dataset
+from ..families import get_family
+from ..objective import loss_and_logits
 from . import seed_batched
-from .cost import model_cost
-from .cost.count import DTYPE_BYTES
-from .cost.measure import available_memory_bytes
-from .datasets import Dataset
-from .families import get_family
-from .objective import loss_and_logits
+from .config import RunResult, RunSpec, TrainConfig, resolve_device
+from .loop import Alone, OnStep, train_seeds_with
 from .seed_batched import Binder
-from .train import (ENGINES, Alone, OnStep, RunResult, RunSpec, StepFunction, TrainConfig, autocast_dtype,
-                    resolve_device, train_seeds_with)
+from .step import StepFunction, autocast_dtype
 
 
 class Unbatchable(Exception):
@@ -142,7 +143,7 @@ def train_seeds(specs: Sequence[RunSpec], data: Dataset,
         at_once = seeds_at_once(specs)
         label = "batched" if at_once == len(specs) else f"batched, {at_once} of {len(specs)} seeds at a time (memory)"
         if at_once < 2:
-            reason = "two seeds would not fit in the memory a batch may use (skiplab.engine.MEMORY_SHARE)"
+            reason = "two seeds would not fit in the memory a batch may use (skiplab.run.batched.MEMORY_SHARE)"
         else:
             for size in _parts(len(specs), at_once):
                 if size == 1:  # a seed left over: the loop trains it, as it would train one seed alone
@@ -201,7 +202,7 @@ def _clip_per_seed(grads: list[torch.Tensor], max_norm: float) -> None:
 
 class Stacked:
     """S seeds' training state stacked (``torch.func.stack_module_state``: each parameter
-    and buffer (S, ...)), for :func:`skiplab.train.train_seeds_with`: a step runs one
+    and buffer (S, ...)), for :func:`skiplab.run.loop.train_seeds_with`: a step runs one
     forward of the model structure, bound to each seed's slice, under vmap over the seeds;
     clipping is per seed; ``load(s)`` copies seed ``s``'s slice into its own module (for
     evaluations and the results). A model vmap cannot run raises :class:`Unbatchable` at
@@ -240,4 +241,4 @@ class Stacked:
         _load(self.models[s], self.stacked, self.buffers, s)
 
 
-__all__ = ["ENGINES", "Stacked", "Unbatchable", "why_not_batched", "why_not_batched_alone", "train_seeds"]
+__all__ = ["Stacked", "Unbatchable", "why_not_batched", "why_not_batched_alone", "train_seeds"]

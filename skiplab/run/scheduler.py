@@ -2,7 +2,7 @@
 
 Every command that trains (``train``, ``study``, ``experiment``, ``sweep`` on either
 backend) hands its runs to :func:`schedule`, which keeps the promises docs/study.md makes,
-whatever executes the work (:mod:`skiplab.executors`: this process, a pool of local
+whatever executes the work (:mod:`skiplab.run.executors`: this process, a pool of local
 processes, or Ray):
 
 * **Resume**: a run already finished in the store (``complete`` or ``diverged``) is not
@@ -35,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .store import Store, finite_run, now
+from ..store import Store, finite_run, now
 
 CLAIM_POLL = 1.0  # seconds between looks at runs another command holds
 # Test hook: "N" makes the command SIGKILL itself (the parent, the store's writer) right
@@ -150,7 +150,7 @@ class Plan:
 def schedule(works: list[Work], store: Store, fn: TaskFn, executor: Any,
              on_done: OnDone | None = None, on_flight: Callable[[int], None] | None = None) -> dict[str, int]:
     """Train every work not already finished in ``store`` with ``fn`` on ``executor``
-    (:mod:`skiplab.executors`), storing each output as it comes. Returns counts by status,
+    (:mod:`skiplab.run.executors`), storing each output as it comes. Returns counts by status,
     plus ``skipped`` (already finished), ``elsewhere`` (stored by another command on the
     same store meanwhile) and ``retried`` (runs started again after their worker died)."""
     finished = store.finished_keys()
@@ -181,7 +181,7 @@ def schedule(works: list[Work], store: Store, fn: TaskFn, executor: Any,
 def failed(work: Work, message: str, started: str | None = None, tb: str = "") -> dict[str, Any]:
     """A ``failed`` output for a run that no task gave back (its worker died), so that it is
     stored with the reason and tried again by the next resume."""
-    from .provenance import hardware, versions
+    from ..provenance import hardware, versions
 
     spec = work.arg if isinstance(work.arg, dict) else {"arg": repr(work.arg)}
     return {"spec": spec, "spec_hash": work.spec_hash, "seed": work.seed, "status": "failed",

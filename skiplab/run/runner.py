@@ -1,12 +1,12 @@
 """Training runs as the scheduler's work: what one task does, and ``run_all``.
 
 ``execute_group`` is the task function of every training run: a picklable function of
-spec dicts, so this process, a local worker or a Ray task (:mod:`skiplab.executors`) can
+spec dicts, so this process, a local worker or a Ray task (:mod:`skiplab.run.executors`) can
 run it; it never raises (an error becomes a ``failed`` output with its reason). Seeds of
 one configuration go to one task and train as one batched computation
-(:mod:`skiplab.engine`); each seed is still claimed, stored and resumed on its own, so a
+(:mod:`skiplab.run.batched`); each seed is still claimed, stored and resumed on its own, so a
 finished seed is never run again. Resume, claims, retries and storing are the
-scheduler's (:mod:`skiplab.scheduler`); :func:`run_all` picks the executor.
+scheduler's (:mod:`skiplab.run.scheduler`); :func:`run_all` picks the executor.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from typing import Any, Callable
 
 import torch
 
+from ..datasets import Dataset, load_dataset
+from ..errors import UserError
+from ..provenance import hardware, versions
+from ..store import Store, now
 from . import scheduler
-from .datasets import Dataset, load_dataset
-from .engine import OnStep, train_seeds, why_not_batched, why_not_batched_alone
-from .executors import TEST_DIE_ENV, Inline, Pool  # noqa: F401 - TEST_DIE_ENV: the tests' hook, named here too
-from .provenance import hardware, versions
-from .store import Store, now
-from .train import RunSpec
-from .errors import UserError
+from .batched import train_seeds, why_not_batched, why_not_batched_alone
+from .config import RunSpec
+from .executors import Inline, Pool
+from .loop import OnStep
 
 _DATA: dict[tuple[str, str], Dataset] = {}  # per process: each dataset is loaded once
 
@@ -66,7 +67,7 @@ def execute(spec_dict: dict[str, Any], on_step: Callable[[int, int, float], None
 def execute_group(spec_dicts: list[dict[str, Any]], on_step: OnStep | None = None,
                   keep_weights: bool = False) -> list[dict[str, Any]]:
     """Train runs that differ only by seed as one batched computation
-    (:func:`skiplab.engine.train_seeds`), or one by one where batching does not apply;
+    (:func:`skiplab.run.batched.train_seeds`), or one by one where batching does not apply;
     never raises: an error becomes status ``failed`` with its message, for the run that
     raised (the loop) or for every run of the batch. ``on_step(step, total, loss,
     seeds)`` reports progress (in-process use only). ``keep_weights``: each complete run's
@@ -147,14 +148,14 @@ def run_all(specs: list[RunSpec], store: Store, workers: int = 1,
             on_flight: Callable[[int], None] | None = None, on_step: OnStep | None = None,
             keep_weights: bool = False) -> dict[str, int]:
     """Train every spec not already finished in ``store`` through the scheduler
-    (:func:`skiplab.scheduler.schedule`: resume, claims, storing) on this process or a
+    (:func:`skiplab.run.scheduler.schedule`: resume, claims, storing) on this process or a
     pool (:func:`executor_for`). ``on_done(done, total, result)`` reports progress;
     ``on_flight(seeds)`` the runs in training now; ``on_step`` each step (this process
     only). ``threads``: torch threads in each run, wherever it runs (the same count gives
     the same numbers on the CPU). ``retries``: times a run whose worker process died is
     started again (default ``RETRIES``). ``keep_weights``: store each complete run's
     trained weights with it. Returns counts by status, plus ``skipped``, ``elsewhere``
-    and ``retried`` (:func:`skiplab.scheduler.schedule`)."""
+    and ``retried`` (:func:`skiplab.run.scheduler.schedule`)."""
     works = works_of(specs)
     tasks = len({w.task_key for w in works if w.key not in store.finished_keys()}) if works else 0
     executor = executor_for(tasks, workers, threads, retries, on_step)

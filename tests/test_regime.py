@@ -99,3 +99,25 @@ def test_a_bad_preset_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("skiplab: error: ") and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_each_strategy_against_add_with_raw_and_adjusted_p(tmp_path):
+    """The verdict's table of every strategy against add: a clear loss reads "lost to add"
+    (bpc: higher is worse), a tie "tied"; the adjusted p is Holm's over the report's family,
+    never below the test's own."""
+    from skiplab.report.verdict import versus_add
+
+    plan = StudyPlan(skips=("add", "dwa", "mhc"), budget_only=("add", "dwa", "mhc"), depths=(2,), seeds=3,
+                     budget_params=None, train=TrainConfig(epochs=1, evals=1))
+    noise = {0: 0.0, 1: 0.013, 2: -0.009}
+    base = {"add": 2.0, "dwa": 2.002, "mhc": 2.5}
+    with synthetic_store(tmp_path, plan, bpc=lambda s: base[s.model.skip] + noise[s.seed]) as store:
+        head, rows = versus_add(load_report_data(store))
+        write_report(store, tmp_path)
+    got = {r[2]: r for r in rows}
+    assert set(got) == {"dwa", "mhc"} and head[3] == "minus add (bpc)"
+    assert got["mhc"][6] == "lost to add" and got["mhc"][3].startswith("+0.500")
+    assert got["dwa"][6] == "tied"
+    for r in rows:
+        assert float(r[5]) >= float(r[4])  # adjusted >= raw
+    assert "Each strategy against add" in (tmp_path / "report.md").read_text()

@@ -21,7 +21,7 @@ from ..experiments.figures import figure_stem
 from .figures import RenderedFigure
 from .regime import regime_lines
 from .tables import Table, accuracy_table, cost_table, gradient_table, size_table, throughput_table
-from .verdict import best_per_depth, leaders, verdict
+from .verdict import best_per_depth, leaders, verdict, versus_add
 
 # (id, heading): every page has these sections, in this order, whatever the store holds.
 SECTIONS = (("question", "The question"), ("verdict", "Verdict"), ("cost", "Cost"),
@@ -110,6 +110,9 @@ def _question(data: ReportData) -> str:
 def _verdict(data: ReportData) -> str:
     lead = leaders(data)  # the table a reader scans first: per depth, the leader or the tied set
     table = (f"<p>Leaders per depth (Holm-adjusted over the report's comparisons):</p>{_table(lead)}" if lead else "")
+    vs = versus_add(data)
+    if vs:
+        table += f"<p>Each strategy against add (Welch's t-test over seeds, Holm-adjusted):</p>{_table(vs)}"
     regime = regime_lines(data)
     check = (f"<p>{esc(regime[0])}</p><ul>" + "".join(f"<li>{esc(line)}</li>" for line in regime[1:-1])
              + f"</ul><p>{esc(regime[-1])}</p>") if regime else ""

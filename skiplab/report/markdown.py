@@ -15,7 +15,7 @@ from .figures import RenderedFigure
 from ..metrics import ACCURACY
 from .regime import regime_lines
 from .tables import Table, accuracy_table, cost_table, gradient_table, size_table, throughput_table
-from .verdict import best_per_depth, leaders, verdict
+from .verdict import best_per_depth, leaders, verdict, versus_add
 from ..errors import UserError
 
 GROUP_TITLES = {"equal-width": "Test accuracy at equal width",
@@ -86,6 +86,9 @@ def markdown_report(data: ReportData, figures: Sequence[RenderedFigure] = (), ba
     lead = leaders(data)
     if lead:  # the table a reader scans first: per depth, the leader or the tied set
         parts += ["Leaders per depth (Holm-adjusted over the report's comparisons):", "", _md_table(lead), ""]
+    vs = versus_add(data)
+    if vs:
+        parts += ["Each strategy against add (Welch's t-test over seeds, Holm-adjusted):", "", _md_table(vs), ""]
     parts += [f"- {line}" for line in verdict(data)]
     regime = regime_lines(data)
     if regime:

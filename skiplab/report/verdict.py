@@ -26,7 +26,7 @@ from typing import Any
 
 from ..metrics import ACCURACY, Metric, metric_of
 from ..results import pct, stored_options
-from ..skips import STRATEGIES, options_text
+from ..skips import ADD, STRATEGIES, options_text
 from ..stats import Family, best_of, compare, mean_std, p_text, spread_text, test_statement
 from .content import GROUPS, ReportData
 
@@ -245,6 +245,7 @@ def report_family(data: ReportData) -> Family:
             _verdict_lines(data)
             for group in GROUPS:
                 _best_lines(data.group_rows(group))
+            _versus_add_rows(data)
         data.__dict__["_comparison_family"] = family
     return family
 
@@ -275,6 +276,44 @@ def how_decided(family: int = 1) -> str:
     """The one statement of the test behind every "beat", "tied" and "best" in the report."""
     return (f"How comparisons are decided: {test_statement(family=family)}; +- after a difference is its standard "
             "error, after a mean the standard deviation over seeds; with one seed there is no spread and no test.")
+
+
+def _versus_add_rows(data: ReportData) -> list[list[str]]:
+    """Each strategy against add at the same group and depth: the difference (strategy minus
+    add) with its standard error, the test's own p and the Holm-adjusted one, and the reading."""
+    M = data.metric
+    rows = []
+    for group in GROUPS:
+        by = {(r["skip"], r["depth"]): r for r in data.group_rows(group) if r["scores"]}
+        for (skip, depth), r in sorted(by.items(), key=lambda kv: (kv[0][1], _ORDER.get(kv[0][0], 99))):
+            add = by.get((ADD.name, depth))
+            if skip == ADD.name or add is None:
+                continue
+            c = compare(add["scores"], r["scores"])
+            if c is None:
+                continue
+            diff = f"{M.scale * c.diff:+.{M.digits}f}" + (f" +- {M.scale * c.se:.{M.digits}f}" if c.se is not None else "")
+            if not c.tested:
+                reading, raw, adj = "no test (1 seed)", "-", "-"
+            else:
+                won = c.winner is not None and M.better(c.mean_b, c.mean_a)
+                reading = f"beat {ADD.name}" if won else f"lost to {ADD.name}" if c.winner else "tied"
+                raw, adj = f"{c.p_raw if c.p_raw is not None else c.p:.2g}", f"{c.p:.2g}"
+            rows.append([GROUPS[group], str(depth), skip, diff, raw, adj, reading])
+    return rows
+
+
+_ORDER = {name: i for i, name in enumerate(STRATEGIES)}
+
+
+def versus_add(data: ReportData) -> tuple[list[str], list[list[str]]] | None:
+    """Every strategy against add (Welch's test per group and depth, Holm-adjusted over the
+    report's comparisons), as (headers, rows); None without add or without a second strategy."""
+    family = report_family(data)
+    with family.deciding():
+        rows = _versus_add_rows(data)
+    head = ["group", "depth", "skip", f"minus {ADD.name} ({data.metric.unit})", "p (test's own)", "adjusted p", "reading"]
+    return (head, rows) if rows else None
 
 
 def leaders(data: ReportData) -> tuple[list[str], list[list[str]]] | None:

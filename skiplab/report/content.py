@@ -231,7 +231,9 @@ def describe_plan(plan: dict[str, Any]) -> str:
     m, t = plan["model"], plan["train"]
     return (f"Data: {display_name(plan['dataset'])}. Model: {m['model']}, width {m['width']}, norm {m['norm']}, "
             f"activation {m['activation']}, init {m['init']}; strategy options at equal "
-            f"width: {_plan_options(plan)}. Training: {t['optimizer']}, lr {t['lr']}, {t['schedule']} schedule, batch {t['batch_size']}, "
+            f"width: {_plan_options(plan)}. Training: {t['optimizer']}, lr {t['lr']}"
+            + (f" after {t['warmup']} warm-up steps" if t.get("warmup") else "")
+            + f", {t['schedule']} schedule, batch {t['batch_size']}, "
             f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}. Matched budget: {_budget_text(plan)}. Depths: {', '.join(map(str, plan['depths']))}. Seeds: {plan['seeds']}.")
 
 

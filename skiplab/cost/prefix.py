@@ -74,9 +74,18 @@ class _Sums(Profile):
         return self.own[name]
 
 
-def _subtree(per_name: dict[str, dict[str, int]], root: str) -> dict[str, int]:
-    return {k: sum(v[k] for n, v in per_name.items() if n == root or n.startswith(root + "."))
-            for k in FIGURES}
+def _subtrees(per_name: dict[str, dict[str, int]], roots: list[str]) -> dict[str, dict[str, int]]:
+    """Each root's figures summed over its own module and every module below it, in one pass
+    over the names (a pass per root made a depth-64 sweep quadratic in its modules)."""
+    out = {r: dict.fromkeys(FIGURES, 0) for r in roots}
+    for name, v in per_name.items():
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):  # the name and each of its ancestors that is a root
+            sums = out.get(".".join(parts[:k]))
+            if sums is not None:
+                for f in FIGURES:
+                    sums[f] += v[f]
+    return out
 
 
 def _numel(module: nn.Module) -> int:
@@ -178,10 +187,9 @@ def _sweep(spec, wanted, batch, model, mode, x, desc, per) -> dict[int, dict[str
     per_name = {n: {"params": 0, "flops": recorder.flops.get(n, 0), "merge_flops": recorder.merge_flops.get(n, 0),
                     "concat_bytes": recorder.concat_bytes.get(n, 0), "saved_bytes": own_saved.get(n, 0),
                     "recompute_concat_bytes": 0} for n in names}
-    stem = _subtree(per_name, "stem") | {"params": _numel(model.stem)}
-    blocks = []
-    for i, block in enumerate(model.blocks):
-        blocks.append(_subtree(per_name, f"blocks.{i}") | {"params": _numel(block)})
+    sums = _subtrees(per_name, ["stem"] + [f"blocks.{i}" for i in range(len(model.blocks))])
+    stem = sums["stem"] | {"params": _numel(model.stem)}
+    blocks = [sums[f"blocks.{i}"] | {"params": _numel(block)} for i, block in enumerate(model.blocks)]
     zeros = dict.fromkeys(FIGURES, 0)
     stem_params = stem["params"]
     out = {}

@@ -158,6 +158,26 @@ def test_compare_resnet_on_an_image_folder(tmp_path, capsys):
     assert all(0.0 <= s <= 1.0 for s in orig["scores"] + rezero["scores"])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
+def test_compare_torchvision_resnet18_on_an_image_folder(tmp_path, capsys):
+    """Issue 28's torchvision case end to end: resnet18(num_classes=10) rewired to rezero at
+    5 of its 8 merges (the 3 downsampling blocks, whose shortcuts are projections, left as
+    they are) and trained beside the original through compare. Needs torchvision, which
+    this project's CPU torch cannot import (PyPI's torchvision wants its own torch build), so
+    CI skips it; it was run in a side environment with torch 2.14.1 and torchvision 0.29.1."""
+    factory = tmp_path / "tv.py"
+    factory.write_text("from torchvision.models import resnet18\n\n"
+                       "def make_model():\n    return resnet18(num_classes=10)\n")
+    data = cifar_folder(tmp_path / "cifar", per_batch=4)
+    code, out, err = cli(["compare", f"{factory}:make_model", "--skip", "rezero", "--dataset", str(data),
+                          "--seeds", "1", "--epochs", "0.25", "--batch-size", "8", "--out", str(tmp_path / "out"),
+                          "--json"], capsys)
+    assert code == 0, err
+    orig, rezero = json.loads(out)["variants"]
+    assert rezero["merges"] == 5 and rezero["params"] == orig["params"] + 5  # one ReZero scalar per rewired merge
+    assert orig["complete"] == rezero["complete"] == 1
+
+
 # -- bad input: one line, exit 2, nothing stored ---------------------------------------------
 NO_MERGE = "from torch import nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(12, 3))\n"
 FAILS = "def make():\n    raise RuntimeError('weights not found')\n"

@@ -139,26 +139,10 @@ TRANSFORMER_DEPTHS = (4,)
 PRESETS = ("gpu",)  # skiplab study --preset: a plan sized for other hardware
 
 
-def transformer_gpu_plan() -> StudyPlan:
-    """The transformer study sized for one GPU (issue 27.5; ``skiplab study --model
-    transformer --preset gpu --device cuda``): width 256, 4 heads, context 256, depth 12, 3
-    seeds, the same strategies and regime check. Sized by estimate for 10 minutes on one H200
-    (about 9.5M parameters per model, 8,192 tokens a step, about 510 steps), and NOT yet run on any
-    GPU (none has been lent since it was written): ``benchmarks/cuda_check.sh`` runs it when one is."""
-    from .datasets.text import load_pydoc
-    from .families import TRANSFORMER_FAMILY
-
-    vocab = load_pydoc().vocab
-    model = ModelSpec(model=TRANSFORMER_FAMILY.name, width=256, context=256, heads=4, vocab=vocab, classes=vocab)
-    return StudyPlan(skips=TRANSFORMER_SKIPS, budget_only=TRANSFORMER_SKIPS, options={}, budget_params=None,
-                     dataset="pydoc", regime_factor=2.0, depths=(12,), seeds=3, model=model, gradient_batch=8,
-                     train=TrainConfig(epochs=10, batch_size=32, lr=3e-3, warmup=100, evals=8))
-
-
 def transformer_plan(quick: bool = False) -> StudyPlan:
     """Width 64, context 64, 4 heads, pre-norm; every strategy at a matched parameter budget
     per depth (the add model's size at width 64: DWA adds a few scalars and hyper-connections
-    1.6%, so both keep width 64; mhc and mhc-lite meet it at a narrower width (56 at depth 4),
+    1.5%, so both keep width 64; mhc and mhc-lite meet it at a narrower width (56 at depth 4),
     dense through its growth and width); Adam with a
     warm-up and a cosine decay, long enough for the regime check (``regime_factor``: add
     trained twice as long as well). 3 seeds. The quick form (width 32, depths 1 and 2, a
@@ -176,6 +160,19 @@ def transformer_plan(quick: bool = False) -> StudyPlan:
     return StudyPlan(**common, depths=TRANSFORMER_DEPTHS, seeds=3, model=model, gradient_batch=16,
                      train=TrainConfig(epochs=TRANSFORMER_EPOCHS, batch_size=32, lr=TRANSFORMER_LR,
                                        warmup=TRANSFORMER_WARMUP, evals=8))
+
+
+def transformer_gpu_plan() -> StudyPlan:
+    """The transformer study sized for one GPU (issue 27.5; ``skiplab study --model
+    transformer --preset gpu --device cuda``): :func:`transformer_plan` (its strategies,
+    seeds, regime check) at width 256, context 256, depth 12, 10 epochs of Adam 3e-3. Sized by
+    estimate for 10 minutes on one H200 (about 9.5M parameters per model, 8,192 tokens a step,
+    about 510 steps), and NOT yet run on any GPU (none has been lent since it was written):
+    ``benchmarks/cuda_check.sh`` runs it when one is."""
+    base = transformer_plan()
+    model = base.model.replace(width=256, context=256, input_shape=(256,))  # a token model reads (context,)
+    return dataclasses.replace(base, depths=(12,), model=model, gradient_batch=8,
+                               train=dataclasses.replace(base.train, epochs=10, lr=3e-3))
 
 
 def plan_for(model: str, quick: bool = False, preset: str | None = None) -> StudyPlan:

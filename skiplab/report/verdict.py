@@ -284,9 +284,10 @@ def _versus_add_rows(data: ReportData) -> list[list[str]]:
     M = data.metric
     rows = []
     for group in GROUPS:
-        by = {(r["skip"], r["depth"]): r for r in data.group_rows(group) if r["scores"]}
-        for (skip, depth), r in sorted(by.items(), key=lambda kv: (kv[0][1], _ORDER.get(kv[0][0], 99))):
-            add = by.get((ADD.name, depth))
+        rows_ = [r for r in data.group_rows(group) if r["scores"]]  # by depth, then registry order (aggregate)
+        adds = {r["depth"]: r for r in rows_ if r["skip"] == ADD.name}
+        for r in rows_:
+            skip, depth, add = r["skip"], r["depth"], adds.get(r["depth"])
             if skip == ADD.name or add is None:
                 continue
             c = compare(add["scores"], r["scores"])
@@ -302,8 +303,6 @@ def _versus_add_rows(data: ReportData) -> list[list[str]]:
             rows.append([GROUPS[group], str(depth), skip, diff, raw, adj, reading])
     return rows
 
-
-_ORDER = {name: i for i, name in enumerate(STRATEGIES)}
 
 
 def versus_add(data: ReportData) -> tuple[list[str], list[list[str]]] | None:

@@ -166,7 +166,8 @@ def transformer_gpu_plan() -> StudyPlan:
     """The transformer study sized for one GPU (issue 27.5; ``skiplab study --model
     transformer --preset gpu --device cuda``): :func:`transformer_plan` (its strategies,
     seeds, regime check) at width 256, context 256, depth 12, 10 epochs of Adam 3e-3. Sized by
-    estimate for 10 minutes on one H200 (about 9.5M parameters per model, 8,192 tokens a step,
+    estimate for 10 minutes on one H200 (add: 9,596,007 parameters, skiplab.cost.param_counts;
+    8,192 tokens a step,
     about 510 steps), and NOT yet run on any GPU (none has been lent since it was written):
     ``benchmarks/cuda_check.sh`` runs it when one is."""
     base = transformer_plan()

@@ -3,7 +3,10 @@ relative to add, side by side in one run (issue 27, item 1).
 
 The model is the transformer study's (``skiplab.study.transformer_plan``): width 64, 4 heads,
 context 64, pre-norm, layer norm, the pydoc text's 103 symbols, batch 32 windows; one step is
-forward, backward and Adam. Rows: skiplab's add, dwa, hyper (dynamic and static), mhc and
+forward, backward and Adam as the loop engine takes them (fused Adam over one flat tensor of
+the parameters, :class:`Stepper`). ``--compile`` adds each skiplab row again with its loss
+function under ``torch.compile`` (what ``--compile`` trains), its ratio given both to eager
+add and to compiled add. Rows: skiplab's add, dwa, hyper (dynamic and static), mhc and
 mhc-lite, and, when lucidrains' ``hyper-connections`` package (PyPI) is importable, its
 hyper-connections (``HyperConnections``) and its manifold-constrained variant (``mHC``)
 wrapped around the same branches (skiplab's pre-norm attention and MLP sublayers), the same
@@ -18,6 +21,7 @@ between runs: compare rows of one run, not runs.
 
     python benchmarks/stream_overhead.py [--threads 1,2] [--depths 6,12] [--repeats 7] [--json]
     PYTHONPATH=/path/to/hyper-connections python benchmarks/stream_overhead.py   # with the peer rows
+    python benchmarks/stream_overhead.py --compile --threads 1 --depths 6,12   # eager and compiled rows
     python benchmarks/stream_overhead.py --quick   # tiny shapes: checks that it runs (tests)
 """
 
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab import STRATEGIES, ModelSpec, build_model
+from skiplab.run.optim import FlatParameters, make_optimizer
 
 VOCAB = 103  # the pydoc text's symbols (skiplab.datasets.text.load_pydoc().vocab on Python 3.12)
 STREAMS = 4  # every multi-stream row: the papers' common n
@@ -98,42 +103,65 @@ def peer_model(package, label: str, depth: int, shape: Shape, seed: int) -> nn.M
 
 
 class Stepper:
-    """One model, its Adam and a fixed batch: ``step()`` is one training step."""
+    """One model, its optimiser and a fixed batch: ``step()`` is one training step as the
+    loop engine takes it (``skiplab.run.loop``): Adam from ``make_optimizer`` (fused) over
+    the parameters as one flat tensor (``FlatParameters``), the gradients zeroed in place.
+    torch's default Adam on a CPU steps each parameter with a dozen small operations, which
+    charged the stream strategies' many small parameters (hyper: 6 per sublayer) several
+    milliseconds a step that training does not spend. ``compiled``: the loss function under
+    ``torch.compile``, as ``--compile`` trains (``skiplab.run.step.StepFunction``)."""
 
-    def __init__(self, model: nn.Module, shape: Shape, seed: int = 0):
+    def __init__(self, model: nn.Module, shape: Shape, seed: int = 0, compiled: bool = False):
         self.model = model.train()
-        self.opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        self.flat = FlatParameters(list(model.parameters()))
+        self.opt = make_optimizer("adam", self.flat.tensors, lr=3e-3)
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randint(0, VOCAB, (shape.batch, shape.context), generator=g)
         self.y = torch.randint(0, VOCAB, (shape.batch, shape.context), generator=g)
+        self.loss = torch.compile(self._loss) if compiled else self._loss
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
 
     def step(self) -> torch.Tensor:
-        logits = self.model(self.x)
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), self.y.reshape(-1))
-        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(self.x, self.y)
+        self.flat.zero_grad()
         loss.backward()
         self.opt.step()
         return loss.detach()
 
 
-def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None) -> list[tuple[str, Stepper]]:
-    """The rows to time, add first; ``only``: these labels (and add) alone."""
-    rows = []
+COMPILED = " compiled"  # the suffix of a compiled row's label
+
+
+def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None,
+             compiled: bool = False) -> list[tuple[str, Stepper]]:
+    """The rows to time, add first; ``only``: these labels (and add) alone; ``compiled``:
+    each skiplab row also compiled (label + " compiled"), after the eager rows."""
+    rows, specs = [], []
     for label, skip, options in SKIPLAB_ROWS:
         if skip in STRATEGIES and (only is None or label in only or label == "add"):
-            rows.append((label, Stepper(build_model(spec_for(skip, options, depth, shape), seed=0), shape)))
+            specs.append((label, spec_for(skip, options, depth, shape)))
+            rows.append((label, Stepper(build_model(specs[-1][1], seed=0), shape)))
     if package is not None:
         rows += [(label, Stepper(peer_model(package, label, depth, shape, seed=0), shape)) for label in PEER_ROWS
                  if only is None or label in only]
+    if compiled:
+        rows += [(label + COMPILED, Stepper(build_model(spec, seed=0), shape, compiled=True)) for label, spec in specs]
     return rows
 
 
 def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, package,
-            only: set[str] | None = None) -> list[dict]:
-    rows = rows_for(depth, shape, package, only)
-    for _, s in rows:
-        for _ in range(warmup):
+            only: set[str] | None = None, compiled: bool = False) -> list[dict]:
+    rows = rows_for(depth, shape, package, only, compiled)
+    first: dict[str, float] = {}  # each row's first step (a compiled row's compile)
+    for label, s in rows:
+        for i in range(warmup):
+            start = time.perf_counter()
             s.step()
+            if i == 0:
+                first[label] = time.perf_counter() - start
     times: dict[str, list[float]] = {label: [] for label, _ in rows}
     cpu: dict[str, list[float]] = {label: [] for label, _ in rows}
     for _ in range(repeats):  # interleaved: every row once per repeat
@@ -143,11 +171,17 @@ def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, pac
                 s.step()
             times[label].append((time.perf_counter() - start) / steps)
             cpu[label].append((time.process_time() - start_cpu) / steps)
-    base, base_cpu = statistics.median(times[rows[0][0]]), statistics.median(cpu[rows[0][0]])
-    return [{"row": label, "depth": depth, "ms_per_step": 1e3 * statistics.median(t),
-             "x_add": statistics.median(t) / base, "spread": [1e3 * min(t), 1e3 * max(t)],
-             "cpu_ms_per_step": 1e3 * statistics.median(cpu[label]),
-             "x_add_cpu": statistics.median(cpu[label]) / base_cpu} for label, t in times.items()]
+    out = []
+    for label, t in times.items():
+        mode_add = "add" + COMPILED if label.endswith(COMPILED) else "add"  # add in the same mode
+        out.append({"row": label, "depth": depth, "ms_per_step": 1e3 * statistics.median(t),
+                    "x_add": statistics.median(t) / statistics.median(times["add"]),
+                    "x_add_same_mode": statistics.median(t) / statistics.median(times[mode_add]),
+                    "spread": [1e3 * min(t), 1e3 * max(t)],
+                    "cpu_ms_per_step": 1e3 * statistics.median(cpu[label]),
+                    "x_add_cpu": statistics.median(cpu[label]) / statistics.median(cpu["add"]),
+                    "first_step_s": first.get(label)})
+    return out
 
 
 def cpu_name() -> str:
@@ -169,20 +203,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=3, help="steps per repeat (default 3)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rows", default=None, help="only these rows (labels, comma-separated; add is always timed)")
+    p.add_argument("--width", type=int, default=Shape.width,
+                   help="model width (default %(default)s, the study's; heads stay 4); the stream's own work grows with "
+                        "the width, the branches' with its square")
+    p.add_argument("--compile", action="store_true",
+                   help="also time every skiplab row with its loss function under torch.compile (as --compile trains); "
+                        "each compiled row's first warm-up step is its compile")
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks that it runs")
     p.add_argument("--json", action="store_true", help="the result as JSON on stdout")
     args = p.parse_args(argv)
-    shape, depths = (QUICK, [1]) if args.quick else (Shape(), [int(d) for d in args.depths.split(",")])
+    shape, depths = (QUICK, [1]) if args.quick else (Shape(width=args.width), [int(d) for d in args.depths.split(",")])
     repeats, steps, warmup = (1, 1, 1) if args.quick else (args.repeats, args.steps, args.warmup)
     package = peer_package()
     only = set(args.rows.split(",")) if args.rows else None
     result = {"cpu": cpu_name(), "torch": torch.__version__, "shape": asdict(shape),
-              "peer": getattr(package, "__name__", None), "runs": []}
+              "peer": getattr(package, "__name__", None),
+              "compiled": args.compile, "runs": []}
     before = torch.get_num_threads()
     try:
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            rows = [r for depth in depths for r in measure(depth, shape, repeats, steps, warmup, package, only)]
+            rows = [r for depth in depths for r in measure(depth, shape, repeats, steps, warmup, package, only,
+                                                                args.compile)]
             result["runs"].append({"threads": threads, "rows": rows})
     finally:
         torch.set_num_threads(before)
@@ -194,11 +236,13 @@ def main(argv: list[str] | None = None) -> dict:
               + ("" if package else "; hyper-connections package not importable: no peer rows"))
         for run in result["runs"]:
             print(f"\n{run['threads']} thread(s)")
-            print(f"{'row':14s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} {'x add':>6s}")
+            print(f"{'row':23s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} "
+                  f"{'x add':>6s}" + (f"  {'x add, same mode':>16s} {'first step s':>12s}" if args.compile else ""))
             for r in run["rows"]:
                 lo, hi = r["spread"]
-                print(f"{r['row']:14s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
-                      f"{r['cpu_ms_per_step']:7.1f} {r['x_add_cpu']:6.2f}")
+                print(f"{r['row']:23s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
+                      f"{r['cpu_ms_per_step']:7.1f} {r['x_add_cpu']:6.2f}"
+                      + (f"  {r['x_add_same_mode']:16.2f} {r['first_step_s'] or 0:12.1f}" if args.compile else ""))
     return result
 
 

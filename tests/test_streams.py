@@ -415,6 +415,13 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     assert rows[0]["x_add"] == 1.0 and all(r["ms_per_step"] > 0 and r["x_add_cpu"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert '"row": "mhc-lite"' in printed
+    assert all(r["x_add_same_mode"] == r["x_add"] for r in rows)  # eager rows: their mode's add is add
+    # --compile adds each skiplab row again, its loss function under torch.compile (here a
+    # stand-in that records what it was given: the wiring, not the compiler, is tested)
+    given = []
+    monkeypatch.setattr(torch, "compile", lambda fn: given.append(fn) or fn)
+    labels = [label for label, _ in bench.rows_for(1, bench.QUICK, None, {"hyper"}, compiled=True)]
+    assert labels == ["add", "hyper", "add compiled", "hyper compiled"] and len(given) == 2
 
 
 # Per sample, transformer depth 6, width 64, vocab 103 (the README's cost table). Stream

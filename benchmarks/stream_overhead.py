@@ -195,6 +195,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _counts(p: argparse.ArgumentParser, flag: str, text: str) -> list[int]:
+    """``1,2`` as [1, 2]; anything but positive integers is a usage error (exit code 2)."""
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        p.error(f"{flag}: expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default="1", help="torch threads, one run per value: 1, 2 or 1,2 (default 1)")
@@ -212,16 +223,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks that it runs")
     p.add_argument("--json", action="store_true", help="the result as JSON on stdout")
     args = p.parse_args(argv)
-    shape, depths = (QUICK, [1]) if args.quick else (Shape(width=args.width), [int(d) for d in args.depths.split(",")])
+    threads_list, depth_list = _counts(p, "--threads", args.threads), _counts(p, "--depths", args.depths)
+    if min(args.repeats, args.steps, args.warmup) < 1:
+        p.error("--repeats, --steps and --warmup must be >= 1 (the first warm-up step is a compiled row's compile)")
+    if args.width < Shape.heads or args.width % Shape.heads:
+        p.error(f"--width: must be a positive multiple of the {Shape.heads} heads, got {args.width}")
+    only = set(args.rows.split(",")) if args.rows else None
+    known = {label for label, _, _ in SKIPLAB_ROWS} | set(PEER_ROWS)
+    if only and only - known:
+        p.error(f"--rows: {', '.join(sorted(only - known))} not among the rows ({', '.join(sorted(known))})")
+    shape, depths = (QUICK, [1]) if args.quick else (Shape(width=args.width), depth_list)
     repeats, steps, warmup = (1, 1, 1) if args.quick else (args.repeats, args.steps, args.warmup)
     package = peer_package()
-    only = set(args.rows.split(",")) if args.rows else None
     result = {"cpu": cpu_name(), "torch": torch.__version__, "shape": asdict(shape),
               "peer": getattr(package, "__name__", None),
               "compiled": args.compile, "runs": []}
     before = torch.get_num_threads()
     try:
-        for threads in [int(t) for t in args.threads.split(",")]:
+        for threads in threads_list:
             torch.set_num_threads(threads)
             rows = [r for depth in depths for r in measure(depth, shape, repeats, steps, warmup, package, only,
                                                                 args.compile)]

@@ -395,10 +395,8 @@ def test_drop_in_modules_check_their_arguments(make, message):
         make()
 
 
-def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
-    """benchmarks/stream_overhead.py --quick: one row per skiplab strategy, and the peer
-    package's rows only when it imports (here made absent, as on a machine without it).
-    The shape of the output only: no timing is checked."""
+def _stream_benchmark(monkeypatch):
+    """benchmarks/stream_overhead.py as a module."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -407,6 +405,29 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "stream_overhead", bench)  # its dataclasses look their module up
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--width", "30"], "--width: must be a positive multiple of the 4 heads, got 30"),
+    (["--threads", "1,x"], "--threads: expected positive integers"),
+    (["--depths", "0"], "--depths: expected positive integers"),
+    (["--rows", "hyper,foo"], "--rows: foo not among the rows"),
+    (["--warmup", "0"], "--warmup must be >= 1"),
+])
+def test_stream_overhead_benchmark_refuses_bad_flags(monkeypatch, capsys, argv, message):
+    """Each bad flag: one error line and exit code 2, before any model is built."""
+    bench = _stream_benchmark(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
+    """benchmarks/stream_overhead.py --quick: one row per skiplab strategy, and the peer
+    package's rows only when it imports (here made absent, as on a machine without it).
+    The shape of the output only: no timing is checked."""
+    bench = _stream_benchmark(monkeypatch)
     monkeypatch.setattr(bench, "peer_package", lambda: None)
     result = bench.main(["--quick", "--threads", "1", "--json"])
     assert result["peer"] is None and [run["threads"] for run in result["runs"]] == [1]

@@ -31,35 +31,31 @@ def _exponential_fit(d: np.ndarray, y: np.ndarray) -> tuple[float, float, float,
     top, scale = d.max(), np.max(np.abs(y))
     ys = y / scale
 
-    def residuals(bases: np.ndarray) -> np.ndarray:
-        """The relative residual of the least-squares a + b z for every base at once (z =
-        base**(d - max d), scaled so that huge powers stay in range): a straight line in z,
-        solved in closed form (every base of a grid in one array operation, where one
-        ``lstsq`` per base made ``skiplab cost --depths`` spend seconds here)."""
+    def lines(bases: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The least-squares ``ys ~ a + b z`` for every base at once (z = base**(d - max d),
+        scaled so that huge powers stay in range), in closed form: a, b and the residual
+        relative to the largest value, one array each (every base of a grid in one array
+        operation, where one ``lstsq`` per base made ``skiplab cost --depths`` spend seconds
+        here); a base whose z does not vary has an infinite residual."""
         z = np.power(bases[:, None], (d - top)[None, :])
-        zc = z - z.mean(axis=1, keepdims=True)
+        z_mean = z.mean(axis=1)
+        zc = z - z_mean[:, None]
         var = np.einsum("gn,gn->g", zc, zc)
         with np.errstate(divide="ignore", invalid="ignore"):
-            b = np.einsum("gn,n->g", zc, ys - ys.mean()) / var
-            fit = ys.mean() + b[:, None] * zc
-            res = np.max(np.abs(ys[None, :] - fit), axis=1)
-        return np.where(np.isfinite(res) & (var > 0), res, np.inf)
-
-    def fit(base: float) -> tuple[float, float, float]:
-        z = np.power(base, d - top)
-        A = np.stack([np.ones_like(d), z], axis=1)
-        (a, b), *_ = np.linalg.lstsq(A, ys, rcond=None)
-        return a * scale, b * scale / base ** top, _relative_residual(y, (a + b * z) * scale)
+            slope = np.einsum("gn,n->g", zc, ys - ys.mean()) / var
+            res = np.max(np.abs(ys[None, :] - (ys.mean() + slope[:, None] * zc)), axis=1)
+        return ys.mean() - slope * z_mean, slope, np.where(np.isfinite(res) & (var > 0), res, np.inf)
 
     grid = np.exp(np.linspace(np.log(1.0001), np.log(1024), 4000))
-    best = float(grid[int(np.argmin(residuals(grid)))])
+    best = float(grid[int(np.argmin(lines(grid)[2]))])
     lo, hi = best / 1.01, best * 1.01
     for _ in range(4):  # refine around the best grid point
         grid = np.linspace(lo, hi, 200)
-        best = float(grid[int(np.argmin(residuals(grid)))])
+        best = float(grid[int(np.argmin(lines(grid)[2]))])
         step = (hi - lo) / 200
         lo, hi = best - step, best + step
-    a, b, res = fit(best)
+    (a,), (b,), (res,) = lines(np.array([best]))
+    a, b = a * scale, b * scale / best ** top
     return float(a), float(b), float(best), res
 
 

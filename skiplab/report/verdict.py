@@ -304,7 +304,6 @@ def _versus_add_rows(data: ReportData) -> list[list[str]]:
     return rows
 
 
-
 def versus_add(data: ReportData) -> tuple[list[str], list[list[str]]] | None:
     """Every strategy against add (Welch's test per group and depth, Holm-adjusted over the
     report's comparisons), as (headers, rows); None without add or without a second strategy."""

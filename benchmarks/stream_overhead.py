@@ -12,6 +12,8 @@ hyper-connections (``HyperConnections``) and its manifold-constrained variant (`
 wrapped around the same branches (skiplab's pre-norm attention and MLP sublayers), the same
 stem and head, 4 streams, with each layer's index for its init (the package's own way:
 ``get_init_and_expand_reduce_stream_functions``). The package is read for nothing else.
+One reference row, ``copies floor`` (:class:`CopiesFloor`), carries 4 copies with no mixing
+at all: what keeping n copies costs by itself, a floor under every multi-stream row.
 
 Every model is built once; each repeat times ``--steps`` steps of every model in turn
 (interleaved, so that a change in the machine's load lands on all rows alike), after
@@ -61,6 +63,7 @@ QUICK = Shape(width=16, heads=2, context=8, batch=2)
 SKIPLAB_ROWS = [("add", "add", {}), ("dwa", "dwa", {}), ("hyper", "hyper", {}),
                 ("hyper static", "hyper", {"static": True}), ("mhc", "mhc", {}), ("mhc-lite", "mhc-lite", {})]
 PEER_ROWS = ["hc (package)", "mhc (package)"]
+FLOOR_ROW = "copies floor"  # a reference, not a strategy: CopiesFloor
 
 
 def spec_for(skip: str, options: dict, depth: int, shape: Shape) -> ModelSpec:
@@ -92,6 +95,27 @@ class PeerModel(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(self.reduce(h))  # the streams summed, then skiplab's final norm and head
+
+
+class CopiesFloor(nn.Module):
+    """A reference row, not a strategy: the least work any design that keeps ``STREAMS``
+    copies of the stream in memory does. Layer k reads copy ``k mod n`` as it is (a view:
+    no mixing, no weights) and writes ``H + f`` to every copy; the head sees the copies'
+    mean. Its ratio to add is what carrying n copies costs by itself (the copies' memory
+    passes and their backward); a stream strategy's ratio above it is what its mixing and
+    its weights cost. Built from skiplab's add model (same stem, branches and head)."""
+
+    def __init__(self, add_model: nn.Module, streams: int = STREAMS):
+        super().__init__()
+        self.stem, self.head, self.streams = add_model.stem, add_model.head, streams
+        self.branches = nn.ModuleList(block.branch for block in add_model.blocks)
+
+    def forward(self, x):
+        x0 = self.stem(x)
+        H = x0.unsqueeze(0).expand(self.streams, *x0.shape)  # (n, B, T, C), as skiplab's copies
+        for k, branch in enumerate(self.branches):
+            H = H + branch(H[k % self.streams])  # f added to every copy
+        return self.head(H.mean(0))
 
 
 def peer_model(package, label: str, depth: int, shape: Shape, seed: int) -> nn.Module:
@@ -144,6 +168,8 @@ def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None,
         if skip in STRATEGIES and (only is None or label in only or label == "add"):
             specs.append((label, spec_for(skip, options, depth, shape)))
             rows.append((label, Stepper(build_model(specs[-1][1], seed=0), shape)))
+    if only is None or FLOOR_ROW in only:
+        rows.append((FLOOR_ROW, Stepper(CopiesFloor(build_model(spec_for("add", {}, depth, shape), seed=0)), shape)))
     if package is not None:
         rows += [(label, Stepper(peer_model(package, label, depth, shape, seed=0), shape)) for label in PEER_ROWS
                  if only is None or label in only]
@@ -184,6 +210,26 @@ def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, pac
     return out
 
 
+def profile_row(label: str, depth: int, shape: Shape, package, steps: int = 5) -> dict:
+    """torch.profiler's operator table (self CPU time) for ``steps`` steps of one row, on one
+    thread, after two warm-up steps: where the row's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stepper = dict(rows_for(depth, shape, package, {label}))[label]
+        for _ in range(2):
+            stepper.step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                stepper.step()
+    finally:
+        torch.set_num_threads(before)
+    print(f"{label}, depth {depth}, width {shape.width}, one thread, {steps} steps ({cpu_name()}):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=40))
+    return {"row": label, "depth": depth, "steps": steps}
+
+
 def cpu_name() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -220,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile", action="store_true",
                    help="also time every skiplab row with its loss function under torch.compile (as --compile trains); "
                         "each compiled row's first warm-up step is its compile")
+    p.add_argument("--profile", default=None, metavar="ROW",
+                   help="instead of the table: torch.profiler's operator table for 5 steps of this row (one thread, the "
+                        "first of --depths), where its time goes")
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks that it runs")
     p.add_argument("--json", action="store_true", help="the result as JSON on stdout")
     args = p.parse_args(argv)
@@ -229,10 +278,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.width < Shape.heads or args.width % Shape.heads:
         p.error(f"--width: must be a positive multiple of the {Shape.heads} heads, got {args.width}")
     only = set(args.rows.split(",")) if args.rows else None
-    known = {label for label, _, _ in SKIPLAB_ROWS} | set(PEER_ROWS)
+    known = {label for label, _, _ in SKIPLAB_ROWS} | set(PEER_ROWS) | {FLOOR_ROW}
     if only and only - known:
         p.error(f"--rows: {', '.join(sorted(only - known))} not among the rows ({', '.join(sorted(known))})")
+    if args.profile is not None and args.profile not in known:
+        p.error(f"--profile: {args.profile} not among the rows ({', '.join(sorted(known))})")
     shape, depths = (QUICK, [1]) if args.quick else (Shape(width=args.width), depth_list)
+    if args.profile is not None:
+        return profile_row(args.profile, depths[0], shape, peer_package())
     repeats, steps, warmup = (1, 1, 1) if args.quick else (args.repeats, args.steps, args.warmup)
     package = peer_package()
     result = {"cpu": cpu_name(), "torch": torch.__version__, "shape": asdict(shape),

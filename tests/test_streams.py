@@ -414,6 +414,7 @@ def _stream_benchmark(monkeypatch):
     (["--depths", "0"], "--depths: expected positive integers"),
     (["--rows", "hyper,foo"], "--rows: foo not among the rows"),
     (["--warmup", "0"], "--warmup must be >= 1"),
+    (["--profile", "foo"], "--profile: foo not among the rows"),
 ])
 def test_stream_overhead_benchmark_refuses_bad_flags(monkeypatch, capsys, argv, message):
     """Each bad flag: one error line and exit code 2, before any model is built."""
@@ -432,7 +433,7 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     result = bench.main(["--quick", "--threads", "1", "--json"])
     assert result["peer"] is None and [run["threads"] for run in result["runs"]] == [1]
     rows = result["runs"][0]["rows"]
-    assert [r["row"] for r in rows] == ["add", "dwa", "hyper", "hyper static", "mhc", "mhc-lite"]
+    assert [r["row"] for r in rows] == ["add", "dwa", "hyper", "hyper static", "mhc", "mhc-lite", "copies floor"]
     assert rows[0]["x_add"] == 1.0 and all(r["ms_per_step"] > 0 and r["x_add_cpu"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert '"row": "mhc-lite"' in printed
@@ -443,6 +444,18 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     monkeypatch.setattr(torch, "compile", lambda fn: given.append(fn) or fn)
     labels = [label for label, _ in bench.rows_for(1, bench.QUICK, None, {"hyper"}, compiled=True)]
     assert labels == ["add", "hyper", "add compiled", "hyper compiled"] and len(given) == 2
+
+
+def test_stream_overhead_floor_row_computes_what_add_computes(monkeypatch):
+    """The benchmark's reference row carries n copies with no mixing: every copy receives
+    every f, so each copy is add's stream and the model computes add's function; its time
+    is the branches' work plus the copies' alone (a floor, not a strategy)."""
+    bench = _stream_benchmark(monkeypatch)
+    spec = bench.spec_for("add", {}, 2, bench.QUICK)
+    add, floor = build_model(spec, seed=0), bench.CopiesFloor(build_model(spec, seed=0))
+    x = torch.randint(0, bench.VOCAB, (3, bench.QUICK.context), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(floor(x), add(x), rtol=1e-5, atol=1e-6)  # the copies' mean rounds
+    assert sum(p.numel() for p in floor.parameters()) == sum(p.numel() for p in add.parameters())
 
 
 # Per sample, transformer depth 6, width 64, vocab 103 (the README's cost table). Stream
@@ -462,3 +475,45 @@ def test_stream_mixing_is_counted_as_merge_flops(skip):
     c = model_cost(ModelSpec(model="transformer", skip=skip, depth=6, width=64, vocab=103, classes=103))
     assert (c["flops"]["matmul"], c["flops"]["merge"]) == STREAM_COSTS[skip]
     assert c["concat_bytes"] == 0  # stacking the mixing's operands is no concatenation
+
+
+def _fused_read_benchmark(monkeypatch):
+    """benchmarks/fused_read.py as a module (it imports stream_overhead.py beside it)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    _stream_benchmark(monkeypatch)
+    path = Path(__file__).parent.parent / "benchmarks" / "fused_read.py"
+    spec = importlib.util.spec_from_file_location("fused_read", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fused_read", bench)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_fused_read_benchmark_agrees_with_skiplab(monkeypatch, capsys):
+    """benchmarks/fused_read.py --quick: its C kernel gives HyperConnection's read, values
+    and every gradient, away from init, and the model with fused reads trains as hyper
+    does. Skipped where no C compiler builds it (the benchmark then exits 2, tested below)."""
+    import tempfile
+    from pathlib import Path
+    bench = _fused_read_benchmark(monkeypatch)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            bench.compile_kernel(Path(tmp))
+        except bench.Unavailable as e:  # a machine without a C compiler (or one that fails)
+            pytest.skip(str(e))
+    result = bench.main(["--quick"])
+    assert result["largest_relative_error"] < 1e-5
+    assert result["loss_difference"] < 1e-5
+    assert set(result["x_add"]) == {"add", "hyper", "hyper, read fused in C"}
+    assert "values and gradients agree" in capsys.readouterr().out
+
+
+def test_fused_read_benchmark_without_compiler_exits_2(monkeypatch, capsys):
+    bench = _fused_read_benchmark(monkeypatch)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--quick"])
+    assert e.value.code == 2 and "no C compiler found" in capsys.readouterr().err

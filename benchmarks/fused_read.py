@@ -15,7 +15,7 @@ It is a measurement, not a code path: skiplab never calls this kernel (a compile
 would need a compiler on every user's machine, a path under vmap and one under
 ``torch.compile``). Float32, one seed, the study's shape (2,048 tokens, 4 copies, width 64).
 
-    python benchmarks/fused_read.py [--threads 1] [--repeats 9] [--width 64] [--quick]
+    python benchmarks/fused_read.py [--threads 1] [--repeats 9] [--width 64] [--depth 6] [--quick]
 
 Exit code 2, with one line, when no C compiler is found (``CC``, else ``cc``).
 """
@@ -242,9 +242,7 @@ def fused_step(FusedRead, hc: HyperConnection, H: torch.Tensor, f: torch.Tensor,
     rows, lead = token_rows(H, -1)
     h, mixed, bt = FusedRead.apply(rows, hc.w, hc._static(), hc.s_a, hc.b, hc.s_b)
     new = write_rows(mixed, bt, h + f.reshape(h.shape))
-    grads = torch.autograd.grad((new.view(*lead, *new.shape[1:]).movedim(-2, 0) * G).sum(),
-                                [H, hc.a_m, hc.a_r, hc.b, hc.w, hc.s_a, hc.s_b], allow_unused=True)
-    return list(grads)
+    return torch.autograd.grad((new.view(*lead, *new.shape[1:]).movedim(-2, 0) * G).sum(), [H, *hc.parameters()])
 
 
 def with_fused_reads(model: torch.nn.Module, FusedRead) -> torch.nn.Module:
@@ -279,8 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--depth", type=int, default=6, help="blocks of the whole-model rows (default 6)")
     p.add_argument("--quick", action="store_true", help="a tiny shape, one repeat: checks that it runs and agrees")
     args = p.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or not 1 <= args.width <= 4096:
-        p.error("--threads and --repeats must be >= 1 and --width in 1..4096")
+    if min(args.threads, args.repeats, args.depth) < 1 or not 1 <= args.width <= 4096:
+        p.error("--threads, --repeats and --depth must be >= 1 and --width in 1..4096 (the kernel's buffers)")
+    if args.width % 4:
+        p.error(f"--width: must be a multiple of the model's 4 heads, got {args.width}")
     torch.set_num_threads(args.threads)
     streams, (batch, context, width) = 4, ((2, 8, 16) if args.quick else (32, 64, args.width))
     with tempfile.TemporaryDirectory() as tmp:
@@ -299,7 +299,6 @@ def main(argv: list[str] | None = None) -> dict:
         G = G.movedim(0, -2).contiguous().movedim(-2, 0)
         ours = skiplab_step(hc, H, f, G)
         fused = fused_step(FusedRead, hc, H, f, G)
-        # skiplab's parameter order is a_m, a_r, b, w, s_a, s_b: the same as fused_step's
         errors = [float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(fused, ours)]
         repeats, calls = (1, 2) if args.quick else (args.repeats, 20)
         so, steppers = model_rows(FusedRead, 1 if args.quick else args.depth, width, args.quick)

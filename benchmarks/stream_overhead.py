@@ -24,6 +24,7 @@ between runs: compare rows of one run, not runs.
     python benchmarks/stream_overhead.py [--threads 1,2] [--depths 6,12] [--repeats 7] [--json]
     PYTHONPATH=/path/to/hyper-connections python benchmarks/stream_overhead.py   # with the peer rows
     python benchmarks/stream_overhead.py --compile --threads 1 --depths 6,12   # eager and compiled rows
+    python benchmarks/stream_overhead.py --profile mhc --depths 6   # where one row's time goes
     python benchmarks/stream_overhead.py --quick   # tiny shapes: checks that it runs (tests)
 """
 

@@ -510,6 +510,20 @@ def test_fused_read_benchmark_agrees_with_skiplab(monkeypatch, capsys):
     assert "values and gradients agree" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--depth", "0"], "--threads, --repeats and --depth must be >= 1"),
+    (["--width", "5000"], "--width in 1..4096"),
+    (["--width", "30"], "--width: must be a multiple of the model's 4 heads, got 30"),
+])
+def test_fused_read_benchmark_refuses_bad_flags(monkeypatch, capsys, argv, message):
+    """Each bad flag: one error line and exit code 2, before anything is compiled."""
+    bench = _fused_read_benchmark(monkeypatch)
+    monkeypatch.setattr(bench, "compile_kernel", lambda workdir: pytest.fail("compiled before the flags were checked"))
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]
+
+
 def test_fused_read_benchmark_without_compiler_exits_2(monkeypatch, capsys):
     bench = _fused_read_benchmark(monkeypatch)
     monkeypatch.delenv("CC", raising=False)

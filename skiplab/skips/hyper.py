@@ -106,7 +106,29 @@ def write_rows(mixed: torch.Tensor, post: torch.Tensor, f_rows: torch.Tensor) ->
     return torch.addcmul(mixed, post.unsqueeze(-1), f_rows.unsqueeze(1))
 
 
-class HyperConnection(Connection):
+class _CopiesConnection(Connection):
+    """What hyper-connections and mHC connections share: ``read`` computes the branch's input
+    and what ``write`` needs (``_read``), and keeps the latter for the ``write`` of the same
+    stream; a ``write`` given another stream than the last ``read`` (a lesion, the gradient
+    probe's views of one stream) computes it from that stream."""
+
+    _cache: tuple | None = None
+
+    def _read(self, H: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def read(self, H: torch.Tensor) -> torch.Tensor:
+        h, kept = self._read(H)
+        self._cache = (H, kept)
+        return h
+
+    def _kept(self, H: torch.Tensor) -> Any:
+        """What the last ``read`` of ``H`` kept for ``write``, once; computed if ``H`` was not read."""
+        cache, self._cache = self._cache, None
+        return cache[1] if cache is not None and cache[0] is H else self._read(H)[1]
+
+
+class HyperConnection(_CopiesConnection):
     """One layer's hyper-connection around ``branch``.
 
     ``layer``: the 0-based index k of this layer among all hyper-connected layers (it reads
@@ -145,7 +167,6 @@ class HyperConnection(Connection):
             self.w = nn.Parameter(torch.zeros(n + 2, channels))
             self.s_a = nn.Parameter(torch.tensor(DYNAMIC_SCALE))
             self.s_b = nn.Parameter(torch.tensor(DYNAMIC_SCALE))
-        self._cache: tuple | None = None
 
     def _static(self) -> torch.Tensor:
         """``[A_m | A_r]``, (n, n + 1): column 0 reads, column 1 + j makes copy j."""
@@ -170,14 +191,8 @@ class HyperConnection(Connection):
         h, mixed = read_and_mix(am_ar.transpose(1, 2), rows)
         return layout_of_rows(h, lead, self.channel_dim), (mixed, b, lead)
 
-    def read(self, H: torch.Tensor) -> torch.Tensor:
-        h, kept = self._read(H)
-        self._cache = (H, kept)
-        return h
-
     def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        cache, self._cache = self._cache, None
-        kept = cache[1] if cache is not None and cache[0] is H else self._read(H)[1]
+        kept = self._kept(H)
         if not self.dynamic:  # H <- A_r^T H + B^T f (Eq. 5)
             mixed = kept[0]
             return torch.addcmul(mixed, self.b.view(-1, *[1] * f.dim()), f.unsqueeze(0))

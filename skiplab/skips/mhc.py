@@ -38,9 +38,9 @@ from torch import nn
 
 from ..batching import over_leading_dims
 from ..validate import integer
-from .base import Connection, Option
-from .hyper import (STREAMS, CopiesStrategy, layout_of_rows, read_and_mix, rows_of_layout, stream_of_rows, token_rows,
-                    write_rows)
+from .base import Option
+from .hyper import (STREAMS, _CopiesConnection, CopiesStrategy, layout_of_rows, read_and_mix, rows_of_layout,
+                    stream_of_rows, token_rows, write_rows)
 
 GATE_INIT = 0.01  # a_pre, a_post, a_res at init
 OFF_DIAGONAL = -6.0  # b_res off the diagonal: exp(-6) ~ 0.0025 of the diagonal's weight
@@ -131,7 +131,7 @@ def sinkhorn_knopp(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     return sinkhorn_tokens_last(flat.contiguous(), iterations).permute(2, 0, 1).reshape(logits.shape)
 
 
-class MHC(Connection):
+class MHC(_CopiesConnection):
     """One layer's manifold-constrained hyper-connection around ``branch``; the stream is
     ``(n, B, *layout)`` as for :class:`~skiplab.skips.hyper.HyperConnection`, channels at
     ``channel_dim`` of the layout, stored token-major. ``read`` computes the three maps once
@@ -154,7 +154,6 @@ class MHC(Connection):
         self.b_pre = nn.Parameter(torch.full((n,), math.log(1 / n) - math.log(1 - 1 / n) if n > 1 else 10.0))
         self.b_post = nn.Parameter(torch.zeros(n))
         self.b_res = nn.Parameter(OFF_DIAGONAL * (1 - torch.eye(n)))
-        self._cache: tuple | None = None
 
     def projections(self, rows: torch.Tensor) -> torch.Tensor:
         """``RMSNorm(vec x_l) [phi_pre, phi_post, phi_res]`` (Eq. 5), transposed: (2n + n^2,
@@ -191,14 +190,8 @@ class MHC(Connection):
         h, mixed = read_and_mix(weights, rows)  # H_pre x_l and H_res x_l
         return layout_of_rows(h, lead, self.channel_dim), (mixed, post.t(), lead)
 
-    def read(self, H: torch.Tensor) -> torch.Tensor:
-        h, kept = self._read(H)
-        self._cache = (H, kept)
-        return h
-
     def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        cache, self._cache = self._cache, None
-        mixed, post, lead = cache[1] if cache is not None and cache[0] is H else self._read(H)[1]
+        mixed, post, lead = self._kept(H)
         # x_{l+1} = H_res x_l + H_post^T F(H_pre x_l) (Eq. 3)
         return stream_of_rows(write_rows(mixed, post, rows_of_layout(f, self.channel_dim)), lead, self.channel_dim)
 

@@ -87,7 +87,6 @@ class MHCLite(MHC):
         self.b_res = nn.Parameter(b_res)
         # a constant, rebuilt with the module (not in its state_dict)
         self.register_buffer("perms", permutation_matrices(n).reshape(k, n * n), persistent=False)
-        self._cache = None
 
     def maps_tokens_last(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """H_pre (n, tokens), H_post (n, tokens) and H_res (n, n, tokens)."""

@@ -181,6 +181,11 @@ def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None,
 
 def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, package,
             only: set[str] | None = None, compiled: bool = False) -> list[dict]:
+    if compiled:
+        # Dynamo keeps at most 8 compiled graphs per code object (every row's _loss shares
+        # one) and then runs eagerly without raising: two depths' rows, or a new thread count,
+        # had the later compiled rows timed eagerly. A clean cache for each table.
+        torch.compiler.reset()
     rows = rows_for(depth, shape, package, only, compiled)
     first: dict[str, float] = {}  # each row's first step (a compiled row's compile)
     for label, s in rows:

@@ -30,10 +30,15 @@ def over_leading_dims(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -
     return _batcher(fn, *tensors)
 
 
+# Is Dynamo tracing (torch.compile)? Then code may take the form Inductor compiles best: the
+# batched engine's fast paths step aside, and hyper-connections mix their copies element-wise.
+compiling: Callable[[], bool] = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
 def batch_with(batcher: Callable[..., torch.Tensor] | None) -> None:
     """Run every :func:`over_leading_dims` call through ``batcher(fn, *tensors)`` (None: plainly)."""
     global _batcher
     _batcher = batcher
 
 
-__all__ = ["over_leading_dims", "batch_with"]
+__all__ = ["over_leading_dims", "batch_with", "compiling"]

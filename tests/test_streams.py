@@ -22,6 +22,7 @@ from torch import nn
 from skiplab import ModelSpec, build_model
 from skiplab.gradients import GradientConfig, composite_gains, measure_gradients
 from skiplab.skips import DWA, MHC, HyperConnection
+from skiplab.skips import hyper as hyper_module
 from skiplab.skips.hyper import expand, reduce
 from skiplab.skips.mhc import sinkhorn_knopp
 from skiplab.skips.mhc_lite import MHCLite
@@ -120,7 +121,9 @@ def _hc_reference(model, x, n, dynamic, channel_dim):
 
 @pytest.mark.parametrize("model", list(FAMILIES))
 @pytest.mark.parametrize("static", [True, False])
-def test_hyper_matches_the_papers_equations(model, static):
+@pytest.mark.parametrize("elementwise", [False, True])  # eager's products, or the form taken under torch.compile
+def test_hyper_matches_the_papers_equations(model, static, elementwise, monkeypatch):
+    monkeypatch.setattr(hyper_module, "compiling", lambda: elementwise)
     spec = _spec("hyper", model, static=static, streams=3)
     net = build_model(spec, seed=3).eval()
     _perturb(net)
@@ -128,6 +131,47 @@ def test_hyper_matches_the_papers_equations(model, static):
     with torch.no_grad():
         want = _hc_reference(net, x, 3, not static, 1)
         assert torch.allclose(net(x), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+@pytest.mark.parametrize("static", [True, False])
+def test_hyper_elementwise_form_has_the_eager_gradients(model, static, monkeypatch):
+    """The form taken under torch.compile (sums of copies times weights) and the eager form
+    (one mm or bmm per mixing) give the same outputs and gradients, to rounding (float64)."""
+    spec = _spec("hyper", model, static=static)
+    net = build_model(spec, seed=3).double()
+    _perturb(net)
+    x = _x(spec).double()
+    results = []
+    for elementwise in (False, True):
+        monkeypatch.setattr(hyper_module, "compiling", lambda: elementwise)
+        y = net(x)
+        results.append((y, torch.autograd.grad(y.square().sum(), list(net.parameters()))))
+    (y0, g0), (y1, g1) = results
+    assert torch.allclose(y1, y0, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g1, g0):
+        assert (a - b).abs().max() <= 1e-10 * b.abs().max() + 1e-12
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # Inductor's, as test_train_options
+@pytest.mark.parametrize("static", [True, False])
+def test_compiled_hyper_agrees_with_eager(static):
+    """torch.compile (Inductor on the CPU) of a hyper transformer, which takes the
+    element-wise form, against eager: logits and gradients to 1e-4 relative."""
+    spec = ModelSpec(model="transformer", skip="hyper", depth=2, width=8, heads=2, context=6, vocab=11, classes=11,
+                     options={"static": static})
+    net = build_model(spec, seed=0)
+    _perturb(net)
+    x = torch.randint(0, 11, (3, 6), generator=torch.Generator().manual_seed(0))
+    outs = []
+    for fn in (net, torch.compile(net)):
+        y = fn(x)
+        outs.append((y, torch.autograd.grad(y.square().mean(), list(net.parameters()))))
+    (y0, g0), (y1, g1) = outs
+    assert (y1 - y0).abs().max() <= 1e-4 * y0.abs().max()
+    for a, b in zip(g1, g0):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7
 
 
 def test_hyper_reads_copy_k_mod_n_at_init():

@@ -229,6 +229,28 @@ def test_compiled_runs_agree_with_eager(tiny):
     json.dumps(r.summary())  # compile_seconds stores as JSON
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # Dynamo's, as above
+def test_every_compiled_run_in_a_process_compiles(tiny, monkeypatch):
+    """Dynamo keeps at most 8 compiled graphs per code object and then runs it eagerly
+    without raising; the engines' loss functions share their code objects, so a process's
+    ninth compiled run trained eagerly while reported as compiled. Each of 10 runs in this
+    process must hand the compiler a graph of its own (a counting backend: no Inductor)."""
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn: real(fn, backend=counting))
+    after = []
+    for i in range(10):
+        model = dataclasses.replace(MODEL, width=8 + i)  # a new model, as a sweep's next run
+        cfg = TrainConfig(epochs=1, batch_size=40, evals=2, lr=1e-2, compile=True, engine="loop")
+        train_seeds([RunSpec(model, cfg, "tiny", seed=0)], tiny)
+        after.append(len(graphs))
+    assert all(b > a for a, b in zip([0] + after, after)), after
+
+
 def test_train_prints_compile_time_and_failed_compiles():
     from skiplab.cli.train import render
     runs = [{"seed": s, "status": "complete", "seconds": 2.0, "message": "", "engine": "batched",

@@ -63,7 +63,7 @@ except ImportError:  # pragma: no cover - depends on the torch build
 
 # Is Dynamo tracing (torch.compile)? Then the fast paths step aside: it cannot trace
 # functorch's tensor-level API, and inductor fuses vmap's rules anyway.
-compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+compiling = batching.compiling
 
 
 def _below_vmap(fn: Callable[[], torch.Tensor]) -> torch.Tensor:

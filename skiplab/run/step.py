@@ -57,6 +57,13 @@ class StepFunction:
     def __init__(self, eager: Callable, cfg: TrainConfig):
         self.eager = eager
         start = clock.now()
+        if cfg.compile:
+            # Dynamo keeps a function's compiled graphs with its code object, at most 8
+            # (torch._dynamo.config.recompile_limit), and past that runs it eagerly without a
+            # word: the engines' loss functions share one code object, so a process's ninth
+            # compiled run trained eagerly, reported as compiled (measured: tests/test_train_options).
+            # Runs in a process follow each other, so each new one starts from a clean cache.
+            torch.compiler.reset()
         self.fn = torch.compile(eager) if cfg.compile else eager
         # torch.compile's first use in a process imports the compiler (Dynamo, Inductor):
         # 3.3 s on this project's CPU (docs/scaling.md, "Accelerator options"), a cost of compiling

@@ -46,6 +46,7 @@ from typing import Sequence
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..batching import compiling
 from ..cost import model_cost
 from ..cost.count import DTYPE_BYTES
 from ..cost.measure import available_memory_bytes
@@ -172,7 +173,7 @@ class _Bound:
         self.base, self.bind, self.params, self.buffers, self.spec = base, bind, params, buffers, base.spec
 
     def __call__(self, x: torch.Tensor, return_aux: bool = False):
-        if seed_batched.compiling():  # Dynamo knows functional_call; slots left holding vmap's tensors it cannot compile
+        if compiling():  # Dynamo knows functional_call; slots left holding vmap's tensors it cannot compile
             return functional_call(self.base, (self.params, self.buffers), (x,), {"return_aux": return_aux})
         self.bind(self.params, self.buffers)  # functional_call's work, its slots found once
         return self.base(x, return_aux=return_aux)

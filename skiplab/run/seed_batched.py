@@ -61,11 +61,6 @@ except ImportError:  # pragma: no cover - depends on the torch build
 # seeds' own calls, against 0.85x and 0.85x here.
 
 
-# Is Dynamo tracing (torch.compile)? Then the fast paths step aside: it cannot trace
-# functorch's tensor-level API, and inductor fuses vmap's rules anyway.
-compiling = batching.compiling
-
-
 def _below_vmap(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``fn()`` with the vmap layer popped: plain tensors, no interpreter to pass through."""
     saved = pop_dynamic_layer_stack()
@@ -78,7 +73,7 @@ def _below_vmap(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
 def _level(x: torch.Tensor) -> int:
     """The vmap level at which ``x`` is batched if that is the innermost vmap running, else
     0 (not under vmap, compiling, or batched only by an outer vmap: nothing to do here)."""
-    if maybe_get_level is None or compiling():  # Dynamo cannot trace functorch's API; inductor fuses anyway
+    if maybe_get_level is None or batching.compiling():  # Dynamo cannot trace functorch's API; inductor fuses anyway
         return 0
     level = maybe_get_level(x)
     return level if level >= 1 and level == maybe_current_level() else 0

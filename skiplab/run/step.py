@@ -62,7 +62,8 @@ class StepFunction:
             # (torch._dynamo.config.recompile_limit), and past that runs it eagerly without a
             # word: the engines' loss functions share one code object, so a process's ninth
             # compiled run trained eagerly, reported as compiled (measured: tests/test_train_options).
-            # Runs in a process follow each other, so each new one starts from a clean cache.
+            # Runs in a process follow each other, so each new one starts from a clean cache
+            # (a caller's own compiled functions in the process compile again at their next call).
             torch.compiler.reset()
         self.fn = torch.compile(eager) if cfg.compile else eager
         # torch.compile's first use in a process imports the compiler (Dynamo, Inductor):

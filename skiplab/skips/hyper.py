@@ -220,8 +220,8 @@ class HyperConnection(_CopiesConnection):
             return _weighted(a[:, 0], H), (torch.stack([_weighted(a[:, 1 + j], H) for j in range(n)]), None)
         Hc = H.movedim(stream_channel_dim(self.channel_dim), -1)  # (n, B, *S, C)
         ones = [1] * (Hc.dim() - 2)
-        # norm(H) W as a product and a sum over the channels, (n, B, *S, n + 2): Inductor fuses
-        # it with the norm where F.linear is a library call (per step 0.95x F.linear's, idem)
+        # norm(H) W as a product and a sum over the channels, (n, B, *S, n + 2): Inductor can
+        # fuse it with the norm, where F.linear stays a library call
         t = torch.tanh((F.layer_norm(Hc, Hc.shape[-1:]).unsqueeze(-2) * self.w).sum(-1))
         am_ar = torch.addcmul(self._static().view(n, *ones, n + 1), self.s_a, t[..., :n + 1])  # [k, ..., column]
         b = torch.addcmul(self.b.view(n, *ones), self.s_b, t[..., n + 1]).unsqueeze(-1)

@@ -183,12 +183,22 @@ class HyperConnection(_CopiesConnection):
         """``[A_m | A_r]``, (n, n + 1): column 0 reads, column 1 + j makes copy j."""
         return torch.cat([self.a_m.unsqueeze(1), self.a_r], 1)
 
-    def _dynamic(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per token (Eq. 10-13): ``[A_m | A_r](H)`` (tokens, n, n + 1) and ``B(H)`` (tokens, n)."""
+    def _dynamic(self, rows: torch.Tensor, copies_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per token (Eq. 10-13): ``[A_m | A_r](H)`` (tokens, n, n + 1) and ``B(H)`` (tokens, n)
+        from ``rows`` (tokens, n, C); with ``copies_first``, from the stream channels last
+        (n, B, *S, C), as (n, B, *S, n + 1) and (n, B, *S) (the element-wise form)."""
         n = self.streams
         bar = F.layer_norm(rows, rows.shape[-1:])  # norm(H) per copy and token
-        t = torch.tanh(F.linear(bar, self.w))  # (tokens, n, n + 2): tanh(H_bar W)
-        return torch.addcmul(self._static(), self.s_a, t[..., :n + 1]), torch.addcmul(self.b, self.s_b, t[..., n + 1])
+        if copies_first:
+            # H_bar W as a product and a sum over the channels: Inductor can fuse it with the
+            # norm, where F.linear stays a library call
+            t = torch.tanh((bar.unsqueeze(-2) * self.w).sum(-1))
+            ones = [1] * (rows.dim() - 2)
+            static, b = self._static().view(n, *ones, n + 1), self.b.view(n, *ones)
+        else:
+            t = torch.tanh(F.linear(bar, self.w))  # (tokens, n, n + 2): tanh(H_bar W)
+            static, b = self._static(), self.b
+        return torch.addcmul(static, self.s_a, t[..., :n + 1]), torch.addcmul(b, self.s_b, t[..., n + 1])
 
     def _read(self, H: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """The branch's input ``A_m^T H`` (Eq. 4) in the family's layout, and what ``write``
@@ -219,15 +229,10 @@ class HyperConnection(_CopiesConnection):
             a = self._static()
             return _weighted(a[:, 0], H), (torch.stack([_weighted(a[:, 1 + j], H) for j in range(n)]), None)
         Hc = H.movedim(stream_channel_dim(self.channel_dim), -1)  # (n, B, *S, C)
-        ones = [1] * (Hc.dim() - 2)
-        # norm(H) W as a product and a sum over the channels, (n, B, *S, n + 2): Inductor can
-        # fuse it with the norm, where F.linear stays a library call
-        t = torch.tanh((F.layer_norm(Hc, Hc.shape[-1:]).unsqueeze(-2) * self.w).sum(-1))
-        am_ar = torch.addcmul(self._static().view(n, *ones, n + 1), self.s_a, t[..., :n + 1])  # [k, ..., column]
-        b = torch.addcmul(self.b.view(n, *ones), self.s_b, t[..., n + 1]).unsqueeze(-1)
+        am_ar, b = self._dynamic(Hc, copies_first=True)  # am_ar[k, ..., column]
         h = _weighted(am_ar[..., :1], Hc)
         mixed = torch.stack([_weighted(am_ar[..., 1 + j:2 + j], Hc) for j in range(n)])
-        return h.movedim(-1, self.channel_dim), (mixed, b)
+        return h.movedim(-1, self.channel_dim), (mixed, b.unsqueeze(-1))
 
     def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         kept = self._kept(H)

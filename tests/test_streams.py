@@ -23,6 +23,7 @@ from skiplab import ModelSpec, build_model
 from skiplab.gradients import GradientConfig, composite_gains, measure_gradients
 from skiplab.skips import DWA, MHC, HyperConnection
 from skiplab.skips import hyper as hyper_module
+from skiplab.skips import mhc as mhc_module
 from skiplab.skips.hyper import expand, reduce
 from skiplab.skips.mhc import sinkhorn_knopp
 from skiplab.skips.mhc_lite import MHCLite
@@ -155,12 +156,14 @@ def test_hyper_elementwise_form_has_the_eager_gradients(model, static, monkeypat
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # Inductor's, as test_train_options
-@pytest.mark.parametrize("static", [True, False])
-def test_compiled_hyper_agrees_with_eager(static):
-    """torch.compile (Inductor on the CPU) of a hyper transformer, which takes the
-    element-wise form, against eager: logits and gradients to 1e-4 relative."""
-    spec = ModelSpec(model="transformer", skip="hyper", depth=2, width=8, heads=2, context=6, vocab=11, classes=11,
-                     options={"static": static})
+@pytest.mark.parametrize("skip,options", [("hyper", {"static": True}), ("hyper", {}), ("mhc", {"iterations": 5}),
+                                          ("mhc-lite", {})])
+def test_compiled_streams_agree_with_eager(skip, options):
+    """torch.compile (Inductor on the CPU) of a hyper, mHC or mHC-lite transformer, which
+    takes the element-wise forms (and mHC's Sinkhorn-Knopp by scalings), against eager:
+    logits and gradients to 1e-4 relative."""
+    spec = ModelSpec(model="transformer", skip=skip, depth=2, width=8, heads=2, context=6, vocab=11, classes=11,
+                     options=options)
     net = build_model(spec, seed=0)
     _perturb(net)
     x = torch.randint(0, 11, (3, 6), generator=torch.Generator().manual_seed(0))
@@ -213,7 +216,9 @@ def _mhc_reference(model, x, n, iterations, channel_dim):
 
 
 @pytest.mark.parametrize("model", list(FAMILIES))
-def test_mhc_matches_the_papers_equations(model):
+@pytest.mark.parametrize("compiled_form", [False, True])  # eager's, or the forms taken under torch.compile
+def test_mhc_matches_the_papers_equations(model, compiled_form, monkeypatch):
+    monkeypatch.setattr(mhc_module, "compiling", lambda: compiled_form)
     spec = _spec("mhc", model, streams=3, iterations=7)
     net = build_model(spec, seed=4).eval()
     _perturb(net)
@@ -244,7 +249,34 @@ def test_mhc_maps_obey_their_constraints():
     assert torch.allclose(one, torch.ones(5, 1, 1))  # n = 1: the identity
 
 
-def test_sinkhorn_knopp_is_finite_for_large_logits_and_half_precision():
+@pytest.mark.parametrize("skip", ["mhc", "mhc-lite"])
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_mhc_compiled_forms_have_the_eager_gradients(skip, model, monkeypatch):
+    """The forms taken under torch.compile (element-wise mixing; for mhc, Sinkhorn-Knopp
+    carried as row and column scalings) and the eager forms (one bmm per read, the
+    matrices normalised in turn with a hand-written backward) give the same outputs and
+    gradients, to rounding (float64)."""
+    spec = _spec(skip, model)
+    net = build_model(spec, seed=3).double()
+    _perturb(net)
+    with torch.no_grad():
+        for block in net.blocks:
+            block.a.fill_(2.0)  # mixing matrices far from the identity: Sinkhorn-Knopp's iterations matter
+    x = _x(spec).double()
+    results = []
+    for compiled_form in (False, True):
+        monkeypatch.setattr(mhc_module, "compiling", lambda: compiled_form)
+        y = net(x)
+        results.append((y, torch.autograd.grad(y.square().sum(), list(net.parameters()))))
+    (y0, g0), (y1, g1) = results
+    assert torch.allclose(y1, y0, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g1, g0):
+        assert (a - b).abs().max() <= 1e-9 * b.abs().max() + 1e-12
+
+
+@pytest.mark.parametrize("scalings", [False, True])  # the matrix form (eager) or the scalings (compiled)
+def test_sinkhorn_knopp_is_finite_for_large_logits_and_half_precision(scalings, monkeypatch):
+    monkeypatch.setattr(mhc_module, "compiling", lambda: scalings)
     # exp(logits) overflows float32 above ~88 and float16 above ~11: a maximum is
     # subtracted before exp (the first iteration runs as log_softmax, softmax)
     g = torch.Generator().manual_seed(0)
@@ -304,7 +336,9 @@ def _mhc_lite_reference(model, x, n, channel_dim):
 
 @pytest.mark.parametrize("model", list(FAMILIES))
 @pytest.mark.parametrize("streams", [3, 4])
-def test_mhc_lite_matches_the_papers_equations(model, streams):
+@pytest.mark.parametrize("compiled_form", [False, True])
+def test_mhc_lite_matches_the_papers_equations(model, streams, compiled_form, monkeypatch):
+    monkeypatch.setattr(mhc_module, "compiling", lambda: compiled_form)
     spec = _spec("mhc-lite", model, streams=streams)
     net = build_model(spec, seed=4).eval()
     _perturb(net)

@@ -13,7 +13,7 @@ and the three maps computed per token from the flattened stream x' = RMSNorm(vec
 
 where SK is Sinkhorn-Knopp: M_0 = exp(H~_res), then columns and rows normalised to sum 1
 in turn, ``iterations`` times (the paper's t_max = 20; computed with a maximum subtracted
-before exp, in float32, see :class:`_SinkhornKnopp`). A doubly-stochastic H_res has
+before exp, in at least float32, see :class:`_SinkhornKnopp`). A doubly-stochastic H_res has
 spectral norm <= 1 and products of such matrices stay doubly stochastic, so the composite
 residual mapping over depth cannot blow up (their Fig. 3: HC's gain reaches ~3000 in a
 27B model, mHC's stays ~1.6).
@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import over_leading_dims
+from ..batching import compiling, over_leading_dims
 from ..validate import integer
 from .base import Option
-from .hyper import (STREAMS, _CopiesConnection, CopiesStrategy, layout_of_rows, read_and_mix, rows_of_layout,
-                    stream_of_rows, token_rows, write_rows)
+from .hyper import (STREAMS, _CopiesConnection, _weighted, CopiesStrategy, layout_of_rows, read_and_mix,
+                    rows_of_layout, stream_of_rows, token_rows, write_rows)
 
 GATE_INIT = 0.01  # a_pre, a_post, a_res at init
 OFF_DIAGONAL = -6.0  # b_res off the diagonal: exp(-6) ~ 0.0025 of the diagonal's weight
@@ -112,14 +112,45 @@ class _SinkhornKnopp(torch.autograd.Function):
         return grad - cols * grad.sum(-3, keepdim=True), None  # through the columns' log_softmax
 
 
+def sinkhorn_by_scalings(logits: torch.Tensor, iterations: int) -> torch.Tensor:
+    """:class:`_SinkhornKnopp`'s iterations on ``(..., n, n, T)`` carried as scalings, for
+    torch.compile: after the first iteration (the same log-domain step, M_1), every later
+    matrix is ``diag(r) M_1 diag(c)`` (a column normalisation rescales columns, a row
+    normalisation rows), so each iteration computes the column scalings
+    ``c = 1 / sum_i r_i M_1[i, :]`` and then the row scalings ``r = 1 / sum_j M_1[:, j] c_j``,
+    vectors of n numbers per token, and the result is ``M_1 diag(c)`` with its rows divided
+    by their sums, as the last row normalisation divides them. The same matrices to rounding
+    (tests/test_streams.py), with plain autograd, which Inductor fuses into loops over the
+    tokens where the matrix form's 2 t_max saved matrices and hand-written backward did not
+    (compiled, they cost more than eager). Bounds: M_1's rows sum to 1 and its columns to at
+    least 1/n, so each normalisation's sums lie in [1/n, n] as in the matrix form; after t
+    iterations the scalings are within n^(2t) of 1 (4^40 ~ 1e24 for the paper's n = 4 and
+    t_max = 20, inside float32's range), so nothing overflows."""
+    m1 = torch.softmax(torch.log_softmax(logits, -3), -2)  # iteration 1, as _SinkhornKnopp.forward
+    if iterations == 1:
+        return m1
+    scaled = m1  # diag(r) M_1, r = 1 after iteration 1
+    for _ in range(iterations - 1):
+        c = 1 / scaled.sum(-3, keepdim=True)  # the columns of diag(r) M_1 diag(c) sum to 1: (..., 1, n, T)
+        mc = m1 * c
+        s = mc.sum(-2, keepdim=True)  # then its rows: r = 1 / s, (..., n, 1, T)
+        scaled = m1 / s
+    return mc / s  # diag(r) M_1 diag(c), its rows divided by their sums as the matrix form's last step
+
+
 def sinkhorn_tokens_last(logits: torch.Tensor, iterations: int) -> torch.Tensor:
     """Doubly-stochastic matrices from ``logits`` ``(..., n, n, T)`` (rows at -3, columns at
     -2, T tokens last): columns and rows normalised in turn, ``iterations`` times, rows last
-    (so rows sum to 1 to rounding). Float32 inside whatever the input's dtype (float16 or
-    bfloat16 under autocast); the result in the input's dtype."""
+    (so rows sum to 1 to rounding). At least float32 inside (float16 or bfloat16 under
+    autocast computed in float32, float64 in float64); the result in the input's dtype."""
     dtype = logits.dtype
+    logits = logits.to(torch.promote_types(dtype, torch.float32))  # float64 stays float64
+    if compiling():
+        # compiled mhc, one training step of the transformer study's model (depth 6, one
+        # thread, benchmarks/stream_overhead.py --compile): see docs/streams.md, "Under --compile"
+        return sinkhorn_by_scalings(logits, iterations).to(dtype)
     # Under the batched engine the seeds are one more leading dimension: one node for all
-    out = over_leading_dims(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits.float())
+    out = over_leading_dims(lambda t: _SinkhornKnopp.apply(t, iterations)[0], logits)
     return out.to(dtype)
 
 
@@ -186,8 +217,16 @@ class MHC(_CopiesConnection):
     def _read(self, H: torch.Tensor):
         rows, lead = token_rows(H, self.channel_dim)
         pre, post, res = self.maps_tokens_last(rows)
-        weights = torch.cat([pre.unsqueeze(0), res]).permute(2, 0, 1).contiguous()  # (tokens, 1 + n, n)
-        h, mixed = read_and_mix(weights, rows)  # H_pre x_l and H_res x_l
+        if compiling():
+            # sums of copies times weights, which Inductor fuses: it ran the bmm below, in
+            # backward, as one small product per token (2,048 a sublayer), and compiled mhc-lite
+            # cost more than eager mhc-lite (docs/streams.md, "Under --compile")
+            copies = rows.transpose(0, 1)  # (n, tokens, C), a view
+            h = _weighted(pre.unsqueeze(-1), copies)
+            mixed = torch.stack([_weighted(res[j].unsqueeze(-1), copies) for j in range(self.streams)], 1)
+        else:
+            weights = torch.cat([pre.unsqueeze(0), res]).permute(2, 0, 1).contiguous()  # (tokens, 1 + n, n)
+            h, mixed = read_and_mix(weights, rows)  # H_pre x_l and H_res x_l
         return layout_of_rows(h, lead, self.channel_dim), (mixed, post.t(), lead)
 
     def write(self, H: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

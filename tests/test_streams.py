@@ -134,6 +134,17 @@ def test_hyper_matches_the_papers_equations(model, static, elementwise, monkeypa
         assert torch.allclose(net(x), want, atol=1e-5, rtol=1e-5)
 
 
+def _eager_and_compiled_forms(net, x, module, monkeypatch):
+    """``net(x)`` and the gradients of ``sum(net(x)^2)`` with the strategy module's eager
+    forms, then with the forms it takes under torch.compile (``module.compiling`` patched)."""
+    results = []
+    for compiled_form in (False, True):
+        monkeypatch.setattr(module, "compiling", lambda: compiled_form)
+        y = net(x)
+        results.append((y, torch.autograd.grad(y.square().sum(), list(net.parameters()))))
+    return results
+
+
 @pytest.mark.parametrize("model", list(FAMILIES))
 @pytest.mark.parametrize("static", [True, False])
 def test_hyper_elementwise_form_has_the_eager_gradients(model, static, monkeypatch):
@@ -143,12 +154,7 @@ def test_hyper_elementwise_form_has_the_eager_gradients(model, static, monkeypat
     net = build_model(spec, seed=3).double()
     _perturb(net)
     x = _x(spec).double()
-    results = []
-    for elementwise in (False, True):
-        monkeypatch.setattr(hyper_module, "compiling", lambda: elementwise)
-        y = net(x)
-        results.append((y, torch.autograd.grad(y.square().sum(), list(net.parameters()))))
-    (y0, g0), (y1, g1) = results
+    (y0, g0), (y1, g1) = _eager_and_compiled_forms(net, x, hyper_module, monkeypatch)
     assert torch.allclose(y1, y0, rtol=1e-10, atol=1e-12)
     for a, b in zip(g1, g0):
         assert (a - b).abs().max() <= 1e-10 * b.abs().max() + 1e-12
@@ -263,12 +269,7 @@ def test_mhc_compiled_forms_have_the_eager_gradients(skip, model, monkeypatch):
         for block in net.blocks:
             block.a.fill_(2.0)  # mixing matrices far from the identity: Sinkhorn-Knopp's iterations matter
     x = _x(spec).double()
-    results = []
-    for compiled_form in (False, True):
-        monkeypatch.setattr(mhc_module, "compiling", lambda: compiled_form)
-        y = net(x)
-        results.append((y, torch.autograd.grad(y.square().sum(), list(net.parameters()))))
-    (y0, g0), (y1, g1) = results
+    (y0, g0), (y1, g1) = _eager_and_compiled_forms(net, x, mhc_module, monkeypatch)
     assert torch.allclose(y1, y0, rtol=1e-10, atol=1e-12)
     for a, b in zip(g1, g0):
         assert (a - b).abs().max() <= 1e-9 * b.abs().max() + 1e-12

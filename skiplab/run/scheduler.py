@@ -82,14 +82,23 @@ def store_output(store: Store, out: dict[str, Any]) -> int:
 
 @contextlib.contextmanager
 def _interrupts_held():
-    """SIGINT blocked in this (the main) thread for the block, delivered when it ends."""
-    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if main else None
+    """Ctrl-C deferred for the block (in the main thread) and delivered when it ends.
+    A handler that only notes the signal, not a signal mask: the kernel gives a process's
+    SIGINT to any thread that does not block it (the lease's renewer, a pool's threads),
+    and Python then runs the handler in the main thread at once, mid-block, so a mask on
+    the main thread alone let a Ctrl-C land between a stored run and its count (seen in
+    CI: "2 runs stored (1 by this command)")."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if old is None else old)  # None: not set from Python
+        if caught:  # delivered now, to whatever handler the command had
+            signal.raise_signal(signal.SIGINT)
 
 
 class Plan:

@@ -18,8 +18,10 @@ at all: what keeping n copies costs by itself, a floor under every multi-stream 
 Every model is built once; each repeat times ``--steps`` steps of every model in turn
 (interleaved, so that a change in the machine's load lands on all rows alike), after
 warm-up steps; the table shows the median over repeats of ms per step and its ratio to
-add's median at the same depth. On a shared machine the ratios move by several percent
-between runs: compare rows of one run, not runs.
+add's median at the same depth, and the range of the per-repeat ratios (each repeat's time
+over add's in the same repeat and mode): how far one measurement moves here. On a shared
+machine the ratios move by several percent between runs, and more under ``--compile``:
+compare rows of one run, not runs.
 
     python benchmarks/stream_overhead.py [--threads 1,2] [--depths 6,12] [--repeats 7] [--json]
     PYTHONPATH=/path/to/hyper-connections python benchmarks/stream_overhead.py   # with the peer rows
@@ -204,12 +206,20 @@ def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, pac
             times[label].append((time.perf_counter() - start) / steps)
             cpu[label].append((time.process_time() - start_cpu) / steps)
     out = []
+
+    def ratios(t: list[float], ref: str) -> list[float]:  # each repeat's ratio to add's time in the same repeat
+        return [a / b for a, b in zip(t, times[ref])]
+
     for label, t in times.items():
         mode_add = "add" + COMPILED if label.endswith(COMPILED) else "add"  # add in the same mode
+        # the spread of the per-repeat ratios: how far one repeat's ratio moves on this machine
+        # (a row and add timed a few ms apart, so a change in load lands on both)
+        same = ratios(t, mode_add)
         out.append({"row": label, "depth": depth, "ms_per_step": 1e3 * statistics.median(t),
                     "x_add": statistics.median(t) / statistics.median(times["add"]),
                     "x_add_same_mode": statistics.median(t) / statistics.median(times[mode_add]),
                     "spread": [1e3 * min(t), 1e3 * max(t)],
+                    "x_add_same_mode_range": [min(same), max(same)],
                     "cpu_ms_per_step": 1e3 * statistics.median(cpu[label]),
                     "x_add_cpu": statistics.median(cpu[label]) / statistics.median(cpu["add"]),
                     "first_step_s": first.get(label)})
@@ -315,12 +325,15 @@ def main(argv: list[str] | None = None) -> dict:
         for run in result["runs"]:
             print(f"\n{run['threads']} thread(s)")
             print(f"{'row':23s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} "
-                  f"{'x add':>6s}" + (f"  {'x add, same mode':>16s} {'first step s':>12s}" if args.compile else ""))
+                  f"{'x add':>6s}" + (f"  {'x add, same mode':>16s}" if args.compile else "")
+                  + f"  {'repeats x add':>13s}" + (f" {'first step s':>12s}" if args.compile else ""))
             for r in run["rows"]:
                 lo, hi = r["spread"]
+                rlo, rhi = r["x_add_same_mode_range"]
                 print(f"{r['row']:23s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
                       f"{r['cpu_ms_per_step']:7.1f} {r['x_add_cpu']:6.2f}"
-                      + (f"  {r['x_add_same_mode']:16.2f} {r['first_step_s'] or 0:12.1f}" if args.compile else ""))
+                      + (f"  {r['x_add_same_mode']:16.2f}" if args.compile else "")
+                      + f"  {rlo:6.2f}-{rhi:<6.2f}" + (f" {r['first_step_s'] or 0:12.1f}" if args.compile else ""))
     return result
 
 

@@ -517,6 +517,9 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert '"row": "mhc-lite"' in printed
     assert all(r["x_add_same_mode"] == r["x_add"] for r in rows)  # eager rows: their mode's add is add
+    # one repeat (--quick): the per-repeat ratio range is that repeat's ratio, add's exactly 1
+    assert rows[0]["x_add_same_mode_range"] == [1.0, 1.0]
+    assert all(lo == hi == r["x_add"] for r in rows for lo, hi in [r["x_add_same_mode_range"]])
     # --compile adds each skiplab row again, its loss function under torch.compile (here a
     # stand-in that records what it was given: the wiring, not the compiler, is tested)
     given = []

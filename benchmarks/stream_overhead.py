@@ -19,7 +19,9 @@ Every model is built once; each repeat times ``--steps`` steps of every model in
 (interleaved, so that a change in the machine's load lands on all rows alike), after
 warm-up steps; the table shows the median over repeats of ms per step and its ratio to
 add's median at the same depth, and the range of the per-repeat ratios (each repeat's time
-over add's in the same repeat and mode): how far one measurement moves here. On a shared
+over add's in the same repeat and mode): how far one measurement moves here; and the
+ratio of FLOPs (``skiplab.profile``: matrix products and merges, forward and backward), the
+part of a row's cost that is arithmetic. On a shared
 machine the ratios move by several percent between runs, and more under ``--compile``:
 compare rows of one run, not runs.
 
@@ -38,6 +40,7 @@ import platform
 import statistics
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -46,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab import STRATEGIES, ModelSpec, build_model
+from skiplab.profiling import UncountedOpsWarning, profile
 from skiplab.run.optim import FlatParameters, make_optimizer
 
 VOCAB = 103  # the pydoc text's symbols (skiplab.datasets.text.load_pydoc().vocab on Python 3.12)
@@ -181,6 +185,16 @@ def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None,
     return rows
 
 
+def arithmetic(stepper: Stepper) -> int:
+    """FLOPs of one training step's forward and backward as ``skiplab.profile`` counts them
+    (matrix products and merges; element-wise work such as norms, gates and Sinkhorn-Knopp's
+    iterations counts 0): what a row would cost if time followed arithmetic alone."""
+    with warnings.catch_warnings():  # an op with no FLOP rule: counted 0, as its name says
+        warnings.simplefilter("ignore", UncountedOpsWarning)
+        total = profile(stepper.model, stepper.x).total
+    return total["flops"] + total["merge_flops"] + total["backward_flops"]
+
+
 def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, package,
             only: set[str] | None = None, compiled: bool = False) -> list[dict]:
     if compiled:
@@ -189,6 +203,8 @@ def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, pac
         # had the later compiled rows timed eagerly. A clean cache for each table.
         torch.compiler.reset()
     rows = rows_for(depth, shape, package, only, compiled)
+    # a compiled row computes what its eager row does: counted once, on the eager model
+    flops = {label: arithmetic(s) for label, s in rows if not label.endswith(COMPILED)}
     first: dict[str, float] = {}  # each row's first step (a compiled row's compile)
     for label, s in rows:
         for i in range(warmup):
@@ -220,6 +236,7 @@ def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, pac
                     "x_add_same_mode": statistics.median(t) / statistics.median(times[mode_add]),
                     "spread": [1e3 * min(t), 1e3 * max(t)],
                     "x_add_same_mode_range": [min(same), max(same)],
+                    "x_add_flops": flops[label.removesuffix(COMPILED)] / flops["add"],
                     "cpu_ms_per_step": 1e3 * statistics.median(cpu[label]),
                     "x_add_cpu": statistics.median(cpu[label]) / statistics.median(cpu["add"]),
                     "first_step_s": first.get(label)})
@@ -326,14 +343,15 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n{run['threads']} thread(s)")
             print(f"{'row':23s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} "
                   f"{'x add':>6s}" + (f"  {'x add, same mode':>16s}" if args.compile else "")
-                  + f"  {'repeats x add':>13s}" + (f" {'first step s':>12s}" if args.compile else ""))
+                  + f"  {'repeats x add':>13s} {'FLOPs x add':>11s}" + (f" {'first step s':>12s}" if args.compile else ""))
             for r in run["rows"]:
                 lo, hi = r["spread"]
                 rlo, rhi = r["x_add_same_mode_range"]
                 print(f"{r['row']:23s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
                       f"{r['cpu_ms_per_step']:7.1f} {r['x_add_cpu']:6.2f}"
                       + (f"  {r['x_add_same_mode']:16.2f}" if args.compile else "")
-                      + f"  {rlo:6.2f}-{rhi:<6.2f}" + (f" {r['first_step_s'] or 0:12.1f}" if args.compile else ""))
+                      + f"  {rlo:6.2f}-{rhi:<6.2f} {r['x_add_flops']:11.2f}"
+                      + (f" {r['first_step_s'] or 0:12.1f}" if args.compile else ""))
     return result
 
 

@@ -520,6 +520,11 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     # one repeat (--quick): the per-repeat ratio range is that repeat's ratio, add's exactly 1
     assert rows[0]["x_add_same_mode_range"] == [1.0, 1.0]
     assert all(lo == hi == r["x_add"] for r in rows for lo, hi in [r["x_add_same_mode_range"]])
+    # the arithmetic column: exact counts (skiplab.profile), so no tolerance; the dynamic
+    # weights' projection is work the static form does not do
+    flops = {r["row"]: r["x_add_flops"] for r in rows}
+    assert flops["add"] == 1.0 and flops["hyper"] > flops["hyper static"] > 1.0
+    assert flops["mhc"] > flops["hyper"] and flops["mhc-lite"] > 1.0
     # --compile adds each skiplab row again, its loss function under torch.compile (here a
     # stand-in that records what it was given: the wiring, not the compiler, is tested)
     given = []

@@ -21,9 +21,8 @@ warm-up steps; the table shows the median over repeats of ms per step and its ra
 add's median at the same depth, and the range of the per-repeat ratios (each repeat's time
 over add's in the same repeat and mode): how far one measurement moves here; and the
 ratio of FLOPs (``skiplab.profile``: matrix products and merges, forward and backward), the
-part of a row's cost that is arithmetic. On a shared
-machine the ratios move by several percent between runs, and more under ``--compile``:
-compare rows of one run, not runs.
+part of a row's cost that is arithmetic. On a shared machine the ratios move by several
+percent between runs, and more under ``--compile``: compare rows of one run, not runs.
 
     python benchmarks/stream_overhead.py [--threads 1,2] [--depths 6,12] [--repeats 7] [--json]
     PYTHONPATH=/path/to/hyper-connections python benchmarks/stream_overhead.py   # with the peer rows
@@ -222,15 +221,11 @@ def measure(depth: int, shape: Shape, repeats: int, steps: int, warmup: int, pac
             times[label].append((time.perf_counter() - start) / steps)
             cpu[label].append((time.process_time() - start_cpu) / steps)
     out = []
-
-    def ratios(t: list[float], ref: str) -> list[float]:  # each repeat's ratio to add's time in the same repeat
-        return [a / b for a, b in zip(t, times[ref])]
-
     for label, t in times.items():
         mode_add = "add" + COMPILED if label.endswith(COMPILED) else "add"  # add in the same mode
-        # the spread of the per-repeat ratios: how far one repeat's ratio moves on this machine
-        # (a row and add timed a few ms apart, so a change in load lands on both)
-        same = ratios(t, mode_add)
+        # each repeat's ratio to add's time in the same repeat (timed a few ms apart, so a
+        # change in load lands on both): their range is how far one measurement moves here
+        same = [a / b for a, b in zip(t, times[mode_add])]
         out.append({"row": label, "depth": depth, "ms_per_step": 1e3 * statistics.median(t),
                     "x_add": statistics.median(t) / statistics.median(times["add"]),
                     "x_add_same_mode": statistics.median(t) / statistics.median(times[mode_add]),

@@ -13,7 +13,9 @@ wrapped around the same branches (skiplab's pre-norm attention and MLP sublayers
 stem and head, 4 streams, with each layer's index for its init (the package's own way:
 ``get_init_and_expand_reduce_stream_functions``). The package is read for nothing else.
 One reference row, ``copies floor`` (:class:`CopiesFloor`), carries 4 copies with no mixing
-at all: what keeping n copies costs by itself, a floor under every multi-stream row.
+at all: what keeping n copies costs by itself, a floor under every multi-stream row. One
+more, ``mhc one iteration``, timed only when ``--rows`` names it, is mhc with one
+Sinkhorn-Knopp iteration instead of the paper's 20: beside mhc, what the other 19 cost.
 
 Every model is built once; each repeat times ``--steps`` steps of every model in turn
 (interleaved, so that a change in the machine's load lands on all rows alike), after
@@ -27,6 +29,7 @@ percent between runs, and more under ``--compile``: compare rows of one run, not
     python benchmarks/stream_overhead.py [--threads 1,2] [--depths 6,12] [--repeats 7] [--json]
     PYTHONPATH=/path/to/hyper-connections python benchmarks/stream_overhead.py   # with the peer rows
     python benchmarks/stream_overhead.py --compile --threads 1 --depths 6,12   # eager and compiled rows
+    python benchmarks/stream_overhead.py --compile --rows "mhc,mhc one iteration" --depths 6   # Sinkhorn's share
     python benchmarks/stream_overhead.py --profile mhc --depths 6   # where one row's time goes
     python benchmarks/stream_overhead.py --quick   # tiny shapes: checks that it runs (tests)
 """
@@ -68,6 +71,10 @@ QUICK = Shape(width=16, heads=2, context=8, batch=2)
 # (row label, skip, options): skiplab's rows; a skip the registry lacks is left out
 SKIPLAB_ROWS = [("add", "add", {}), ("dwa", "dwa", {}), ("hyper", "hyper", {}),
                 ("hyper static", "hyper", {"static": True}), ("mhc", "mhc", {}), ("mhc-lite", "mhc-lite", {})]
+# timed only when named in --rows: mhc less 19 of its 20 Sinkhorn-Knopp iterations, not a
+# form any paper trains; beside mhc it says what the iterations cost (the rest is the maps,
+# the read and the write, which mhc-lite has too)
+NAMED_ROWS = [("mhc one iteration", "mhc", {"iterations": 1})]
 PEER_ROWS = ["hc (package)", "mhc (package)"]
 FLOOR_ROW = "copies floor"  # a reference, not a strategy: CopiesFloor
 
@@ -170,7 +177,8 @@ def rows_for(depth: int, shape: Shape, package, only: set[str] | None = None,
     """The rows to time, add first; ``only``: these labels (and add) alone; ``compiled``:
     each skiplab row also compiled (label + " compiled"), after the eager rows."""
     rows, specs = [], []
-    for label, skip, options in SKIPLAB_ROWS:
+    named = [row for row in NAMED_ROWS if only is not None and row[0] in only]
+    for label, skip, options in SKIPLAB_ROWS + named:
         if skip in STRATEGIES and (only is None or label in only or label == "add"):
             specs.append((label, spec_for(skip, options, depth, shape)))
             rows.append((label, Stepper(build_model(specs[-1][1], seed=0), shape)))
@@ -287,7 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per row (default 7)")
     p.add_argument("--steps", type=int, default=3, help="steps per repeat (default 3)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rows", default=None, help="only these rows (labels, comma-separated; add is always timed)")
+    p.add_argument("--rows", default=None,
+                   help="only these rows (labels, comma-separated; add is always timed); 'mhc one iteration' (mhc "
+                        "with 1 Sinkhorn-Knopp iteration, what its other 19 cost) is timed only when named")
     p.add_argument("--width", type=int, default=Shape.width,
                    help="model width (default %(default)s, the study's; heads stay 4); the stream's own work grows with "
                         "the width, the branches' with its square")
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.width < Shape.heads or args.width % Shape.heads:
         p.error(f"--width: must be a positive multiple of the {Shape.heads} heads, got {args.width}")
     only = set(args.rows.split(",")) if args.rows else None
-    known = {label for label, _, _ in SKIPLAB_ROWS} | set(PEER_ROWS) | {FLOOR_ROW}
+    known = {label for label, _, _ in SKIPLAB_ROWS + NAMED_ROWS} | set(PEER_ROWS) | {FLOOR_ROW}
     if only and only - known:
         p.error(f"--rows: {', '.join(sorted(only - known))} not among the rows ({', '.join(sorted(known))})")
     if args.profile is not None and args.profile not in known:
@@ -336,13 +346,13 @@ def main(argv: list[str] | None = None) -> dict:
               + ("" if package else "; hyper-connections package not importable: no peer rows"))
         for run in result["runs"]:
             print(f"\n{run['threads']} thread(s)")
-            print(f"{'row':23s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} "
+            print(f"{'row':26s} {'depth':>5s} {'ms/step':>8s} {'x add':>6s}  {'min-max ms':>13s}  {'CPU ms':>7s} "
                   f"{'x add':>6s}" + (f"  {'x add, same mode':>16s}" if args.compile else "")
                   + f"  {'repeats x add':>13s} {'FLOPs x add':>11s}" + (f" {'first step s':>12s}" if args.compile else ""))
             for r in run["rows"]:
                 lo, hi = r["spread"]
                 rlo, rhi = r["x_add_same_mode_range"]
-                print(f"{r['row']:23s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
+                print(f"{r['row']:26s} {r['depth']:5d} {r['ms_per_step']:8.1f} {r['x_add']:6.2f}  {lo:6.1f}-{hi:6.1f}  "
                       f"{r['cpu_ms_per_step']:7.1f} {r['x_add_cpu']:6.2f}"
                       + (f"  {r['x_add_same_mode']:16.2f}" if args.compile else "")
                       + f"  {rlo:6.2f}-{rhi:<6.2f} {r['x_add_flops']:11.2f}"

@@ -533,6 +533,20 @@ def test_stream_overhead_benchmark_quick(monkeypatch, capsys):
     assert labels == ["add", "hyper", "add compiled", "hyper compiled"] and len(given) == 2
 
 
+def test_stream_overhead_times_mhc_at_one_iteration_only_when_named(monkeypatch):
+    """The decomposition row (mhc, 1 Sinkhorn-Knopp iteration) is not in a default run; named
+    in --rows, it is mhc's model with iterations=1, and nothing else differs from mhc."""
+    bench = _stream_benchmark(monkeypatch)
+    assert "mhc one iteration" not in [label for label, _ in bench.rows_for(1, bench.QUICK, None)]
+    rows = dict(bench.rows_for(1, bench.QUICK, None, {"mhc", "mhc one iteration"}))
+    assert list(rows) == ["add", "mhc", "mhc one iteration"]
+    one, twenty = rows["mhc one iteration"].model, rows["mhc"].model
+    assert [m.iterations for m in one.modules() if isinstance(m, MHC)] == [1, 1]  # each sublayer of the 1 block
+    assert [m.iterations for m in twenty.modules() if isinstance(m, MHC)] == [20, 20]
+    for a, b in zip(one.state_dict().values(), twenty.state_dict().values()):
+        assert torch.equal(a, b)  # the same weights: seed 0, the same spec but for the option
+
+
 def test_stream_overhead_floor_row_computes_what_add_computes(monkeypatch):
     """The benchmark's reference row carries n copies with no mixing: every copy receives
     every f, so each copy is add's stream and the model computes add's function; its time

@@ -170,6 +170,18 @@ def test_profile_leaves_the_model_as_it_was():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_profile_leaves_gradients_the_caller_has_as_they_were():
+    # its backward pass (and the timed ones) reach the caller's input and parameters: no
+    # gradient is left where there was none, and one there is not accumulated into
+    x, model = torch.randn(6, 4, requires_grad=True), nn.Linear(4, 2)
+    profile(model, x, timed=True, repeats=1)
+    assert x.grad is None and model.weight.grad is None
+    x.grad, model.weight.grad = torch.full_like(x, 3.0), torch.full_like(model.weight, 3.0)
+    profile(model, x, timed=True, repeats=1)
+    assert torch.equal(x.grad, torch.full_like(x, 3.0)) and model.bias.grad is None
+    assert torch.equal(model.weight.grad, torch.full_like(model.weight, 3.0))
+
+
 def test_profile_rejects_what_is_not_a_module():
     with pytest.raises(TypeError, match="nn.Module"):
         profile(lambda x: x, torch.randn(2))

@@ -58,6 +58,24 @@ def test_layerscale_scales_each_channel():
     assert torch.allclose(m(s), want)
 
 
+@pytest.mark.parametrize("channel_dim", [1, 2, -2, 3, -1])
+def test_layerscale_scales_along_its_channel_dim(channel_dim):
+    # dims 1 and 2 have one size: a scale put on the wrong one of them broadcasts in silence
+    f = torch.randn(2, 5, 5, 5)
+    m = LayerScale(nn.Identity(), channels=5, channel_dim=channel_dim)
+    with torch.no_grad():
+        m.gamma.copy_(torch.arange(5.0))
+    shape = [1, 1, 1, 1]
+    shape[channel_dim] = 5
+    torch.testing.assert_close(m(f), f + torch.arange(5.0).view(shape) * f, rtol=0, atol=0)
+
+
+def test_layerscale_names_a_channel_count_that_is_not_the_branchs():
+    with pytest.raises(ValueError, match=r"LayerScale: 5 scales \(channels=\), but the branch output "
+                                         r"\(2, 3, 5, 7\) has 3 channels at channel_dim=1"):
+        LayerScale(nn.Identity(), channels=5)(torch.randn(2, 3, 5, 7))
+
+
 def test_highway_formula_and_gate_bias(x):
     f, g = nn.Linear(4, 4), nn.Linear(4, 4)
     m = Highway(f, g)
@@ -66,6 +84,8 @@ def test_highway_formula_and_gate_bias(x):
     assert torch.allclose(m(x), t * f(x) + (1 - t) * x)
     with pytest.raises(ValueError, match="bias"):
         Highway(f, nn.Linear(4, 4, bias=False))
+    with pytest.raises(ValueError, match="Highway: needs gate="):
+        Highway(f)
 
 
 def test_concat_keeps_all_or_the_last_k(x):
@@ -74,6 +94,15 @@ def test_concat_keeps_all_or_the_last_k(x):
     assert torch.equal(Concat(f, keep=3)(x), torch.cat([x[:, 1:], f(x)], 1))
     with pytest.raises(ValueError):
         Concat(f, keep=0)
+
+
+@pytest.mark.parametrize("memory", ["naive", "efficient"])
+def test_concat_keeps_a_whole_state_narrower_than_keep_in_both_memory_modes(x, memory):
+    # the state (4 channels) is narrower than keep: all of it is carried, as the Pieces path
+    # (memory="efficient") always did; the tensor path raised an IndexError
+    f = nn.Linear(4, 2)
+    assert torch.equal(Concat(f, keep=10, memory=memory)(x), torch.cat([x, f(x)], 1))
+    assert torch.equal(Concat(f, keep=4, memory=memory)(x), torch.cat([x, f(x)], 1))
 
 
 def test_dense_block_grows_by_the_growth_rate():

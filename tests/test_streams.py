@@ -474,6 +474,23 @@ def test_drop_in_modules_check_their_arguments(make, message):
         make()
 
 
+def test_a_dwa_given_another_block_index_than_its_place_raises_not_averages_wrongly():
+    """DWA(block=i) averages X_0..X_i: given a stream with another number of outputs, the sum
+    once dropped the block's own output (too few weights: every DWA left at block=1) or
+    weighted zeros alone (too many), in silence. The right indices average as the paper's Y_i."""
+    x = torch.randn(2, 4)
+    first, second = DWA(nn.Linear(4, 4)), DWA(nn.Linear(4, 4))  # both left at block=1
+    with pytest.raises(ValueError, match=r"DWA\(block=1\) averages X_0..X_1, but its stream holds 3 outputs"):
+        second(first(DWA.expand(x)))
+    with pytest.raises(ValueError, match=r"DWA\(block=3\) .* holds 2 outputs"):
+        DWA(nn.Linear(4, 4), block=3)(DWA.expand(x))
+    with pytest.raises(ValueError, match="block: must be an integer >= 1, got 0"):
+        DWA(nn.Linear(4, 4), block=0)
+    first, second = DWA(nn.Linear(4, 4), block=1), DWA(nn.Linear(4, 4), block=2)
+    outputs, y = second(first(DWA.expand(x)))
+    torch.testing.assert_close(y, outputs[-1], rtol=0, atol=0)  # alpha_ii = 1, the rest 0 at init: Y_2 = X_2
+
+
 def _stream_benchmark(monkeypatch):
     """benchmarks/stream_overhead.py as a module."""
     import importlib.util

@@ -111,6 +111,11 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     kept_buffers = [b.detach().clone() for b in buffers]
     kept_grads = [p.grad for p in params]
     example = list(tensors_of((inputs, kwargs)))
+    # an input that requires grad gets one from the backward pass: the caller's, put back
+    leaves = [t for t in example if t.requires_grad and t.is_leaf]
+    kept_input_grads = [t.grad for t in leaves]
+    for t in params + leaves:  # else backward accumulates into the caller's gradients in place
+        t.grad = None
 
     stack = ModuleStack().attach(model)
     recorder = Recorder(stack, Kinds(params + buffers, example))
@@ -134,8 +139,8 @@ def profile(model: nn.Module, *inputs: Any, timed: bool = False, repeats: int = 
     with torch.no_grad():  # put the model back as it was
         for b, old in zip(buffers, kept_buffers):
             b.copy_(old)
-    for p, g in zip(params, kept_grads):
-        p.grad = g
+    for t, g in zip(params + leaves, kept_grads + kept_input_grads):
+        t.grad = g
 
     own_params, saved_bytes = _own_params(model), saved.per_module()
     own = {name: {"params": own_params[name], "flops": recorder.flops.get(name, 0),

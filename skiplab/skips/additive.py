@@ -14,9 +14,14 @@ from .base import Connection, Strategy
 
 def _channel_view(g: torch.Tensor, f: torch.Tensor, channel_dim: int) -> torch.Tensor:
     """A per-channel vector shaped to broadcast against ``f`` along ``channel_dim``."""
+    if f.shape[channel_dim] != g.shape[0]:
+        raise ValueError(f"LayerScale: {g.shape[0]} scales (channels=), but the branch output {tuple(f.shape)} has "
+                         f"{f.shape[channel_dim]} channels at channel_dim={channel_dim}")
     if channel_dim in (-1, f.dim() - 1):
         return g
-    return g.view(1, -1, *([1] * (f.dim() - 2)))  # (C,) -> (1, C, 1, ...)
+    shape = [1] * f.dim()
+    shape[channel_dim] = -1
+    return g.view(shape)  # (C,) -> (1, C, 1, ...) for channel_dim 1, and so on
 
 
 class Plain(Connection):

@@ -41,8 +41,8 @@ class Concat(Connection):
     """``s_l = concat(s_{l-1}[-keep:], f_l)`` along the channel dim.
 
     ``keep=None`` carries the whole state (DenseNet, Huang et al., arXiv 1608.06993,
-    Eq. 2); a fixed ``keep`` carries only the most recent channels, so the state stops
-    growing. ``memory="efficient"`` runs the branch on the pieces of the state without
+    Eq. 2); a fixed ``keep`` carries only the most recent ``keep`` channels (all of them
+    while the state has fewer), so the state stops growing. ``memory="efficient"`` runs the branch on the pieces of the state without
     keeping their concatenation for backward (see the module's docstring); the branch must
     start with norms/activations then a Linear or Conv. Given a tensor it returns a tensor;
     given :class:`Pieces` (inside a :class:`DenseBlock` or a skiplab model) it returns Pieces.
@@ -69,8 +69,10 @@ class Concat(Connection):
             kept = _last_channels(s, self.keep, lambda p: p.shape[dim],
                                   lambda p, k: p.narrow(dim, p.shape[dim] - k, k))
             return Pieces(kept + (f,), dim, s.shared if self.keep is None else None)
-        carried = s if self.keep is None else s.narrow(self.channel_dim, s.shape[self.channel_dim] - self.keep,
-                                                       self.keep)
+        width = s.shape[self.channel_dim]
+        # all of a state narrower than keep, as _last_channels keeps of Pieces
+        carried = s if self.keep is None or self.keep >= width else s.narrow(self.channel_dim, width - self.keep,
+                                                                               self.keep)
         return torch.cat([carried, f], dim=self.channel_dim)  # (B, carried + features, *S)
 
     def run_branch(self, z):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..batching import over_leading_dims
+from ..validate import integer
 from .base import Connection, Strategy
 
 
@@ -73,7 +74,7 @@ class DWA(Connection):
 
     def __init__(self, branch: nn.Module | None = None, block: int = 1, ends_block: bool = True):
         super().__init__(branch)
-        self.ends_block = ends_block
+        self.block, self.ends_block = integer("block", block, 1), ends_block
         if ends_block:
             # alpha_{i,0..i}: 1 on the block's own output, 0 on the earlier ones (Sec. 3.1)
             init = torch.zeros(block + 1)
@@ -89,6 +90,10 @@ class DWA(Connection):
         if not self.ends_block:
             return outputs, x
         outputs = (*outputs, x)
+        if len(outputs) != self.alpha.shape[-1]:
+            # zip would drop the block's own output, or weight nothing but zeros, in silence
+            raise ValueError(f"DWA(block={self.block}) averages X_0..X_{self.block}, but its stream holds "
+                             f"{len(outputs)} outputs with this block's: the i-th block's DWA needs block=i")
         # Y_i = sum_j alpha_{i,j} X_j (Eq. 1); under the batched engine, one node for all seeds
         return outputs, over_leading_dims(_WeightedSum.apply, self.alpha, *outputs)
 

@@ -25,6 +25,9 @@ class Highway(Connection):
     def __init__(self, branch: nn.Module | None = None, gate: nn.Module | None = None,
                  gate_bias: float = GATE_BIAS):
         super().__init__(branch)
+        if not isinstance(gate, nn.Module):
+            raise ValueError("Highway: needs gate=, a module from the state to the branch's width with a bias "
+                             "(a Linear, or a conv of the branch's kernel size)")
         if getattr(gate, "bias", None) is None:
             raise ValueError("Highway: the gate needs a bias (its negative init keeps the gate closed)")
         self.gate = gate

@@ -179,7 +179,7 @@ def transformer_gpu_plan() -> StudyPlan:
 def plan_for(model: str, quick: bool = False, preset: str | None = None) -> StudyPlan:
     """The default study of a model family (``skiplab study --model NAME``), or one of its
     presets (``--preset``: ``gpu``, the transformer's only)."""
-    from .families import MLP_FAMILY, TRANSFORMER_FAMILY
+    from .families import TRANSFORMER_FAMILY
 
     if preset is not None:
         if preset not in PRESETS:
@@ -189,11 +189,21 @@ def plan_for(model: str, quick: bool = False, preset: str | None = None) -> Stud
                             f"(--model {TRANSFORMER_FAMILY.name}, without --quick)")
         return transformer_gpu_plan()
 
-    plans = {MLP_FAMILY.name: lambda: quick_plan() if quick else StudyPlan(),
-             TRANSFORMER_FAMILY.name: lambda: transformer_plan(quick)}
+    plans = _plans(quick)
     if model not in plans:
         raise UserError(f"model: the study has a default plan for {', '.join(plans)}, not {model!r}")
     return plans[model]()
+
+
+def _plans(quick: bool) -> dict[str, Callable[[], StudyPlan]]:
+    from .families import MLP_FAMILY, TRANSFORMER_FAMILY
+    return {MLP_FAMILY.name: lambda: quick_plan() if quick else StudyPlan(),
+            TRANSFORMER_FAMILY.name: lambda: transformer_plan(quick)}
+
+
+def study_models() -> tuple[str, ...]:
+    """The families the study has a default plan for (``skiplab study --model``)."""
+    return tuple(_plans(False))
 
 
 def with_memory(plan: StudyPlan, memory: str) -> StudyPlan:

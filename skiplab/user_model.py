@@ -53,6 +53,10 @@ def load_factory(target: str) -> Callable[[], Any]:
     except Exception as e:
         del sys.modules[module_name]
         raise UserError(f"{path}: importing it raised {_first_line(e)}") from None
+    except SystemExit as e:  # a script's sys.exit at import: skiplab would have ended with its code, silent
+        del sys.modules[module_name]
+        raise UserError(f"{path}: importing it called sys.exit({e.code!r}); "
+                        "put the script's own work under `if __name__ == '__main__':`") from None
     factory = getattr(module, name, None)
     if factory is None:
         found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
@@ -73,6 +77,8 @@ def load_model(target: str, seed: int = 0) -> nn.Module:
             model = factory()
         except Exception as e:
             raise UserError(f"{target}: the factory raised {_first_line(e)}") from None
+        except SystemExit as e:
+            raise UserError(f"{target}: the factory called sys.exit({e.code!r})") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{target}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
     return model

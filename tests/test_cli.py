@@ -64,6 +64,7 @@ def test_build_table_cnn2d_growth(capsys):
     ["build", "--skip", "concat-double", "--depth", "30"],
     ["build", "--unknown-flag"],
     ["strategies", "extra"],
+    ["study", "--model", "resnet"],  # a family with no study plan is not offered (--help listed all five)
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv):
     code, out, err = run(capsys, *argv)
@@ -81,6 +82,24 @@ def test_python_dash_m_no_traceback():
     r = subprocess.run([sys.executable, "-m", "skiplab", "strategies", "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and len(json.loads(r.stdout)) == 13  # mhc-lite the 13th
+
+
+def test_study_help_offers_only_the_families_it_has_a_plan_for(capsys):
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    assert "--model {mlp,transformer}" in capsys.readouterr().out
+
+
+def test_output_into_a_pipe_whose_reader_has_gone_ends_quietly():
+    # `skiplab build | head -1`: the reader closed its end; exit as a shell tool killed by
+    # SIGPIPE does (128 + 13), with no 'internal error' line and no log (it is no bug)
+    for argv in (["build", "--depth", "3", "--width", "4"], ["build", "--depth", "30", "--width", "4", "--json"]):
+        p = subprocess.Popen([sys.executable, "-m", "skiplab", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        p.stdout.close()  # before the command writes anything: its writes all fail
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=120) == 141 and err == "", err
+        p.stderr.close()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from skiplab.cli import main
 from skiplab.store import Store
@@ -231,4 +232,38 @@ def test_bad_input_compare_only(tmp_path, capsys):
     code, out, err = cli(["compare", RESNET, "--skip", "add", "--dataset", str(tmp_path / "d.npz"), "--context", "8",
                           "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "context: a window length is for a text dataset" in err
+    assert snapshot(tmp_path) == before
+
+
+THREE_OUTPUTS = '''
+from torch import nn
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Linear(12, 12)
+
+    def forward(self, x):
+        return x + self.f(x)
+
+def make():
+    return nn.Sequential(nn.Flatten(), Block(), nn.Linear(12, 3))
+'''
+
+
+def test_compare_checks_classes_and_device_before_it_trains(tmp_path, capsys):
+    # found once in every run after training began (each stored 'failed', exit 0): a model
+    # with fewer outputs than the data's classes (the first two labels fit it: 0 and 1), a
+    # device this machine lacks; now one line, exit 2, nothing stored
+    (tmp_path / "three.py").write_text(THREE_OUTPUTS)
+    np.savez(tmp_path / "five.npz", x=NPZ_X, y=np.arange(30) % 5)
+    np.savez(tmp_path / "d.npz", x=NPZ_X, y=NPZ_Y)
+    before = snapshot(tmp_path)
+    base = ["compare", f"{tmp_path}/three.py:make", "--skip", "rezero", "--seeds", "1", "--out", str(tmp_path / "out")]
+    code, out, err = cli([*base, "--dataset", str(tmp_path / "five.npz")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Target 4 is out of bounds" in err, err
+    if not torch.cuda.is_available():
+        code, out, err = cli([*base, "--dataset", str(tmp_path / "d.npz"), "--device", "cuda"], capsys)
+        assert code == 2 and err.strip() == ("skiplab: error: device: cuda was asked for but torch sees no CUDA "
+                                             "device; use --device cpu or auto")
     assert snapshot(tmp_path) == before

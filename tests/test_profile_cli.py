@@ -94,6 +94,18 @@ def test_profile_token_model_and_import_error(tmp_path, capsys):
     assert "importing it raised ModuleNotFoundError" in capsys.readouterr().err
 
 
+def test_a_user_file_that_calls_sys_exit_is_one_line_and_exit_2(tmp_path, capsys):
+    # SystemExit is no Exception: it ended skiplab with the script's code and said nothing
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nsys.exit(4)\n")
+    assert main(["profile", f"{script}:make", "--input-shape", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{script}: importing it called sys.exit(4)" in err, err
+    factory = _write(tmp_path, "def make():\n    raise SystemExit(3)\n")
+    assert main(["profile", f"{factory}:make", "--input-shape", "4"]) == 2
+    assert f"{factory}:make: the factory called sys.exit(3)" in capsys.readouterr().err
+
+
 # -- skiplab gradients on a model from a file ----------------------------------------------
 DEEP = """
     from torch import nn

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import select
 import shlex
 import signal
 import sys
@@ -83,6 +84,23 @@ def _show_warning(fallback):
     return show
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (a pipe into ``head``: poll reports an error on the
+    pipe's write end); if so, stdout is pointed at the null device, so that Python's flush at
+    exit does not fail again (the Python docs' advice on SIGPIPE,
+    https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     begin_command()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -111,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     signal.signal(signal.SIGINT, old)
             return 130
         except Exception as e:  # noqa: BLE001 - a bug inside skiplab: its traceback kept, not shown as the user's fault
+            if isinstance(e, BrokenPipeError) and _stdout_closed():
+                return 128 + signal.SIGPIPE  # `skiplab ... | head`: the reader has what it wanted, as for a shell tool
             if getattr(args, "debug", False):
                 traceback.print_exc()
             out = getattr(args, "out", None)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..families import FAMILIES
 from ..progress import ProgressBar, StepRate
 from ..report import write_report_locked
 from ..run.config import DEVICES, ENGINES
 from ..skips.concat import MEMORIES
-from ..study import PRESETS, on_device, plan_for, run_study, with_engine, with_memory, with_train
+from ..study import PRESETS, on_device, study_models, plan_for, run_study, with_engine, with_memory, with_train
 from .common import UsageError, add_json_flag, emit
 from .train import add_accelerator_args
 
@@ -63,7 +62,7 @@ def add_parser(sub) -> None:
                                    "parameter budget, over seeds; results go to DIR/runs.db, the report to "
                                    "DIR/report.html, DIR/report.md and DIR/figures/. Re-running resumes.")
     p.add_argument("--quick", action="store_true", help="a small study (a smoke test: about a minute)")
-    p.add_argument("--model", choices=tuple(FAMILIES), default="mlp",
+    p.add_argument("--model", choices=study_models(), default="mlp",
                    help="mlp: the MLP study on MNIST-1D; transformer: the residual-stream study, a character "
                         "language model on Python's documentation text (default: %(default)s)")
     p.add_argument("--preset", choices=PRESETS, default=None,

@@ -47,7 +47,7 @@ from ..metrics import ACCURACY, BPC, metric_of
 from ..provenance import hardware, versions
 from ..results import aggregate
 from ..run import scheduler
-from ..run.config import TrainConfig, resolve_device
+from ..run.config import TrainConfig, check_precision, resolve_device
 from ..run.executors import Inline
 from ..run.loop import check_warmup, make_schedule
 from ..run.optim import make_optimizer
@@ -296,16 +296,21 @@ def plan_runs(target: str, skips: list[str], data: Dataset | TextDataset, datase
         raise UserError(f"seeds: must be an integer >= 1, got {seeds!r}")
     if not isinstance(data, TextDataset) and context is not None:
         raise UserError("context: a window length is for a text dataset; this dataset is not text")
+    check_precision(cfg, resolve_device(cfg.device))  # a device this machine lacks: every run would fail
     target = absolute_target(target)
     model = load_model(target, seed=0)
     d = windows(data, context)
     example = d.x_train[:2]
     own = takes_labels(model)
     text = isinstance(data, TextDataset)
+    # the first example and the one with the largest label: a model with fewer outputs than
+    # the data has classes fails here, not in every run once training starts
+    top = int(d.y_train.reshape(len(d.y_train), -1).amax(1).argmax())
+    pair = torch.tensor([0, top])
     try:
         with torch.no_grad():
             model.eval()
-            loss_of(model, example, d.y_train[:2], own, text)
+            loss_of(model, d.x_train[pair], d.y_train[pair], own, text)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's model on the user's data: one line

@@ -208,10 +208,16 @@ class Store:
     """``Store(DIR)`` opens (creating if needed) ``DIR/runs.db``."""
 
     def __init__(self, directory: str | os.PathLike, create: bool = True):
+        if str(directory) == "":  # Path("") is the current folder: a store there by accident
+            raise StoreError("store: the results folder is an empty path; give a folder (--out DIR)")
         self.dir = Path(directory)
         self.path = self.dir / "runs.db"
         if not create and not self.path.is_file():
             raise StoreError(f"store: no results store at {self.path} (run `skiplab study --out {self.dir}` first)")
+        if not create and self.path.stat().st_size == 0:
+            # SQLite would take it for a new database and a reading command would write one
+            raise StoreError(f"store: {self.path} is empty (0 bytes), not a results store; move it away, or train "
+                             f"into {self.dir} to start a new store")
         try:
             if create:
                 self.dir.mkdir(parents=True, exist_ok=True)

@@ -230,6 +230,9 @@ def parse_sweep(doc: dict[str, Any]) -> Sweep:
         if table not in TABLES:
             raise SweepError(f"sweep: unknown table [{table}]; known: {tables}")
         _check_keys(table, body)
+    if not any(doc.values()):  # an empty (or emptied) file would start the defaults' sweep, 30 epochs a run
+        raise SweepError(f"sweep: the file names nothing (no key in any table); give at least one, e.g. "
+                         f"[grid] skip = [\"add\", \"dense\"]; tables: {tables}")
     head, grid, train = doc.get("sweep", {}), doc.get("grid", {}), doc.get("train", {})
     if "params" in grid and "flops" in grid:
         raise _fail("grid", "params and flops: give one budget, not both")

@@ -54,6 +54,24 @@ def test_missing_and_corrupt_stores(tmp_path):
         Store(tmp_path / "bad")
 
 
+def test_an_empty_store_file_is_refused_by_a_reader_and_left_as_it_is(tmp_path):
+    # SQLite takes 0 bytes for a new database: `runs list` and `report` wrote a store there
+    (tmp_path / "runs.db").write_bytes(b"")
+    with pytest.raises(StoreError, match=r"runs.db is empty \(0 bytes\), not a results store"):
+        Store(tmp_path, create=False)
+    assert (tmp_path / "runs.db").stat().st_size == 0
+    with Store(tmp_path) as store:  # a command that trains starts a new store there
+        assert store.runs() == []
+
+
+def test_an_empty_path_is_no_store_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Path("") is here: --out '' made a store in the current folder
+    for create in (True, False):
+        with pytest.raises(StoreError, match="the results folder is an empty path"):
+            Store("", create=create)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_foreign_sqlite_file(tmp_path):
     db = sqlite3.connect(tmp_path / "runs.db")
     db.execute("CREATE TABLE runs (x INTEGER)")

@@ -110,6 +110,8 @@ def test_docs_show_the_example_file():
     ({"sweep": {"seeds": [0, 0]}}, "sweep: [sweep] seeds: a seed is listed twice"),
     ({"resources": {"num_cpus": 0}}, "sweep: [resources] num_cpus: must be a number > 0, got 0"),
     ({"resources": {"max_retries": -1}}, "sweep: [resources] max_retries: must be an integer >= 0, got -1"),
+    ({}, "sweep: the file names nothing (no key in any table); give at least one"),  # was the defaults' sweep
+    ({"grid": {}, "train": {}}, "sweep: the file names nothing"),
 ])
 def test_bad_file_names_table_key_and_allowed(doc, message):
     with pytest.raises(SweepError) as e:
@@ -146,6 +148,7 @@ def test_input_shape_is_a_value_and_a_list_of_shapes_an_axis():
     ("[grid\nskip = 1", "skiplab: error: sweep: "),
     ("[grid]\ndepht = 3\n", "skiplab: error: sweep: [grid] unknown key 'depht'; known: model, depth"),
     ("[grid]\nskip = 'resnet'\n", "skiplab: error: sweep: [grid] skip: unknown strategy 'resnet'; allowed: plain"),
+    ("", "skiplab: error: sweep: the file names nothing"),
 ])
 def test_cli_bad_file_is_one_line_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "s.toml"

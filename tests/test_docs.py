@@ -156,6 +156,7 @@ def test_result_page_names_machine_command_and_date(tmp_path, capsys):
     """``skiplab report --format docs``: the page, its figures beside it, its line in the index."""
     _store(tmp_path / "full", "skiplab study --out full").close()
     results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
     to = results / "full"
     assert main(["report", "--format", "docs", "--out", str(tmp_path / "full"), "--to", str(to),
                  "--title", "The full study"]) == 0
@@ -201,7 +202,9 @@ def test_report_format_docs_bad_input(tmp_path, capsys):
     for argv, message in [(["--format", "docs"], "--format docs: name the page's folder with --to"),
                           (["--to", str(tmp_path / "r")], "--to: only with --format docs"),
                           (["--title", "T"], "--title: only with --format docs"),
-                          (["--format", "docs", "--to", str(tmp_path / "bad name")], "--to must end in a page name")]:
+                          (["--format", "docs", "--to", str(tmp_path / "bad name")], "--to must end in a page name"),
+                          (["--format", "docs", "--to", str(tmp_path / "r" / "page")],
+                           f"the folder {tmp_path / 'r'} does not exist; create it first")]:
         assert main(["report", "--out", str(tmp_path / "s"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("skiplab: error: ") and message in err and err.count("\n") == 1, err

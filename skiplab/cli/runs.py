@@ -187,7 +187,7 @@ def add_parser(sub) -> None:
                         "site, with the machine, the command and the date (default: %(default)s)")
     p.add_argument("--to", default=None, metavar="FOLDER",
                    help="with --format docs: the page's folder, e.g. docs/results/study (FOLDER/index.md and "
-                        "FOLDER/figures/; the parent's index.md lists it)")
+                        "FOLDER/figures/; the parent folder must exist, and its index.md lists the page)")
     p.add_argument("--title", default=None, help="with --format docs: the page's title (default: from the plan)")
     add_json_flag(p)
     p.set_defaults(run=run_report)

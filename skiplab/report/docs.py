@@ -114,6 +114,8 @@ def write_docs_page(store: Store, to: str | os.PathLike, title: str | None = Non
     folder = Path(to)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", folder.name or ""):
         raise UserError(f"report: --to must end in a page name of letters, digits, '.', '_' or '-', got {str(to)!r}")
+    if not folder.parent.is_dir():  # as runs export: a mistyped path makes no stray folders
+        raise UserError(f"report: --to {to}: the folder {folder.parent} does not exist; create it first")
     data = load_report_data(store)
     command = study_command(store)
     quick = is_quick(command)

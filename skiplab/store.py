@@ -18,7 +18,8 @@
 * A SQLite file that is not a skiplab store is refused, for reading and for writing,
   before anything is written into it; a corrupt row (JSON that does not decode, a
   complete run without its metric) is skipped by the readers with a
-  :class:`StoreWarning` that names its key, and the other rows are read.
+  :class:`StoreWarning` that names its key, and the other rows are read; a command that
+  trains its configuration counts it as not stored, trains it again and replaces it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from .errors import UserError
 from .provenance import hardware, versions
 
 FINISHED = ("complete", "diverged")
+ROW_COLUMNS = ("id", "spec_hash", "seed", "status", "spec", "result", "started_at", "finished_at", "versions",
+               "hardware")  # what Store.runs reads of a run
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -277,8 +280,19 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------
     def finished_keys(self) -> set[tuple[str, int]]:
-        rows = self.db.execute(f"SELECT spec_hash, seed FROM runs WHERE status IN {FINISHED}")
-        return {(h, s) for h, s in rows}
+        """The keys of the finished runs that can be read: a corrupt row (:meth:`_row_problem`),
+        which every reader skips, counts as not stored, so it is trained again and replaced
+        (kept as finished, its configuration could never be completed)."""
+        rows = self.db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM runs WHERE status IN {FINISHED}")
+        return {(d["spec_hash"], d["seed"]) for d in (dict(zip(ROW_COLUMNS, r)) for r in rows)
+                if not self._row_problem(d)}
+
+    def _finished(self, spec_hash: str, seed: int) -> int | None:
+        """The id of the finished, readable run stored under this key, else None."""
+        row = self.db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM runs WHERE spec_hash = ? AND seed = ?",
+                              (spec_hash, seed)).fetchone()
+        d = dict(zip(ROW_COLUMNS, row)) if row else None
+        return d["id"] if d and d["status"] in FINISHED and not self._row_problem(d) else None
 
     def add_run(self, spec: dict[str, Any], spec_hash: str, seed: int, status: str, result: dict[str, Any],
                 curves: Iterable[tuple[int, str, str, float]], started_at: str,
@@ -293,11 +307,10 @@ class Store:
         (:func:`finite_run`). Returns the run id."""
         status, result, curves = finite_run(status, result, curves)
         with self._write():  # one transaction
-            row = self.db.execute("SELECT id, status FROM runs WHERE spec_hash = ? AND seed = ?",
-                                  (spec_hash, seed)).fetchone()
+            kept = self._finished(spec_hash, seed)
             self.db.execute("DELETE FROM claims WHERE spec_hash = ? AND seed = ?", (spec_hash, seed))
-            if row and row[1] in FINISHED:
-                return row[0]
+            if kept is not None:
+                return kept
             self.db.execute("DELETE FROM runs WHERE spec_hash = ? AND seed = ?", (spec_hash, seed))
             cur = self.db.execute(
                 "INSERT INTO runs (spec_hash, seed, status, spec, result, started_at, finished_at, versions, hardware)"
@@ -336,9 +349,9 @@ class Store:
         command just tried is not tried again at once); or ``"busy"``: another live command
         holds it. A stale claim (dead holder, lapsed lease) is taken over."""
         with self._write():
-            row = self.db.execute("SELECT status, finished_at FROM runs WHERE spec_hash = ? AND seed = ?",
+            row = self.db.execute("SELECT finished_at FROM runs WHERE spec_hash = ? AND seed = ?",
                                   (spec_hash, seed)).fetchone()
-            if row and (row[0] in FINISHED or (since is not None and row[1] >= since)):
+            if self._finished(spec_hash, seed) is not None or (row and since is not None and row[0] >= since):
                 return "done"
             held = self.db.execute("SELECT owner, host, pid, expires FROM claims WHERE spec_hash = ? AND seed = ?",
                                    (spec_hash, seed)).fetchone()
@@ -417,8 +430,7 @@ class Store:
         """Every stored run: its columns, with spec, result, versions and hardware decoded.
         A row that cannot be read (:meth:`_row_problem`) is skipped with a
         :class:`StoreWarning` naming its key; a file SQLite cannot read is a StoreError."""
-        cols = ["id", "spec_hash", "seed", "status", "spec", "result", "started_at", "finished_at", "versions",
-                "hardware"]
+        cols = ROW_COLUMNS
         out = []
         try:
             rows = self.db.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id").fetchall()

@@ -212,6 +212,24 @@ def _corrupt_store(path):
     return ids
 
 
+def test_a_corrupt_finished_row_is_trained_again_and_replaced(tmp_path):
+    # every reader skips it, so kept as finished its configuration could never complete:
+    # `skiplab train` said '1/1 done' and its table had 0 seeds, however often it ran
+    import warnings
+
+    from skiplab.store import StoreWarning
+    ids = _corrupt_store(tmp_path)
+    with Store(tmp_path) as s:
+        assert s.finished_keys() == {("h0", 0), ("h4", 0)}  # h4's row reads; one curve point does not
+        assert s.claim("h1", 0) == "claimed" and s.claim("h0", 0) == "done"
+        assert _add(s, h="h1", acc=0.75) != ids[1]  # replaced: a new row
+        assert _add(s, h="h0", acc=0.25) == ids[0]  # a readable finished row is kept, as before
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreWarning)  # h2's and h3's rows still warn
+            runs = {r["spec_hash"]: r for r in s.runs()}
+        assert runs["h1"]["result"]["test_accuracy"] == 0.75 and runs["h0"]["result"]["test_accuracy"] == 0.5
+
+
 def test_a_corrupt_row_is_skipped_with_a_warning_naming_its_key(tmp_path):
     from skiplab.store import StoreWarning
     ids = _corrupt_store(tmp_path)

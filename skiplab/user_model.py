@@ -29,6 +29,10 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def parse_target(target: str) -> tuple[pathlib.Path, str]:
     """``"models/net.py:make"`` -> (path, "make")."""
     path, sep, name = target.rpartition(":")
@@ -40,6 +44,8 @@ def parse_target(target: str) -> tuple[pathlib.Path, str]:
 def load_factory(target: str) -> Callable[[], Any]:
     """Import FILE.py by path (not from sys.path) and return its FACTORY."""
     path, name = parse_target(target)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the model as FILE.py:FACTORY")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     module_name = f"skiplab_user_{path.stem}"
@@ -63,7 +69,7 @@ def load_factory(target: str) -> Callable[[], Any]:
                        and getattr(v, "__module__", None) == module_name)
         raise UserError(f"{path}: has no {name!r}" + (f"; it defines {', '.join(found)}" if found else ""))
     if not callable(factory):
-        raise UserError(f"{path}: {name!r} is a {type(factory).__name__}, not a callable returning a model")
+        raise UserError(f"{path}: {name!r} is {_a(type(factory).__name__)}, not a callable returning a model")
     return factory
 
 
@@ -80,7 +86,7 @@ def load_model(target: str, seed: int = 0) -> nn.Module:
         except SystemExit as e:
             raise UserError(f"{target}: the factory called sys.exit({e.code!r})") from None
     if not isinstance(model, nn.Module):
-        raise UserError(f"{target}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+        raise UserError(f"{target}: the factory returned {_a(type(model).__name__)}, not a torch.nn.Module")
     return model
 
 

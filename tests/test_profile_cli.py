@@ -58,8 +58,8 @@ MODELS = """
     (["{f}:absent", "--input-shape", "4"], "has no 'absent'; it defines broken, good, not_a_model, tokens"),
     (["{f}", "--input-shape", "4"], "give the model as FILE.py:FACTORY"),
     (["{f}:broken", "--input-shape", "4"], "the factory raised RuntimeError: no weights for you"),
-    (["{f}:not_a_model", "--input-shape", "4"], "returned a int, not a torch.nn.Module"),
-    (["{f}:number", "--input-shape", "4"], "'number' is a int, not a callable"),
+    (["{f}:not_a_model", "--input-shape", "4"], "returned an int, not a torch.nn.Module"),
+    (["{f}:number", "--input-shape", "4"], "'number' is an int, not a callable"),
     (["{f}:good", "--input-shape", "5"], "the model rejects an input of shape (32, 5) float32: RuntimeError: mat1 and mat2"),
     (["{f}:good", "--input-shape", "4,x"], "'4,x' is not comma-separated integers"),
     (["{f}:good", "--input-shape", "0"], "input_shape: sizes must be integers >= 1"),
@@ -104,6 +104,8 @@ def test_a_user_file_that_calls_sys_exit_is_one_line_and_exit_2(tmp_path, capsys
     factory = _write(tmp_path, "def make():\n    raise SystemExit(3)\n")
     assert main(["profile", f"{factory}:make", "--input-shape", "4"]) == 2
     assert f"{factory}:make: the factory called sys.exit(3)" in capsys.readouterr().err
+    assert main(["profile", f"{tmp_path}:make", "--input-shape", "4"]) == 2  # a folder, not a file
+    assert f"{tmp_path}: is a folder; give the model as FILE.py:FACTORY" in capsys.readouterr().err
 
 
 # -- skiplab gradients on a model from a file ----------------------------------------------

@@ -349,9 +349,12 @@ class Store:
         command just tried is not tried again at once); or ``"busy"``: another live command
         holds it. A stale claim (dead holder, lapsed lease) is taken over."""
         with self._write():
-            row = self.db.execute("SELECT finished_at FROM runs WHERE spec_hash = ? AND seed = ?",
+            row = self.db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM runs WHERE spec_hash = ? AND seed = ?",
                                   (spec_hash, seed)).fetchone()
-            if self._finished(spec_hash, seed) is not None or (row and since is not None and row[0] >= since):
+            d = dict(zip(ROW_COLUMNS, row)) if row else None
+            # a corrupt row is neither finished nor just tried: it is trained again (finished_keys)
+            if d and not self._row_problem(d) and (
+                    d["status"] in FINISHED or (since is not None and d["finished_at"] >= since)):
                 return "done"
             held = self.db.execute("SELECT owner, host, pid, expires FROM claims WHERE spec_hash = ? AND seed = ?",
                                    (spec_hash, seed)).fetchone()

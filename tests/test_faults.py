@@ -640,12 +640,6 @@ def test_a_corrupt_row_is_skipped_by_every_reader_with_one_warning_naming_it(tmp
     assert main(["runs", "export", "--out", str(out), "--csv", str(tmp_path / "runs.csv")]) == 0
     one_warning(capsys.readouterr().err)
     assert (tmp_path / "runs.csv").read_text().count("\n") == 1 + 3
-    # the same train command again: nothing to train (the row's status says finished); it lists what it read
-    assert main(["train", "--skip", "plain,add", "--depth", "1", "--width", "8", "--epochs", "1", "--seeds", "2",
-                 "--workers", "1", "--out", str(out), "--json"]) == 0
-    cap = capsys.readouterr()
-    one_warning(cap.err)
-    assert sum(len(d["runs"]) for d in json.loads(cap.out)) == 3
     pytest.importorskip("pandas")
     from skiplab import load_curves, load_runs
     from skiplab.store import StoreWarning
@@ -653,6 +647,16 @@ def test_a_corrupt_row_is_skipped_by_every_reader_with_one_warning_naming_it(tmp
         assert len(load_runs(out)) == 3
     with pytest.warns(StoreWarning, match=f"run {h} seed {seed}"):
         assert set(load_curves(out)["seed"]) == {0, 1}
+    # the same train command again trains the corrupt run and replaces its row (counted as
+    # finished, it had kept its configuration at one seed for good), at once: the row is not
+    # 'just tried by another command' either (stored within this command's second, it was)
+    assert main(["train", "--skip", "plain,add", "--depth", "1", "--width", "8", "--epochs", "1", "--seeds", "2",
+                 "--workers", "1", "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "corrupt" not in cap.err and sum(len(d["runs"]) for d in json.loads(cap.out)) == 4
+    assert main(["runs", "list", "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and sorted(d["seeds"] for d in json.loads(cap.out)) == [2, 2]
 
 
 # -- errors: the user's exit 2, skiplab's own exit 1 with a log ---------------------------------

@@ -287,12 +287,13 @@ class Store:
         return {(d["spec_hash"], d["seed"]) for d in (dict(zip(ROW_COLUMNS, r)) for r in rows)
                 if not self._row_problem(d)}
 
-    def _finished(self, spec_hash: str, seed: int) -> int | None:
-        """The id of the finished, readable run stored under this key, else None."""
+    def _readable_row(self, spec_hash: str, seed: int) -> dict[str, Any] | None:
+        """The run stored under this key, decoded, if there is one and it can be read; a
+        corrupt row is neither finished nor just tried: it is trained again (finished_keys)."""
         row = self.db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM runs WHERE spec_hash = ? AND seed = ?",
                               (spec_hash, seed)).fetchone()
         d = dict(zip(ROW_COLUMNS, row)) if row else None
-        return d["id"] if d and d["status"] in FINISHED and not self._row_problem(d) else None
+        return d if d and not self._row_problem(d) else None
 
     def add_run(self, spec: dict[str, Any], spec_hash: str, seed: int, status: str, result: dict[str, Any],
                 curves: Iterable[tuple[int, str, str, float]], started_at: str,
@@ -307,10 +308,10 @@ class Store:
         (:func:`finite_run`). Returns the run id."""
         status, result, curves = finite_run(status, result, curves)
         with self._write():  # one transaction
-            kept = self._finished(spec_hash, seed)
+            kept = self._readable_row(spec_hash, seed)
             self.db.execute("DELETE FROM claims WHERE spec_hash = ? AND seed = ?", (spec_hash, seed))
-            if kept is not None:
-                return kept
+            if kept and kept["status"] in FINISHED:
+                return kept["id"]
             self.db.execute("DELETE FROM runs WHERE spec_hash = ? AND seed = ?", (spec_hash, seed))
             cur = self.db.execute(
                 "INSERT INTO runs (spec_hash, seed, status, spec, result, started_at, finished_at, versions, hardware)"
@@ -349,12 +350,8 @@ class Store:
         command just tried is not tried again at once); or ``"busy"``: another live command
         holds it. A stale claim (dead holder, lapsed lease) is taken over."""
         with self._write():
-            row = self.db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM runs WHERE spec_hash = ? AND seed = ?",
-                                  (spec_hash, seed)).fetchone()
-            d = dict(zip(ROW_COLUMNS, row)) if row else None
-            # a corrupt row is neither finished nor just tried: it is trained again (finished_keys)
-            if d and not self._row_problem(d) and (
-                    d["status"] in FINISHED or (since is not None and d["finished_at"] >= since)):
+            d = self._readable_row(spec_hash, seed)
+            if d and (d["status"] in FINISHED or (since is not None and d["finished_at"] >= since)):
                 return "done"
             held = self.db.execute("SELECT owner, host, pid, expires FROM claims WHERE spec_hash = ? AND seed = ?",
                                    (spec_hash, seed)).fetchone()
@@ -433,14 +430,13 @@ class Store:
         """Every stored run: its columns, with spec, result, versions and hardware decoded.
         A row that cannot be read (:meth:`_row_problem`) is skipped with a
         :class:`StoreWarning` naming its key; a file SQLite cannot read is a StoreError."""
-        cols = ROW_COLUMNS
         out = []
         try:
-            rows = self.db.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id").fetchall()
+            rows = self.db.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM runs ORDER BY id").fetchall()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store: {self.path} is corrupt ({e})") from None
         for row in rows:
-            d = dict(zip(cols, row))
+            d = dict(zip(ROW_COLUMNS, row))
             problem = self._row_problem(d)
             if problem:
                 warnings.warn(StoreWarning(f"store: run {d['spec_hash']} seed {d['seed']} (id {d['id']}) in "
